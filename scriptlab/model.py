@@ -1,0 +1,222 @@
+"""The dual-head script/font CNN, the gradient flip, and a pure functional view.
+
+Architecture (``ScriptNet``), in the spirit of the Keras mnist_convnet the first
+seed starts from (conv, conv, pool, dropout, dense), resized for 32x64 crops:
+
+    conv1 3x3x32 SAME, ReLU -> pool1 2x2
+    conv2 3x3x64 SAME, ReLU -> pool2 2x2
+    conv3 3x3x64 SAME, ReLU -> pool3 2x2 -> dropout 0.25
+    dense 128, ReLU (the embedding) -> dropout 0.5
+    script head: Linear(128, n_scripts)
+    font head:   gradient_flip -> Linear(128, n_styles)
+
+Pooling after every conv keeps XLA's CPU convolutions small (they, not the
+dense layers, dominate the step time); see ``cost()`` for parameters and FLOPs.
+
+References: Ganin & Lempitsky 2015 (gradient reversal); Kim et al. 2019.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LAYERS = ("conv1", "pool1", "conv2", "pool2", "conv3", "pool3", "dense")
+CONV_LAYERS = ("conv1", "conv2", "conv3")
+
+
+class Outputs(NamedTuple):
+    """What the model returns: both heads' logits, the embedding and named activations."""
+
+    script: jax.Array  # float32[N, n_scripts]
+    font: jax.Array  # float32[N, n_styles]
+    embedding: jax.Array  # float32[N, hidden]
+    activations: dict[str, jax.Array]  # name -> float32[N, h, w, c] or [N, hidden]
+
+
+class LayerGeometry(NamedTuple):
+    """One spatial layer of the trunk: kernel size, stride and SAME/VALID padding."""
+
+    name: str
+    kernel: int
+    stride: int
+    padding: str
+
+
+@jax.custom_vjp
+def gradient_flip(x: jax.Array, lam: jax.Array) -> jax.Array:
+    """Identity forward, ``-lam * g`` backward (Ganin & Lempitsky 2015).
+
+    Args:
+      x: any array.
+      lam: scalar array; traced, so a schedule that changes it never recompiles.
+
+    Returns:
+      ``x`` unchanged. The cotangent that flows back to ``x`` is ``-lam * g``;
+      ``lam`` itself receives a zero cotangent.
+    """
+    return x
+
+
+def _flip_fwd(x, lam):
+    return x, lam
+
+
+def _flip_bwd(lam, g):
+    return (-lam * g).astype(g.dtype), jnp.zeros_like(lam)
+
+
+gradient_flip.defvjp(_flip_fwd, _flip_bwd)
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+
+
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class ScriptNet(nnx.Module):
+    """Dual-head CNN: a script head (the task) and a font-style head (the nuisance).
+
+    Args:
+      n_scripts: number of script classes.
+      n_styles: number of font-style classes.
+      channels: output channels of conv1..conv3.
+      hidden: width of the dense embedding.
+      dropout: (after the trunk, after the embedding) drop rates.
+      image_shape: (H, W, C) of the inputs, used for ``cost()``.
+      rngs: nnx.Rngs for parameter initialisation.
+    """
+
+    def __init__(
+        self,
+        n_scripts: int,
+        n_styles: int,
+        *,
+        channels: tuple[int, int, int] = (32, 64, 64),
+        hidden: int = 128,
+        dropout: tuple[float, float] = (0.25, 0.5),
+        image_shape: tuple[int, int, int] = (32, 64, 3),
+        rngs: nnx.Rngs,
+    ):
+        h, w, c = image_shape
+        if h % 8 or w % 8:
+            raise ValueError(f"image_shape must have H and W divisible by 8, got {image_shape}")
+        self.image_shape = tuple(image_shape)
+        self.dropout = tuple(dropout)
+        c1, c2, c3 = channels
+        self.conv1 = nnx.Conv(c, c1, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = nnx.Conv(c1, c2, (3, 3), padding="SAME", rngs=rngs)
+        self.conv3 = nnx.Conv(c2, c3, (3, 3), padding="SAME", rngs=rngs)
+        self.dense = nnx.Linear((h // 8) * (w // 8) * c3, hidden, rngs=rngs)
+        self.script_head = nnx.Linear(hidden, n_scripts, rngs=rngs)
+        self.font_head = nnx.Linear(hidden, n_styles, rngs=rngs)
+
+    def __call__(
+        self,
+        images: jax.Array,
+        *,
+        lam: jax.Array | float = 1.0,
+        dropout_key: jax.Array | None = None,
+        relu: Callable[[jax.Array], jax.Array] = jax.nn.relu,
+        perturb: Mapping[str, jax.Array] | None = None,
+    ) -> Outputs:
+        """Forward pass.
+
+        Args:
+          images: float32[N, H, W, 3] in [0, 1].
+          lam: gradient-flip strength for the font head (forward is unaffected).
+          dropout_key: PRNG key; dropout is applied only when one is given.
+          relu: the nonlinearity, swappable for guided backprop / deconvnet rules.
+          perturb: optional {layer name: array} added to that activation; pass zeros
+            and differentiate to get gradients with respect to a layer (Grad-CAM).
+
+        Returns:
+          Outputs(script, font, embedding, activations).
+        """
+        perturb = perturb or {}
+        acts: dict[str, jax.Array] = {}
+
+        def tap(name, x):
+            if name in perturb:
+                x = x + perturb[name]
+            acts[name] = x
+            return x
+
+        k1 = k2 = None
+        if dropout_key is not None:
+            k1, k2 = jax.random.split(dropout_key)
+        x = images
+        x = tap("conv1", relu(self.conv1(x)))
+        x = tap("pool1", _max_pool(x))
+        x = tap("conv2", relu(self.conv2(x)))
+        x = tap("pool2", _max_pool(x))
+        x = tap("conv3", relu(self.conv3(x)))
+        x = tap("pool3", _max_pool(x))
+        x = _dropout(x, self.dropout[0], k1)
+        x = x.reshape(x.shape[0], -1)
+        emb = tap("dense", relu(self.dense(x)))
+        h = _dropout(emb, self.dropout[1], k2)
+        script = self.script_head(h)
+        font = self.font_head(gradient_flip(h, jnp.asarray(lam, h.dtype)))
+        return Outputs(script, font, emb, acts)
+
+    @staticmethod
+    def geometry() -> tuple[LayerGeometry, ...]:
+        """Spatial layers of the trunk in order, for receptive-field arithmetic."""
+        return (
+            LayerGeometry("conv1", 3, 1, "SAME"),
+            LayerGeometry("pool1", 2, 2, "VALID"),
+            LayerGeometry("conv2", 3, 1, "SAME"),
+            LayerGeometry("pool2", 2, 2, "VALID"),
+            LayerGeometry("conv3", 3, 1, "SAME"),
+            LayerGeometry("pool3", 2, 2, "VALID"),
+        )
+
+    def cost(self) -> dict[str, int]:
+        """Parameter count and forward multiply-add FLOPs (2 per MAC) per image."""
+        h, w, c = self.image_shape
+        flops = 0
+        for conv, scale in ((self.conv1, 1), (self.conv2, 2), (self.conv3, 4)):
+            kh, kw, cin, cout = conv.kernel.value.shape
+            flops += 2 * (h // scale) * (w // scale) * kh * kw * cin * cout
+        for lin in (self.dense, self.script_head, self.font_head):
+            flops += 2 * lin.kernel.value.size
+        _, params, _ = nnx.split(self, nnx.Param, ...)
+        n_params = sum(x.size for x in jax.tree.leaves(params))
+        return {"params": int(n_params), "flops_per_image": int(flops)}
+
+
+ApplyFn = Callable[..., Outputs]
+
+
+def functional(model: nnx.Module) -> tuple[Any, ApplyFn]:
+    """Split a model once into (params, apply_fn) for plain jax transforms.
+
+    ``apply_fn(params, images, *, relu=jax.nn.relu, perturb=None, lam=1.0)``
+    runs the model in evaluation mode (no dropout) and returns ``Outputs``. It is
+    a pure function of ``params`` (an nnx.State pytree of nnx.Param leaves), so
+    it composes with jax.jit, jax.grad (images or params), jax.vmap and
+    jax.jvp-of-grad (Hessian-vector products).
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def apply_fn(params, images, *, relu=jax.nn.relu, perturb=None, lam=1.0) -> Outputs:
+        m = nnx.merge(graphdef, params, rest, copy=True)
+        return m(images, relu=relu, perturb=perturb, lam=lam)
+
+    return params, apply_fn
+
+
+def build(n_scripts: int, n_styles: int, *, seed: int = 0, **kwargs) -> ScriptNet:
+    """Make a freshly initialised ``ScriptNet`` from an integer seed."""
+    return ScriptNet(n_scripts, n_styles, rngs=nnx.Rngs(seed), **kwargs)
