@@ -1,0 +1,564 @@
+"""The multi-script text-crop dataset, with font style as a labelled nuisance.
+
+Each crop shows one real word in one of ten scripts, drawn with a pip-installed
+font (``scriptlab.fonts``) through Pillow's raqm layout, so Arabic and Hebrew run
+right-to-left and Devanagari and Thai are shaped. Nuisances: font style (the
+label the unlearning experiment fights), font family and weight, text colour,
+background colour and texture, position, scale, small rotation, blur and noise.
+
+Splits:
+  train, val, test  in-distribution; a fraction ``rho`` of each script is drawn
+                    from that script's assigned style (``BIAS``), the rest
+                    uniformly from its other styles (Kim et al. 2019).
+  conflict          style never the script's assigned style.
+  heldout           font families never seen in train/val/test/conflict.
+
+The same config and seed give byte-identical arrays whatever the number of
+worker processes: each chunk of 256 crops has its own seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import time
+import warnings
+import zipfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from scriptlab import fonts
+from scriptlab.fonts import SCRIPTS, STYLES, check_name
+from scriptlab.words import BICAMERAL
+
+DATA_VERSION = 1
+CHUNK = 256
+SPLITS = ("train", "val", "test", "conflict", "heldout")
+
+# The style each script is drawn in a fraction rho of the time in train/val/test.
+# Latin/Cyrillic/Greek share many letter shapes, so a style shortcut pays there.
+BIAS: dict[str, str] = {
+    "latin": "hand",
+    "cyrillic": "serif",
+    "greek": "mono",
+    "arabic": "serif",
+    "hebrew": "display",
+    "devanagari": "hand",
+    "thai": "display",
+    "chinese": "sans",
+    "japanese": "display",
+    "korean": "sans",
+}
+
+PRESETS: dict[str, dict] = {
+    "smoke": dict(n_train=600, n_val=150, n_test=150, n_conflict=150, n_heldout=150),
+    "workshop": dict(n_train=10_000, n_val=1_500, n_test=2_000, n_conflict=2_000, n_heldout=2_000),
+    "full": dict(n_train=60_000, n_val=6_000, n_test=10_000, n_conflict=10_000, n_heldout=10_000),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Everything that determines the dataset's bytes."""
+
+    preset: str = "workshop"
+    seed: int = 0
+    rho: float = 0.9
+    image_size: tuple[int, int] = (32, 64)
+    n_train: int = 10_000
+    n_val: int = 1_500
+    n_test: int = 2_000
+    n_conflict: int = 2_000
+    n_heldout: int = 2_000
+    scripts: tuple[str, ...] = SCRIPTS
+    styles: tuple[str, ...] = STYLES
+
+    def sizes(self) -> dict[str, int]:
+        return {s: getattr(self, f"n_{s}") for s in SPLITS}
+
+    def key(self) -> str:
+        """Content address: a hash of the config, the data version and the font table."""
+        import PIL
+
+        blob = json.dumps(
+            {
+                "config": dataclasses.asdict(self),
+                "version": DATA_VERSION,
+                "pillow": PIL.__version__,
+                "faces": [list(f) for f in fonts.FACES],
+                "bias": BIAS,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def make_config(preset: str = "workshop", seed: int = 0, **overrides) -> DataConfig:
+    """Build and validate a DataConfig from a preset name plus overrides.
+
+    Raises:
+      ValueError: naming the argument, the value and what is allowed.
+    """
+    check_name("preset", preset, tuple(PRESETS))
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    for name in overrides:
+        if name not in fields:
+            raise ValueError(f"unknown config field {name!r}; allowed: {', '.join(sorted(fields))}")
+    cfg = DataConfig(preset=preset, seed=int(seed), **{**PRESETS[preset], **overrides})
+    if not 0.0 <= cfg.rho <= 1.0 or not np.isfinite(cfg.rho):
+        raise ValueError(f"rho must be in [0, 1], got {cfg.rho!r}")
+    h, w = cfg.image_size
+    if h < 16 or w < 16 or h % 8 or w % 8:
+        raise ValueError(f"image_size must be (H, W) with H, W >= 16 and divisible by 8, got {cfg.image_size}")
+    for split, n in cfg.sizes().items():
+        if n < 0:
+            raise ValueError(f"n_{split} must be >= 0, got {n}")
+    if not cfg.scripts:
+        raise ValueError("scripts must name at least two scripts, got an empty set")
+    if not cfg.styles:
+        raise ValueError(f"styles must name at least one style; allowed: {', '.join(STYLES)}")
+    for s in cfg.scripts:
+        check_name("script", s, SCRIPTS)
+    for s in cfg.styles:
+        check_name("style", s, STYLES)
+    if len(cfg.scripts) < 2:
+        raise ValueError(f"scripts must name at least two scripts, got {cfg.scripts}")
+    for s in cfg.scripts:  # every script needs at least one covered style in the training pool
+        if not [st for st in cfg.styles if st in fonts.styles_for(s)]:
+            fonts.faces_for(s, cfg.styles[0])  # raises FontCoverageError naming the cell
+    return cfg
+
+
+class Split(NamedTuple):
+    """One split: images, ink masks and labels, all row-aligned."""
+
+    images: np.ndarray  # uint8[N, H, W, 3]
+    masks: np.ndarray  # bool[N, H, W]: glyph ink before blur and noise
+    script: np.ndarray  # int32[N], index into Dataset.scripts
+    style: np.ndarray  # int32[N], index into Dataset.styles
+    family: np.ndarray  # int32[N], index into Dataset.families
+    text: np.ndarray  # str[N]
+    color: np.ndarray  # uint8[N, 3] text colour
+
+    def __len__(self) -> int:
+        return len(self.script)
+
+    def take(self, idx) -> Split:
+        """Rows ``idx`` of every field."""
+        return Split(*(a[idx] for a in self))
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """All splits plus the label names; ids index into ``scripts``/``styles``/``families``."""
+
+    config: DataConfig
+    splits: dict[str, Split]
+    scripts: tuple[str, ...]
+    styles: tuple[str, ...]
+    families: tuple[str, ...]
+    seconds: float = 0.0  # generation time (0 when loaded from cache)
+
+    def split(self, name: str) -> Split:
+        check_name("split", name, SPLITS)
+        return self.splits[name]
+
+    train = property(lambda self: self.splits["train"])
+    val = property(lambda self: self.splits["val"])
+    test = property(lambda self: self.splits["test"])
+    conflict = property(lambda self: self.splits["conflict"])
+    heldout = property(lambda self: self.splits["heldout"])
+
+    @property
+    def key(self) -> str:
+        return self.config.key()
+
+    def bias_style(self, script: str) -> int:
+        """Style id a script is biased towards."""
+        return self.styles.index(_bias_style(self.config, script))
+
+
+def as_float(images) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1] (works on numpy or jax arrays)."""
+    return images.astype(np.float32) / np.float32(255.0)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _bias_style(cfg: DataConfig, script: str) -> str:
+    styles = [s for s in cfg.styles if s in fonts.styles_for(script)]
+    return BIAS[script] if BIAS[script] in styles else styles[0]
+
+
+def _plan(cfg: DataConfig, split: str, rng: np.random.Generator):
+    """Choose (script, style, face) for every sample of a split."""
+    n = cfg.sizes()[split]
+    heldout = split == "heldout"
+    scripts = [s for s in cfg.scripts if not heldout or fonts.styles_for(s, heldout=True)]
+    if split == "conflict":
+        scripts = [s for s in scripts if len(_styles(cfg, s, False)) > 1]
+    script_ids = np.resize(np.arange(len(scripts)), n)
+    rng.shuffle(script_ids)
+    styles = np.empty(n, np.int32)
+    faces = np.empty(n, np.int32)
+    face_index = {f: i for i, f in enumerate(fonts.FACES)}
+    for k, script in enumerate(scripts):
+        idx = np.flatnonzero(script_ids == k)
+        own = _styles(cfg, script, heldout)
+        biased = _bias_style(cfg, script)
+        others = [s for s in own if s != biased] or [biased]
+        if split in ("train", "val", "test"):
+            n_biased = int(round(cfg.rho * len(idx)))
+            chosen = [biased] * n_biased + list(rng.choice(others, len(idx) - n_biased))
+            chosen = rng.permutation(np.array(chosen, dtype=object))
+        elif split == "conflict":
+            chosen = rng.choice(others, len(idx))
+        else:
+            chosen = rng.choice(own, len(idx))
+        for i, style in zip(idx, chosen, strict=True):
+            pool = fonts.faces_for(script, style, heldout=heldout)
+            styles[i] = cfg.styles.index(style)
+            faces[i] = face_index[pool[rng.integers(len(pool))]]
+    global_script = np.array([cfg.scripts.index(scripts[k]) for k in script_ids], np.int32)
+    return global_script, styles, faces
+
+
+def _styles(cfg: DataConfig, script: str, heldout: bool) -> list[str]:
+    return [s for s in cfg.styles if s in fonts.styles_for(script, heldout=heldout)]
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@functools.lru_cache(maxsize=4096)
+def _font(face: fonts.Face, size: int):
+    from PIL import ImageFont
+
+    font = ImageFont.truetype(str(fonts.font_path(face)), size, layout_engine=ImageFont.Layout.RAQM)
+    if face.weight is not None:
+        axes = font.get_variation_axes()
+        values = [
+            face.weight if a["name"] in (b"Weight", "Weight") else a["default"] for a in axes
+        ]
+        font.set_variation_by_axes(values)
+    return font
+
+
+def _check_raqm() -> None:
+    from PIL import features
+
+    if not features.check("raqm"):
+        raise RuntimeError(
+            "Pillow was built without libraqm, so Arabic, Hebrew, Devanagari and Thai "
+            "cannot be shaped correctly; install a Pillow wheel from PyPI (they bundle "
+            "raqm) or your system's libraqm"
+        )
+
+
+def _glyph_alpha(rng, face: fonts.Face, script: str, h: int, w: int):
+    """Render one word as an 8-bit coverage image; returns (alpha, text)."""
+    from PIL import Image, ImageDraw
+
+    words = fonts.words_for(face, script)
+    for _ in range(16):
+        text = words[rng.integers(len(words))]
+        if script in BICAMERAL and rng.random() < 0.3:
+            text = text[:1].upper() + text[1:]
+        size = int(rng.integers(int(0.45 * h), int(0.75 * h) + 1))
+        font = _font(face, size)
+        left, top, right, bottom = font.getbbox(text)
+        tw, th = right - left, bottom - top
+        if tw > w - 2 or th > h - 2:
+            size = int(size * min((w - 2) / tw, (h - 2) / th))
+            if size < 0.3 * h:
+                continue
+            font = _font(face, size)
+            left, top, right, bottom = font.getbbox(text)
+            tw, th = right - left, bottom - top
+            if tw > w - 2 or th > h - 2:
+                continue
+        break
+    else:
+        raise RuntimeError(f"no word of {script} fits a {h}x{w} crop in {face.family}")
+    x = int(rng.integers(1, w - tw)) - left
+    y = int(rng.integers(1, h - th)) - top
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).text((x, y), text, font=font, fill=255)
+    img = img.rotate(float(rng.uniform(-5, 5)), resample=Image.BILINEAR)
+    return np.asarray(img), text
+
+
+def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
+    pos = np.linspace(0, n_in - 1, n_out)
+    lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
+    frac = pos - lo
+    m = np.zeros((n_out, n_in), np.float32)
+    m[np.arange(n_out), lo] = 1 - frac
+    m[np.arange(n_out), lo + 1] = frac
+    return m
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _blur(img: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Per-image separable Gaussian blur (5 taps), vectorised over the batch."""
+    taps = np.arange(-2, 3, dtype=np.float32)
+    k = np.exp(-0.5 * (taps[None] / np.maximum(sigma[:, None], 1e-3)) ** 2)
+    k /= k.sum(1, keepdims=True)
+    for axis in (1, 2):
+        pad = [(0, 0)] * img.ndim
+        pad[axis] = (2, 2)
+        p = np.pad(img, pad, mode="edge")
+        length = img.shape[axis]
+        img = sum(
+            k[:, t, None, None, None] * np.take(p, np.arange(t, t + length), axis=axis)
+            for t in range(5)
+        )
+    return img
+
+
+def _render_chunk(job) -> dict[str, np.ndarray]:
+    """Render one chunk of planned samples (runs in a worker process)."""
+    cfg, entropy, scripts, faces = job
+    _check_raqm()
+    rng = np.random.default_rng(np.random.SeedSequence(entropy))
+    h, w = cfg.image_size
+    n = len(scripts)
+    alpha = np.empty((n, h, w), np.uint8)
+    texts = []
+    for i in range(n):  # Pillow draws one string at a time; the rest is vectorised
+        face = fonts.FACES[faces[i]]
+        alpha[i], text = _glyph_alpha(rng, face, cfg.scripts[scripts[i]], h, w)
+        texts.append(text)
+    a = alpha.astype(np.float32)[..., None] / 255.0
+
+    bg = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+    cand = rng.uniform(0, 1, (n, 16, 3)).astype(np.float32)
+    ok = np.abs(_luma(cand) - _luma(bg)[:, None]) > 0.35
+    first = np.where(ok.any(1), ok.argmax(1), -1)
+    fg = np.where((first >= 0)[:, None], cand[np.arange(n), np.maximum(first, 0)], 1 - bg)
+    fg = np.where((first >= 0)[:, None], fg, np.round(1 - _luma(bg))[:, None].repeat(3, 1))
+
+    yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, h), np.linspace(-0.5, 0.5, w), indexing="ij")
+    theta = rng.uniform(0, 2 * np.pi, n)
+    grad_amp = rng.uniform(0, 0.25, n)
+    gradient = grad_amp[:, None, None] * (np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy)
+    coarse = rng.normal(0, 1, (n, 5, 9)) * rng.uniform(0, 0.08, n)[:, None, None]
+    texture = np.einsum("hi,nij,wj->nhw", _bilinear_matrix(h, 5), coarse, _bilinear_matrix(w, 9))
+    background = bg[:, None, None, :] + (gradient + texture)[..., None]
+    img = background * (1 - a) + fg[:, None, None, :] * a
+    img = _blur(img.astype(np.float32), rng.uniform(0, 0.9, n).astype(np.float32))
+    img = img + rng.normal(0, 1, img.shape) * rng.uniform(0, 0.05, n)[:, None, None, None]
+    return {
+        "images": np.round(np.clip(img, 0, 1) * 255).astype(np.uint8),
+        "masks": alpha >= 128,
+        "text": np.array(texts, dtype=str),
+        "color": np.round(fg * 255).astype(np.uint8),
+    }
+
+
+def _generate(cfg: DataConfig, workers: int | None, progress: bool) -> Dataset:
+    from tqdm.auto import tqdm
+
+    _check_raqm()
+    t0 = time.perf_counter()
+    family_ids = {f: i for i, f in enumerate(fonts.FAMILIES)}
+    plans, jobs = {}, []
+    for s_idx, split in enumerate(SPLITS):
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, s_idx, 0]))
+        plans[split] = _plan(cfg, split, rng)
+        script, _, face = plans[split]
+        for c, start in enumerate(range(0, len(script), CHUNK)):
+            sl = slice(start, start + CHUNK)
+            jobs.append((cfg, [cfg.seed, s_idx, c + 1], script[sl], face[sl]))
+    total = sum(len(j[2]) for j in jobs)
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=total, desc=f"rendering {cfg.preset}", unit="crop", disable=not progress)
+    if workers == 1 or total <= 2 * CHUNK:
+        results = []
+        for job in jobs:
+            results.append(_render_chunk(job))
+            bar.update(len(job[2]))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            results = []
+            for job, res in zip(jobs, pool.map(_render_chunk, jobs), strict=True):
+                results.append(res)
+                bar.update(len(job[2]))
+    bar.close()
+    splits, k = {}, 0
+    for split in SPLITS:
+        script, style, face = plans[split]
+        n_chunks = -(-len(script) // CHUNK)
+        parts = results[k : k + n_chunks]
+        k += n_chunks
+        h, w = cfg.image_size
+        cat = lambda key, shape, dtype: (  # noqa: E731
+            np.concatenate([p[key] for p in parts]) if parts else np.zeros(shape, dtype)
+        )
+        splits[split] = Split(
+            images=cat("images", (0, h, w, 3), np.uint8),
+            masks=cat("masks", (0, h, w), bool),
+            script=script.astype(np.int32),
+            style=style.astype(np.int32),
+            family=np.array([family_ids[fonts.FACES[f].family] for f in face], np.int32),
+            text=cat("text", (0,), str),
+            color=cat("color", (0, 3), np.uint8),
+        )
+    return Dataset(cfg, splits, cfg.scripts, cfg.styles, fonts.FAMILIES, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def cache_dir() -> Path:
+    """Where datasets and models are cached: $SCRIPTLAB_CACHE or ~/.cache/scriptlab."""
+    root = os.environ.get("SCRIPTLAB_CACHE") or Path.home() / ".cache" / "scriptlab"
+    return Path(root)
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _save(ds: Dataset, path: Path) -> None:
+    arrays = {f"{split}/{field}": v for split, s in ds.splits.items() for field, v in s._asdict().items()}
+    arrays["digest"] = np.array(_digest(arrays))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load(cfg: DataConfig, path: Path) -> Dataset:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    digest = str(arrays.pop("digest"))
+    if digest != _digest(arrays):
+        raise ValueError(f"checksum mismatch in {path}")
+    splits = {
+        split: Split(**{f: arrays[f"{split}/{f}"] for f in Split._fields}) for split in SPLITS
+    }
+    return Dataset(cfg, splits, cfg.scripts, cfg.styles, fonts.FAMILIES)
+
+
+def dataset_path(cfg: DataConfig) -> Path:
+    return cache_dir() / "data" / f"{cfg.preset}-{cfg.seed}-{cfg.key()}.npz"
+
+
+def load(
+    preset: str = "workshop",
+    seed: int = 0,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    cache: bool = True,
+    **overrides,
+) -> Dataset:
+    """The dataset for a preset and seed: from the on-disk cache, or generated and cached.
+
+    Args:
+      preset: "smoke" (seconds, for tests), "workshop" (the notebooks'), or "full".
+      seed: the same seed gives byte-identical arrays.
+      workers: render processes (default: all cores).
+      progress: show a tqdm bar while rendering.
+      cache: read/write the content-addressed cache ($SCRIPTLAB_CACHE/data).
+      **overrides: DataConfig fields (rho, n_train, scripts, styles, image_size, ...).
+
+    A truncated or corrupt cache file is reported, deleted and regenerated.
+    """
+    cfg = make_config(preset, seed, **overrides)
+    path = dataset_path(cfg)
+    if cache and path.exists():
+        try:
+            return _load(cfg, path)
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            warnings.warn(f"dataset cache {path} is unreadable ({err}); regenerating", stacklevel=2)
+            path.unlink(missing_ok=True)
+    ds = _generate(cfg, workers, progress)
+    if cache:
+        _save(ds, path)
+    return ds
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def counts(ds: Dataset) -> dict[str, dict[str, dict[str, int]]]:
+    """Sample counts per split x script x style."""
+    out = {}
+    for split, s in ds.splits.items():
+        table = np.zeros((len(ds.scripts), len(ds.styles)), int)
+        np.add.at(table, (s.script, s.style), 1)
+        out[split] = {
+            sc: {st: int(table[i, j]) for j, st in enumerate(ds.styles) if table[i, j]}
+            for i, sc in enumerate(ds.scripts)
+        }
+    return out
+
+
+def bias_fraction(ds: Dataset, split: str = "train") -> dict[str, float]:
+    """Per script, the fraction of samples drawn in the script's assigned style."""
+    s = ds.split(split)
+    out = {}
+    for i, name in enumerate(ds.scripts):
+        sel = s.script == i
+        if sel.any():
+            out[name] = float(np.mean(s.style[sel] == ds.bias_style(name)))
+    return out
+
+
+def summary(ds: Dataset, seconds: float | None = None) -> dict:
+    """A JSON-able description: classes, font table, counts, rho, timing."""
+    seconds = ds.seconds if seconds is None else seconds
+    total = sum(len(s) for s in ds.splits.values())
+    return {
+        "preset": ds.config.preset,
+        "seed": ds.config.seed,
+        "key": ds.key,
+        "image_size": list(ds.config.image_size),
+        "rho": ds.config.rho,
+        "scripts": list(ds.scripts),
+        "styles": list(ds.styles),
+        "bias": {s: _bias_style(ds.config, s) for s in ds.scripts},
+        "fonts": fonts.font_table(),
+        "sizes": {k: len(v) for k, v in ds.splits.items()},
+        "counts": counts(ds),
+        "bias_fraction_train": bias_fraction(ds),
+        "seconds": round(seconds, 3),
+        "crops_per_second": round(total / seconds, 1) if seconds else None,
+    }
+
+
+def sample_grid(ds: Dataset, *, splits=("test", "conflict")) -> list[list[int | None]]:
+    """For each (script, style) cell, the (split, index) of one example, or None."""
+    grid = []
+    for i in range(len(ds.scripts)):
+        row = []
+        for j in range(len(ds.styles)):
+            hit = None
+            for split in splits:
+                s = ds.split(split)
+                idx = np.flatnonzero((s.script == i) & (s.style == j))
+                if len(idx):
+                    hit = (split, int(idx[0]))
+                    break
+            row.append(hit)
+        grid.append(row)
+    return grid

@@ -1,0 +1,254 @@
+"""The font table: which pip-installed font renders which (script, style) cell.
+
+Every font comes from a pinned pip package (``fontpkg-*`` Google Fonts,
+``justmytype-intl-*`` Noto packs, matplotlib's bundled DejaVu), so every user
+renders the same dataset and nothing is downloaded at run time. Variable fonts
+are used at several weights: light-to-medium weights widen the sans/serif/mono
+classes and the heaviest weights form the ``display`` class.
+
+Every string is checked against the face's cmap (fontTools) before it is drawn:
+no tofu boxes and no .notdef glyphs, ever.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+from typing import NamedTuple
+
+from scriptlab.words import WORDS
+
+SCRIPTS: tuple[str, ...] = (
+    "latin", "cyrillic", "greek", "arabic", "hebrew",
+    "devanagari", "thai", "chinese", "japanese", "korean",
+)
+STYLES: tuple[str, ...] = ("sans", "serif", "mono", "hand", "display")
+
+
+class Face(NamedTuple):
+    """One renderable face: a font file (at one variable weight) with its labels."""
+
+    family: str
+    style: str
+    package: str  # the pip distribution that ships it
+    module: str  # its import name
+    file: str  # path inside the module
+    weight: int | None  # wght axis value for variable fonts, None for static files
+    scripts: tuple[str, ...]
+    heldout: bool = False  # held-out-fonts split only, never in train/val/test
+
+
+LAT, CYR, GRK = "latin", "cyrillic", "greek"
+LCG = (LAT, CYR, GRK)
+
+
+def _fp(family, style, dist, fname, weights, scripts, heldout=False):
+    module = dist.replace("-", "_")
+    return [
+        Face(family, style, dist, module, f"files/{fname}", w, tuple(scripts), heldout)
+        for w in weights
+    ]
+
+
+def _jmt(family, style, dist, fname, weights, scripts, heldout=False):
+    module = dist.replace("-", "_")
+    folder = family.lower().replace(" ", "")
+    return [
+        Face(family, style, dist, module, f"fonts/ofl/{folder}/{fname}", w, tuple(scripts), heldout)
+        for w in weights
+    ]
+
+
+def _static(family, style, dist, fnames, scripts, heldout=False):
+    module = dist.replace("-", "_")
+    return [
+        Face(family, style, dist, module, f"files/{f}", None, tuple(scripts), heldout)
+        for f in fnames
+    ]
+
+
+_SANS_W, _DISPLAY_W = (350, 500), (800, 900)
+
+FACES: tuple[Face, ...] = tuple(
+    # --- sans
+    _fp("Noto Sans", "sans", "fontpkg-noto-sans", "NotoSans[wdth,wght].ttf", _SANS_W, LCG)
+    + _fp("Open Sans", "sans", "fontpkg-open-sans", "OpenSans[wdth,wght].ttf", (400, 600), LCG + ("hebrew",))
+    + _fp("Rubik", "sans", "fontpkg-rubik", "Rubik[wght].ttf", (400,), (LAT, CYR, "arabic", "hebrew"))
+    + _fp("Roboto", "sans", "fontpkg-roboto", "Roboto[wdth,wght].ttf", _SANS_W, LCG, heldout=True)
+    + _fp("Noto Sans Arabic", "sans", "fontpkg-noto-sans-arabic", "NotoSansArabic[wdth,wght].ttf", _SANS_W, ("arabic",))
+    + _fp("Cairo", "sans", "fontpkg-cairo", "Cairo[slnt,wght].ttf", (400,), ("arabic",))
+    + _static("IBM Plex Sans Arabic", "sans", "fontpkg-ibm-plex-sans-arabic", ("IBMPlexSansArabic-Regular.ttf", "IBMPlexSansArabic-Medium.ttf"), ("arabic",), heldout=True)
+    + _fp("Heebo", "sans", "fontpkg-heebo", "Heebo[wght].ttf", _SANS_W, ("hebrew",))
+    + _jmt("Noto Sans Hebrew", "sans", "justmytype-intl-rtl", "NotoSansHebrew[wdth,wght].ttf", _SANS_W, ("hebrew",), heldout=True)
+    + _fp("Noto Sans Devanagari", "sans", "fontpkg-noto-sans-devanagari", "NotoSansDevanagari[wdth,wght].ttf", _SANS_W, ("devanagari",))
+    + _static("Hind", "sans", "fontpkg-hind", ("Hind-Regular.ttf", "Hind-Medium.ttf"), ("devanagari",))
+    + _static("Mukta", "sans", "fontpkg-mukta", ("Mukta-Regular.ttf", "Mukta-Medium.ttf"), ("devanagari",), heldout=True)
+    + _fp("Noto Sans Thai", "sans", "fontpkg-noto-sans-thai", "NotoSansThai[wdth,wght].ttf", _SANS_W, ("thai",))
+    + _static("Prompt", "sans", "fontpkg-prompt", ("Prompt-Light.ttf", "Prompt-Regular.ttf"), ("thai",))
+    + _static("Sarabun", "sans", "fontpkg-sarabun", ("Sarabun-Regular.ttf", "Sarabun-Medium.ttf"), ("thai",))
+    + _static("Kanit", "sans", "fontpkg-kanit", ("Kanit-Light.ttf", "Kanit-Regular.ttf"), ("thai",), heldout=True)
+    + _jmt("Noto Sans SC", "sans", "justmytype-intl-cjk", "NotoSansSC[wght].ttf", _SANS_W, ("chinese",))
+    + _jmt("Noto Sans JP", "sans", "justmytype-intl-cjk", "NotoSansJP[wght].ttf", _SANS_W, ("japanese",))
+    + _jmt("Noto Sans KR", "sans", "justmytype-intl-cjk", "NotoSansKR[wght].ttf", _SANS_W, ("korean",))
+    + _jmt("Noto Sans TC", "sans", "justmytype-intl-cjk", "NotoSansTC[wght].ttf", _SANS_W, ("chinese", "japanese"), heldout=True)
+    # --- serif
+    + _fp("Noto Serif", "serif", "fontpkg-noto-serif", "NotoSerif[wdth,wght].ttf", _SANS_W, LCG)
+    + _fp("EB Garamond", "serif", "fontpkg-eb-garamond", "EBGaramond[wght].ttf", (400, 600), LCG)
+    + _static("PT Serif", "serif", "fontpkg-pt-serif", ("PT_Serif-Web-Regular.ttf", "PT_Serif-Web-Bold.ttf"), (LAT, CYR), heldout=True)
+    + [Face("DejaVu Serif", "serif", "matplotlib", "matplotlib", "mpl-data/fonts/ttf/DejaVuSerif.ttf", None, LCG, True)]
+    + _static("Amiri", "serif", "fontpkg-amiri", ("Amiri-Regular.ttf", "Amiri-Bold.ttf"), ("arabic",))
+    + _fp("Frank Ruhl Libre", "serif", "fontpkg-frank-ruhl-libre", "FrankRuhlLibre[wght].ttf", (400, 600), ("hebrew",))
+    # --- mono
+    + _fp("JetBrains Mono", "mono", "fontpkg-jetbrains-mono", "JetBrainsMono[wght].ttf", (400, 600), LCG)
+    + _static("IBM Plex Mono", "mono", "fontpkg-ibm-plex-mono", ("IBMPlexMono-Regular.ttf", "IBMPlexMono-Medium.ttf"), (LAT, CYR))
+    + [Face("DejaVu Sans Mono", "mono", "matplotlib", "matplotlib", "mpl-data/fonts/ttf/DejaVuSansMono.ttf", None, LCG)]
+    + _fp("Source Code Pro", "mono", "fontpkg-source-code-pro", "SourceCodePro[wght].ttf", (400, 600), LCG, heldout=True)
+    # --- hand
+    + _fp("Caveat", "hand", "fontpkg-caveat", "Caveat[wght].ttf", (400, 600), (LAT, CYR))
+    + _static("Kalam", "hand", "fontpkg-kalam", ("Kalam-Light.ttf", "Kalam-Regular.ttf"), (LAT, "devanagari"))
+    + _static("Indie Flower", "hand", "fontpkg-indie-flower", ("IndieFlower-Regular.ttf",), (LAT,), heldout=True)
+    + _static("Pacifico", "hand", "fontpkg-pacifico", ("Pacifico-Regular.ttf",), (LAT, CYR), heldout=True)
+    # --- display: heavy weights of the variable faces, plus display families
+    + _fp("Noto Sans", "display", "fontpkg-noto-sans", "NotoSans[wdth,wght].ttf", _DISPLAY_W, LCG)
+    + _fp("Open Sans", "display", "fontpkg-open-sans", "OpenSans[wdth,wght].ttf", (800,), LCG + ("hebrew",))
+    + _fp("Oswald", "display", "fontpkg-oswald", "Oswald[wght].ttf", (600, 700), (LAT, CYR))
+    + _static("Lobster", "display", "fontpkg-lobster", ("Lobster-Regular.ttf",), (LAT, CYR))
+    + _fp("Roboto", "display", "fontpkg-roboto", "Roboto[wdth,wght].ttf", _DISPLAY_W, LCG, heldout=True)
+    + _fp("Noto Kufi Arabic", "display", "fontpkg-noto-kufi-arabic", "NotoKufiArabic[wght].ttf", _DISPLAY_W, ("arabic",))
+    + _fp("Cairo", "display", "fontpkg-cairo", "Cairo[slnt,wght].ttf", (900,), ("arabic",))
+    + _fp("Heebo", "display", "fontpkg-heebo", "Heebo[wght].ttf", _DISPLAY_W, ("hebrew",))
+    + _jmt("Noto Sans Hebrew", "display", "justmytype-intl-rtl", "NotoSansHebrew[wdth,wght].ttf", (900,), ("hebrew",), heldout=True)
+    + _fp("Noto Sans Devanagari", "display", "fontpkg-noto-sans-devanagari", "NotoSansDevanagari[wdth,wght].ttf", _DISPLAY_W, ("devanagari",))
+    + _static("Mukta", "display", "fontpkg-mukta", ("Mukta-ExtraBold.ttf",), ("devanagari",), heldout=True)
+    + _fp("Noto Sans Thai", "display", "fontpkg-noto-sans-thai", "NotoSansThai[wdth,wght].ttf", _DISPLAY_W, ("thai",))
+    + _static("Prompt", "display", "fontpkg-prompt", ("Prompt-ExtraBold.ttf", "Prompt-Black.ttf"), ("thai",))
+    + _static("Kanit", "display", "fontpkg-kanit", ("Kanit-Black.ttf",), ("thai",), heldout=True)
+    + _jmt("Noto Sans SC", "display", "justmytype-intl-cjk", "NotoSansSC[wght].ttf", _DISPLAY_W, ("chinese",))
+    + _jmt("Noto Sans JP", "display", "justmytype-intl-cjk", "NotoSansJP[wght].ttf", _DISPLAY_W, ("japanese",))
+    + _jmt("Noto Sans KR", "display", "justmytype-intl-cjk", "NotoSansKR[wght].ttf", _DISPLAY_W, ("korean",))
+    + _jmt("Noto Sans TC", "display", "justmytype-intl-cjk", "NotoSansTC[wght].ttf", (900,), ("chinese", "japanese"), heldout=True)
+)
+
+FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(f.family for f in FACES))
+
+# What would fill a cell the table leaves empty (named in the error message).
+_FILLERS = {
+    ("devanagari", "serif"): "fontpkg-noto-serif-devanagari",
+    ("thai", "serif"): "fontpkg-noto-serif-thai",
+    ("chinese", "serif"): "fontpkg-noto-serif-sc",
+    ("japanese", "serif"): "fontpkg-noto-serif-jp",
+    ("korean", "serif"): "fontpkg-noto-serif-kr",
+    ("korean", "hand"): "fontpkg-nanum-pen-script",
+    ("japanese", "hand"): "fontpkg-yomogi",
+    ("chinese", "hand"): "fontpkg-ma-shan-zheng",
+    ("arabic", "hand"): "fontpkg-aref-ruqaa",
+    ("hebrew", "hand"): "fontpkg-karantina",
+    ("greek", "hand"): "fontpkg-comfortaa",
+    ("thai", "hand"): "fontpkg-itim",
+}
+
+
+class FontCoverageError(ValueError):
+    """A (script, style) cell has no face that covers it."""
+
+
+def check_name(kind: str, value: str, allowed: tuple[str, ...]) -> str:
+    """Raise a ValueError naming ``kind`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def font_path(face: Face) -> Path:
+    """Absolute path of a face's file inside its installed package."""
+    spec = importlib.util.find_spec(face.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FontCoverageError(
+            f"font package {face.package!r} (for {face.family}) is not installed; "
+            f"`pip install {face.package}` or reinstall scriptlab"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / face.file
+    if not path.exists():
+        raise FontCoverageError(f"{face.package} has no file {face.file!r}")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _cmap(path: Path) -> frozenset[int]:
+    from fontTools.ttLib import TTFont
+
+    with TTFont(path, lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
+def covers(face: Face, text: str) -> bool:
+    """True when every non-space character of ``text`` is in the face's cmap."""
+    cmap = _cmap(font_path(face))
+    return all(ord(ch) in cmap for ch in text if not ch.isspace())
+
+
+@functools.lru_cache(maxsize=None)
+def words_for(face: Face, script: str) -> tuple[str, ...]:
+    """The words of ``script`` that ``face`` renders without a missing glyph."""
+    return tuple(w for w in WORDS[script] if covers(face, w))
+
+
+# A face is listed for a script only when it renders most of that script's words.
+MIN_WORD_COVERAGE = 0.75
+
+
+def faces_for(script: str, style: str, *, heldout: bool = False) -> tuple[Face, ...]:
+    """Faces that render (script, style), from the training pool or the held-out pool.
+
+    Raises:
+      FontCoverageError: when the cell is empty, naming it and the package that
+        would fill it.
+    """
+    check_name("script", script, SCRIPTS)
+    check_name("style", style, STYLES)
+    out = tuple(
+        f
+        for f in FACES
+        if f.style == style
+        and script in f.scripts
+        and f.heldout == heldout
+        and len(words_for(f, script)) >= MIN_WORD_COVERAGE * len(WORDS[script])
+    )
+    if not out:
+        pool = "held-out" if heldout else "training"
+        filler = _FILLERS.get((script, style), f"a fontpkg-* package with {script} {style} glyphs")
+        raise FontCoverageError(
+            f"no {pool} font covers the cell (script={script!r}, style={style!r}); "
+            f"add a face from {filler!r} to scriptlab.fonts.FACES"
+        )
+    return out
+
+
+def styles_for(script: str, *, heldout: bool = False) -> tuple[str, ...]:
+    """The styles that have at least one covering face for ``script``."""
+    out = []
+    for style in STYLES:
+        try:
+            faces_for(script, style, heldout=heldout)
+        except FontCoverageError:
+            continue
+        out.append(style)
+    return tuple(out)
+
+
+def font_table() -> list[dict]:
+    """One row per family and style: scripts covered, weights, package, pool."""
+    rows: dict[tuple[str, str], dict] = {}
+    for f in FACES:
+        row = rows.setdefault(
+            (f.family, f.style),
+            {"family": f.family, "style": f.style, "package": f.package,
+             "scripts": [], "weights": [], "heldout": f.heldout},
+        )
+        row["weights"].append(f.weight if f.weight is not None else Path(f.file).stem)
+        for s in f.scripts:
+            if s not in row["scripts"] and len(words_for(f, s)) >= MIN_WORD_COVERAGE * len(WORDS[s]):
+                row["scripts"].append(s)
+    return list(rows.values())
