@@ -1,0 +1,406 @@
+"""Training the dual-head model: baseline, multitask, unlearn (gradient flip) and ascent.
+
+Modes (the font head always sees ordinary gradients unless stated):
+  baseline   script loss only; the font head is not trained.
+  multitask  script loss + font loss, ordinary gradients everywhere.
+  unlearn    script loss + font loss through ``gradient_flip`` with the DANN
+             schedule lam(p) = lam_max * (2 / (1 + exp(-10 p)) - 1): the font
+             head learns to read style while the trunk is pushed to hide it.
+  ascent     the first seed's literal recipe: script loss MINUS font loss, so
+             the font head and the trunk both climb the font loss.
+
+The step is a plain ``jax.jit`` over a (params, opt_state) pytree (Flax's
+performance guide: no graph walking per step); ``lam`` is a traced scalar, so
+the schedule never recompiles.
+
+References: Ganin & Lempitsky 2015; Kim et al. 2019; Elazar & Goldberg 2018.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from scriptlab import data as data_lib
+from scriptlab.fonts import check_name
+from scriptlab.model import ScriptNet, functional
+
+MODES = ("baseline", "multitask", "unlearn", "ascent")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model."""
+
+    mode: str = "baseline"
+    preset: str = "workshop"
+    seed: int = 0
+    data_seed: int = 0
+    rho: float | None = None  # None: the dataset preset's default
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    lam_max: float = 1.0
+    font_weight: float = 1.0
+    dropout: tuple[float, float] = (0.25, 0.5)
+    channels: tuple[int, int, int] = (16, 32, 64)
+    n_train: int | None = None  # train on the first n training crops only
+    shuffle_labels: bool = False  # permute script labels (Adebayo data randomisation)
+    snapshots: bool = False  # keep params after every epoch (epoch 0 = init)
+
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def make_train_config(**kwargs) -> TrainConfig:
+    """A validated TrainConfig (clear errors naming the bad argument)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in kwargs:
+        if name not in fields:
+            raise ValueError(f"unknown training option {name!r}; allowed: {', '.join(sorted(fields))}")
+    cfg = TrainConfig(**kwargs)
+    check_name("mode", cfg.mode, MODES)
+    check_name("preset", cfg.preset, tuple(data_lib.PRESETS))
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ValueError(f"lr must be a positive finite number, got {cfg.lr}")
+    if cfg.lam_max < 0:
+        raise ValueError(f"lam_max must be >= 0, got {cfg.lam_max}")
+    return cfg
+
+
+class TrainingDiverged(RuntimeError):
+    """Loss became NaN/inf or exploded."""
+
+
+class TrainState(NamedTuple):
+    """Parameters and optimiser state: the pytree the jitted step maps to a new one."""
+
+    params: Any
+    opt_state: Any
+
+
+class Result(NamedTuple):
+    """A trained model with its configuration and per-epoch metrics."""
+
+    model: ScriptNet
+    config: TrainConfig
+    history: list[dict]
+    data_key: str
+    snapshots: list[tuple[int, Any]]  # (epoch, params) when config.snapshots
+
+
+def dann_lambda(progress, lam_max: float = 1.0):
+    """DANN schedule lam(p) = lam_max * (2 / (1 + exp(-10 p)) - 1), p in [0, 1]."""
+    return lam_max * (2.0 / (1.0 + jnp.exp(-10.0 * progress)) - 1.0)
+
+
+def _lam(cfg: TrainConfig, progress: float) -> float:
+    if cfg.mode == "unlearn":
+        return float(dann_lambda(progress, cfg.lam_max))
+    # lam = -1 makes the flip an identity in the backward pass: ordinary gradients.
+    return -1.0
+
+
+def _loss_fn(graphdef, rest, cfg: TrainConfig):
+    font_sign = {"baseline": 0.0, "multitask": 1.0, "unlearn": 1.0, "ascent": -1.0}[cfg.mode]
+
+    def loss_fn(params, images, script, style, lam, key):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        out = model(images, lam=lam, dropout_key=key)
+        script_loss = optax.softmax_cross_entropy_with_integer_labels(out.script, script).mean()
+        font_loss = optax.softmax_cross_entropy_with_integer_labels(out.font, style).mean()
+        total = script_loss + font_sign * cfg.font_weight * font_loss
+        return total, (script_loss, font_loss)
+
+    return loss_fn
+
+
+def make_step(graphdef, rest, cfg: TrainConfig, tx: optax.GradientTransformation):
+    """The jitted train step: (state, images uint8, script, style, lam, key) -> (state, losses)."""
+    loss_fn = _loss_fn(graphdef, rest, cfg)
+
+    @jax.jit
+    def step(state: TrainState, images, script, style, lam, key):
+        x = images.astype(jnp.float32) / 255.0
+        (total, (sl, fl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, x, script, style, lam, key
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state), jnp.stack([total, sl, fl])
+
+    return step
+
+
+def predict(apply_fn, params, images, *, batch_size: int = 250):
+    """Script logits, font logits and embeddings for uint8 images, in memory-bounded chunks.
+
+    Args:
+      images: uint8[N, H, W, 3] (or float32 in [0, 1]).
+
+    Returns:
+      (script_logits float32[N, S], font_logits float32[N, F], embedding float32[N, D]).
+    """
+    return _predict(apply_fn, params, jnp.asarray(images), batch_size)
+
+
+@jax.jit(static_argnums=(0, 3))
+def _predict(apply_fn, params, images, batch_size):
+    x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
+    n = x.shape[0]
+    n_batches = -(-n // batch_size)
+    x = jnp.pad(x, ((0, n_batches * batch_size - n),) + ((0, 0),) * (x.ndim - 1))
+    x = x.reshape(n_batches, batch_size, *x.shape[1:])
+
+    def one(batch):
+        out = apply_fn(params, batch)
+        return out.script, out.font, out.embedding
+
+    outs = jax.lax.map(one, x)
+    return tuple(o.reshape(n_batches * batch_size, *o.shape[2:])[:n] for o in outs)
+
+
+def evaluate(apply_fn, params, split: data_lib.Split) -> dict[str, float]:
+    """Script and font-head accuracy on a split."""
+    if len(split) == 0:
+        return {"script_acc": float("nan"), "font_acc": float("nan")}
+    s, f, _ = predict(apply_fn, params, split.images)
+    return {
+        "script_acc": float(np.mean(np.argmax(s, -1) == split.script)),
+        "font_acc": float(np.mean(np.argmax(f, -1) == split.style)),
+    }
+
+
+def build_model(cfg: TrainConfig, ds: data_lib.Dataset) -> ScriptNet:
+    h, w = ds.config.image_size
+    return ScriptNet(
+        len(ds.scripts),
+        len(ds.styles),
+        channels=cfg.channels,
+        dropout=cfg.dropout,
+        image_shape=(h, w, 3),
+        rngs=nnx.Rngs(cfg.seed),
+    )
+
+
+def dataset_for(cfg: TrainConfig, *, progress: bool = True) -> data_lib.Dataset:
+    overrides = {} if cfg.rho is None else {"rho": cfg.rho}
+    return data_lib.load(cfg.preset, cfg.data_seed, progress=progress, **overrides)
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    ds: data_lib.Dataset | None = None,
+    *,
+    progress: bool = True,
+    explode_at: float = 50.0,
+) -> Result:
+    """Train a ScriptNet; deterministic for a given config.
+
+    Args:
+      cfg: the TrainConfig (default: baseline on the workshop preset).
+      ds: the dataset (default: ``dataset_for(cfg)``).
+      progress: tqdm bar over steps.
+      explode_at: stop when the training loss exceeds this (CE starts near 2.3).
+
+    Raises:
+      TrainingDiverged: naming the step, the loss and the likely cause.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or TrainConfig()
+    ds = ds or dataset_for(cfg, progress=progress)
+    train_split = ds.train if cfg.n_train is None else ds.train.take(slice(0, cfg.n_train))
+    n = len(train_split)
+    if n < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({n} crops)")
+    rng = np.random.default_rng(cfg.seed)
+    script_labels = train_split.script
+    if cfg.shuffle_labels:
+        script_labels = rng.permutation(script_labels)
+
+    model = build_model(cfg, ds)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    steps_per_epoch = n // cfg.batch_size
+    total_steps = steps_per_epoch * cfg.epochs
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, min(cfg.warmup_steps, total_steps // 2), total_steps, cfg.lr * 0.02
+    )
+    tx = optax.adamw(schedule, weight_decay=cfg.weight_decay)
+    state = TrainState(params, tx.init(params))
+    step = make_step(graphdef, rest, cfg, tx)
+    _, apply_fn = functional(model)
+
+    images = jnp.asarray(train_split.images)
+    scripts = jnp.asarray(script_labels)
+    styles = jnp.asarray(train_split.style)
+    key = jax.random.key(cfg.seed)
+    snapshots = [(0, params)] if cfg.snapshots else []
+    history: list[dict] = []
+    bar = tqdm(total=total_steps, desc=f"{cfg.mode}", unit="step", disable=not progress)
+    t0 = time.perf_counter()
+    k = 0
+    for epoch in range(1, cfg.epochs + 1):
+        order = jnp.asarray(rng.permutation(n)[: steps_per_epoch * cfg.batch_size])
+        losses = []
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            lam = _lam(cfg, k / max(total_steps - 1, 1))
+            key, sub = jax.random.split(key)
+            state, loss = step(state, images[idx], scripts[idx], styles[idx], jnp.float32(lam), sub)
+            loss = np.asarray(loss)
+            if not np.all(np.isfinite(loss)) or loss[1] > explode_at:
+                bar.close()
+                raise TrainingDiverged(
+                    f"training diverged at step {k} (epoch {epoch}): script loss {loss[1]:.4g}, "
+                    f"font loss {loss[2]:.4g}. Likely cause: "
+                    + (
+                        f"mode 'ascent' drives the font loss to infinity (font_weight={cfg.font_weight}); "
+                        "use mode 'unlearn' or a smaller font_weight"
+                        if cfg.mode == "ascent"
+                        else f"the learning rate is too high (lr={cfg.lr}) or lam_max too large ({cfg.lam_max})"
+                    )
+                )
+            losses.append(loss)
+            k += 1
+            bar.update(1)
+        params = state.params
+        val = evaluate(apply_fn, params, ds.val)
+        mean = np.mean(losses, 0)
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": float(mean[0]),
+                "script_loss": float(mean[1]),
+                "font_loss": float(mean[2]),
+                "val_script_acc": val["script_acc"],
+                "val_font_acc": val["font_acc"],
+                "lam": _lam(cfg, (k - 1) / max(total_steps - 1, 1)),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        bar.set_postfix(val_script=f"{val['script_acc']:.3f}", val_font=f"{val['font_acc']:.3f}")
+        if cfg.snapshots:
+            snapshots.append((epoch, params))
+    bar.close()
+    nnx.update(model, state.params)
+    return Result(model, cfg, history, ds.key, snapshots)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save(result: Result, directory: str | Path) -> Path:
+    """Write checkpoint.msgpack (flax serialization, no pickle) and checkpoint.json."""
+    from flax import serialization
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = nnx.state(result.model, nnx.Param).to_pure_dict()
+    (directory / "checkpoint.msgpack").write_bytes(serialization.msgpack_serialize(state))
+    for epoch, params in result.snapshots:
+        blob = serialization.msgpack_serialize(params.to_pure_dict())
+        (directory / f"epoch_{epoch:03d}.msgpack").write_bytes(blob)
+    meta = {
+        "config": dataclasses.asdict(result.config),
+        "data_key": result.data_key,
+        "history": result.history,
+        "snapshots": [e for e, _ in result.snapshots],
+    }
+    (directory / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+    return directory
+
+
+def _config_from_json(d: dict) -> TrainConfig:
+    d = dict(d)
+    for name in ("dropout", "channels"):
+        d[name] = tuple(d[name])
+    return TrainConfig(**d)
+
+
+def restore(
+    directory: str | Path, cfg: TrainConfig | None = None, ds: data_lib.Dataset | None = None
+) -> Result:
+    """Load a checkpoint written by ``save``.
+
+    Args:
+      cfg: if given, must equal the stored config (else a clear ValueError).
+      ds: if given, its key must equal the stored dataset key.
+    """
+    directory = Path(directory)
+    meta_path = directory / "checkpoint.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"no checkpoint.json in {directory}")
+    meta = json.loads(meta_path.read_text())
+    stored = _config_from_json(meta["config"])
+    if cfg is not None and cfg != stored:
+        diff = {
+            f.name: (getattr(stored, f.name), getattr(cfg, f.name))
+            for f in dataclasses.fields(TrainConfig)
+            if getattr(stored, f.name) != getattr(cfg, f.name)
+        }
+        raise ValueError(f"checkpoint in {directory} was trained with a different config: "
+                         f"(stored, requested) = {diff}")
+    if ds is not None and ds.key != meta["data_key"]:
+        raise ValueError(f"checkpoint in {directory} was trained on dataset {meta['data_key']}, "
+                         f"not {ds.key}")
+    n_scripts, n_styles = _head_sizes(directory / "checkpoint.msgpack")
+    h, w = data_lib.make_config(stored.preset).image_size
+    abstract = nnx.eval_shape(
+        lambda: ScriptNet(n_scripts, n_styles, channels=stored.channels, dropout=stored.dropout,
+                          image_shape=(h, w, 3), rngs=nnx.Rngs(0))
+    )
+    graphdef, state = nnx.split(abstract)
+    _check_shapes(state.to_pure_dict(), loaded := _read(directory / "checkpoint.msgpack"), directory)
+    nnx.replace_by_pure_dict(state, loaded)
+    model = nnx.merge(graphdef, state)
+    snaps = []
+    for epoch in meta.get("snapshots", []):
+        params = nnx.state(model, nnx.Param)
+        blob = _read(directory / f"epoch_{epoch:03d}.msgpack")
+        _check_shapes(params.to_pure_dict(), blob, directory)
+        params = jax.tree.map(lambda x: x, params)
+        nnx.replace_by_pure_dict(params, blob)
+        snaps.append((epoch, params))
+    return Result(model, stored, meta["history"], meta["data_key"], snaps)
+
+
+def _read(path: Path) -> dict:
+    from flax import serialization
+
+    return serialization.msgpack_restore(path.read_bytes())
+
+
+def _head_sizes(path: Path) -> tuple[int, int]:
+    raw = _read(path)
+    return raw["script_head"]["bias"].shape[0], raw["font_head"]["bias"].shape[0]
+
+
+def _check_shapes(template: dict, loaded: dict, where: Path, prefix: str = "") -> None:
+    """Every array the model expects is in the checkpoint, with the same shape."""
+    for k, v in template.items():
+        name = f"{prefix}{k}"
+        if k not in loaded:
+            raise ValueError(f"checkpoint in {where} lacks parameter {name!r}")
+        if isinstance(v, dict):
+            _check_shapes(v, loaded[k], where, name + "/")
+        elif tuple(v.shape) != tuple(np.shape(loaded[k])):
+            raise ValueError(f"checkpoint in {where}: {name} has shape {np.shape(loaded[k])}, "
+                             f"the model expects {tuple(v.shape)}")
