@@ -1,0 +1,108 @@
+"""Named trained models, trained on first use and cached on disk.
+
+``load("baseline")`` trains once (about a minute on 2 cores) and afterwards
+restores in about a second. Models live in $SCRIPTLAB_CACHE/zoo (default
+~/.cache/scriptlab/zoo), one folder per (name, preset, seed, config hash), so a
+change of recipe never returns a stale model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from scriptlab import train as train_lib
+from scriptlab.data import cache_dir
+from scriptlab.fonts import check_name
+from scriptlab.model import ApplyFn, ScriptNet, functional
+
+# The recipes. Every entry starts from train.TrainConfig's defaults.
+ZOO: dict[str, dict[str, Any]] = {
+    "baseline": dict(mode="baseline", snapshots=True),
+    "multitask": dict(mode="multitask"),
+    "unlearn": dict(mode="unlearn", snapshots=True),
+    "ascent": dict(mode="ascent"),
+    # Adebayo et al. 2018 data randomisation: the same recipe on permuted script labels.
+    "shuffled": dict(mode="baseline", shuffle_labels=True),
+    # The seed's "dead filters are manifestations of high learning rates".
+    "high_lr": dict(mode="baseline", lr=0.03, warmup_steps=0, snapshots=True),
+    # The seed's "noisy filters mean ... overfitting": few crops, long, no regularisation.
+    "overfit": dict(mode="baseline", n_train=512, epochs=40, dropout=(0.0, 0.0), weight_decay=0.0),
+}
+
+
+class ZooModel(NamedTuple):
+    """A trained model, its functional view, its recipe and its training curves."""
+
+    name: str
+    model: ScriptNet
+    params: Any
+    apply_fn: ApplyFn
+    config: train_lib.TrainConfig
+    history: list[dict]
+    data_key: str
+
+
+def config(name: str, preset: str = "workshop", seed: int = 0, **overrides) -> train_lib.TrainConfig:
+    """The TrainConfig of a zoo entry (recipe + preset + seed + overrides)."""
+    check_name("zoo model", name, tuple(ZOO))
+    return train_lib.make_train_config(**{**ZOO[name], "preset": preset, "seed": seed, **overrides})
+
+
+def path(cfg: train_lib.TrainConfig, name: str) -> Path:
+    return cache_dir() / "zoo" / f"{name}-{cfg.preset}-s{cfg.seed}-{cfg.key()}"
+
+
+@contextlib.contextmanager
+def _lock(p: Path):
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _result(name: str, preset: str, seed: int, progress: bool, overrides) -> train_lib.Result:
+    cfg = config(name, preset, seed, **overrides)
+    where = path(cfg, name)
+    with _lock(where):
+        if (where / "checkpoint.json").exists():
+            try:
+                return train_lib.restore(where, cfg)
+            except (ValueError, OSError, KeyError) as err:
+                print(f"zoo: cached {name} at {where} is unreadable ({err}); retraining")
+        result = train_lib.train(cfg, progress=progress)
+        train_lib.save(result, where)
+        return result
+
+
+def load(name: str, preset: str = "workshop", *, seed: int = 0, progress: bool = True, **overrides) -> ZooModel:
+    """A named trained model; trains and caches it on first use.
+
+    Args:
+      name: one of ``ZOO`` ("baseline", "unlearn", "multitask", "ascent",
+        "shuffled", "high_lr", "overfit").
+      preset: dataset preset ("workshop" for the notebooks, "smoke" for tests).
+      seed: training seed.
+      **overrides: TrainConfig fields (e.g. lam_max=0.3 for a sweep).
+    """
+    r = _result(name, preset, seed, progress, overrides)
+    params, apply_fn = functional(r.model)
+    return ZooModel(name, r.model, params, apply_fn, r.config, r.history, r.data_key)
+
+
+def load_epochs(name: str, preset: str = "workshop", *, seed: int = 0, progress: bool = True,
+                **overrides) -> list[tuple[int, Any]]:
+    """(epoch, params) snapshots of a zoo run, epoch 0 being the initialisation.
+
+    Only entries trained with ``snapshots=True`` keep them (baseline, unlearn, high_lr).
+    """
+    r = _result(name, preset, seed, progress, overrides)
+    if not r.snapshots:
+        raise ValueError(f"zoo model {name!r} keeps no epoch snapshots; "
+                         f"entries with snapshots: {[k for k, v in ZOO.items() if v.get('snapshots')]}")
+    return r.snapshots
