@@ -120,16 +120,17 @@ def embed(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
-    @jax.jit
-    def run(params, images):
-        def one(image):
-            out = apply_fn(params, image[None])
-            rep = out.embedding if layer is None else out.activations[layer]
-            return rep.reshape(-1)
+    return _embed(apply_fn, params, jnp.asarray(images, jnp.float32), layer, batch_size)
 
-        return jax.lax.map(one, images, batch_size=batch_size)
 
-    return run(params, jnp.asarray(images, jnp.float32))
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _embed(apply_fn, params, images, layer, batch_size):
+    def one(image):
+        out = apply_fn(params, image[None])
+        rep = out.embedding if layer is None else out.activations[layer]
+        return rep.reshape(-1)
+
+    return jax.lax.map(one, images, batch_size=batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("n_components",))
@@ -163,7 +164,9 @@ def pca(x: jax.Array, *, n_components: int = 2) -> PCA:
     """
     arr = _check_points(x, "x", min_points=2)
     if not 1 <= n_components <= min(arr.shape):
-        raise ValueError(f"n_components must be in [1, min(N, D) = {min(arr.shape)}], got {n_components}")
+        raise ValueError(
+            f"n_components must be in [1, min(N, D) = {min(arr.shape)}], got {n_components}"
+        )
     return _pca(jnp.asarray(arr, jnp.float32), n_components)
 
 
@@ -276,7 +279,11 @@ def joint_probabilities(aff: Affinities) -> jax.Array:
     """The dense symmetric P, p_ij = (p_{j|i} + p_{i|j}) / 2N, float32[N, N]: small N only."""
     n = aff.neighbors.shape[0]
     rows = jnp.repeat(jnp.arange(n), aff.neighbors.shape[1])
-    c = jnp.zeros((n, n), jnp.float32).at[rows, aff.neighbors.reshape(-1)].add(aff.conditional.reshape(-1))
+    c = (
+        jnp.zeros((n, n), jnp.float32)
+        .at[rows, aff.neighbors.reshape(-1)]
+        .add(aff.conditional.reshape(-1))
+    )
     return (c + c.T) / (2.0 * n)
 
 
@@ -381,11 +388,28 @@ class _OptState(NamedTuple):
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "perplexity", "n_neighbors", "n_iter", "exaggeration_iter", "record_every", "block_size",
+        "perplexity",
+        "n_neighbors",
+        "n_iter",
+        "exaggeration_iter",
+        "record_every",
+        "block_size",
     ),
 )
-def _tsne(x, init, learning_rate, early_exaggeration, momentum, *, perplexity, n_neighbors,
-          n_iter, exaggeration_iter, record_every, block_size):
+def _tsne(
+    x,
+    init,
+    learning_rate,
+    early_exaggeration,
+    momentum,
+    *,
+    perplexity,
+    n_neighbors,
+    n_iter,
+    exaggeration_iter,
+    record_every,
+    block_size,
+):
     aff = _affinities(x, perplexity, n_neighbors, block_size)
     p_log_p = _p_log_p(aff, block_size)
 
@@ -395,8 +419,9 @@ def _tsne(x, init, learning_rate, early_exaggeration, momentum, *, perplexity, n
         fresh = it == exaggeration_iter
         update = jnp.where(fresh, 0.0, state.update)
         gains = jnp.where(fresh, 1.0, state.gains)
-        kl, grad = _objective(aff, state.y, jnp.where(early, early_exaggeration, 1.0), p_log_p,
-                              block_size)
+        kl, grad = _objective(
+            aff, state.y, jnp.where(early, early_exaggeration, 1.0), p_log_p, block_size
+        )
         same_sign = update * grad >= 0.0
         gains = jnp.maximum(jnp.where(same_sign, gains * 0.8, gains + 0.2), _MIN_GAIN)
         mom = jnp.where(early, momentum[0], momentum[1])
@@ -469,13 +494,19 @@ def tsne(
     arr = _check_points(x, "x")
     n = arr.shape[0]
     k = _check_perplexity(n, perplexity, n_neighbors)
-    for name, value in (("n_iter", n_iter), ("record_every", record_every), ("block_size", block_size)):
+    for name, value in (
+        ("n_iter", n_iter),
+        ("record_every", record_every),
+        ("block_size", block_size),
+    ):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if n_iter % record_every:
         raise ValueError(f"record_every must divide n_iter = {n_iter}, got {record_every}")
     if not 0 <= exaggeration_iter <= n_iter:
-        raise ValueError(f"exaggeration_iter must be in [0, n_iter = {n_iter}], got {exaggeration_iter}")
+        raise ValueError(
+            f"exaggeration_iter must be in [0, n_iter = {n_iter}], got {exaggeration_iter}"
+        )
     if learning_rate == "auto":
         learning_rate = max(n / early_exaggeration, 200.0)
     elif isinstance(learning_rate, str) or not learning_rate > 0:
@@ -494,10 +525,17 @@ def tsne(
         if y0.shape != (n, 2):
             raise ValueError(f"init array must have shape (N, 2) = ({n}, 2), got {y0.shape}")
     return _tsne(
-        xj, y0, jnp.float32(learning_rate), jnp.float32(early_exaggeration),
-        jnp.asarray(momentum, jnp.float32), perplexity=float(perplexity), n_neighbors=k,
-        n_iter=int(n_iter), exaggeration_iter=int(exaggeration_iter),
-        record_every=int(record_every), block_size=int(block_size),
+        xj,
+        y0,
+        jnp.float32(learning_rate),
+        jnp.float32(early_exaggeration),
+        jnp.asarray(momentum, jnp.float32),
+        perplexity=float(perplexity),
+        n_neighbors=k,
+        n_iter=int(n_iter),
+        exaggeration_iter=int(exaggeration_iter),
+        record_every=int(record_every),
+        block_size=int(block_size),
     )
 
 
@@ -507,7 +545,7 @@ def tsne(
 @functools.partial(jax.jit, static_argnames=("n_neighbors", "block_size"))
 def _trustworthiness(x, y, n_neighbors, block_size):
     n = x.shape[0]
-    sqx, sqy = jnp.sum(x * x, 1), jnp.sum(y * y, 1)
+    sqx = jnp.sum(x * x, 1)
 
     def row(args):
         xi, yi, i = args
@@ -523,7 +561,9 @@ def _trustworthiness(x, y, n_neighbors, block_size):
     return 1.0 - 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)) * penalty
 
 
-def trustworthiness(x: jax.Array, y: jax.Array, *, n_neighbors: int = 5, block_size: int = 128) -> jax.Array:
+def trustworthiness(
+    x: jax.Array, y: jax.Array, *, n_neighbors: int = 5, block_size: int = 128
+) -> jax.Array:
     """How far the map's neighbours are from being true neighbours (1 = perfect).
 
     T(k) = 1 - 2 / (N k (2N - 3k - 1)) sum_i sum_{j in U_i} (r(i, j) - k), where
@@ -544,11 +584,19 @@ def trustworthiness(x: jax.Array, y: jax.Array, *, n_neighbors: int = 5, block_s
     """
     ax, ay = _check_points(x, "x", min_points=2), _check_points(y, "y", min_points=2)
     if ax.shape[0] != ay.shape[0]:
-        raise ValueError(f"x and y must have the same number of rows, got {ax.shape[0]} and {ay.shape[0]}")
+        raise ValueError(
+            f"x and y must have the same number of rows, got {ax.shape[0]} and {ay.shape[0]}"
+        )
     if not 1 <= n_neighbors < ax.shape[0] / 2:
-        raise ValueError(f"n_neighbors must be in [1, N / 2 = {ax.shape[0] / 2}), got {n_neighbors}")
-    return _trustworthiness(jnp.asarray(ax, jnp.float32), jnp.asarray(ay, jnp.float32),
-                            int(n_neighbors), int(block_size))
+        raise ValueError(
+            f"n_neighbors must be in [1, N / 2 = {ax.shape[0] / 2}), got {n_neighbors}"
+        )
+    return _trustworthiness(
+        jnp.asarray(ax, jnp.float32),
+        jnp.asarray(ay, jnp.float32),
+        int(n_neighbors),
+        int(block_size),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("k", "n_classes", "block_size"))
@@ -569,7 +617,9 @@ def _knn_accuracy(x, labels, k, n_classes, block_size):
     return hits.mean()
 
 
-def knn_accuracy(x: jax.Array, labels: jax.Array, *, k: int = 10, block_size: int = 128) -> jax.Array:
+def knn_accuracy(
+    x: jax.Array, labels: jax.Array, *, k: int = 10, block_size: int = 128
+) -> jax.Array:
     """Leave-one-out k-nearest-neighbour accuracy of ``labels`` in the space ``x``.
 
     Each point is classified by the majority label of its k nearest other points
@@ -591,16 +641,32 @@ def knn_accuracy(x: jax.Array, labels: jax.Array, *, k: int = 10, block_size: in
     arr = _check_points(x, "x", min_points=2)
     lab = np.asarray(labels)
     if lab.shape != (arr.shape[0],) or not np.issubdtype(lab.dtype, np.integer):
-        raise ValueError(f"labels must be int[N = {arr.shape[0]}], got {lab.dtype}{list(lab.shape)}")
+        raise ValueError(
+            f"labels must be int[N = {arr.shape[0]}], got {lab.dtype}{list(lab.shape)}"
+        )
     if lab.min() < 0:
         raise ValueError(f"labels must be >= 0, got minimum {lab.min()}")
     if not 1 <= k < arr.shape[0]:
         raise ValueError(f"k must be in [1, N - 1 = {arr.shape[0] - 1}], got {k}")
-    return _knn_accuracy(jnp.asarray(arr, jnp.float32), jnp.asarray(lab, jnp.int32), int(k),
-                         int(lab.max()) + 1, int(block_size))
+    return _knn_accuracy(
+        jnp.asarray(arr, jnp.float32),
+        jnp.asarray(lab, jnp.int32),
+        int(k),
+        int(lab.max()) + 1,
+        int(block_size),
+    )
 
 
 __all__ = [
-    "PCA", "Affinities", "TSNEResult", "embed", "pca", "affinities", "joint_probabilities",
-    "kl_divergence_and_gradient", "tsne", "trustworthiness", "knn_accuracy",
+    "PCA",
+    "Affinities",
+    "TSNEResult",
+    "embed",
+    "pca",
+    "affinities",
+    "joint_probabilities",
+    "kl_divergence_and_gradient",
+    "tsne",
+    "trustworthiness",
+    "knn_accuracy",
 ]
