@@ -1,0 +1,26 @@
+"""scriptlab: learn what goes on inside a convolutional network.
+
+Modules (imported lazily, so ``import scriptlab`` is instant and dataset
+worker processes never load JAX):
+
+  fonts       the pip-installed font table and cmap checks
+  data        the multi-script text-crop dataset (font style as a nuisance)
+  model       the dual-head CNN, ``gradient_flip`` and the functional view
+  train       training modes, checkpoints
+  zoo         named trained models, cached on first use
+  probe       linear probes on frozen features
+  experiment  the font-style unlearning experiment
+  interpret   saliency, class models, activations, occlusion, embeddings, influence
+  viz         plotting helpers
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+__all__ = ["data", "experiment", "fonts", "interpret", "model", "probe", "train", "viz", "zoo"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        return importlib.import_module(f"scriptlab.{name}")
+    raise AttributeError(f"module 'scriptlab' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from scriptlab.cli import main
+
+sys.exit(main())

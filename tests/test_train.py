@@ -1,0 +1,72 @@
+import jax
+import numpy as np
+import pytest
+
+from scriptlab import train
+from scriptlab.model import functional
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke):
+    cfg = train.make_train_config(mode="unlearn", preset="smoke", epochs=2, batch_size=64, snapshots=True)
+    return cfg, train.train(cfg, smoke, progress=False)
+
+
+def test_dann_schedule_endpoints():
+    assert float(train.dann_lambda(0.0, 2.0)) == 0.0
+    np.testing.assert_allclose(float(train.dann_lambda(1.0, 2.0)), 2.0 * (2 / (1 + np.exp(-10)) - 1), rtol=1e-6)
+
+
+def test_training_is_deterministic_and_records_history(smoke, smoke_run):
+    cfg, first = smoke_run
+    second = train.train(cfg, smoke, progress=False)
+    a, b = functional(first.model)[0], functional(second.model)[0]
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.array_equal(x, y)
+    assert [h["epoch"] for h in first.history] == [1, 2]
+    assert first.history[-1]["lam"] > first.history[0]["lam"] > 0
+    assert len(first.snapshots) == 3
+
+
+def test_training_learns_on_smoke(smoke):
+    cfg = train.make_train_config(mode="baseline", preset="smoke", epochs=6, batch_size=32)
+    r = train.train(cfg, smoke, progress=False)
+    assert r.history[-1]["script_loss"] < 0.7 * r.history[0]["script_loss"]
+    params, apply_fn = functional(r.model)
+    assert train.evaluate(apply_fn, params, smoke.test)["script_acc"] > 0.3  # chance is 0.1
+
+
+def test_checkpoint_roundtrip_and_mismatch_errors(tmp_path, smoke, smoke_run):
+    cfg, result = smoke_run
+    train.save(result, tmp_path)
+    back = train.restore(tmp_path, cfg, smoke)
+    p0, a0 = functional(result.model)
+    p1, a1 = functional(back.model)
+    np.testing.assert_array_equal(a0(p0, smoke.test.images[:4] / 255.0).script,
+                                  a1(p1, smoke.test.images[:4] / 255.0).script)
+    assert [e for e, _ in back.snapshots] == [0, 1, 2]
+    assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.pickle"))
+    with pytest.raises(ValueError, match=r"different config.*lr"):
+        train.restore(tmp_path, train.make_train_config(mode="unlearn", preset="smoke", epochs=2,
+                                                         batch_size=64, snapshots=True, lr=1.0))
+    other = smoke._replace(config=smoke.config.__class__(preset="smoke", seed=5)) if hasattr(smoke, "_replace") else None
+    import dataclasses
+    other = dataclasses.replace(smoke, config=dataclasses.replace(smoke.config, seed=5))
+    with pytest.raises(ValueError, match="trained on dataset"):
+        train.restore(tmp_path, cfg, other)
+
+
+def test_divergence_names_the_step_and_cause(smoke):
+    cfg = train.make_train_config(mode="baseline", preset="smoke", epochs=1, batch_size=64, lr=1e4,
+                                  warmup_steps=0)
+    with pytest.raises(train.TrainingDiverged, match=r"diverged at step \d+.*learning rate is too high"):
+        train.train(cfg, smoke, progress=False)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match=r"unknown mode 'adversarial'; allowed: baseline, multitask, unlearn, ascent"):
+        train.make_train_config(mode="adversarial")
+    with pytest.raises(ValueError, match=r"unknown training option 'lrate'"):
+        train.make_train_config(lrate=0.1)
+    with pytest.raises(ValueError, match=r"lr must be a positive finite number, got -1"):
+        train.make_train_config(lr=-1)
