@@ -241,7 +241,7 @@ def _check_perplexity(n: int, perplexity: float, n_neighbors: int | None) -> int
     return k
 
 
-@functools.partial(jax.jit, static_argnames=("perplexity", "n_neighbors", "block_size"))
+@functools.partial(jax.jit, static_argnames=("n_neighbors", "block_size"))
 def _affinities(x, perplexity, n_neighbors, block_size):
     sq_dist, idx = _nearest(x, n_neighbors, block_size)
     p, beta, h = _calibrate(sq_dist, perplexity)
@@ -272,7 +272,7 @@ def affinities(
     """
     arr = _check_points(x, "x")
     k = _check_perplexity(arr.shape[0], perplexity, n_neighbors)
-    return _affinities(jnp.asarray(arr, jnp.float32), float(perplexity), k, block_size)
+    return _affinities(jnp.asarray(arr, jnp.float32), jnp.float32(perplexity), k, block_size)
 
 
 def joint_probabilities(aff: Affinities) -> jax.Array:
@@ -388,7 +388,6 @@ class _OptState(NamedTuple):
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "perplexity",
         "n_neighbors",
         "n_iter",
         "exaggeration_iter",
@@ -530,7 +529,7 @@ def tsne(
         jnp.float32(learning_rate),
         jnp.float32(early_exaggeration),
         jnp.asarray(momentum, jnp.float32),
-        perplexity=float(perplexity),
+        perplexity=jnp.float32(perplexity),
         n_neighbors=k,
         n_iter=int(n_iter),
         exaggeration_iter=int(exaggeration_iter),
