@@ -9,7 +9,7 @@ seed starts from (conv, conv, pool, dropout, dense), resized for 32x64 crops:
     conv3 3x3x64 SAME, ReLU -> pool3 2x2 -> dropout 0.25
     dense 128, ReLU (the embedding) -> dropout 0.5
     script head: Linear(128, n_scripts)
-    font head:   gradient_flip -> Linear(128, n_styles)
+    font head:   RMS-normalise -> gradient_flip -> Linear(128, n_styles)
 
 Pooling after every conv and narrow early layers keep XLA's CPU convolutions
 small: they, not the dense layers, dominate the step time (measured side by
@@ -87,6 +87,16 @@ def standardise(images: jax.Array) -> jax.Array:
     mean = images.mean(axis=(-3, -2), keepdims=True)
     std = images.std(axis=(-3, -2), keepdims=True)
     return (images - mean) / (std + 0.05)
+
+
+def _rms_normalise(h: jax.Array) -> jax.Array:
+    """Scale each embedding to unit RMS before the font head.
+
+    Under gradient reversal the trunk could otherwise "hide" style by inflating
+    the embedding until the font head's loss explodes (and the script head with
+    it); normalised, it can only hide style by changing direction.
+    """
+    return h / (jnp.sqrt(jnp.mean(h**2, axis=-1, keepdims=True)) + 1e-3)
 
 
 def _max_pool(x: jax.Array) -> jax.Array:
@@ -183,7 +193,7 @@ class ScriptNet(nnx.Module):
         emb = tap("dense", relu(self.dense(x)))
         h = _dropout(emb, self.dropout[1], k2)
         script = self.script_head(h)
-        font = self.font_head(gradient_flip(h, jnp.asarray(lam, h.dtype)))
+        font = self.font_head(gradient_flip(_rms_normalise(h), jnp.asarray(lam, h.dtype)))
         return Outputs(script, font, emb, acts)
 
     @staticmethod

@@ -6,6 +6,8 @@ Modes (the font head always sees ordinary gradients unless stated):
   unlearn    script loss + font loss through ``gradient_flip`` with the DANN
              schedule lam(p) = lam_max * (2 / (1 + exp(-10 p)) - 1): the font
              head learns to read style while the trunk is pushed to hide it.
+             The first ``adv_warmup`` of training keeps lam = 0 (pre-training
+             before the reversal bites stabilises it, as Kim et al. 2019 found).
   ascent     the first seed's literal recipe: script loss MINUS font loss, so
              the font head and the trunk both climb the font loss.
 
@@ -53,7 +55,9 @@ class TrainConfig:
     lr: float = 4e-3
     warmup_steps: int = 50
     weight_decay: float = 1e-4
-    lam_max: float = 1.0
+    clip_norm: float = 1.0  # global gradient-norm clip: keeps the adversarial modes stable
+    lam_max: float = 0.3
+    adv_warmup: float = 0.25  # unlearn: fraction of training with lam = 0 (pre-train, Kim et al. 2019)
     font_weight: float = 1.0
     dropout: tuple[float, float] = (0.1, 0.3)
     channels: tuple[int, int, int] = (16, 32, 64)
@@ -113,7 +117,8 @@ def dann_lambda(progress, lam_max: float = 1.0):
 
 def _lam(cfg: TrainConfig, progress: float) -> float:
     if cfg.mode == "unlearn":
-        return float(dann_lambda(progress, cfg.lam_max))
+        p = max(0.0, (progress - cfg.adv_warmup) / (1.0 - cfg.adv_warmup))
+        return float(dann_lambda(p, cfg.lam_max)) if progress >= cfg.adv_warmup else 0.0
     # lam = -1 makes the flip an identity in the backward pass: ordinary gradients.
     return -1.0
 
@@ -243,7 +248,9 @@ def train(
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, cfg.lr, min(cfg.warmup_steps, total_steps // 2), total_steps, cfg.lr * 0.02
     )
-    tx = optax.adamw(schedule, weight_decay=cfg.weight_decay)
+    tx = optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm), optax.adamw(schedule, weight_decay=cfg.weight_decay)
+    )
     state = TrainState(params, tx.init(params))
     step = make_step(graphdef, rest, cfg, tx)
     _, apply_fn = functional(model)

@@ -1,0 +1,108 @@
+"""Train-step throughput (images/s) and achieved FLOP/s against the measured matmul peak.
+
+    python benchmarks/bench_train.py [--torch]
+
+Compares, side by side in one run: ScriptNet's jitted train step at the default
+channels (16, 32, 64) and at the seed-like (32, 64, 64); optionally (--torch,
+needs `pip install torch==2.13.0`) a PyTorch reference of the same default
+architecture. FLOPs per image = 3x the forward count (forward + backward).
+"""
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from scriptlab.model import ScriptNet
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> float:
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(reps):
+        f(a).block_until_ready()
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def jax_step_rate(channels, batch: int, reps: int) -> tuple[float, int]:
+    model = ScriptNet(10, 5, channels=channels, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adamw(1e-3)
+
+    def loss(p, x, y, key):
+        out = nnx.merge(graphdef, p, rest, copy=True)(x, dropout_key=key)
+        return optax.softmax_cross_entropy_with_integer_labels(out.script, y).mean()
+
+    @jax.jit
+    def step(p, s, x, y, key):
+        g = jax.grad(loss)(p, x, y, key)
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    x = jax.random.uniform(jax.random.key(0), (batch, 32, 64, 3))
+    y = jnp.zeros(batch, jnp.int32)
+    s = tx.init(params)
+    params, s = step(params, s, x, y, jax.random.key(1))
+    jax.block_until_ready(params)
+    t = time.perf_counter()
+    for i in range(reps):
+        params, s = step(params, s, x, y, jax.random.key(i))
+    jax.block_until_ready(params)
+    return batch * reps / (time.perf_counter() - t), model.cost()["flops_per_image"]
+
+
+def torch_step_rate(batch: int, reps: int) -> float:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.1),
+        nn.Flatten(), nn.Linear(2048, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10),
+    )
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    x, y = torch.rand(batch, 3, 32, 64), torch.zeros(batch, dtype=torch.long)
+    for i in range(reps + 1):
+        if i == 1:
+            t = time.perf_counter()
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return batch * reps / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--torch", action="store_true")
+    args = ap.parse_args()
+    peak = matmul_peak()
+    print(f"device: {jax.devices()[0].device_kind}; matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'implementation':<34} {'images/s':>9} {'GFLOP/s':>8} {'% peak':>7}")
+    rows = []
+    for ch in ((16, 32, 64), (32, 64, 64)):
+        rate, flops = jax_step_rate(ch, args.batch, args.reps)
+        rows.append((f"JAX ScriptNet channels={ch}", rate, 3 * flops * rate))
+    if args.torch:
+        flops16 = ScriptNet(10, 5, rngs=nnx.Rngs(0)).cost()["flops_per_image"]
+        rate = torch_step_rate(args.batch, args.reps)
+        rows.append(("PyTorch same arch (16, 32, 64)", rate, 3 * flops16 * rate))
+    for name, rate, fl in rows:
+        print(f"{name:<34} {rate:>9.0f} {fl / 1e9:>8.1f} {100 * fl / peak:>6.1f}%")
+    if args.torch:
+        print(f"JAX / PyTorch (same architecture): {rows[0][1] / rows[-1][1]:.2f}x")
+    print(f"(16,32,64) / (32,64,64) speed: {rows[0][1] / rows[1][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
