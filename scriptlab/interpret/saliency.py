@@ -106,7 +106,7 @@ def check_images(images, *, name: str = "images") -> jax.Array:
     return images
 
 
-def _probe(apply_fn, params, images, head: str, **kwargs):
+def _probe(apply_fn, params, images, head: str, *, logits: bool = True, **kwargs):
     """Run ``apply_fn`` abstractly on one image; turn failures into clear errors."""
     try:
         out = jax.eval_shape(lambda p, x: apply_fn(p, x, **kwargs), params, images[:1])
@@ -118,9 +118,9 @@ def _probe(apply_fn, params, images, head: str, **kwargs):
     if not hasattr(out, head):
         fields = getattr(out, "_fields", None) or [a for a in dir(out) if not a.startswith("_")]
         raise ValueError(f"head={head!r} is not an output of apply_fn; it returns fields {list(fields)}")
-    logits = getattr(out, head)
-    if len(logits.shape) != 2:
-        raise ValueError(f"head={head!r} must be logits [N, n_classes], got shape {logits.shape}")
+    shape = getattr(getattr(out, head), "shape", None)
+    if logits and (shape is None or len(shape) != 2):
+        raise ValueError(f"head={head!r} must be logits [N, n_classes], got shape {shape}")
     return out
 
 
