@@ -134,21 +134,34 @@ def test_trustworthiness_matches_sklearn():
             assert abs(ours - ref) < 1e-4, (k, ours, ref)
 
 
+def _knn_loop(x, labels, groups, k):
+    d = ((x[:, None, :].astype(np.float64) - x[None]) ** 2).sum(-1)
+    d[groups[:, None] != groups[None, :]] = np.inf
+    np.fill_diagonal(d, np.inf)
+    hits = []
+    for i in range(len(x)):
+        votes = np.zeros(labels.max() + 1)
+        for rank, j in enumerate(np.argsort(d[i])[:k]):
+            if np.isfinite(d[i, j]):
+                votes[labels[j]] += 1.0 + 1e-3 * (k - rank) / k
+        hits.append(np.argmax(votes) == labels[i])
+    return np.array(hits)
+
+
 def test_knn_accuracy_matches_plain_loop():
     x, _ = _blobs(n=70, centers=4, spread=1.5)
     labels = np.random.default_rng(4).integers(0, 3, 70)
-    labels[:35] = np.arange(35) % 4  # make the labels partly follow the blobs
+    labels[:35] = np.arange(35) % 3  # make the labels partly follow the blobs
+    groups = np.arange(70) % 4
+    groups[:3] = 9  # a group of 3 points votes with 2 neighbours
     k = 7
-    d = ((x[:, None, :].astype(np.float64) - x[None]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    hits = []
-    for i in range(70):
-        near = np.argsort(d[i])[:k]
-        votes = np.zeros(4)
-        for rank, j in enumerate(near):
-            votes[labels[j]] += 1.0 + 1e-3 * (k - rank) / k
-        hits.append(np.argmax(votes) == labels[i])
-    assert np.isclose(float(E.knn_accuracy(x, labels, k=k, block_size=16)), np.mean(hits))
+    plain = _knn_loop(x, labels, np.zeros(70, int), k)
+    assert np.isclose(float(E.knn_accuracy(x, labels, k=k, block_size=16)), plain.mean())
+    within = _knn_loop(x, labels, groups, k)
+    assert np.isclose(float(E.knn_accuracy(x, labels, k=k, groups=groups)), within.mean())
+    recall = [within[labels == c].mean() for c in range(3)]
+    got = float(E.knn_accuracy(x, labels, k=k, groups=groups, balanced=True))
+    assert np.isclose(got, np.mean(recall), atol=1e-6)
 
 
 def test_pca_matches_covariance_eigenvectors():

@@ -603,8 +603,8 @@ def trustworthiness(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n_classes", "block_size"))
-def _knn_accuracy(x, labels, k, n_classes, block_size):
+@functools.partial(jax.jit, static_argnames=("k", "n_classes", "balanced", "block_size"))
+def _knn_accuracy(x, labels, groups, k, n_classes, balanced, block_size):
     n = x.shape[0]
     sq = jnp.sum(x * x, 1)
     # Votes are weighted 1 + tiny * closeness so a tie goes to the nearer class.
@@ -612,17 +612,28 @@ def _knn_accuracy(x, labels, k, n_classes, block_size):
 
     def row(args):
         xi, i = args
-        d = _sq_distances_to(xi, x, sq).at[i].set(jnp.inf)
-        _, near = jax.lax.top_k(-d, k)
-        votes = jnp.zeros(n_classes).at[labels[near]].add(weight)
+        d = _sq_distances_to(xi, x, sq)
+        d = jnp.where(groups == groups[i], d, jnp.inf).at[i].set(jnp.inf)
+        neg, near = jax.lax.top_k(-d, k)
+        votes = jnp.zeros(n_classes).at[labels[near]].add(jnp.where(neg > -jnp.inf, weight, 0.0))
         return jnp.argmax(votes) == labels[i]
 
-    hits = jax.lax.map(row, (x, jnp.arange(n)), batch_size=block_size)
-    return hits.mean()
+    hits = jax.lax.map(row, (x, jnp.arange(n)), batch_size=block_size).astype(jnp.float32)
+    if not balanced:
+        return hits.mean()
+    count = jax.ops.segment_sum(jnp.ones(n), labels, n_classes)
+    recall = jax.ops.segment_sum(hits, labels, n_classes) / jnp.maximum(count, 1.0)
+    return jnp.sum(jnp.where(count > 0, recall, 0.0)) / jnp.sum(count > 0)
 
 
 def knn_accuracy(
-    x: jax.Array, labels: jax.Array, *, k: int = 10, block_size: int = 128
+    x: jax.Array,
+    labels: jax.Array,
+    *,
+    k: int = 10,
+    groups: jax.Array | None = None,
+    balanced: bool = False,
+    block_size: int = 128,
 ) -> jax.Array:
     """Leave-one-out k-nearest-neighbour accuracy of ``labels`` in the space ``x``.
 
@@ -635,6 +646,11 @@ def knn_accuracy(
       x: float32[N, D] points (an embedding, or a 2-D map).
       labels: int[N] class ids >= 0.
       k: neighbours that vote (1 <= k < N).
+      groups: optional int[N]; neighbours are then searched only within a point's
+        own group (e.g. font style within script: what script identity cannot
+        explain). A group with k or fewer other points votes with what it has.
+      balanced: report the mean per-class recall (chance = 1 / #classes) instead
+        of the plain accuracy (chance = the majority class's share).
       block_size: rows per block.
 
     Returns:
@@ -643,20 +659,24 @@ def knn_accuracy(
     References: Cover & Hart 1967; van der Maaten et al. 2009 (as a map quality measure).
     """
     arr = _check_points(x, "x", min_points=2)
+    n = arr.shape[0]
     lab = np.asarray(labels)
-    if lab.shape != (arr.shape[0],) or not np.issubdtype(lab.dtype, np.integer):
-        raise ValueError(
-            f"labels must be int[N = {arr.shape[0]}], got {lab.dtype}{list(lab.shape)}"
-        )
+    if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"labels must be int[N = {n}], got {lab.dtype}{list(lab.shape)}")
     if lab.min() < 0:
         raise ValueError(f"labels must be >= 0, got minimum {lab.min()}")
-    if not 1 <= k < arr.shape[0]:
-        raise ValueError(f"k must be in [1, N - 1 = {arr.shape[0] - 1}], got {k}")
+    grp = np.zeros(n, np.int32) if groups is None else np.asarray(groups)
+    if grp.shape != (n,) or not np.issubdtype(grp.dtype, np.integer):
+        raise ValueError(f"groups must be int[N = {n}] or None, got {grp.dtype}{list(grp.shape)}")
+    if not 1 <= k < n:
+        raise ValueError(f"k must be in [1, N - 1 = {n - 1}], got {k}")
     return _knn_accuracy(
         jnp.asarray(arr, jnp.float32),
         jnp.asarray(lab, jnp.int32),
+        jnp.asarray(grp, jnp.int32),
         int(k),
         int(lab.max()) + 1,
+        bool(balanced),
         int(block_size),
     )
 
