@@ -45,10 +45,15 @@ def _experiment(args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from scriptlab import experiment
+    from scriptlab import data, experiment, viz, zoo
 
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = data.load(args.preset, zoo.config("baseline", args.preset).data_seed)
+    (out / "summary.json").write_text(json.dumps(data.summary(ds), indent=1, ensure_ascii=False))
+    viz.style_grid(ds).savefig(out / "preview.png", dpi=100)
     results = experiment.run(args.preset, args.seeds)
-    out = experiment.write(results, args.out)
+    experiment.write(results, out)
     print(experiment.table(results))
     print(f"wrote {out}/results.json, results.txt, results.png")
 

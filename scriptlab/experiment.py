@@ -74,7 +74,7 @@ def run(
     seeds: int = 3,
     *,
     modes: tuple[str, ...] = MODES,
-    lam_sweep: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0),
+    lam_sweep: tuple[float, ...] = (0.1, 0.3, 1.0),
     progress: bool = True,
     cache: bool = True,
 ) -> dict:
