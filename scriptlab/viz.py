@@ -34,9 +34,11 @@ def style_grid(ds, *, splits=("test", "conflict", "heldout"), scale: float = 1.0
                 ax.set_facecolor("0.92")
             if j == 0:
                 ax.set_ylabel(ds.scripts[i], fontsize=8, rotation=0, ha="right", va="center")
-            if i == 0:
-                ax.annotate(ds.styles[j], (0.5, 1.45), xycoords="axes fraction", ha="center", fontsize=9)
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / n_rows))
+    for j, style in enumerate(ds.styles):
+        box = axes[0, j].get_position()
+        fig.text((box.x0 + box.x1) / 2, 1 - 0.12 / n_rows, style, ha="center", va="center",
+                 fontsize=10, weight="bold")
     return fig
 
 

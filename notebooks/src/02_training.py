@@ -30,6 +30,8 @@ SEED = 0
 code(r"""
 import numpy as np
 import matplotlib.pyplot as plt
+%config InlineBackend.figure_formats = ["jpeg"]
+plt.rcParams["figure.dpi"] = 72
 import ipywidgets as widgets
 from scriptlab import data, metrics, train, zoo
 

@@ -43,6 +43,8 @@ code(r"""
 import numpy as np
 import jax, jax.numpy as jnp
 import matplotlib.pyplot as plt
+%config InlineBackend.figure_formats = ["jpeg"]
+plt.rcParams["figure.dpi"] = 72
 import ipywidgets as widgets
 from scriptlab import data, experiment, metrics, train, zoo
 from scriptlab.model import gradient_flip
