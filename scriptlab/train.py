@@ -64,6 +64,7 @@ class TrainConfig:
     n_train: int | None = None  # train on the first n training crops only
     shuffle_labels: bool = False  # permute script labels (Adebayo data randomisation)
     snapshots: bool = False  # keep params after every epoch (epoch 0 = init)
+    max_loss: float = 50.0  # stop as diverged when the script loss exceeds this (CE starts near 2.3)
 
     def key(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -215,7 +216,6 @@ def train(
     ds: data_lib.Dataset | None = None,
     *,
     progress: bool = True,
-    explode_at: float = 50.0,
 ) -> Result:
     """Train a ScriptNet; deterministic for a given config.
 
@@ -223,7 +223,6 @@ def train(
       cfg: the TrainConfig (default: baseline on the workshop preset).
       ds: the dataset (default: ``dataset_for(cfg)``).
       progress: tqdm bar over steps.
-      explode_at: stop when the training loss exceeds this (CE starts near 2.3).
 
     Raises:
       TrainingDiverged: naming the step, the loss and the likely cause.
@@ -273,7 +272,7 @@ def train(
             key, sub = jax.random.split(key)
             state, loss = step(state, images[idx], scripts[idx], styles[idx], jnp.float32(lam), sub)
             loss = np.asarray(loss)
-            if not np.all(np.isfinite(loss)) or loss[1] > explode_at:
+            if not np.all(np.isfinite(loss)) or loss[1] > cfg.max_loss:
                 bar.close()
                 raise TrainingDiverged(
                     f"training diverged at step {k} (epoch {epoch}): script loss {loss[1]:.4g}, "
