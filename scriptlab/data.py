@@ -402,20 +402,20 @@ def _generate(cfg: DataConfig, workers: int | None, progress: bool) -> Dataset:
         n_chunks = -(-len(script) // CHUNK)
         parts = results[k : k + n_chunks]
         k += n_chunks
-        h, w = cfg.image_size
-        cat = lambda key, shape, dtype: (  # noqa: E731
-            np.concatenate([p[key] for p in parts]) if parts else np.zeros(shape, dtype)
-        )
         splits[split] = Split(
-            images=cat("images", (0, h, w, 3), np.uint8),
-            masks=cat("masks", (0, h, w), bool),
+            images=_concat(parts, "images", (0, *cfg.image_size, 3), np.uint8),
+            masks=_concat(parts, "masks", (0, *cfg.image_size), bool),
             script=script.astype(np.int32),
             style=style.astype(np.int32),
             family=np.array([family_ids[fonts.FACES[f].family] for f in face], np.int32),
-            text=cat("text", (0,), str),
-            color=cat("color", (0, 3), np.uint8),
+            text=_concat(parts, "text", (0,), str),
+            color=_concat(parts, "color", (0, 3), np.uint8),
         )
     return Dataset(cfg, splits, cfg.scripts, cfg.styles, fonts.FAMILIES, time.perf_counter() - t0)
+
+
+def _concat(parts: list[dict], key: str, empty_shape, dtype) -> np.ndarray:
+    return np.concatenate([p[key] for p in parts]) if parts else np.zeros(empty_shape, dtype)
 
 
 # --------------------------------------------------------------------------- caching

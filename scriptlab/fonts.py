@@ -160,7 +160,7 @@ def check_name(kind: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font_path(face: Face) -> Path:
     """Absolute path of a face's file inside its installed package."""
     spec = importlib.util.find_spec(face.module)
@@ -175,7 +175,7 @@ def font_path(face: Face) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cmap(path: Path) -> frozenset[int]:
     from fontTools.ttLib import TTFont
 
@@ -189,7 +189,7 @@ def covers(face: Face, text: str) -> bool:
     return all(ord(ch) in cmap for ch in text if not ch.isspace())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def words_for(face: Face, script: str) -> tuple[str, ...]:
     """The words of ``script`` that ``face`` renders without a missing glyph."""
     return tuple(w for w in WORDS[script] if covers(face, w))
