@@ -1,0 +1,271 @@
+"""Activation maps, activation sparsity over training, and dead filters.
+
+Every function takes ``(apply_fn, params, images, ...)``; ``apply_fn(params,
+images)`` must return an object whose ``activations`` field is a dict
+{layer name: float32[N, h, w, c] or float32[N, c]} (``scriptlab.model.functional``
+gives one). Images are processed in one jitted ``lax.map`` over memory-bounded
+chunks (``batch_size`` images vmapped at a time), never a Python loop.
+
+The seed essay's two claims these measure: "for networks with ReLU activations,
+the activations start out as dense blobs that gradually become sparse with more
+training" (``activation_sparsity``, ``sparsity_curve``) and "dead filters
+(filters that result in a blank activation map for all inputs) ... are
+manifestations of high learning rates" (``dead_filters``).
+
+References: Zeiler & Fergus 2014 (visualising feature maps); Yosinski et al. 2015
+(live activations); Karpathy, cs231n "Visualizing what ConvNets learn" (dead
+filters, sparsity); Hoyer 2004 (the sparseness measure).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class DeadFilters(NamedTuple):
+    """Per-layer result of ``dead_filters``: which channels never fire, and their peak."""
+
+    dead: dict[str, jax.Array]  # layer -> bool[C]: max activation over the split <= threshold
+    peak: dict[str, jax.Array]  # layer -> float32[C]: max activation over every image and position
+    fire_rate: dict[str, jax.Array]  # layer -> float32[C]: share of images where the channel fires anywhere
+
+
+def check_images(images, name: str = "images") -> jax.Array:
+    """float32[N, H, W, C] or a clear ValueError."""
+    images = jnp.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"{name} must be float32[N, H, W, C], got shape {images.shape}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {images.shape})")
+    return images.astype(jnp.float32)
+
+
+def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """Shape of every named activation for one image, e.g. {'conv1': (32, 64, 16), ...}.
+
+    Traced with ``jax.eval_shape``: costs no FLOPs.
+    """
+    x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    out = jax.eval_shape(lambda p, im: apply_fn(p, im), params, x)
+    acts = getattr(out, "activations", None)
+    if not isinstance(acts, dict):
+        raise ValueError("apply_fn(params, images) must return an object with an `activations` dict")
+    return {k: tuple(v.shape[1:]) for k, v in acts.items()}
+
+
+def check_layers(apply_fn, params, image_shape, layers, *, spatial: bool = False) -> tuple[str, ...]:
+    """Validate layer names against the model's activations (all of them when ``layers`` is None)."""
+    shapes = layer_shapes(apply_fn, params, image_shape)
+    allowed = tuple(k for k, s in shapes.items() if len(s) == 3 or not spatial)
+    if layers is None:
+        return allowed
+    if isinstance(layers, str):
+        layers = (layers,)
+    for name in layers:
+        if name not in allowed:
+            kind = "spatial layer" if spatial else "layer"
+            raise ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(allowed)}")
+    return tuple(layers)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "layers", "batch_size"))
+def _maps(apply_fn, params, images, *, layers, batch_size):
+    def one(x):
+        acts = apply_fn(params, x[None]).activations
+        return {k: acts[k][0] for k in layers}
+
+    return jax.lax.map(one, images, batch_size=batch_size)
+
+
+def activation_maps(
+    apply_fn, params, images, *, layers: Sequence[str] | None = None, batch_size: int = 256
+) -> dict[str, jax.Array]:
+    """Every named layer's feature maps for a batch, in one jitted pass.
+
+    Args:
+      apply_fn: ``apply_fn(params, images) -> out`` with ``out.activations``.
+      params: the model parameters (a pytree).
+      images: float32[N, H, W, C] in [0, 1].
+      layers: names to return (default: every activation the model exposes).
+      batch_size: images per vmapped chunk (bounds memory).
+
+    Returns:
+      {layer: float32[N, h, w, c]} (or [N, c] for dense layers).
+
+    References: Zeiler & Fergus 2014.
+    """
+    images = check_images(images)
+    layers = check_layers(apply_fn, params, images.shape[1:], layers)
+    _check_batch_size(batch_size)
+    return _maps(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
+
+
+def _check_batch_size(batch_size):
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+def _hoyer(a: jax.Array) -> jax.Array:
+    """Hoyer (2004) sparseness of a flat vector: 0 when all equal, 1 when one-hot."""
+    n = a.size
+    l1 = jnp.abs(a).sum()
+    l2 = jnp.sqrt((a**2).sum())
+    ratio = jnp.where(l2 > 0, l1 / jnp.where(l2 > 0, l2, 1.0), jnp.sqrt(n))
+    return (jnp.sqrt(n) - ratio) / (jnp.sqrt(n) - 1)
+
+
+def _image_stats(apply_fn, params, layers, x):
+    acts = apply_fn(params, x[None]).activations
+    out = {}
+    for k in layers:
+        a = acts[k][0]
+        flat_maps = a.reshape(-1, a.shape[-1])  # [h*w, C] (or [1, C] for a dense layer)
+        out[k] = {
+            "zero": jnp.mean(a <= 0),
+            # Hoyer per feature map (over positions), averaged over channels: "blob vs sparse"
+            "hoyer": jnp.mean(jax.vmap(_hoyer, in_axes=1)(flat_maps)) if flat_maps.shape[0] > 1 else _hoyer(a),
+            "peak": flat_maps.max(0),
+        }
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "layers", "batch_size"))
+def _stats(apply_fn, params, images, *, layers, batch_size):
+    per_image = jax.lax.map(functools.partial(_image_stats, apply_fn, params, layers), images, batch_size=batch_size)
+    return {
+        k: {"zero_fraction": v["zero"].mean(), "hoyer": v["hoyer"].mean(), "peak": v["peak"].max(0),
+            "fire_rate": (v["peak"] > 0).mean(0)}
+        for k, v in per_image.items()
+    }
+
+
+def activation_sparsity(
+    apply_fn, params, images, *, layers: Sequence[str] | None = None, batch_size: int = 256
+) -> dict[str, dict[str, jax.Array]]:
+    """How sparse each layer's activations are over a set of images.
+
+    Args:
+      apply_fn, params, images, layers, batch_size: as ``activation_maps``.
+
+    Returns:
+      {layer: {"zero_fraction": share of activations <= 0 (ReLU off),
+               "hoyer": mean Hoyer sparseness of one feature map over its
+                        positions (0: flat blob, 1: a single spike),
+               "peak": float32[C] max over images and positions,
+               "fire_rate": float32[C] share of images where the channel is
+                            positive somewhere}}; scalars are float32[].
+
+    References: Hoyer 2004 (sparseness); Glorot, Bordes & Bengio 2011 (ReLU sparsity).
+    """
+    images = check_images(images)
+    layers = check_layers(apply_fn, params, images.shape[1:], layers)
+    _check_batch_size(batch_size)
+    return _stats(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
+
+
+def stack_params(snapshots: Sequence[tuple[int, Any]]) -> tuple[np.ndarray, Any]:
+    """(epochs int[T], params stacked along a new leading axis) from (epoch, params) pairs."""
+    if not snapshots:
+        raise ValueError("snapshots is empty; expected a list of (epoch, params) pairs")
+    epochs = np.array([e for e, _ in snapshots])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[p for _, p in snapshots])
+    return epochs, stacked
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "layers", "batch_size"))
+def _curve(apply_fn, stacked, images, *, layers, batch_size):
+    return jax.lax.map(lambda p: _stats(apply_fn, p, images, layers=layers, batch_size=batch_size), stacked)
+
+
+def sparsity_curve(
+    apply_fn, snapshots, images, *, layers: Sequence[str] | None = None, batch_size: int = 256
+) -> tuple[np.ndarray, dict[str, dict[str, jax.Array]]]:
+    """``activation_sparsity`` at every training snapshot, in one jitted ``lax.map`` over epochs.
+
+    Args:
+      apply_fn: as ``activation_maps``.
+      snapshots: list of (epoch, params), e.g. ``zoo.load_epochs("baseline")``.
+      images, layers, batch_size: as ``activation_maps``.
+
+    Returns:
+      (epochs int[T], {layer: {stat: float32[T] or float32[T, C]}}).
+
+    References: Hoyer 2004; the seed essay's "dense blobs that gradually become sparse".
+    """
+    images = check_images(images)
+    epochs, stacked = stack_params(snapshots)
+    layers = check_layers(apply_fn, snapshots[0][1], images.shape[1:], layers)
+    _check_batch_size(batch_size)
+    return epochs, _curve(apply_fn, stacked, images, layers=layers, batch_size=int(batch_size))
+
+
+def dead_filters(
+    apply_fn,
+    params,
+    images,
+    *,
+    layers: Sequence[str] | None = None,
+    threshold: float = 0.0,
+    batch_size: int = 256,
+) -> DeadFilters:
+    """Channels whose activation map is blank for every input of a dataset split.
+
+    One jitted pass over the split in ``lax.map`` chunks of ``batch_size``
+    images; only the per-image channel maxima ([N, C]) are kept, so memory does
+    not grow with the feature-map size.
+
+    Args:
+      apply_fn, params, images, batch_size: as ``activation_maps``.
+      layers: spatial layers to check (default: every spatial activation).
+      threshold: a channel is dead when its maximum over every image and
+        position is <= threshold (0.0: ReLU never on).
+
+    Returns:
+      DeadFilters(dead={layer: bool[C]}, peak={layer: float32[C]},
+      fire_rate={layer: float32[C]}).
+
+    References: Karpathy, cs231n (dead ReLU filters under high learning rates).
+    """
+    images = check_images(images)
+    layers = check_layers(apply_fn, params, images.shape[1:], layers, spatial=True)
+    _check_batch_size(batch_size)
+    stats = _stats(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
+    peak = {k: v["peak"] for k, v in stats.items()}
+    return DeadFilters({k: p <= threshold for k, p in peak.items()}, peak, {k: v["fire_rate"] for k, v in stats.items()})
+
+
+def feature_grid(maps, *, columns: int = 8, pad: int = 1, normalise: str = "channel") -> np.ndarray:
+    """Tile one image's feature maps [h, w, C] into a single 2-D array for plotting.
+
+    Args:
+      maps: float32[h, w, C] activations of one image.
+      columns: tiles per row.
+      pad: blank pixels between tiles (NaN, shown as the background).
+      normalise: "channel" (each map scaled to its own max), "layer" (shared max) or "none".
+
+    Returns:
+      float32[rows*(h+pad)-pad, columns*(w+pad)-pad] with NaN gaps.
+    """
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be float32[h, w, C] (one image), got shape {maps.shape}")
+    if normalise not in ("channel", "layer", "none"):
+        raise ValueError(f"normalise must be 'channel', 'layer' or 'none', got {normalise!r}")
+    h, w, c = maps.shape
+    if normalise == "channel":
+        top = maps.max(axis=(0, 1), keepdims=True)
+        maps = maps / np.where(top > 0, top, 1.0)
+    elif normalise == "layer" and maps.max() > 0:
+        maps = maps / maps.max()
+    rows = -(-c // columns)
+    grid = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad), np.nan, np.float32)
+    for k in range(c):  # tiling for display only: C tiles, not a compute loop
+        r, q = divmod(k, columns)
+        grid[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = maps[..., k]
+    return grid

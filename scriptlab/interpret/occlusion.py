@@ -1,0 +1,228 @@
+"""Occlusion sensitivity: slide a grey (or mean, or blurred) patch over the image.
+
+"Blocking a region of an image and running it through a CNN will output scores
+when part of the image is occluded ... A plot of these class scores as a
+function of position of occlusion produces an inverse heat map" (the seed
+essay, after Zeiler & Fergus 2014).
+
+Every (image, window) pair is scored in ONE jitted call: the pairs are
+flattened and fed through ``lax.map(batch_size=...)``, which vmaps
+``batch_size`` occluded copies at a time, so memory is bounded by the chunk
+and not by the number of windows (the thing PAIR saliency does with one
+forward per window, and Captum with ``perturbations_per_eval``).
+
+What ``apply_fn`` must provide: ``apply_fn(params, images)`` returning an
+object with the ``head`` field (class logits float32[N, n_classes]) or, for a
+layer target, ``out.activations[layer]``.
+
+References: Zeiler & Fergus 2014, Visualizing and Understanding Convolutional
+Networks (occlusion sensitivity); Zhang et al. 2016 (pointing game).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from scriptlab.interpret.activations import _check_batch_size, check_images, layer_shapes
+
+FILLS = ("grey", "mean", "blur")
+OUTPUTS = ("probability", "logit")
+
+
+class Occlusion(NamedTuple):
+    """Result of ``occlusion``: scores per window position, the clean score and a per-pixel heat map."""
+
+    scores: jax.Array  # float32[N, nh, nw] target score with the window at (r*stride, c*stride) occluded
+    base: jax.Array  # float32[N] target score of the unoccluded image
+    heatmap: jax.Array  # float32[N, H, W] mean drop (base - score) over the windows covering each pixel
+    rows: jax.Array  # int32[nh] top row of each window
+    cols: jax.Array  # int32[nw] left column of each window
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    v = (value, value) if isinstance(value, int) else tuple(value)
+    if len(v) != 2 or any(int(a) != a for a in v):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return int(v[0]), int(v[1])
+
+
+def _gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
+    radius = max(1, int(3 * sigma))
+    t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    k = jnp.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = images.shape[-1]
+    pad = jnp.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
+    kh = jnp.tile(k[:, None, None, None], (1, 1, 1, c))  # HWIO, depthwise
+    kw = jnp.tile(k[None, :, None, None], (1, 1, 1, c))
+    dn = ("NHWC", "HWIO", "NHWC")
+    out = jax.lax.conv_general_dilated(pad, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+    return jax.lax.conv_general_dilated(out, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+
+
+def fill_images(images: jax.Array, fill: str, *, sigma: float) -> jax.Array:
+    """What an occluded window shows: float32[N, H, W, C] (grey 0.5, the image's mean colour, or its blur)."""
+    if fill == "grey":
+        return jnp.full_like(images, 0.5)
+    if fill == "mean":
+        return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+    return _gaussian_blur(images, sigma)
+
+
+def _score_fn(apply_fn, params, *, head, output, layer, unit):
+    def score(x, target):
+        out = apply_fn(params, x[None])
+        if layer is None:
+            logits = getattr(out, head)[0]
+            return jax.nn.softmax(logits)[target] if output == "probability" else logits[target]
+        a = out.activations[layer][0]
+        if a.ndim == 1:
+            return a[target]
+        if unit is None:
+            return a[..., target].max()
+        return a[unit[0], unit[1], target]
+
+    return score
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("apply_fn", "patch", "stride", "fill", "sigma", "head", "output", "layer", "unit", "batch_size"),
+)
+def _occlusion(apply_fn, params, images, targets, *, patch, stride, fill, sigma, head, output, layer, unit,
+               batch_size):
+    n, h, w, _ = images.shape
+    (ph, pw), (sh, sw) = patch, stride
+    rows = jnp.arange(0, h - ph + 1, sh, dtype=jnp.int32)
+    cols = jnp.arange(0, w - pw + 1, sw, dtype=jnp.int32)
+    fills = fill_images(images, fill, sigma=sigma)
+    score = _score_fn(apply_fn, params, head=head, output=output, layer=layer, unit=unit)
+    base = jax.lax.map(lambda job: score(*job), (images, targets), batch_size=batch_size)
+
+    # window membership per axis: row_in[r, i] is True when pixel row i lies in window r
+    row_in = (jnp.arange(h)[None, :] >= rows[:, None]) & (jnp.arange(h)[None, :] < rows[:, None] + ph)
+    col_in = (jnp.arange(w)[None, :] >= cols[:, None]) & (jnp.arange(w)[None, :] < cols[:, None] + pw)
+    img_i, row_i, col_i = (a.ravel() for a in jnp.meshgrid(jnp.arange(n), jnp.arange(rows.size),
+                                                           jnp.arange(cols.size), indexing="ij"))
+
+    def one(job):
+        i, r, c = job
+        inside = row_in[r][:, None, None] & col_in[c][None, :, None]
+        return score(jnp.where(inside, fills[i], images[i]), targets[i])
+
+    scores = jax.lax.map(one, (img_i, row_i, col_i), batch_size=batch_size).reshape(n, rows.size, cols.size)
+    drop = base[:, None, None] - scores
+    r_in, c_in = row_in.astype(jnp.float32), col_in.astype(jnp.float32)
+    total = jnp.einsum("nrc,ri,cj->nij", drop, r_in, c_in)
+    count = jnp.einsum("ri,cj->ij", r_in, c_in)
+    heat = jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
+    return Occlusion(scores, base, heat, rows, cols)
+
+
+def occlusion(
+    apply_fn,
+    params,
+    images,
+    targets,
+    *,
+    patch: int | tuple[int, int] = 8,
+    stride: int | tuple[int, int] = 2,
+    fill: str = "grey",
+    sigma: float | None = None,
+    head: str = "script",
+    output: str = "probability",
+    layer: str | None = None,
+    unit: tuple[int, int] | None = None,
+    batch_size: int = 256,
+) -> Occlusion:
+    """Occlusion sensitivity map of a class score (or a layer unit) for a batch of images.
+
+    Windows of ``patch`` pixels start at rows ``0, s, 2s, ... <= H - ph`` (and
+    likewise columns); each window is replaced by ``fill`` and the target score
+    recomputed. All N x nh x nw occluded copies are scored in one jitted
+    ``lax.map`` over vmapped chunks of ``batch_size``.
+
+    Args:
+      apply_fn: ``apply_fn(params, images) -> out`` (see the module docstring).
+      params: model parameters.
+      images: float32[N, H, W, C] in [0, 1].
+      targets: int[N] (or one int): class ids of ``head``, or channel ids when ``layer`` is set.
+      patch: window size, int or (ph, pw), 1 <= ph <= H, 1 <= pw <= W.
+      stride: window step, int or (sh, sw) >= 1.
+      fill: "grey" (0.5), "mean" (the image's mean colour) or "blur" (a
+        Gaussian blur of the image, ``sigma`` default patch / 4).
+      head: output field holding the class logits ("script" or "font").
+      output: "probability" (softmax of the target) or "logit".
+      layer: score a unit of this activation instead of a class.
+      unit: (row, col) of the unit in ``layer``; None: the channel's max over positions.
+      batch_size: occluded copies per vmapped chunk (bounds memory).
+
+    Returns:
+      Occlusion(scores [N, nh, nw], base [N], heatmap [N, H, W], rows [nh], cols [nw]).
+      ``scores`` is Zeiler & Fergus's inverse heat map; ``heatmap`` is the mean
+      drop ``base - score`` over the windows covering each pixel (positive:
+      hiding the pixel lowers the score).
+
+    References: Zeiler & Fergus 2014.
+    """
+    images = check_images(images)
+    n, h, w, _ = images.shape
+    ph, pw = _pair(patch, "patch")
+    sh, sw = _pair(stride, "stride")
+    if not (1 <= ph <= h and 1 <= pw <= w):
+        raise ValueError(f"patch must fit in the image: 1 <= patch <= (H, W) = {(h, w)}, got {(ph, pw)}")
+    if sh < 1 or sw < 1:
+        raise ValueError(f"stride must be >= 1, got {(sh, sw)}")
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    sigma = float(max(ph, pw) / 4 if sigma is None else sigma)
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    _check_batch_size(batch_size)
+    x = jax.ShapeDtypeStruct((1, h, w, images.shape[-1]), jnp.float32)
+    out = jax.eval_shape(lambda p, im: apply_fn(p, im), params, x)
+    if layer is None:
+        if not hasattr(out, head):
+            raise ValueError(f"head must name a logits field of apply_fn's output, got {head!r}")
+        n_targets = getattr(out, head).shape[-1]
+    else:
+        shapes = layer_shapes(apply_fn, params, (h, w, images.shape[-1]))
+        if layer not in shapes:
+            raise ValueError(f"unknown layer {layer!r}; allowed: {', '.join(shapes)}")
+        n_targets = shapes[layer][-1]
+        if unit is not None:
+            unit = _pair(unit, "unit")
+            if len(shapes[layer]) != 3 or not (0 <= unit[0] < shapes[layer][0] and 0 <= unit[1] < shapes[layer][1]):
+                raise ValueError(f"unit must be a (row, col) inside {layer!r} of shape {shapes[layer]}, got {unit}")
+    targets = jnp.broadcast_to(jnp.asarray(targets, jnp.int32), (n,))
+    if int(targets.min()) < 0 or int(targets.max()) >= n_targets:
+        raise ValueError(f"targets must lie in [0, {n_targets}), got range [{int(targets.min())}, {int(targets.max())}]")
+    return _occlusion(apply_fn, params, images, targets, patch=(ph, pw), stride=(sh, sw), fill=fill, sigma=sigma,
+                      head=head, output=output, layer=layer, unit=unit, batch_size=int(batch_size))
+
+
+def occlusion_localisation(heatmaps, masks, *, tolerance: int = 1) -> dict[str, jax.Array]:
+    """Ink-mask localisation scores of occlusion heat maps, comparable with the saliency family's.
+
+    Only the positive part of the heat map counts (pixels whose occlusion
+    lowers the score); the scores themselves are ``localisation.localisation_scores``.
+
+    Args:
+      heatmaps: float32[N, H, W] (``Occlusion.heatmap``).
+      masks: bool[N, H, W] ground-truth ink.
+      tolerance: pointing-game tolerance in pixels.
+
+    Returns:
+      dict of float32[N]: ink_mass, ink_fraction (chance), pointing, pointing_chance.
+
+    References: Zhang et al. 2016 (pointing game).
+    """
+    from scriptlab.interpret.localisation import localisation_scores
+
+    return localisation_scores(jnp.maximum(jnp.asarray(heatmaps, jnp.float32), 0.0), masks, tolerance=tolerance)

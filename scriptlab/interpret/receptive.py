@@ -1,0 +1,275 @@
+"""Receptive fields (analytic and empirical) and top-activating dataset patches.
+
+Analytic geometry follows the standard recurrence over a stack of
+(kernel k, stride s, left padding p) layers, per axis, starting from the input
+(size 1, jump 1, first pixel 0)::
+
+    size_out  = size_in + (k - 1) * jump_in
+    jump_out  = jump_in * s
+    left_out  = left_in - p * jump_in      # input row of unit 0's first RF pixel
+
+so unit ``i`` of a layer sees input rows ``[left + i * jump, left + i * jump + size)``
+(clipped to the image; ``left`` is negative where SAME padding reaches outside).
+SAME padding is XLA's: total ``max((ceil(n / s) - 1) * s + k - n, 0)``, the
+smaller half on the left, so it depends on the input size of each layer.
+
+``ScriptNet`` standardises each image by its own mean and standard deviation
+before conv1, which makes every unit depend (weakly) on every pixel. The
+receptive field that matters for "what in the image drives this unit" is the
+conv/pool stack's, so the empirical check differentiates the stack
+(``trunk_fn``) rather than the full ``apply_fn``.
+
+References: Zeiler & Fergus 2014 (top-activating patches); Araujo, Norris & Sim
+2019, "Computing Receptive Fields of Convolutional Neural Networks" (Distill);
+Luo et al. 2016 (effective receptive field).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scriptlab.interpret.activations import _check_batch_size, check_images, check_layers
+
+
+class ReceptiveField(NamedTuple):
+    """Receptive-field geometry of one layer, per axis (rows, cols), in input pixels."""
+
+    name: str
+    size: tuple[int, int]  # RF extent of one unit
+    jump: tuple[int, int]  # input pixels between neighbouring units (cumulative stride)
+    left: tuple[int, int]  # input row/col of unit 0's first RF pixel (< 0: padding)
+    start: tuple[float, float]  # input row/col of unit 0's RF centre
+    shape: tuple[int, int]  # the layer's spatial output shape (h, w)
+
+
+class TopPatches(NamedTuple):
+    """Result of ``top_activating``: for each channel, the k images that drive it hardest."""
+
+    index: jax.Array  # int32[C, k] image indices, strongest first
+    value: jax.Array  # float32[C, k] the channel's max activation in that image
+    row: jax.Array  # int32[C, k] position of that max in the layer's grid
+    col: jax.Array  # int32[C, k]
+
+
+def _same_pad(n: int, k: int, s: int) -> tuple[int, int]:
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, out
+
+
+def receptive_fields(geometry, image_hw: Sequence[int]) -> dict[str, ReceptiveField]:
+    """Analytic receptive field of every layer of a conv/pool trunk.
+
+    Args:
+      geometry: sequence of objects with ``name, kernel, stride, padding``
+        ("SAME" or "VALID"), e.g. ``ScriptNet.geometry()``.
+      image_hw: (H, W) of the input.
+
+    Returns:
+      {layer name: ReceptiveField}, in order.
+
+    References: Araujo, Norris & Sim 2019 (Distill).
+    """
+    if len(image_hw) != 2 or min(image_hw) < 1:
+        raise ValueError(f"image_hw must be (H, W) with H, W >= 1, got {tuple(image_hw)}")
+    size, jump, left, n = [1, 1], [1, 1], [0, 0], list(image_hw)
+    out = {}
+    for g in geometry:
+        k, s, padding = int(g.kernel), int(g.stride), str(g.padding).upper()
+        if k < 1 or s < 1:
+            raise ValueError(f"layer {g.name!r}: kernel and stride must be >= 1, got {k}, {s}")
+        for a in range(2):
+            if padding == "SAME":
+                p, n_out = _same_pad(n[a], k, s)
+            elif padding == "VALID":
+                p, n_out = 0, (n[a] - k) // s + 1
+            else:
+                raise ValueError(f"layer {g.name!r}: padding must be 'SAME' or 'VALID', got {g.padding!r}")
+            size[a] += (k - 1) * jump[a]
+            left[a] -= p * jump[a]
+            jump[a] *= s
+            n[a] = n_out
+        out[g.name] = ReceptiveField(
+            g.name, tuple(size), tuple(jump), tuple(left),
+            tuple(left[a] + (size[a] - 1) / 2 for a in range(2)), tuple(n),
+        )
+    return out
+
+
+def receptive_box(rf: ReceptiveField, row, col, image_hw: Sequence[int] | None = None):
+    """Input box (top, left, bottom, right), bottom/right exclusive, of unit(s) (row, col).
+
+    Works on ints or integer arrays (broadcast). With ``image_hw`` the box is clipped to the image.
+    """
+    top = rf.left[0] + np.asarray(row) * rf.jump[0]
+    lft = rf.left[1] + np.asarray(col) * rf.jump[1]
+    bottom, right = top + rf.size[0], lft + rf.size[1]
+    if image_hw is not None:
+        h, w = image_hw
+        top, lft = np.clip(top, 0, h), np.clip(lft, 0, w)
+        bottom, right = np.clip(bottom, 0, h), np.clip(right, 0, w)
+    return top, lft, bottom, right
+
+
+def trunk_fn(model, *, linear: bool = True):
+    """The conv/pool stack of a ``ScriptNet``-like model as ``f(images) -> {layer: act}``.
+
+    Runs ``model.<name>`` for every conv in ``model.geometry()`` and a pooling
+    window for every pool, skipping the per-image standardisation (see the
+    module docstring). With ``linear=True`` the ReLUs are identities and max
+    pools become average pools of the same window, so the gradient of a unit is
+    nonzero on its whole receptive field rather than on the pixels one
+    particular image happens to route through (same geometry, dense support).
+    """
+
+    def f(images):
+        x, acts = images, {}
+        for g in model.geometry():
+            layer = getattr(model, g.name, None)
+            if layer is not None:
+                x = layer(x)
+                x = x if linear else jax.nn.relu(x)
+            else:
+                pool = jax.lax.add if linear else jax.lax.max
+                init = 0.0 if linear else -jnp.inf
+                x = jax.lax.reduce_window(x, init, pool, (1, g.kernel, g.kernel, 1), (1, g.stride, g.stride, 1),
+                                          g.padding)
+            acts[g.name] = x
+        return acts
+
+    return f
+
+
+def empirical_receptive_field(feature_fn, image_shape: Sequence[int], layer: str, row: int, col: int,
+                              *, channel: int = 0, seed: int = 0) -> np.ndarray:
+    """Input pixels where one unit's gradient is nonzero.
+
+    Args:
+      feature_fn: ``f(float32[1, H, W, C]) -> {layer: float32[1, h, w, c]}``,
+        e.g. ``trunk_fn(model)``.
+      image_shape: (H, W, C) of the input.
+      layer: which activation.
+      row, col, channel: the unit.
+      seed: the random input the gradient is taken at.
+
+    Returns:
+      bool[H, W]: True where d unit / d pixel != 0 in any input channel.
+    """
+    x = jax.random.uniform(jax.random.key(seed), (1, *image_shape))
+    g = jax.grad(lambda im: feature_fn(im)[layer][0, row, col, channel])(x)
+    return np.asarray(jnp.any(g[0] != 0, axis=-1))
+
+
+def support_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) bounding box of a bool[H, W] mask (bottom/right exclusive)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return (0, 0, 0, 0)
+    return int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1
+
+
+# --------------------------------------------------------------------------- top-activating patches
+@functools.partial(jax.jit, static_argnames=("apply_fn", "layer", "k", "batch_size"))
+def _top(apply_fn, params, images, *, layer, k, batch_size):
+    def one(x):
+        a = apply_fn(params, x[None]).activations[layer][0]  # [h, w, C]
+        flat = a.reshape(-1, a.shape[-1])
+        return flat.max(0), flat.argmax(0).astype(jnp.int32)
+
+    peak, where = jax.lax.map(one, images, batch_size=batch_size)  # [N, C], [N, C]
+    value, index = jax.lax.top_k(peak.T, k)  # [C, k]
+    pos = jnp.take_along_axis(where.T, index, axis=1)
+    w = apply_fn(params, images[:1]).activations[layer].shape[2]
+    return value, index.astype(jnp.int32), pos // w, pos % w
+
+
+def top_activating(apply_fn, params, images, layer: str, *, k: int = 8, batch_size: int = 256) -> TopPatches:
+    """For every channel of a layer, the k images that activate it most, and where.
+
+    One jitted pass: ``lax.map`` over image chunks keeps each image's per-channel
+    maximum and its position ([N, C] each), then ``lax.top_k`` over images. An
+    image appears at most once per channel (its strongest position).
+
+    Args:
+      apply_fn: ``apply_fn(params, images) -> out`` with ``out.activations[layer]``.
+      params: model parameters.
+      images: float32[N, H, W, C] in [0, 1].
+      layer: a spatial layer name, e.g. "conv3".
+      k: images per channel (1 <= k <= N).
+      batch_size: images per vmapped chunk.
+
+    Returns:
+      TopPatches(index, value, row, col), each [C, k], strongest first.
+
+    References: Zeiler & Fergus 2014; Girshick et al. 2014 (top-activating regions).
+    """
+    images = check_images(images)
+    (layer,) = check_layers(apply_fn, params, images.shape[1:], layer, spatial=True)
+    if int(k) != k or not 1 <= k <= images.shape[0]:
+        raise ValueError(f"k must be an integer in [1, {images.shape[0]}] (the number of images), got {k!r}")
+    _check_batch_size(batch_size)
+    value, index, row, col = _top(apply_fn, params, images, layer=layer, k=int(k), batch_size=int(batch_size))
+    return TopPatches(index, value, row, col)
+
+
+@functools.partial(jax.jit, static_argnames=("size",))
+def _crops(images, index, top, left, *, size, fill):
+    sh, sw = size
+    padded = jnp.pad(images, ((0, 0), (sh, sh), (sw, sw), (0, 0)), constant_values=fill)
+
+    def one(i, t, l):
+        return jax.lax.dynamic_slice(padded[i], (t + sh, l + sw, 0), (sh, sw, images.shape[-1]))
+
+    return jax.vmap(jax.vmap(one))(index, top, left)
+
+
+def receptive_crops(images, rf: ReceptiveField, index, row, col, *, fill: float = 1.0) -> jax.Array:
+    """Crop each unit's receptive field out of its image (outside the image: ``fill``).
+
+    Args:
+      images: float32[N, H, W, C].
+      rf: the layer's ``ReceptiveField``.
+      index, row, col: int[...] image indices and unit positions (e.g. a ``TopPatches``'s).
+      fill: value shown where the field hangs over the image border (padding).
+
+    Returns:
+      float32[..., size_h, size_w, C], one crop per unit, vmapped.
+    """
+    images = check_images(images)
+    index, row, col = (jnp.asarray(a, jnp.int32) for a in (index, row, col))
+    top = rf.left[0] + row * rf.jump[0]
+    left = rf.left[1] + col * rf.jump[1]
+    shape = index.shape
+    flat = _crops(images, index.reshape(1, -1), top.reshape(1, -1), left.reshape(1, -1),
+                  size=tuple(rf.size), fill=jnp.float32(fill))
+    return flat.reshape(*shape, *flat.shape[2:])
+
+
+def label_purity(labels, index, n_classes: int) -> np.ndarray:
+    """Share of each channel's top-k images that carry its most common label.
+
+    Args:
+      labels: int[N] labels of the images (script or style).
+      index: int[C, k] image indices (``TopPatches.index``).
+      n_classes: number of label values.
+
+    Returns:
+      float32[C] in [1/min(k, n_classes), 1]: 1.0 means all k share one label.
+    """
+    lab = np.asarray(labels)[np.asarray(index)]  # [C, k]
+    counts = (lab[..., None] == np.arange(n_classes)).sum(1)  # [C, n_classes]
+    return (counts.max(-1) / lab.shape[1]).astype(np.float32)
+
+
+def purity_chance(labels, k: int, n_classes: int, *, draws: int = 2000, seed: int = 0) -> float:
+    """Mean ``label_purity`` of k images drawn at random without replacement (the chance level)."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    index = np.argsort(rng.random((draws, n)), axis=1)[:, :k]
+    return float(label_purity(labels, index, n_classes).mean())
