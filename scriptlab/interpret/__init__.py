@@ -4,3 +4,20 @@ Each method takes ``(apply_fn, params, images, ...)`` and works with any model
 whose apply_fn returns an object with the fields it needs (``script``/``font``
 logits, ``embedding``, ``activations``); see ``scriptlab.model.functional``.
 """
+
+# Gradient-based views (saliency family, class model visualisation, localisation, sanity checks)
+from scriptlab.interpret.classviz import ClassModel, class_model
+from scriptlab.interpret.localisation import localisation_scores, localisation_table
+from scriptlab.interpret.saliency import (
+    METHODS as SALIENCY_METHODS,
+    completeness_gap,
+    deconvnet,
+    grad_cam,
+    gradient_x_input,
+    guided_backprop,
+    integrated_gradients,
+    saliency,
+    smoothgrad,
+    vanilla_gradient,
+)
+from scriptlab.interpret.sanity import cascading_check, data_randomisation_check, spearman, ssim, verdicts
