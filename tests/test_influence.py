@@ -109,6 +109,11 @@ def test_influence_cg_matches_exact_and_closed_form():
     g = np.asarray(inf.per_example_grads(inf.logistic_loss, params, x, y), np.float64)
     gt = np.asarray(inf.per_example_grads(inf.logistic_loss, params, xt, yt), np.float64)
     np.testing.assert_allclose(exact.scores, -gt @ np.linalg.solve(h, g.T), rtol=1e-3, atol=1e-5)
+    pre = inf.influence_scores(inf.logistic_loss, params, x, y, xt, yt, l2=0.01, method="exact",
+                               hessian=inf.training_hessian(inf.logistic_loss, params, x, y, l2=0.01))
+    np.testing.assert_allclose(pre.scores, exact.scores, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="hessian must be"):
+        inf.influence_scores(inf.logistic_loss, params, x, y, xt, yt, l2=0.01, method="exact", hessian=h[:3])
 
 
 def test_influence_predicts_leave_one_out_on_tiny_logistic_regression():

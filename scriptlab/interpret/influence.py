@@ -118,6 +118,18 @@ def _check_xy(x, y, name: str) -> tuple[jax.Array, jax.Array]:
     return x, y.astype(jnp.int32)
 
 
+def _check_hessian(hessian, params, method):
+    if hessian is None:
+        return None
+    p = ravel_pytree(params)[0].size
+    if method != "exact":
+        raise ValueError(f"hessian= is used by method='exact' only, got method={method!r}")
+    if getattr(hessian, "shape", None) != (p, p):
+        raise ValueError(f"hessian must be float32[{p}, {p}] (flattened params), got shape "
+                         f"{getattr(hessian, 'shape', None)}")
+    return jnp.asarray(hessian)
+
+
 def _check_nonneg(name: str, value: float) -> None:
     if not (value >= 0 and np.isfinite(value)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -262,6 +274,17 @@ def hessian_matrix(f: Callable[[Any], jax.Array], params) -> jax.Array:
     return jax.hessian(lambda u: f(unravel(u)))(flat)
 
 
+@functools.partial(jax.jit, static_argnames=("loss_fn", "l2"))
+def _training_hessian(loss_fn, params, x, y, l2):
+    return hessian_matrix(lambda p: objective(loss_fn, p, x, y, l2=l2), params)
+
+
+def training_hessian(loss_fn: LossFn, params, x, y, *, l2: float) -> jax.Array:
+    """The dense Hessian float32[P, P] of ``objective`` at ``params``: form it once, reuse it."""
+    x, y = _check_xy(x, y, "train")
+    return _training_hessian(loss_fn, params, x, y, float(l2))
+
+
 def inverse_hvp(
     f: Callable[[Any], jax.Array],
     params,
@@ -329,11 +352,14 @@ def _inverse_hvp(f, params, v, method, damping, tol, max_iter, scale, batched):
     return InverseHVPState(xs, res, k, res <= tol)
 
 
-def _solve_flat(f, params, matvec, vflat, method, damping, tol, max_iter, scale):
+def _damped(h, damping):
+    return 0.5 * (h + h.T) + damping * jnp.eye(h.shape[0], dtype=h.dtype)
+
+
+def _solve_flat(f, params, matvec, vflat, method, damping, tol, max_iter, scale, hessian=None):
     """Solve (H + damping I) X = V for V float32[T, P]; returns (X, residual[T], iterations[T])."""
     if method == "exact":
-        h = hessian_matrix(f, params)
-        h = 0.5 * (h + h.T) + damping * jnp.eye(h.shape[0], dtype=h.dtype)
+        h = _damped(hessian_matrix(f, params) if hessian is None else hessian, damping)
         factor = jax.scipy.linalg.cho_factor(h)
         x = jax.scipy.linalg.cho_solve(factor, vflat.T).T
         res = jnp.linalg.norm(x @ h - vflat, axis=1) / jnp.maximum(jnp.linalg.norm(vflat, axis=1), 1e-30)
@@ -368,11 +394,12 @@ def per_example_grads(loss_fn: LossFn, params, x, y, *, batch_size: int = 256) -
     jax.jit,
     static_argnames=("loss_fn", "test_loss_fn", "method", "damping", "tol", "max_iter", "batch_size", "l2"),
 )
-def _influence(loss_fn, test_loss_fn, params, x, y, xt, yt, l2, method, damping, tol, max_iter, batch_size):
+def _influence(loss_fn, test_loss_fn, params, x, y, xt, yt, hessian, l2, method, damping, tol, max_iter,
+               batch_size):
     f = functools.partial(objective, loss_fn, x=x, y=y, l2=l2)
     _, unravel, matvec = _flat_matvec(lambda p: f(p), params, damping)
     g_test = jax.lax.map(lambda a: _example_grad(test_loss_fn)(params, *a), (xt, yt), batch_size=batch_size)
-    s, res, k = _solve_flat(lambda p: f(p), params, matvec, g_test, method, damping, tol, max_iter, None)
+    s, res, k = _solve_flat(lambda p: f(p), params, matvec, g_test, method, damping, tol, max_iter, None, hessian)
     g = _example_grad(loss_fn)
     scores = jax.lax.map(lambda a: -(s @ g(params, *a)), (x, y), batch_size=batch_size)  # [N, T]
     state = InverseHVPState(s, res, k, res <= tol)
@@ -394,6 +421,7 @@ def influence_scores(
     tol: float = 1e-5,
     max_iter: int = 500,
     batch_size: int = 256,
+    hessian: jax.Array | None = None,
 ) -> Influence:
     """I_up,loss of every training point on every test point, one jitted pass.
 
@@ -409,6 +437,9 @@ def influence_scores(
         font prediction.
       method, damping, tol, max_iter: the inverse-HVP solve, see ``inverse_hvp``.
       batch_size: training points per vmapped chunk (memory: batch_size x P).
+      hessian: optional precomputed float32[P, P] Hessian of the objective
+        (``training_hessian``) for method="exact": pass it when scoring many test
+        points one call at a time (a widget), so H is formed once.
 
     Returns:
       Influence(scores float32[T, N], s_test). scores[t, i] < 0: training point
@@ -424,16 +455,16 @@ def influence_scores(
     _check_nonneg("damping", damping)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    scores, state = _influence(loss_fn, test_loss_fn or loss_fn, params, train_x, train_y, test_x, test_y,
+    hessian = _check_hessian(hessian, params, method)
+    scores, state = _influence(loss_fn, test_loss_fn or loss_fn, params, train_x, train_y, test_x, test_y, hessian,
                                float(l2), method, float(damping), float(tol), int(max_iter), int(batch_size))
     return Influence(scores, state)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "l2", "damping", "batch_size"))
-def _self_influence(loss_fn, params, x, y, l2, damping, batch_size):
+def _self_influence(loss_fn, params, x, y, hessian, l2, damping, batch_size):
     f = functools.partial(objective, loss_fn, x=x, y=y, l2=l2)
-    h = hessian_matrix(lambda p: f(p), params)
-    h = 0.5 * (h + h.T) + damping * jnp.eye(h.shape[0], dtype=h.dtype)
+    h = _damped(hessian_matrix(lambda p: f(p), params) if hessian is None else hessian, damping)
     chol = jnp.linalg.cholesky(h)
     g = _example_grad(loss_fn)
 
@@ -445,7 +476,7 @@ def _self_influence(loss_fn, params, x, y, l2, damping, batch_size):
 
 
 def self_influence(loss_fn: LossFn, params, x, y, *, l2: float, damping: float = 0.0,
-                   batch_size: int = 256) -> jax.Array:
+                   batch_size: int = 256, hessian: jax.Array | None = None) -> jax.Array:
     """grad L(z_i)^T H^-1 grad L(z_i) for every training point (>= 0; = -I_up,loss(z_i, z_i)).
 
     A point whose own loss would rise most if it were left out is one the model
@@ -453,7 +484,7 @@ def self_influence(loss_fn: LossFn, params, x, y, *, l2: float, damping: float =
     factorised Hessian (P up to a few thousand, e.g. the logistic head).
 
     Args:
-      loss_fn, params, x, y, l2, damping: as in ``influence_scores``.
+      loss_fn, params, x, y, l2, damping, hessian: as in ``influence_scores``.
       batch_size: points per vmapped chunk.
 
     Returns:
@@ -464,7 +495,8 @@ def self_influence(loss_fn: LossFn, params, x, y, *, l2: float, damping: float =
     x, y = _check_xy(x, y, "train")
     _check_nonneg("l2", l2)
     _check_nonneg("damping", damping)
-    return _self_influence(loss_fn, params, x, y, float(l2), float(damping), int(batch_size))
+    hessian = _check_hessian(hessian, params, "exact")
+    return _self_influence(loss_fn, params, x, y, hessian, float(l2), float(damping), int(batch_size))
 
 
 def predicted_loo_change(scores: jax.Array, n_train: int) -> jax.Array:
@@ -476,7 +508,7 @@ def predicted_loo_change(scores: jax.Array, n_train: int) -> jax.Array:
 @functools.partial(
     jax.jit, static_argnames=("loss_fn", "test_loss_fn", "l2", "method", "steps", "lr", "momentum", "damping")
 )
-def _loo(loss_fn, test_loss_fn, params, x, y, xt, yt, removed, l2, method, steps, lr, momentum, damping):
+def _loo(loss_fn, test_loss_fn, params, x, y, xt, yt, removed, hessian, l2, method, steps, lr, momentum, damping):
     n = y.shape[0]
     flat0, unravel = ravel_pytree(params)
 
@@ -488,9 +520,8 @@ def _loo(loss_fn, test_loss_fn, params, x, y, xt, yt, removed, l2, method, steps
         # Chord Newton: the damped Hessian at theta_hat is factorised once and
         # reused; the gradient of the masked objective is exact, so the fixed
         # point is the true leave-one-out minimiser whatever the preconditioner.
-        h = jax.hessian(lambda u: jfun(u, jnp.ones(n)))(flat0)
-        h = 0.5 * (h + h.T) + damping * jnp.eye(h.shape[0], dtype=h.dtype)
-        factor = jax.scipy.linalg.cho_factor(h)
+        h = jax.hessian(lambda u: jfun(u, jnp.ones(n)))(flat0) if hessian is None else hessian
+        factor = jax.scipy.linalg.cho_factor(_damped(h, damping))
 
         def step(u, w):
             return u - jax.scipy.linalg.cho_solve(factor, grad_j(u, w))
@@ -528,6 +559,7 @@ def loo_retrain(
     lr: float = 0.1,
     momentum: float = 0.9,
     damping: float = 0.0,
+    hessian: jax.Array | None = None,
 ) -> LOOResult:
     """Actually retrain without each of ``removed``; batched, warm-started, masked.
 
@@ -547,6 +579,7 @@ def loo_retrain(
       steps: iterations per retrain.
       lr, momentum: heavy-ball step size and momentum ("momentum" only).
       damping: added to the Newton Hessian ("newton" only).
+      hessian: optional precomputed Hessian at ``params`` ("newton" only).
 
     Returns:
       LOOResult(delta_test_loss float32[K, T], grad_norm float32[K],
@@ -565,8 +598,8 @@ def loo_retrain(
                          f"{int(removed.max())}]")
     _check_nonneg("l2", l2)
     d, gn, gb = _loo(loss_fn, test_loss_fn or loss_fn, params, train_x, train_y, test_x, test_y,
-                     removed.astype(jnp.int32), float(l2), method, int(steps), float(lr), float(momentum),
-                     float(damping))
+                     removed.astype(jnp.int32), _check_hessian(hessian, params, "exact"), float(l2), method,
+                     int(steps), float(lr), float(momentum), float(damping))
     return LOOResult(d, gn, gb)
 
 
@@ -600,7 +633,7 @@ def _fit_logistic(x, y, n_classes, l2, steps):
     return unravel(u), jnp.linalg.norm(jax.grad(jfun)(u))
 
 
-def fit_logistic(features, labels, *, n_classes: int, l2: float = 1e-3, steps: int = 12):
+def fit_logistic(features, labels, *, n_classes: int, l2: float = 1e-2, steps: int = 8):
     """Fit the L2-regularised multinomial logistic regression by damped Newton.
 
     Args:

@@ -1,0 +1,298 @@
+"""Generate notebooks/11_influence_functions.ipynb (then execute it with nbconvert)."""
+
+from pathlib import Path
+
+import nbformat as nbf
+
+CELLS = []
+
+
+def md(text):
+    CELLS.append(nbf.v4.new_markdown_cell(text.strip()))
+
+
+def code(text):
+    CELLS.append(nbf.v4.new_code_cell(text.strip()))
+
+
+md(r"""
+# 11 · Influence functions: which training crops made this prediction?
+
+Koh & Liang (2017) ask how the model, and its loss on one test crop, would change if one training crop were
+up-weighted or removed. For a training objective $J(\theta)=\frac1n\sum_i \ell_i(\theta)+\frac{\lambda}{2}\|\theta\|^2$
+with Hessian $H$ at the optimum,
+
+$$\mathcal I_{\text{up,loss}}(z_i, z_{\text{test}}) = -\nabla\ell(z_{\text{test}})^\top H^{-1}\nabla\ell(z_i),
+\qquad \Delta L_{\text{test}}(\text{remove } z_i) \approx -\tfrac1n\,\mathcal I_{\text{up,loss}}.$$
+
+Negative $\mathcal I$: the crop **helps** the test prediction; positive: it **harms** it.
+The theory is exact to first order for a convex model and only an approximation for a network
+(Basu et al. 2021; Bae et al. 2022 show it tracks a *proximal* response, not leave-one-out).
+
+We work at two levels:
+
+1. **Convex**: an L2-regularised logistic regression refit on the frozen CNN embeddings
+   (`apply_fn(params, images).embedding`). $H$ is positive definite, formed and Cholesky-factorised exactly.
+2. **The CNN's last layers** (dense + script head, 264k parameters, the conv trunk frozen; non-convex),
+   solved by conjugate gradients with damping. Its leave-one-out check is too slow for this notebook;
+   `benchmarks/bench_influence.py` runs it and we quote the cached result.
+""")
+
+code(r"""
+# Configuration
+N_TRAIN = 2000      # training crops (a subset of ds.train keeps the notebook under 90 s)
+N_TEST = 500        # test crops to choose from
+L2 = 1e-2           # weight of (L2/2)||theta||^2 in the convex head's objective
+K_SHOW = 6          # helpful / harmful crops shown
+K_LOO = 30          # leave-one-out check: most influential + this many random
+FLIP = 0.10         # mislabel detection: fraction of script labels flipped
+SEED = 0
+""")
+
+code(r"""
+import time
+
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+from scriptlab import data, zoo
+from scriptlab.interpret import influence as inf
+
+t0 = time.perf_counter()
+ds = data.load("workshop", seed=SEED)
+base = zoo.load("baseline", progress=False)
+tr, te = ds.train, ds.test
+x = inf.embeddings(base.apply_fn, base.params, tr.images[:N_TRAIN])
+xt = inf.embeddings(base.apply_fn, base.params, te.images[:N_TEST])
+y, yt = jnp.asarray(tr.script[:N_TRAIN]), jnp.asarray(te.script[:N_TEST])
+head, gnorm = inf.fit_logistic(x, y, n_classes=len(ds.scripts), l2=L2)
+H = inf.training_hessian(inf.logistic_loss, head, x, y, l2=L2)  # 1,290 x 1,290: formed once, reused below
+acc = float((jnp.argmax(xt @ head["w"] + head["b"], 1) == yt).mean())
+print(f"convex head on {N_TRAIN} embeddings: test accuracy {acc:.3f}, |grad J| at the fit {float(gnorm):.1e}")
+assert float(gnorm) < 1e-4 and acc > 0.5
+""")
+
+md(r"""
+## One test crop: its most helpful and most harmful training crops
+
+We pick a crop the head gets wrong with confidence (the 10th-highest test loss), score all training crops against it
+in one jitted pass (per-example gradients by `vmap`, chunked with `lax.map`), and show both ends of the ranking.
+""")
+
+code(r"""
+# NBVAL_CHECK_OUTPUT
+test_losses = np.asarray(inf.logistic_loss(head, xt, yt))
+TEST = int(np.argsort(test_losses)[-10])
+res = inf.influence_scores(inf.logistic_loss, head, x, y, xt[TEST:TEST + 1], yt[TEST:TEST + 1], l2=L2,
+                           method="exact", hessian=H)
+scores = np.asarray(res.scores[0])
+print(f"test crop {TEST}: script {ds.scripts[te.script[TEST]]}, style {ds.styles[te.style[TEST]]}, "
+      f"predicted {ds.scripts[int(jnp.argmax(xt[TEST] @ head['w'] + head['b']))]}")
+print("inverse-HVP residual below 1e-4:", bool(res.s_test.residual[0] < 1e-4))
+assert res.s_test.residual[0] < 1e-4
+""")
+
+code(r"""
+def show_influential(scores, test_index, k=K_SHOW, split=te, title=""):
+    helpful, harmful = np.argsort(scores)[:k], np.argsort(scores)[::-1][:k]
+    fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 3.4))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    axes[0, 0].imshow(split.images[test_index])
+    axes[0, 0].set_title(f"test: {ds.scripts[split.script[test_index]]}\n{ds.styles[split.style[test_index]]}",
+                         fontsize=7)
+    axes[0, 1].text(0, 0.5, title, fontsize=8, va="center")
+    for row, idx, name in ((1, helpful, "helpful"), (2, harmful, "harmful")):
+        for c, i in enumerate(idx):
+            axes[row, c].imshow(tr.images[i])
+            axes[row, c].set_title(f"{name} {scores[i]:+.2f}\n{ds.scripts[tr.script[i]]} / {ds.styles[tr.style[i]]}",
+                                   fontsize=6)
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+show_influential(scores, TEST, title="row 2: most helpful\nrow 3: most harmful");
+""")
+
+md(r"""
+**Are the harmful crops the same font style?** If the embedding carries style, crops that share the test crop's
+style but carry another script label should push the prediction the wrong way. We count, over the 100 test crops
+with the highest loss, how often the 20 most harmful training crops share the test crop's style, against the base
+rate of that style in the training subset.
+""")
+
+code(r"""
+# NBVAL_CHECK_OUTPUT
+hard = np.argsort(test_losses)[-100:]
+many = inf.influence_scores(inf.logistic_loss, head, x, y, xt[hard], yt[hard], l2=L2, method="exact",
+                            hessian=H).scores
+many = np.asarray(many)
+harm20 = np.argsort(-many, axis=1)[:, :20]
+same_style = (tr.style[:N_TRAIN][harm20] == te.style[hard][:, None]).mean()
+base_rate = np.mean([(tr.style[:N_TRAIN] == s).mean() for s in te.style[hard]])
+help20 = np.argsort(many, axis=1)[:, :20]
+same_style_help = (tr.style[:N_TRAIN][help20] == te.style[hard][:, None]).mean()
+print(f"share of top-20 harmful crops with the test crop's style: {same_style:.2f}")
+print(f"share of top-20 helpful crops with the test crop's style: {same_style_help:.2f}")
+print(f"base rate of that style in the training subset:           {base_rate:.2f}")
+""")
+
+md(r"""
+## Does it predict leave-one-out retraining? (convex head)
+
+Koh & Liang's Figure 2: remove one crop, retrain, measure the change in the test loss. Here the retrains are one
+jitted `lax.map` over weight-0 masks, warm-started from the optimum (chord Newton with the factorised Hessian, so
+each converges to the exact leave-one-out minimiser; the gradient norm after retraining says so).
+""")
+
+code(r"""
+# NBVAL_CHECK_OUTPUT
+rng = np.random.default_rng(SEED)
+top = np.argsort(-np.abs(scores))[:K_LOO]
+idx = np.concatenate([top, rng.choice(np.setdiff1d(np.arange(N_TRAIN), top), K_LOO, replace=False)])
+loo = inf.loo_retrain(inf.logistic_loss, head, x, y, xt[TEST:TEST + 1], yt[TEST:TEST + 1], jnp.asarray(idx),
+                      l2=L2, steps=15, hessian=H)
+pred = np.asarray(inf.predicted_loo_change(scores[idx], N_TRAIN))
+actual = np.asarray(loo.delta_test_loss[:, 0])
+r_convex = inf.pearson(pred, actual)
+print(f"{len(idx)} leave-one-out retrains; converged (max |grad| < 1e-4): {bool(loo.grad_norm.max() < 1e-4)}")
+print(f"Pearson r (convex head) >= 0.95: {r_convex >= 0.95}")
+assert r_convex >= 0.95
+""")
+
+code(r"""
+cached = inf.load_result("loo_validation")
+fig, axes = plt.subplots(1, 2 if cached else 1, figsize=(8 if cached else 4, 3.6), squeeze=False)
+
+
+def scatter(ax, p, a, title):
+    lim = 1.1 * max(np.abs(p).max(), np.abs(a).max())
+    ax.plot([-lim, lim], [-lim, lim], color="0.7", lw=1)
+    ax.scatter(a, p, s=12)
+    ax.set_xlabel("actual change in test loss (retrained)")
+    ax.set_ylabel("predicted (influence)")
+    ax.set_title(title, fontsize=9)
+
+
+scatter(axes[0, 0], pred, actual, f"convex head, N={N_TRAIN}: r = {r_convex:.3f}")
+if cached:
+    c = cached["cnn_top"]
+    scatter(axes[0, 1], np.array(c["predicted"]), np.array(c["actual"]),
+            f"CNN last layers, N={c['n_train']} (cached): r = {c['pearson']:.3f}")
+fig.tight_layout()
+print(f"convex head: r = {r_convex:.3f} over {len(idx)} removed crops")
+if cached:
+    for level in ("convex", "cnn_top"):
+        c = cached[level]
+        print(f"benchmark, {level}: N_train = {c['n_train']}, {len(c['removed'])} removed, r = {c['pearson']:.3f}")
+else:
+    print("no cached CNN-level result: run python benchmarks/bench_influence.py --validate")
+""")
+
+md(r"""
+## Which crops moved the *font* prediction?
+
+The same machinery answers a question about the nuisance: fit a second convex head reading **font style** from the
+same embeddings and score training crops by their influence on the font loss of the test crop. In the baseline
+model the embedding still carries style, so this probe works; the unlearning notebook's question is whether it
+would after gradient reversal.
+""")
+
+code(r"""
+s, st = jnp.asarray(tr.style[:N_TRAIN]), jnp.asarray(te.style[:N_TEST])
+font_head, _ = inf.fit_logistic(x, s, n_classes=len(ds.styles), l2=L2)
+H_font = inf.training_hessian(inf.logistic_loss, font_head, x, s, l2=L2)
+font_acc = float((jnp.argmax(xt @ font_head["w"] + font_head["b"], 1) == st).mean())
+font_scores = np.asarray(inf.influence_scores(inf.logistic_loss, font_head, x, s, xt[TEST:TEST + 1],
+                                              st[TEST:TEST + 1], l2=L2, method="exact", hessian=H_font).scores[0])
+print(f"font probe on the embedding: test accuracy {font_acc:.2f} (chance {1 / len(ds.styles):.2f})")
+show_influential(font_scores, TEST, title="influence on the\nFONT loss");
+""")
+
+md(r"""
+## Finding mislabelled crops by self-influence
+
+Flip the script label of 10% of the training subset, refit the convex head on the flipped labels, and rank the
+training crops by self-influence $\nabla\ell_i^\top H^{-1}\nabla\ell_i$ (how much a crop's own loss would rise if it
+were left out). Checking the crops in that order, what fraction of the flips do we find? Baselines: rank by training
+loss, and random order. (kronfluence reports about 80% found at 10% checked on CIFAR-10 with EK-FAC; this is the
+convex head on frozen embeddings, which were trained on the clean labels, so the task is easier here.)
+""")
+
+code(r"""
+# NBVAL_CHECK_OUTPUT
+y_flip, flipped = inf.flip_labels(tr.script[:N_TRAIN], len(ds.scripts), FLIP, seed=SEED)
+y_flip = jnp.asarray(y_flip)
+head_flip, _ = inf.fit_logistic(x, y_flip, n_classes=len(ds.scripts), l2=L2)
+si = np.asarray(inf.self_influence(inf.logistic_loss, head_flip, x, y_flip, l2=L2))
+train_loss = np.asarray(inf.logistic_loss(head_flip, x, y_flip))
+fractions = np.linspace(0, 1, 101)
+rankings = {
+    "self-influence": np.argsort(-si),
+    "training loss": np.argsort(-train_loss),
+    "random": np.random.default_rng(SEED).permutation(N_TRAIN),
+}
+curves = {k: inf.detection_curve(v, flipped, fractions) for k, v in rankings.items()}
+print("| ranking | found at 10% checked | found at 20% checked |")
+print("|---|---|---|")
+for k, c in curves.items():
+    print(f"| {k} | {c[10]:.2f} | {c[20]:.2f} |")
+assert curves["self-influence"][20] > 2 * curves["random"][20]
+""")
+
+code(r"""
+fig, ax = plt.subplots(figsize=(4.5, 3.4))
+for k, c in curves.items():
+    ax.plot(fractions, c, label=k)
+ax.axvline(FLIP, color="0.8", lw=1)
+ax.set_xlabel("fraction of training data checked")
+ax.set_ylabel("fraction of flipped labels found")
+ax.legend(fontsize=8)
+fig.tight_layout()
+""")
+
+md(r"""
+## Pick a test crop
+
+The widget re-scores all training crops against the chosen test crop (one jitted call, well under a second once
+compiled). The static figure above is the same view for the default crop.
+""")
+
+code(r"""
+import ipywidgets as widgets
+
+
+def explore(test_index=TEST, head_name="script"):
+    h, hess, lab, train_lab = (head, H, yt, y) if head_name == "script" else (font_head, H_font, st, s)
+    sc = inf.influence_scores(inf.logistic_loss, h, x, train_lab, xt[test_index:test_index + 1],
+                              lab[test_index:test_index + 1], l2=L2, method="exact", hessian=hess).scores[0]
+    show_influential(np.asarray(sc), test_index, title=f"influence on the\n{head_name} loss")
+    plt.show()
+
+
+widgets.interact(explore, test_index=widgets.IntSlider(value=TEST, min=0, max=N_TEST - 1),
+                 head_name=widgets.Dropdown(options=["script", "font"], value="script"));
+""")
+
+code(r"""
+elapsed = time.perf_counter() - t0
+print(f"notebook ran in {elapsed:.0f} s (budget: 90 s on 2 uncontended cores with the zoo warm)")
+""")
+
+md(r"""
+**What to take away.** For the convex head the first-order prediction tracks actual retraining closely (Koh & Liang
+report the same for logistic regression). For the CNN's last layers it is an approximation: the numbers quoted from
+the benchmark are what we measured, and they depend on how well the refit converged and on the damping. Self-influence
+finds flipped labels far faster than random checking; training loss, the cheapest signal, is a strong baseline here.
+
+References: Koh & Liang 2017 (arXiv:1703.04730); Agarwal, Bullins & Hazan 2017 (LiSSA); Basu, Pope & Feizi 2021;
+Bae et al. 2022; Grosse et al. 2023.
+""")
+
+nb = nbf.v4.new_notebook()
+nb.cells = CELLS
+nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+out = Path(__file__).resolve().parents[1] / "11_influence_functions.ipynb"
+nbf.write(nb, out)
+print("wrote", out)
