@@ -21,3 +21,15 @@ from scriptlab.interpret.saliency import (
     vanilla_gradient,
 )
 from scriptlab.interpret.sanity import cascading_check, data_randomisation_check, spearman, ssim, verdicts
+
+# Training-data attribution (Koh & Liang 2017)
+from scriptlab.interpret.influence import (
+    Influence,
+    InverseHVPState,
+    LOOResult,
+    hvp,
+    influence_scores,
+    inverse_hvp,
+    loo_retrain,
+    self_influence,
+)
