@@ -146,24 +146,40 @@ def trunk_fn(model, *, linear: bool = True):
     return f
 
 
-def empirical_receptive_field(feature_fn, image_shape: Sequence[int], layer: str, row: int, col: int,
+def empirical_receptive_field(feature_fn, image_shape: Sequence[int], layer: str, rows, cols,
                               *, channel: int = 0, seed: int = 0) -> np.ndarray:
-    """Input pixels where one unit's gradient is nonzero.
+    """Input pixels where a unit's gradient is nonzero, for several units at once.
+
+    One forward pass and one vmapped VJP (one cotangent per unit), jitted.
 
     Args:
       feature_fn: ``f(float32[1, H, W, C]) -> {layer: float32[1, h, w, c]}``,
         e.g. ``trunk_fn(model)``.
       image_shape: (H, W, C) of the input.
       layer: which activation.
-      row, col, channel: the unit.
+      rows, cols: int or int[U]: the units' positions in the layer.
+      channel: the units' channel.
       seed: the random input the gradient is taken at.
 
     Returns:
-      bool[H, W]: True where d unit / d pixel != 0 in any input channel.
+      bool[U, H, W] (bool[H, W] for scalar rows, cols): True where
+      d unit / d pixel != 0 in any input channel.
     """
+    scalar = np.ndim(rows) == 0
+    rows, cols = jnp.atleast_1d(jnp.asarray(rows)), jnp.atleast_1d(jnp.asarray(cols))
     x = jax.random.uniform(jax.random.key(seed), (1, *image_shape))
-    g = jax.grad(lambda im: feature_fn(im)[layer][0, row, col, channel])(x)
-    return np.asarray(jnp.any(g[0] != 0, axis=-1))
+
+    @jax.jit
+    def support(x, rows, cols):
+        act, vjp = jax.vjp(lambda im: feature_fn(im)[layer], x)
+
+        def one(r, c):
+            return vjp(jnp.zeros_like(act).at[0, r, c, channel].set(1.0))[0][0]
+
+        return jnp.any(jax.vmap(one)(rows, cols) != 0, axis=-1)
+
+    mask = np.asarray(support(x, rows, cols))
+    return mask[0] if scalar else mask
 
 
 def support_box(mask: np.ndarray) -> tuple[int, int, int, int]:
