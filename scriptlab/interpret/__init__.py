@@ -22,6 +22,21 @@ from scriptlab.interpret.saliency import (
 )
 from scriptlab.interpret.sanity import cascading_check, data_randomisation_check, spearman, ssim, verdicts
 
+# Embedding views: PCA, exact-gradient t-SNE, map quality (van der Maaten & Hinton 2008)
+from scriptlab.interpret.embedding import (
+    PCA,
+    Affinities,
+    TSNEResult,
+    affinities,
+    embed,
+    joint_probabilities,
+    kl_divergence_and_gradient,
+    knn_accuracy,
+    pca,
+    trustworthiness,
+    tsne,
+)
+
 # Training-data attribution (Koh & Liang 2017)
 from scriptlab.interpret.influence import (
     Influence,
