@@ -26,10 +26,12 @@ ZOO: dict[str, dict[str, Any]] = {
     "ascent": dict(mode="ascent"),
     # Adebayo et al. 2018 data randomisation: the same recipe on permuted script labels.
     "shuffled": dict(mode="baseline", shuffle_labels=True),
-    # The seed's "dead filters are manifestations of high learning rates".
-    # Its first steps overshoot (loss in the hundreds), so the divergence guard is
-    # loosened to NaN/inf and losses above 1e4.
-    "high_lr": dict(mode="baseline", lr=0.03, warmup_steps=0, snapshots=True, max_loss=1e4),
+    # The seed's "dead filters are manifestations of high learning rates": 2.5x the
+    # default peak rate with no warm-up. Measured: 20/32 conv2 and 29/64 conv3 filters
+    # dead on test crops, val accuracy 0.74 (lr=0.03 kills every conv2/conv3 filter
+    # and the model with them). Its first steps overshoot (loss in the hundreds), so
+    # the divergence guard is loosened to NaN/inf and losses above 1e4.
+    "high_lr": dict(mode="baseline", lr=0.01, warmup_steps=0, snapshots=True, max_loss=1e4),
     # The seed's "noisy filters mean ... overfitting": few crops, long, no regularisation.
     "overfit": dict(mode="baseline", n_train=512, epochs=40, dropout=(0.0, 0.0), weight_decay=0.0),
 }
