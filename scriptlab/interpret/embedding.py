@@ -19,11 +19,12 @@ to check what the picture is worth:
   well labels can be read off any space (the embedding, or the map).
 
 Where exact t-SNE stops being sensible: each iteration costs O(N^2) work and
-O(N * block_size) memory. On 2 CPU cores that is roughly 5 ms per iteration at
-N = 2,000 and 20-30 ms at N = 5,000 (1,000 iterations: 5 s and 20-30 s); at
-N = 10,000 it still fits easily in memory (a few tens of MB) but takes minutes.
-Beyond about 10,000 points use an approximate gradient: Barnes-Hut
-(O(N log N)) or FFT-accelerated interpolation (O(N), FIt-SNE), both in openTSNE.
+O(N * block_size) memory. On 2 CPU cores (benchmarks/bench_tsne.py) 1,000
+iterations take about 3-6 s at N = 2,000 and 20-50 s at N = 5,000, depending on
+how busy the machine is; N = 10,000 fits easily in memory (the whole process
+peaks near 420 MB) but takes minutes, about 4x the N = 5,000 time. Beyond about
+10,000 points use an approximate gradient: Barnes-Hut (O(N log N)) or
+FFT-accelerated interpolation (O(N), FIt-SNE), both in openTSNE.
 
 References: van der Maaten & Hinton 2008 (t-SNE, momentum and gains, early
 exaggeration); van der Maaten 2014 (kNN input affinities); Belkina et al. 2019
