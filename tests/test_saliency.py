@@ -215,3 +215,23 @@ def test_bad_options_raise(small_net):
         S.integrated_gradients(apply_fn, params, images, targets, baseline="pink")
     with pytest.raises(ValueError, match="reduce must be one of"):
         S.vanilla_gradient(apply_fn, params, images, targets, reduce="mean")
+
+
+def test_font_head_needs_lam_minus_one_for_true_gradients(small_net):
+    # ScriptNet's font head is behind gradient_flip (backward -lam * g): with lam=-1
+    # the input gradient is the true one, with the default lam=1 it is negated.
+    import functools
+
+    apply_fn, params, images, _ = small_net
+    true_apply = functools.partial(apply_fn, lam=-1.0)
+    g_true = S.vanilla_gradient(true_apply, params, images, 1, head="font", reduce="none")
+    g_flip = S.vanilla_gradient(apply_fn, params, images, 1, head="font", reduce="none")
+    np.testing.assert_allclose(g_flip, -g_true, rtol=1e-5, atol=1e-7)
+    v = jax.random.normal(jax.random.key(5), images.shape)
+    v = v / jnp.sqrt((v**2).sum((1, 2, 3), keepdims=True))
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        x64, v64 = jnp.asarray(images, jnp.float64), jnp.asarray(v, jnp.float64)
+        eps = 1e-5
+        fd = (apply_fn(p64, x64 + eps * v64).font[:, 1] - apply_fn(p64, x64 - eps * v64).font[:, 1]) / (2 * eps)
+    np.testing.assert_allclose((np.asarray(g_true) * np.asarray(v)).sum((1, 2, 3)), fd, rtol=1e-3, atol=1e-5)

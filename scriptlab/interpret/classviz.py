@@ -12,7 +12,8 @@ optimised together: one jitted call, ``vmap`` over targets and ``lax.scan`` over
 steps. What ``apply_fn`` must provide: ``apply_fn(params, images)`` with
 ``getattr(out, head)`` logits [N, n_classes] for ``objective=("head", head)``,
 and ``out.activations[layer]`` ([N, h, w, c] or [N, c]) for
-``objective=("layer", layer, channel)``.
+``objective=("layer", layer, channel)``. For ScriptNet's font head (behind the
+gradient flip) pass ``functools.partial(apply_fn, lam=-1.0)``, or the ascent descends.
 
 References: Simonyan, Vedaldi & Zisserman 2013; Yosinski et al. 2015;
 Mahendran & Vedaldi 2015; Olah, Mordvintsev & Schubert 2017 (Feature Visualization).
