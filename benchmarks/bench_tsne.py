@@ -108,9 +108,9 @@ def main() -> None:
     print(
         "| N | KL scriptlab (exact) | KL sklearn (BH estimate) | exact KL of sklearn's map "
         "| KL ours / sklearn exact | trust. scriptlab | trust. sklearn | time scriptlab (s) "
-        "| time sklearn BH (s) | ratio sklearn/scriptlab |"
+        "| time sklearn BH (s) | ratio sklearn/scriptlab | CPU s scriptlab | CPU s sklearn |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 12 + "|")
     for r in rows:
         print(
             f"| {r['n']} | {r['kl_ours']:.4f} | {r['kl_sk']:.4f} | {r['exact_sk']:.4f} "
