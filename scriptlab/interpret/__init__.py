@@ -5,7 +5,8 @@ whose apply_fn returns an object with the fields it needs (``script``/``font``
 logits, ``embedding``, ``activations``); see ``scriptlab.model.functional``.
 """
 
-# Gradient-based views (saliency family, class model visualisation, localisation, sanity checks)
+# Gradient-based views (saliency family, class model visualisation, localisation, sanity checks).
+# The dispatcher saliency.saliency stays in its module: exporting it here would shadow the module.
 from scriptlab.interpret.classviz import ClassModel, class_model
 from scriptlab.interpret.localisation import localisation_scores, localisation_table
 from scriptlab.interpret.saliency import (
@@ -16,7 +17,6 @@ from scriptlab.interpret.saliency import (
     gradient_x_input,
     guided_backprop,
     integrated_gradients,
-    saliency,
     smoothgrad,
     vanilla_gradient,
 )
