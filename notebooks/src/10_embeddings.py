@@ -2,6 +2,7 @@
 
 python notebooks/src/10_embeddings.py
 jupyter nbconvert --to notebook --execute --inplace notebooks/10_embeddings.ipynb
+python notebooks/src/10_embeddings.py --strip   # drop execution timestamps, keep outputs
 """
 
 import subprocess
@@ -292,7 +293,7 @@ md(r"""
 
 *"t-SNE ... can sometimes lead to confusing results."* Left pair: as many points from **one** isotropic
 Gaussian in 128-d (no clusters at all). At perplexity 2 t-SNE draws clumps that do not exist; at 30
-the blob is (correctly) one cloud. Right pair: the unlearn embedding at perplexity 2 and 100. The
+the blob is (correctly) one cloud. Right pair: the unlearn embedding at perplexity 2 and 30. The
 look changes a lot; the numbers underneath change much less. Cluster sizes and the gaps between
 clusters in a t-SNE map carry little meaning: read neighbourhoods, and check with kNN accuracy and
 trustworthiness.
@@ -307,7 +308,7 @@ for ax, perp in zip(axes[:2], (2.0, 30.0), strict=True):
     ax.set_title(f"one Gaussian blob, perplexity {perp:g}\ntrustworthiness {float(E.trustworthiness(blob, yb)):.2f}")
     ax.set_xticks([])
     ax.set_yticks([])
-for ax, perp in zip(axes[2:], (2.0, 100.0), strict=True):
+for ax, perp in zip(axes[2:], (2.0, PERPLEXITY), strict=True):
     if (MODELS[1], perp) not in maps:
         maps[MODELS[1], perp] = E.tsne(emb[MODELS[1], SPLIT], perplexity=perp, n_iter=N_ITER)
     y = np.asarray(maps[MODELS[1], perp].embedding)
@@ -351,6 +352,14 @@ md(r"""
   and gaps mean little; neighbourhoods mean something, and trustworthiness and kNN accuracy say how
   much.
 """)
+
+if "--strip" in sys.argv:  # after execution: drop volatile per-cell timestamps, keep outputs
+    path = Path(__file__).resolve().parents[1] / "10_embeddings.ipynb"
+    done = nbf.read(path, as_version=4)
+    for cell in done.cells:
+        cell.metadata.pop("execution", None)
+    nbf.write(done, path)
+    sys.exit(0)
 
 nb = nbf.v4.new_notebook()
 nb["cells"] = cells
