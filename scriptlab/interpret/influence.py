@@ -506,9 +506,11 @@ def predicted_loo_change(scores: jax.Array, n_train: int) -> jax.Array:
 
 # --------------------------------------------------------------------------- actual retraining
 @functools.partial(
-    jax.jit, static_argnames=("loss_fn", "test_loss_fn", "l2", "method", "steps", "lr", "momentum", "damping")
+    jax.jit,
+    static_argnames=("loss_fn", "test_loss_fn", "l2", "method", "steps", "lr", "momentum", "damping", "batch_size"),
 )
-def _loo(loss_fn, test_loss_fn, params, x, y, xt, yt, removed, hessian, l2, method, steps, lr, momentum, damping):
+def _loo(loss_fn, test_loss_fn, params, x, y, xt, yt, removed, hessian, l2, method, steps, lr, momentum, damping,
+         batch_size):
     n = y.shape[0]
     flat0, unravel = ravel_pytree(params)
 
@@ -539,7 +541,8 @@ def _loo(loss_fn, test_loss_fn, params, x, y, xt, yt, removed, hessian, l2, meth
         return test_loss_fn(unravel(u), xt, yt), jnp.linalg.norm(grad_j(u, w))
 
     masks = jnp.ones((removed.shape[0] + 1, n)).at[jnp.arange(removed.shape[0]), removed].set(0.0)
-    losses, gnorm = jax.lax.map(retrain, masks)  # one masked retrain per row; the last row removes nothing
+    # One masked retrain per row (the last row removes nothing), vmapped batch_size at a time.
+    losses, gnorm = jax.lax.map(retrain, masks, batch_size=batch_size)
     return losses[:-1] - losses[-1], gnorm[:-1], gnorm[-1]
 
 
@@ -560,14 +563,15 @@ def loo_retrain(
     momentum: float = 0.9,
     damping: float = 0.0,
     hessian: jax.Array | None = None,
+    batch_size: int = 8,
 ) -> LOOResult:
     """Actually retrain without each of ``removed``; batched, warm-started, masked.
 
     Every retrain starts at ``params`` (the optimum) and minimises
     J(theta; w) with w_i = 0 for its removed point (Koh & Liang's protocol).
     A run with nothing removed gets the same number of steps and is subtracted,
-    so optimiser drift cancels. The retrains run as one jitted ``lax.map`` over
-    the masks: no Python loop.
+    so optimiser drift cancels. The retrains run in one jitted call, vmapped
+    over the masks ``batch_size`` at a time (``lax.map``): no Python loop.
 
     Args:
       loss_fn, params, train_x, train_y, test_x, test_y, l2, test_loss_fn: as in
@@ -580,6 +584,7 @@ def loo_retrain(
       lr, momentum: heavy-ball step size and momentum ("momentum" only).
       damping: added to the Newton Hessian ("newton" only).
       hessian: optional precomputed Hessian at ``params`` ("newton" only).
+      batch_size: retrains vmapped together (memory: batch_size x P parameters).
 
     Returns:
       LOOResult(delta_test_loss float32[K, T], grad_norm float32[K],
@@ -599,7 +604,7 @@ def loo_retrain(
     _check_nonneg("l2", l2)
     d, gn, gb = _loo(loss_fn, test_loss_fn or loss_fn, params, train_x, train_y, test_x, test_y,
                      removed.astype(jnp.int32), _check_hessian(hessian, params, "exact"), float(l2), method,
-                     int(steps), float(lr), float(momentum), float(damping))
+                     int(steps), float(lr), float(momentum), float(damping), max(1, int(batch_size)))
     return LOOResult(d, gn, gb)
 
 
@@ -670,21 +675,26 @@ def embeddings(apply_fn: Callable, params, images, *, field: str = "embedding", 
       float32[N, D] (activations are flattened per image).
     """
     images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images must be [N, H, W, C] with N >= 1, got shape {images.shape}")
+    n = images.shape[0]
+    batch_size = max(1, min(int(batch_size), n))
+    pad = (-n) % batch_size
+    padded = np.concatenate([images, np.repeat(images[:1], pad, 0)]) if pad else images
+    chunks = jnp.asarray(padded).reshape(-1, batch_size, *images.shape[1:])
+    return _embed(apply_fn, field, params, chunks)[:n]
 
-    @jax.jit
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "field"))
+def _embed(apply_fn, field, params, chunks):
     def fwd(chunk):
         chunk = chunk.astype(jnp.float32) / 255.0 if chunk.dtype == jnp.uint8 else chunk
         out = apply_fn(params, chunk)
-        feat = getattr(out, field) if hasattr(out, field) and field != "activations" else out.activations[field]
+        feat = getattr(out, field) if field in getattr(out, "_fields", ()) else out.activations[field]
         return feat.reshape(feat.shape[0], -1)
 
-    n = images.shape[0]
-    pad = (-n) % batch_size
-    padded = np.concatenate([images, np.repeat(images[:1], pad, 0)]) if pad else images
-    parts = jax.lax.map(fwd, jnp.asarray(padded).reshape(-1, batch_size, *images.shape[1:]))
-    return parts.reshape(-1, parts.shape[-1])[:n]
+    parts = jax.lax.map(fwd, chunks)
+    return parts.reshape(-1, parts.shape[-1])
 
 
 # --------------------------------------------------------------------------- level 2: last layers of ScriptNet
