@@ -90,7 +90,7 @@ def top_lmax(loss, p, f, y) -> float:
 
 
 def speed(ds, m):
-    print("\n== speed: score every ds.train crop (N = %d) ==" % len(ds.train))
+    print(f"\n== speed: score every ds.train crop (N = {len(ds.train)}) ==")
     rows = []
     x, y, xt, yt, p, _ = convex_setup(ds, m)
     n = x.shape[0]
@@ -119,11 +119,13 @@ def speed(ds, m):
                  f"extrapolated from {steps})", 0.0, t1, "not run (100 CG solves)", tl, float("nan")))
 
     print("| level | form H (s) | influence, 1 test (s) | influence, 100 tests (s) | one LOO retrain, warm (s) "
-          "| one fit from scratch (s) | N warm LOO retrains / influence (1 test, incl. H) |")
-    print("|---|---|---|---|---|---|---|")
+          "| one fit from scratch (s) | N warm retrains / influence | N fits from scratch / influence |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, th, a, b, c, d in rows:
+        cold = "-" if np.isnan(d) else f"{n * d / (a + th):,.0f}x"
         d = "-" if np.isnan(d) else f"{d:.3f}"
-        print(f"| {name} | {th:.3f} | {a:.3f} | {b} | {c:.3f} | {d} | {n * c / (a + th):,.0f}x |")
+        print(f"| {name} | {th:.3f} | {a:.3f} | {b} | {c:.3f} | {d} | {n * c / (a + th):,.0f}x | {cold} |")
+    print("influence times include forming H (convex) or the CG solve (CNN); N =", n)
     return rows
 
 

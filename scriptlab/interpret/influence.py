@@ -331,7 +331,7 @@ def inverse_hvp(
     v_leaves, v_def = jax.tree.flatten(v)
     if p_def != v_def:
         raise ValueError(f"v must have the same tree structure as params; got {v_def}, expected {p_def}")
-    shapes = [(a.shape, b.shape) for a, b in zip(p_leaves, v_leaves)]
+    shapes = [(a.shape, b.shape) for a, b in zip(p_leaves, v_leaves, strict=True)]
     batched = all(vs[1:] == ps for ps, vs in shapes) and len({vs[0] for _, vs in shapes}) == 1
     if not batched and not all(vs == ps for ps, vs in shapes):
         raise ValueError(f"v leaves must have the params' shapes or [T, *shape]; got {[s[1] for s in shapes]}, "
