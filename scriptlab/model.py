@@ -89,7 +89,7 @@ def standardise(images: jax.Array) -> jax.Array:
     return (images - mean) / (std + 0.05)
 
 
-def _rms_normalise(h: jax.Array) -> jax.Array:
+def rms_normalise(h: jax.Array) -> jax.Array:
     """Scale each embedding to unit RMS before the font head.
 
     Under gradient reversal the trunk could otherwise "hide" style by inflating
@@ -193,7 +193,7 @@ class ScriptNet(nnx.Module):
         emb = tap("dense", relu(self.dense(x)))
         h = _dropout(emb, self.dropout[1], k2)
         script = self.script_head(h)
-        font = self.font_head(gradient_flip(_rms_normalise(h), jnp.asarray(lam, h.dtype)))
+        font = self.font_head(gradient_flip(rms_normalise(h), jnp.asarray(lam, h.dtype)))
         return Outputs(script, font, emb, acts)
 
     @staticmethod

@@ -720,11 +720,11 @@ class TopOutputs(NamedTuple):
 
 def top_apply(top, feats: jax.Array) -> TopOutputs:
     """ScriptNet from the flattened pool3 features up: dense + ReLU, script and font heads (eval mode)."""
-    from scriptlab.model import _rms_normalise  # the font head reads the RMS-normalised embedding
+    from scriptlab.model import rms_normalise  # the font head reads the RMS-normalised embedding
 
     emb = jax.nn.relu(feats @ top["dense"]["kernel"] + top["dense"]["bias"])
     script = emb @ top["script_head"]["kernel"] + top["script_head"]["bias"]
-    font = _rms_normalise(emb) @ top["font_head"]["kernel"] + top["font_head"]["bias"]
+    font = rms_normalise(emb) @ top["font_head"]["kernel"] + top["font_head"]["bias"]
     return TopOutputs(script, font, emb)
 
 
