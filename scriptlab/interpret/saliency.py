@@ -192,8 +192,12 @@ def _batch_grad(apply_fn, params, images, targets, head, relu):
 
 
 def _chunk(k: int, samples_per_call: int | None, n: int) -> int:
-    """Largest divisor of k not above the requested samples per call (default ~1024 images)."""
-    want = samples_per_call or max(1, 1024 // max(n, 1))
+    """Largest divisor of k not above the requested samples per call.
+
+    The default keeps each call near 128 images: on CPU, bigger vmapped batches
+    stream more activation memory and ran slower per image (benchmarks/bench_saliency.py).
+    """
+    want = samples_per_call or max(1, 128 // max(n, 1))
     want = max(1, min(k, want))
     return max(d for d in range(1, want + 1) if k % d == 0)
 
@@ -320,7 +324,7 @@ def smoothgrad(
       key: PRNG key; default ``jax.random.key(0)`` (same key, same maps).
       reduce: channel reduction of the averaged gradient.
       samples_per_call: noise samples evaluated per vmapped call (memory bound);
-        default about 1024 images per call.
+        default about 128 images per call.
 
     Returns:
       float32[N, H, W].
