@@ -85,8 +85,9 @@ def standardise(images: jax.Array) -> jax.Array:
     colour statistics first lets the convolutions spend their capacity on strokes.
     """
     mean = images.mean(axis=(-3, -2), keepdims=True)
-    std = images.std(axis=(-3, -2), keepdims=True)
-    return (images - mean) / (std + 0.05)
+    var = jnp.mean((images - mean) ** 2, axis=(-3, -2), keepdims=True)
+    # the tiny constant keeps the gradient finite on a constant image (jnp.std's is NaN)
+    return (images - mean) / (jnp.sqrt(var + 1e-12) + 0.05)
 
 
 def rms_normalise(h: jax.Array) -> jax.Array:
@@ -151,7 +152,7 @@ class ScriptNet(nnx.Module):
         self,
         images: jax.Array,
         *,
-        lam: jax.Array | float = 1.0,
+        lam: jax.Array | float | None = None,
         dropout_key: jax.Array | None = None,
         relu: Callable[[jax.Array], jax.Array] = jax.nn.relu,
         perturb: Mapping[str, jax.Array] | None = None,
@@ -160,7 +161,9 @@ class ScriptNet(nnx.Module):
 
         Args:
           images: float32[N, H, W, 3] in [0, 1].
-          lam: gradient-flip strength for the font head (forward is unaffected).
+          lam: gradient-flip strength for the font head (forward is unaffected);
+            None (the default) leaves the font head's gradients ordinary, which is
+            what explanations want. Training passes the schedule's value.
           dropout_key: PRNG key; dropout is applied only when one is given.
           relu: the nonlinearity, swappable for guided backprop / deconvnet rules.
           perturb: optional {layer name: array} added to that activation; pass zeros
@@ -193,7 +196,10 @@ class ScriptNet(nnx.Module):
         emb = tap("dense", relu(self.dense(x)))
         h = _dropout(emb, self.dropout[1], k2)
         script = self.script_head(h)
-        font = self.font_head(gradient_flip(rms_normalise(h), jnp.asarray(lam, h.dtype)))
+        h_font = rms_normalise(h)
+        if lam is not None:
+            h_font = gradient_flip(h_font, jnp.asarray(lam, h.dtype))
+        font = self.font_head(h_font)
         return Outputs(script, font, emb, acts)
 
     @staticmethod
@@ -228,15 +234,17 @@ ApplyFn = Callable[..., Outputs]
 def functional(model: nnx.Module) -> tuple[Any, ApplyFn]:
     """Split a model once into (params, apply_fn) for plain jax transforms.
 
-    ``apply_fn(params, images, *, relu=jax.nn.relu, perturb=None, lam=1.0)``
-    runs the model in evaluation mode (no dropout) and returns ``Outputs``. It is
+    ``apply_fn(params, images, *, relu=jax.nn.relu, perturb=None, lam=None)``
+    runs the model in evaluation mode (no dropout) and returns ``Outputs``; with
+    the default ``lam=None`` no gradient flip is applied, so gradients through the
+    font head are the true ones. It is
     a pure function of ``params`` (an nnx.State pytree of nnx.Param leaves), so
     it composes with jax.jit, jax.grad (images or params), jax.vmap and
     jax.jvp-of-grad (Hessian-vector products).
     """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    def apply_fn(params, images, *, relu=jax.nn.relu, perturb=None, lam=1.0) -> Outputs:
+    def apply_fn(params, images, *, relu=jax.nn.relu, perturb=None, lam=None) -> Outputs:
         m = nnx.merge(graphdef, params, rest, copy=True)
         return m(images, relu=relu, perturb=perturb, lam=lam)
 

@@ -217,15 +217,18 @@ def test_bad_options_raise(small_net):
         S.vanilla_gradient(apply_fn, params, images, targets, reduce="mean")
 
 
-def test_font_head_needs_lam_minus_one_for_true_gradients(small_net):
-    # ScriptNet's font head is behind gradient_flip (backward -lam * g): with lam=-1
-    # the input gradient is the true one, with the default lam=1 it is negated.
+def test_font_head_gradients_are_true_by_default(small_net):
+    # ScriptNet's font head sits behind gradient_flip (backward -lam * g) during training;
+    # apply_fn's default lam=None applies no flip, lam=-1 is the identity, lam=1 negates.
     import functools
 
     apply_fn, params, images, _ = small_net
-    true_apply = functools.partial(apply_fn, lam=-1.0)
-    g_true = S.vanilla_gradient(true_apply, params, images, 1, head="font", reduce="none")
-    g_flip = S.vanilla_gradient(apply_fn, params, images, 1, head="font", reduce="none")
+    g_true = S.vanilla_gradient(apply_fn, params, images, 1, head="font", reduce="none")
+    g_ident = S.vanilla_gradient(functools.partial(apply_fn, lam=-1.0), params, images, 1,
+                                 head="font", reduce="none")
+    g_flip = S.vanilla_gradient(functools.partial(apply_fn, lam=1.0), params, images, 1,
+                                head="font", reduce="none")
+    np.testing.assert_allclose(g_ident, g_true, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(g_flip, -g_true, rtol=1e-5, atol=1e-7)
     v = jax.random.normal(jax.random.key(5), images.shape)
     v = v / jnp.sqrt((v**2).sum((1, 2, 3), keepdims=True))

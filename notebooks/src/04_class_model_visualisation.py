@@ -74,10 +74,9 @@ probe = data.as_float(ds.test.images[:8])
 for m in models.values():
     np.testing.assert_allclose(apply_fn(m.params, probe).script, m.apply_fn(m.params, probe).script, atol=1e-5)
 READABLE = dict(steps=STEPS, lr=LR, l2=L2, jitter=JITTER, tv=TV, seed=SEED)
-# The font head sits behind the gradient flip, whose backward pass is -lam * g: with the
-# training default lam=1 an "ascent" on a font logit would descend. lam=-1 gives true gradients.
-font_apply = functools.partial(apply_fn, lam=-1.0)
-APPLY = {"script": apply_fn, "font": font_apply}
+# The font head sits behind the gradient flip during training (backward -lam * g); the
+# functional apply_fn applies no flip by default, so its gradients are the true ones.
+APPLY = {"script": apply_fn, "font": apply_fn}
 """)
 
 md(r"""
@@ -126,8 +125,8 @@ assert all(s1 > s0 for _, _, s0, s1 in script_rows.values())
 md(r"""
 ## Font-style classes: learned vs unlearned
 
-The same procedure on the **font** head (through `functools.partial(apply_fn, lam=-1.0)`: the
-font head sits behind the gradient flip, and only lam = -1 lets true gradients through it). The baseline never trained its font head (it is a
+The same procedure on the **font** head (the flip only acts during training; `apply_fn` passes
+true gradients through the font head by default). The baseline never trained its font head (it is a
 readout of a trunk that was free to keep style), the unlearn model trained it adversarially: the
 trunk was pushed to hide style. Compare the pictures, and how far each ascent had to push the
 logit.

@@ -12,8 +12,9 @@ optimised together: one jitted call, ``vmap`` over targets and ``lax.scan`` over
 steps. What ``apply_fn`` must provide: ``apply_fn(params, images)`` with
 ``getattr(out, head)`` logits [N, n_classes] for ``objective=("head", head)``,
 and ``out.activations[layer]`` ([N, h, w, c] or [N, c]) for
-``objective=("layer", layer, channel)``. For ScriptNet's font head (behind the
-gradient flip) pass ``functools.partial(apply_fn, lam=-1.0)``, or the ascent descends.
+``objective=("layer", layer, channel)``. ScriptNet's functional apply_fn applies
+no gradient flip by default, so its font head is ascended like any other head
+(an apply_fn called with ``lam=1`` would negate the gradient and descend).
 
 References: Simonyan, Vedaldi & Zisserman 2013; Yosinski et al. 2015;
 Mahendran & Vedaldi 2015; Olah, Mordvintsev & Schubert 2017 (Feature Visualization).

@@ -16,9 +16,9 @@ with the ``head`` field (default ``"script"``: logits float32[N, n_classes]).
 Guided backprop and deconvnet also need a ``relu=`` keyword (the model's
 nonlinearity, swapped for a custom_vjp rule); Grad-CAM needs ``perturb=`` (a
 {layer: array} added to that activation) and ``out.activations[layer]``.
-``scriptlab.model.functional`` gives all of these. ScriptNet's font head sits
-behind the gradient flip (backward ``-lam * g``): explain it through
-``functools.partial(apply_fn, lam=-1.0)`` to get true gradients. Each image is scored on its
+``scriptlab.model.functional`` gives all of these; its apply_fn applies no
+gradient flip by default (``lam=None``), so the font head's gradients are the
+true ones (passing ``lam=1`` would negate them). Each image is scored on its
 own (``apply_fn`` sees batches of 1 under ``vmap``), so models that mix images
 in a batch (train-mode batch norm) still give per-image maps.
 
