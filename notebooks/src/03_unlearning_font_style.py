@@ -129,6 +129,22 @@ print("unlearn above 0.4 on test/conflict/heldout:", all(S["unlearn"][k]["mean"]
 """)
 
 md(r"""
+**What the numbers say** (workshop preset, three seeds, from the run above):
+
+* The question is posed fairly: the baseline leans on style, 0.89 in-distribution against 0.64
+  when style and script disagree.
+* `unlearn` buys a small, consistent gain where the shortcut hurts: conflict +0.02 (about 1.5
+  standard deviations), held-out fonts +0.01, for no in-distribution cost. It lowers the fresh
+  probe's style accuracy from 0.68 to 0.64, down to what the script label alone predicts (0.64)
+  but far from chance (0.44): style is less decodable, not gone, as Elazar & Goldberg warn.
+* It does **not** fix Caveat (0.57 before, 0.56 after): the seed's hope does not come true here.
+* `multitask`, which learns style on purpose, is the worst on the conflict split (0.54).
+* The seed's literal recipe, `ascent`, collapses (test 0.25): when the font head itself climbs its
+  loss, its logits run away and drag the shared layers with them. The flip avoids this because the
+  head keeps *descending*.
+""")
+
+md(r"""
 ## The lam sweep
 
 How strong should the reversal be? Too weak and nothing changes; too strong and the trunk gives up
