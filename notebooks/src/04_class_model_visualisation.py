@@ -52,7 +52,6 @@ SEED = 0
 """)
 
 code(r"""
-import functools
 import time
 
 import ipywidgets as widgets
@@ -76,7 +75,6 @@ for m in models.values():
 READABLE = dict(steps=STEPS, lr=LR, l2=L2, jitter=JITTER, tv=TV, seed=SEED)
 # The font head sits behind the gradient flip during training (backward -lam * g); the
 # functional apply_fn applies no flip by default, so its gradients are the true ones.
-APPLY = {"script": apply_fn, "font": apply_fn}
 """)
 
 md(r"""
@@ -105,7 +103,7 @@ code(r"""
 def own_class_table(viz, head):
     rows = {}
     for name, m in models.items():
-        logits = np.asarray(getattr(APPLY[head](m.params, viz[name].images), head))
+        logits = np.asarray(getattr(apply_fn(m.params, viz[name].images), head))
         prob = np.asarray(jax.nn.softmax(logits))
         k = len(logits)
         rows[name] = (prob[np.arange(k), np.arange(k)].mean(), (logits.argmax(1) == np.arange(k)).mean(),
@@ -133,7 +131,7 @@ logit.
 """)
 
 code(r"""
-font_viz = {name: classviz.class_model(font_apply, m.params, objective=("head", "font"), **READABLE)
+font_viz = {name: classviz.class_model(apply_fn, m.params, objective=("head", "font"), **READABLE)
             for name, m in models.items()}
 fig, axes = plt.subplots(len(ds.styles), len(MODELS), figsize=(2.6 * len(MODELS), 0.75 * len(ds.styles)))
 for j, name in enumerate(MODELS):
@@ -224,7 +222,7 @@ def show_class(model=MODELS[0], head="script", cls=0, l2=L2, steps=STEPS, recipe
     names = ds.scripts if head == "script" else ds.styles
     cls = min(cls, len(names) - 1)
     kw = dict(RECIPES[recipe], l2=l2, steps=steps)
-    r = classviz.class_model(APPLY[head], models[model].params, objective=("head", head), targets=[cls], **kw)
+    r = classviz.class_model(apply_fn, models[model].params, objective=("head", head), targets=[cls], **kw)
     fig, (a, b) = plt.subplots(1, 2, figsize=(7, 1.6), gridspec_kw={"width_ratios": [2, 1.4]})
     a.imshow(np.asarray(r.images[0])), a.axis("off"), a.set_title(f"{model}: {head} '{names[cls]}'")
     b.plot(np.asarray(r.scores[:, 0])), b.set_xlabel("step"), b.set_title("target logit")
