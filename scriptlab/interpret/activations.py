@@ -84,7 +84,7 @@ def _maps(apply_fn, params, images, *, layers, batch_size):
 
 
 def activation_maps(
-    apply_fn, params, images, *, layers: Sequence[str] | None = None, batch_size: int = 256
+    apply_fn, params, images, *, layers: Sequence[str] | None = None, batch_size: int = 64
 ) -> dict[str, jax.Array]:
     """Every named layer's feature maps for a batch, in one jitted pass.
 
@@ -146,7 +146,7 @@ def _stats(apply_fn, params, images, *, layers, batch_size):
 
 
 def activation_sparsity(
-    apply_fn, params, images, *, layers: Sequence[str] | None = None, batch_size: int = 256
+    apply_fn, params, images, *, layers: Sequence[str] | None = None, batch_size: int = 64
 ) -> dict[str, dict[str, jax.Array]]:
     """How sparse each layer's activations are over a set of images.
 
@@ -184,7 +184,7 @@ def _curve(apply_fn, stacked, images, *, layers, batch_size):
 
 
 def sparsity_curve(
-    apply_fn, snapshots, images, *, layers: Sequence[str] | None = None, batch_size: int = 256
+    apply_fn, snapshots, images, *, layers: Sequence[str] | None = None, batch_size: int = 64
 ) -> tuple[np.ndarray, dict[str, dict[str, jax.Array]]]:
     """``activation_sparsity`` at every training snapshot, in one jitted ``lax.map`` over epochs.
 
@@ -212,7 +212,7 @@ def dead_filters(
     *,
     layers: Sequence[str] | None = None,
     threshold: float = 0.0,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> DeadFilters:
     """Channels whose activation map is blank for every input of a dataset split.
 

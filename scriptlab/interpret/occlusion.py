@@ -137,7 +137,7 @@ def occlusion(
     output: str = "probability",
     layer: str | None = None,
     unit: tuple[int, int] | None = None,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> Occlusion:
     """Occlusion sensitivity map of a class score (or a layer unit) for a batch of images.
 

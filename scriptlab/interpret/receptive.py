@@ -205,7 +205,7 @@ def _top(apply_fn, params, images, *, layer, k, batch_size):
     return value, index.astype(jnp.int32), pos // w, pos % w
 
 
-def top_activating(apply_fn, params, images, layer: str, *, k: int = 8, batch_size: int = 256) -> TopPatches:
+def top_activating(apply_fn, params, images, layer: str, *, k: int = 8, batch_size: int = 64) -> TopPatches:
     """For every channel of a layer, the k images that activate it most, and where.
 
     One jitted pass: ``lax.map`` over image chunks keeps each image's per-channel

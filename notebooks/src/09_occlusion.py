@@ -1,0 +1,156 @@
+"""Generate notebooks/09_occlusion.ipynb (then execute it in place with nbconvert).
+
+    python notebooks/src/09_occlusion.py
+    jupyter nbconvert --to notebook --execute --inplace notebooks/09_occlusion.ipynb
+"""
+
+from pathlib import Path
+
+import nbformat as nbf
+
+cells = []
+md = lambda t: cells.append(nbf.v4.new_markdown_cell(t.strip()))
+code = lambda t: cells.append(nbf.v4.new_code_cell(t.strip()))
+
+md(r"""
+# 09 · Occlusion sensitivity: which regions does the score need?
+
+> *Blocking a region of an image and running it through a CNN will output scores when part of the
+> image is occluded. We can then sweep this occlusion through the image to see what part matters
+> the most by looking at regions that result in the smallest score for the class of interest. A plot
+> of these class scores as a function of position of occlusion produces an inverse heat map.*
+> (the seed essay, after Zeiler & Fergus 2014)
+
+`scriptlab.interpret.occlusion.occlusion` slides a window (size, stride, fill: grey, the crop's mean
+colour, or its blur) over every crop and scores all windows of all crops in **one** jitted call
+(`lax.map` over vmapped chunks, memory bounded by `batch_size`). It returns Zeiler & Fergus's
+inverse heat map (the score per window position) and a per-pixel heat map (the mean drop of the
+score over the windows covering the pixel). We then score the heat maps against the ground-truth
+ink masks with the **same** localisation scores as the saliency notebook (05), so the two families
+can be compared.
+""")
+
+code(r"""
+# Configuration
+PRESET = "workshop"
+PATCH, STRIDE, FILL = 8, 2, "grey"
+N_LOCAL = 48        # test crops for the localisation table
+CROP = 5
+""")
+
+code(r"""
+import numpy as np
+import matplotlib.pyplot as plt
+import ipywidgets as widgets
+from scriptlab import data, zoo
+from scriptlab.interpret.occlusion import occlusion, occlusion_localisation
+from scriptlab.interpret.localisation import localisation_table
+
+plt.rcParams["figure.dpi"] = 72
+ds = data.load(PRESET, seed=0, progress=False)
+test = data.as_float(ds.test.images)
+base = zoo.load("baseline", PRESET, progress=False)
+targets = np.asarray(ds.test.script)
+""")
+
+code(r"""
+# NBVAL_CHECK_OUTPUT
+res = occlusion(base.apply_fn, base.params, test[:8], targets[:8], patch=PATCH, stride=STRIDE, fill=FILL)
+print("windows per crop:", res.scores.shape[1:], "=", res.scores.shape[1] * res.scores.shape[2], "| heat map", res.heatmap.shape[1:])
+""")
+
+code(r"""
+def overlay(ax, img, heat, title):
+    ax.imshow(img); m = float(np.abs(heat).max()) or 1.0
+    ax.imshow(heat, cmap="RdBu_r", vmin=-m, vmax=m, alpha=0.6); ax.set_title(title, fontsize=8); ax.axis("off")
+
+fig, axes = plt.subplots(4, 3, figsize=(11, 5.2))
+for a, i in enumerate(range(4)):
+    axes[a, 0].imshow(ds.test.images[i]); axes[a, 0].axis("off")
+    axes[a, 0].set_title(f"{ds.scripts[targets[i]]} / {ds.styles[ds.test.style[i]]}: p = {float(res.base[i]):.2f}", fontsize=8)
+    axes[a, 1].imshow(np.asarray(res.scores[i]), cmap="viridis", vmin=0, vmax=1); axes[a, 1].axis("off")
+    axes[a, 1].set_title("p(true script) with the window at each position", fontsize=8)
+    overlay(axes[a, 2], ds.test.images[i], np.asarray(res.heatmap[i]), "drop in p per pixel (red: needed)")
+plt.tight_layout(); plt.show()
+""")
+
+md("Patch size, stride and fill change the picture; explore them (stride 1 at 8x8 is 1,425 windows, still one call):")
+
+code(r"""
+@widgets.interact(crop=widgets.IntSlider(CROP, 0, 63), patch=widgets.IntSlider(PATCH, 2, 24, 2),
+                  stride=widgets.IntSlider(STRIDE, 1, 8), fill=["grey", "mean", "blur"], output=["probability", "logit"])
+def explore(crop=CROP, patch=PATCH, stride=STRIDE, fill=FILL, output="probability"):
+    r = occlusion(base.apply_fn, base.params, test[crop:crop + 1], targets[crop], patch=patch, stride=stride, fill=fill, output=output)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 1.9))
+    axes[0].imshow(ds.test.images[crop]); axes[0].imshow(ds.test.masks[crop], cmap="gray", alpha=0.25); axes[0].axis("off")
+    axes[0].set_title(f"{ds.scripts[targets[crop]]}: {output} {float(r.base[0]):.2f}", fontsize=8)
+    axes[1].imshow(np.asarray(r.scores[0]), cmap="viridis"); axes[1].axis("off"); axes[1].set_title(f"{r.scores.shape[1]}x{r.scores.shape[2]} windows", fontsize=8)
+    overlay(axes[2], ds.test.images[crop], np.asarray(r.heatmap[0]), "drop per pixel")
+    plt.show()
+""")
+
+code(r"""
+fig, axes = plt.subplots(1, 4, figsize=(13, 1.9))
+axes[0].imshow(ds.test.images[CROP]); axes[0].axis("off"); axes[0].set_title("crop", fontsize=8)
+for ax, fill in zip(axes[1:], ("grey", "mean", "blur")):
+    r = occlusion(base.apply_fn, base.params, test[CROP:CROP + 1], targets[CROP], patch=PATCH, stride=STRIDE, fill=fill)
+    overlay(ax, ds.test.images[CROP], np.asarray(r.heatmap[0]), f"fill = {fill}")
+plt.tight_layout(); plt.show()
+""")
+
+md(r"""
+## Occluding for a unit instead of a class
+
+`layer=` scores a channel of an inner layer (its maximum over positions) instead of a class: which
+regions does this conv3 channel need?
+""")
+
+code(r"""
+ch = int(np.argmax(np.asarray(base.apply_fn(base.params, test[CROP:CROP + 1]).activations["conv3"][0]).max((0, 1))))
+r = occlusion(base.apply_fn, base.params, test[CROP:CROP + 1], ch, patch=6, stride=1, layer="conv3")
+fig, axes = plt.subplots(1, 2, figsize=(8, 1.9))
+axes[0].imshow(ds.test.images[CROP]); axes[0].axis("off")
+overlay(axes[1], ds.test.images[CROP], np.asarray(r.heatmap[0]), f"conv3 channel {ch}: drop of its max")
+plt.tight_layout(); plt.show()
+""")
+
+md(r"""
+## Localisation against the ink, next to the saliency family
+
+Same scores as notebook 05 (`scriptlab.interpret.localisation`): **ink mass** is the share of the
+map's (positive) mass on glyph ink, against the ink fraction (what an uninformative map gets);
+**pointing** is whether the map's peak lands on ink (within 1 pixel), against its chance rate.
+""")
+
+code(r"""
+x, m, t = test[:N_LOCAL], ds.test.masks[:N_LOCAL], targets[:N_LOCAL]
+rows = []
+for fill in ("grey", "blur"):
+    r = occlusion(base.apply_fn, base.params, x, t, patch=PATCH, stride=STRIDE, fill=fill)
+    s = {k: float(v.mean()) for k, v in occlusion_localisation(r.heatmap, m, tolerance=1).items()}
+    rows.append(dict(method=f"occlusion {PATCH}x{PATCH}/{STRIDE} {fill}", ink_mass=s["ink_mass"], chance=s["ink_fraction"],
+                     lift=s["ink_mass"] / s["ink_fraction"], pointing=s["pointing"], pointing_chance=s["pointing_chance"]))
+rows += localisation_table(base.apply_fn, base.params, x, m, t, methods=("gradient", "integrated_gradients", "grad_cam"),
+                           tolerance=1, options={"integrated_gradients": {"steps": 16}})
+print(f"{'method':26s} {'ink mass':>8s} {'chance':>7s} {'lift':>5s} {'pointing':>8s} {'chance':>7s}")
+for r in rows:
+    print(f"{r['method']:26s} {r['ink_mass']:8.3f} {r['chance']:7.3f} {r['lift']:5.2f} {r['pointing']:8.3f} {r['pointing_chance']:7.3f}")
+blur = next(r for r in rows if r["method"].endswith("blur"))
+assert blur["lift"] > 1.5 and blur["pointing"] > blur["pointing_chance"], "blur-fill occlusion should localise on ink"
+""")
+
+md(r"""
+**What we find.** The fill matters more than anything else. A **grey** 8x8 patch is a strong,
+unnatural edit (it also shifts the per-crop colour statistics that the model standardises by), so
+the score drops wherever the patch lands and its map is only slightly better than chance on the ink
+(lift about 1.3, pointing about 0.31 against 0.25). A **blurred** patch removes the strokes but keeps the
+colours, and its map lands on the glyphs: ink-mass lift about 2.3 and pointing about 0.81, on a par with
+Integrated Gradients and ahead of plain gradients in ink mass (the pointing game favours gradients,
+whose single sharpest pixel is usually on a stroke). The occlusion map is blurred by its own 8x8
+window, which caps its ink mass. So the seed's use, "to verify that the CNN is placing emphasis on
+the right areas", works here with a blur fill, and the grey fill of the classic recipe mostly shows
+where the network dislikes grey squares.
+""")
+
+nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+Path(__file__).resolve().parents[1].joinpath("09_occlusion.ipynb").write_text(nbf.writes(nb))
