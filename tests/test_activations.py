@@ -20,9 +20,18 @@ def net():
 
 def test_activation_maps_every_layer_shape_and_values(net):
     _, params, apply_fn, images = net
-    maps = A.activation_maps(apply_fn, params, images, batch_size=4)  # 10 = 4 + 4 + 2: a ragged last chunk
-    expected = {"conv1": (32, 64, 16), "pool1": (16, 32, 16), "conv2": (16, 32, 32), "pool2": (8, 16, 32),
-                "conv3": (8, 16, 64), "pool3": (4, 8, 64), "dense": (128,)}
+    maps = A.activation_maps(
+        apply_fn, params, images, batch_size=4
+    )  # 10 = 4 + 4 + 2: a ragged last chunk
+    expected = {
+        "conv1": (32, 64, 16),
+        "pool1": (16, 32, 16),
+        "conv2": (16, 32, 32),
+        "pool2": (8, 16, 32),
+        "conv3": (8, 16, 64),
+        "pool3": (4, 8, 64),
+        "dense": (128,),
+    }
     assert set(maps) == set(LAYERS)
     full = apply_fn(params, images).activations
     for name, shape in expected.items():
@@ -45,8 +54,12 @@ def test_sparsity_matches_direct_count(net):
     _, params, apply_fn, images = net
     s = A.activation_sparsity(apply_fn, params, images, layers=("conv1", "dense"), batch_size=3)
     full = apply_fn(params, images).activations
-    np.testing.assert_allclose(s["conv1"]["zero_fraction"], np.mean(np.asarray(full["conv1"]) <= 0), rtol=1e-6)
-    np.testing.assert_allclose(s["conv1"]["peak"], np.asarray(full["conv1"]).max((0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        s["conv1"]["zero_fraction"], np.mean(np.asarray(full["conv1"]) <= 0), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        s["conv1"]["peak"], np.asarray(full["conv1"]).max((0, 1, 2)), rtol=1e-6
+    )
     assert 0.0 <= float(s["conv1"]["hoyer"]) <= 1.0
 
 
@@ -58,11 +71,15 @@ def test_hoyer_closed_forms():
 def test_sparsity_curve_equals_per_snapshot(net):
     model, params, apply_fn, images = net
     params2, _ = functional(build(4, 3, seed=7))
-    epochs, curve = A.sparsity_curve(apply_fn, [(0, params), (3, params2)], images, layers=("conv2",))
+    epochs, curve = A.sparsity_curve(
+        apply_fn, [(0, params), (3, params2)], images, layers=("conv2",)
+    )
     assert list(epochs) == [0, 3]
     for t, p in enumerate((params, params2)):
         one = A.activation_sparsity(apply_fn, p, images, layers=("conv2",))
-        np.testing.assert_allclose(curve["conv2"]["zero_fraction"][t], one["conv2"]["zero_fraction"], rtol=1e-6)
+        np.testing.assert_allclose(
+            curve["conv2"]["zero_fraction"][t], one["conv2"]["zero_fraction"], rtol=1e-6
+        )
     with pytest.raises(ValueError, match="snapshots is empty"):
         A.sparsity_curve(apply_fn, [], images)
 
@@ -117,7 +134,9 @@ def test_noisiness_closed_forms():
     for m in F.MEASURES:
         assert float(F.filter_noisiness(const, measure=m)[0]) == pytest.approx(0.0, abs=1e-6)
     assert float(F.filter_noisiness(checker, measure="hf")[0]) == pytest.approx(2.0, rel=1e-6)
-    assert float(F.filter_noisiness(checker, measure="tv")[0]) == pytest.approx(np.sqrt(2.0), rel=1e-6)
+    assert float(F.filter_noisiness(checker, measure="tv")[0]) == pytest.approx(
+        np.sqrt(2.0), rel=1e-6
+    )
     # white noise scores ~1 on both (large kernel for a tight estimate), and scale does not matter
     noise = jax.random.normal(jax.random.key(0), (64, 64, 1, 2))
     for m in F.MEASURES:

@@ -40,7 +40,7 @@ def _loop_reference(score, images, targets, fills, patch, stride):
         for a, r in enumerate(rows):
             for b, c in enumerate(cols):
                 x = images[i].copy()
-                x[r:r + ph, c:c + pw] = fills[i, r:r + ph, c:c + pw]
+                x[r : r + ph, c : c + pw] = fills[i, r : r + ph, c : c + pw]
                 out[i, a, b] = score(x, int(targets[i]))
     return out
 
@@ -54,8 +54,12 @@ def test_linear_model_closed_form(small):
     for i in range(2):
         for a, r in enumerate(res.rows):
             for b, c in enumerate(res.cols):
-                contrib = (w[targets[i], r:r + 3, c:c + 4] * (0.5 - images[i, r:r + 3, c:c + 4])).sum()
-                np.testing.assert_allclose(res.scores[i, a, b], base[i] + contrib, rtol=1e-4, atol=1e-5)
+                contrib = (
+                    w[targets[i], r : r + 3, c : c + 4] * (0.5 - images[i, r : r + 3, c : c + 4])
+                ).sum()
+                np.testing.assert_allclose(
+                    res.scores[i, a, b], base[i] + contrib, rtol=1e-4, atol=1e-5
+                )
 
 
 def test_heatmap_is_mean_drop_over_covering_windows(small):
@@ -65,8 +69,8 @@ def test_heatmap_is_mean_drop_over_covering_windows(small):
     total, count = np.zeros((2, 8, 12)), np.zeros((8, 12))
     for a, r in enumerate(np.asarray(res.rows)):
         for b, c in enumerate(np.asarray(res.cols)):
-            total[:, r:r + 3, c:c + 3] += drop[:, a, b, None, None]
-            count[r:r + 3, c:c + 3] += 1
+            total[:, r : r + 3, c : c + 3] += drop[:, a, b, None, None]
+            count[r : r + 3, c : c + 3] += 1
     expected = np.where(count > 0, total / np.maximum(count, 1), 0.0)
     np.testing.assert_allclose(res.heatmap, expected, rtol=1e-4, atol=1e-5)
 
@@ -78,10 +82,18 @@ def test_scriptnet_against_plain_loop(fill):
     targets = np.array([0, 4])
     res = occlusion(apply_fn, params, images, targets, patch=5, stride=3, fill=fill, batch_size=7)
     single = jax.jit(lambda x: jax.nn.softmax(apply_fn(params, x[None]).script[0]))
-    ref = _loop_reference(lambda x, t: float(single(x)[t]), images, targets,
-                          fill_images(images, fill, sigma=5 / 4), (5, 5), (3, 3))
+    ref = _loop_reference(
+        lambda x, t: float(single(x)[t]),
+        images,
+        targets,
+        fill_images(images, fill, sigma=5 / 4),
+        (5, 5),
+        (3, 3),
+    )
     np.testing.assert_allclose(res.scores, ref, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(res.base, [float(single(images[i])[targets[i]]) for i in range(2)], rtol=1e-5)
+    np.testing.assert_allclose(
+        res.base, [float(single(images[i])[targets[i]]) for i in range(2)], rtol=1e-5
+    )
 
 
 def test_layer_unit_target(small):
@@ -99,7 +111,9 @@ def test_layer_unit_target(small):
 
 def test_fills():
     images = jax.random.uniform(jax.random.key(0), (1, 9, 9, 3))
-    np.testing.assert_allclose(fill_images(images, "mean", sigma=1.0)[0, 4, 4], images[0].mean((0, 1)), rtol=1e-6)
+    np.testing.assert_allclose(
+        fill_images(images, "mean", sigma=1.0)[0, 4, 4], images[0].mean((0, 1)), rtol=1e-6
+    )
     const = jnp.full((1, 9, 9, 3), 0.3)
     np.testing.assert_allclose(fill_images(const, "blur", sigma=1.5), const, rtol=1e-6)
 

@@ -23,8 +23,10 @@ def _check_all(model, image_hw):
     for name, rf in rfs.items():
         assert acts[name].shape[1:3] == rf.shape, name
         units = _units(rf)
-        masks = R.empirical_receptive_field(f, (*image_hw, 3), name, [u[0] for u in units], [u[1] for u in units])
-        for (i, j), mask in zip(units, masks):
+        masks = R.empirical_receptive_field(
+            f, (*image_hw, 3), name, [u[0] for u in units], [u[1] for u in units]
+        )
+        for (i, j), mask in zip(units, masks, strict=True):
             box = tuple(int(v) for v in R.receptive_box(rf, i, j, image_hw))
             assert R.support_box(mask) == box, (name, i, j)
             assert mask.sum() == (box[2] - box[0]) * (box[3] - box[1])  # dense inside the box
@@ -47,8 +49,9 @@ class _Conv(NamedTuple):
     stride: int
 
     def __call__(self, x):
-        return jax.lax.conv_general_dilated(x, self.kernel, (self.stride,) * 2, "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jax.lax.conv_general_dilated(
+            x, self.kernel, (self.stride,) * 2, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
 
 
 class _Geo(NamedTuple):
@@ -69,8 +72,13 @@ class _OddNet:
 
     @staticmethod
     def geometry():
-        return (_Geo("c1", 4, 2, "SAME"), _Geo("p1", 3, 1, "SAME"), _Geo("c2", 3, 2, "SAME"),
-                _Geo("p2", 2, 2, "VALID"), _Geo("c3", 2, 1, "SAME"))
+        return (
+            _Geo("c1", 4, 2, "SAME"),
+            _Geo("p1", 3, 1, "SAME"),
+            _Geo("c2", 3, 2, "SAME"),
+            _Geo("p2", 2, 2, "VALID"),
+            _Geo("c3", 2, 1, "SAME"),
+        )
 
 
 def test_odd_geometry_analytic_matches_empirical():
@@ -103,7 +111,9 @@ def test_top_activating_matches_brute_force(net):
         np.testing.assert_allclose(top.value[ch], peak[order, ch], rtol=1e-5)
         for q in range(5):
             i = int(top.index[ch, q])
-            assert acts[i, int(top.row[ch, q]), int(top.col[ch, q]), ch] == pytest.approx(peak[i, ch], rel=1e-5)
+            assert acts[i, int(top.row[ch, q]), int(top.col[ch, q]), ch] == pytest.approx(
+                peak[i, ch], rel=1e-5
+            )
     assert top.index.shape == (c, 5)
 
 
@@ -118,7 +128,9 @@ def test_top_activating_errors(net):
 def test_receptive_crops_are_image_slices():
     images = jax.random.uniform(jax.random.key(0), (3, 16, 32, 3))
     rf = R.receptive_fields(ScriptNet.geometry(), (16, 32))["conv2"]  # size 8, jump 2, left -3
-    crops = R.receptive_crops(images, rf, jnp.array([[2, 0]]), jnp.array([[4, 0]]), jnp.array([[5, 0]]), fill=-1.0)
+    crops = R.receptive_crops(
+        images, rf, jnp.array([[2, 0]]), jnp.array([[4, 0]]), jnp.array([[5, 0]]), fill=-1.0
+    )
     assert crops.shape == (1, 2, 8, 8, 3)
     np.testing.assert_array_equal(crops[0, 0], images[2, 5:13, 7:15])  # rows -3+8.., cols -3+10..
     np.testing.assert_array_equal(crops[0, 1, 3:, 3:], images[0, :5, :5])
@@ -127,5 +139,7 @@ def test_receptive_crops_are_image_slices():
 
 def test_label_purity():
     labels = np.array([0, 0, 1, 2, 2, 2])
-    np.testing.assert_allclose(R.label_purity(labels, np.array([[0, 1, 2], [3, 4, 5]]), 3), [2 / 3, 1.0])
+    np.testing.assert_allclose(
+        R.label_purity(labels, np.array([[0, 1, 2], [3, 4, 5]]), 3), [2 / 3, 1.0]
+    )
     assert 1 / 3 <= R.purity_chance(labels, 3, 3, draws=200) <= 1.0

@@ -48,3 +48,28 @@ from scriptlab.interpret.influence import (
     loo_retrain,
     self_influence,
 )
+
+# Inside the network: activations, dead filters, filters, receptive fields, top-k patches, occlusion
+# (Zeiler & Fergus 2014). occlusion() is exported as occlusion_map so the module name stays a module.
+from scriptlab.interpret.activations import (
+    DeadFilters,
+    activation_maps,
+    activation_sparsity,
+    dead_filters,
+    feature_grid,
+    sparsity_curve,
+)
+from scriptlab.interpret.filters import conv_kernel, filter_grid, filter_images, filter_noisiness
+from scriptlab.interpret.occlusion import Occlusion, occlusion_localisation
+from scriptlab.interpret.occlusion import occlusion as occlusion_map
+from scriptlab.interpret.receptive import (
+    ReceptiveField,
+    TopPatches,
+    empirical_receptive_field,
+    label_purity,
+    receptive_box,
+    receptive_crops,
+    receptive_fields,
+    top_activating,
+    trunk_fn,
+)

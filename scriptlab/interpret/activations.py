@@ -33,7 +33,9 @@ class DeadFilters(NamedTuple):
 
     dead: dict[str, jax.Array]  # layer -> bool[C]: max activation over the split <= threshold
     peak: dict[str, jax.Array]  # layer -> float32[C]: max activation over every image and position
-    fire_rate: dict[str, jax.Array]  # layer -> float32[C]: share of images where the channel fires anywhere
+    fire_rate: dict[
+        str, jax.Array
+    ]  # layer -> float32[C]: share of images where the channel fires anywhere
 
 
 def check_images(images, name: str = "images") -> jax.Array:
@@ -55,11 +57,15 @@ def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tupl
     out = jax.eval_shape(lambda p, im: apply_fn(p, im), params, x)
     acts = getattr(out, "activations", None)
     if not isinstance(acts, dict):
-        raise ValueError("apply_fn(params, images) must return an object with an `activations` dict")
+        raise ValueError(
+            "apply_fn(params, images) must return an object with an `activations` dict"
+        )
     return {k: tuple(v.shape[1:]) for k, v in acts.items()}
 
 
-def check_layers(apply_fn, params, image_shape, layers, *, spatial: bool = False) -> tuple[str, ...]:
+def check_layers(
+    apply_fn, params, image_shape, layers, *, spatial: bool = False
+) -> tuple[str, ...]:
     """Validate layer names against the model's activations (all of them when ``layers`` is None)."""
     shapes = layer_shapes(apply_fn, params, image_shape)
     allowed = tuple(k for k, s in shapes.items() if len(s) == 3 or not spatial)
@@ -129,7 +135,9 @@ def _image_stats(apply_fn, params, layers, x):
         out[k] = {
             "zero": jnp.mean(a <= 0),
             # Hoyer per feature map (over positions), averaged over channels: "blob vs sparse"
-            "hoyer": jnp.mean(jax.vmap(_hoyer, in_axes=1)(flat_maps)) if flat_maps.shape[0] > 1 else _hoyer(a),
+            "hoyer": jnp.mean(jax.vmap(_hoyer, in_axes=1)(flat_maps))
+            if flat_maps.shape[0] > 1
+            else _hoyer(a),
             "peak": flat_maps.max(0),
         }
     return out
@@ -137,10 +145,16 @@ def _image_stats(apply_fn, params, layers, x):
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "layers", "batch_size"))
 def _stats(apply_fn, params, images, *, layers, batch_size):
-    per_image = jax.lax.map(functools.partial(_image_stats, apply_fn, params, layers), images, batch_size=batch_size)
+    per_image = jax.lax.map(
+        functools.partial(_image_stats, apply_fn, params, layers), images, batch_size=batch_size
+    )
     return {
-        k: {"zero_fraction": v["zero"].mean(), "hoyer": v["hoyer"].mean(), "peak": v["peak"].max(0),
-            "fire_rate": (v["peak"] > 0).mean(0)}
+        k: {
+            "zero_fraction": v["zero"].mean(),
+            "hoyer": v["hoyer"].mean(),
+            "peak": v["peak"].max(0),
+            "fire_rate": (v["peak"] > 0).mean(0),
+        }
         for k, v in per_image.items()
     }
 
@@ -180,7 +194,9 @@ def stack_params(snapshots: Sequence[tuple[int, Any]]) -> tuple[np.ndarray, Any]
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "layers", "batch_size"))
 def _curve(apply_fn, stacked, images, *, layers, batch_size):
-    return jax.lax.map(lambda p: _stats(apply_fn, p, images, layers=layers, batch_size=batch_size), stacked)
+    return jax.lax.map(
+        lambda p: _stats(apply_fn, p, images, layers=layers, batch_size=batch_size), stacked
+    )
 
 
 def sparsity_curve(
@@ -237,7 +253,11 @@ def dead_filters(
     _check_batch_size(batch_size)
     stats = _stats(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
     peak = {k: v["peak"] for k, v in stats.items()}
-    return DeadFilters({k: p <= threshold for k, p in peak.items()}, peak, {k: v["fire_rate"] for k, v in stats.items()})
+    return DeadFilters(
+        {k: p <= threshold for k, p in peak.items()},
+        peak,
+        {k: v["fire_rate"] for k, v in stats.items()},
+    )
 
 
 def feature_grid(maps, *, columns: int = 8, pad: int = 1, normalise: str = "channel") -> np.ndarray:
@@ -267,5 +287,5 @@ def feature_grid(maps, *, columns: int = 8, pad: int = 1, normalise: str = "chan
     grid = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad), np.nan, np.float32)
     for k in range(c):  # tiling for display only: C tiles, not a compute loop
         r, q = divmod(k, columns)
-        grid[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = maps[..., k]
+        grid[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w] = maps[..., k]
     return grid

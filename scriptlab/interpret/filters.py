@@ -30,11 +30,19 @@ def conv_kernel(params, layer: str) -> jax.Array:
     """float32[kh, kw, c_in, c_out] kernel of a conv layer from a params pytree."""
     tree = params.to_pure_dict() if hasattr(params, "to_pure_dict") else params
     if layer not in tree or "kernel" not in tree[layer]:
-        convs = [k for k, v in tree.items() if isinstance(v, dict) and getattr(v.get("kernel"), "ndim", 0) == 4]
-        raise ValueError(f"layer must name a conv layer with a 4-D kernel; got {layer!r}, allowed: {', '.join(convs)}")
+        convs = [
+            k
+            for k, v in tree.items()
+            if isinstance(v, dict) and getattr(v.get("kernel"), "ndim", 0) == 4
+        ]
+        raise ValueError(
+            f"layer must name a conv layer with a 4-D kernel; got {layer!r}, allowed: {', '.join(convs)}"
+        )
     kernel = jnp.asarray(tree[layer]["kernel"])
     if kernel.ndim != 4:
-        raise ValueError(f"layer {layer!r} has a {kernel.ndim}-D kernel; expected [kh, kw, c_in, c_out]")
+        raise ValueError(
+            f"layer {layer!r} has a {kernel.ndim}-D kernel; expected [kh, kw, c_in, c_out]"
+        )
     return kernel
 
 
@@ -84,7 +92,9 @@ def filter_grid(kernel, *, max_in: int = 16, max_out: int = 32, pad: int = 1) ->
     co, ci, kh, kw = imgs.shape
     grid = np.full((co, ci, kh + pad, kw + pad), np.nan, np.float32)
     grid[:, :, :kh, :kw] = imgs
-    return grid.transpose(0, 2, 1, 3).reshape(co * (kh + pad), ci * (kw + pad))[:-pad or None, :-pad or None]
+    return grid.transpose(0, 2, 1, 3).reshape(co * (kh + pad), ci * (kw + pad))[
+        : -pad or None, : -pad or None
+    ]
 
 
 @functools.partial(jax.jit, static_argnames=("measure",))
@@ -126,5 +136,7 @@ def filter_noisiness(kernel, *, measure: str = "tv") -> jax.Array:
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
     if min(kernel.shape[:2]) < 2:
-        raise ValueError(f"kernel must be at least 2x2 spatially to measure roughness, got shape {kernel.shape}")
+        raise ValueError(
+            f"kernel must be at least 2x2 spatially to measure roughness, got shape {kernel.shape}"
+        )
     return _noisiness(kernel, measure=measure)

@@ -36,9 +36,13 @@ OUTPUTS = ("probability", "logit")
 class Occlusion(NamedTuple):
     """Result of ``occlusion``: scores per window position, the clean score and a per-pixel heat map."""
 
-    scores: jax.Array  # float32[N, nh, nw] target score with the window at (r*stride, c*stride) occluded
+    scores: (
+        jax.Array
+    )  # float32[N, nh, nw] target score with the window at (r*stride, c*stride) occluded
     base: jax.Array  # float32[N] target score of the unoccluded image
-    heatmap: jax.Array  # float32[N, H, W] mean drop (base - score) over the windows covering each pixel
+    heatmap: (
+        jax.Array
+    )  # float32[N, H, W] mean drop (base - score) over the windows covering each pixel
     rows: jax.Array  # int32[nh] top row of each window
     cols: jax.Array  # int32[nw] left column of each window
 
@@ -60,8 +64,12 @@ def _gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
     kh = jnp.tile(k[:, None, None, None], (1, 1, 1, c))  # HWIO, depthwise
     kw = jnp.tile(k[None, :, None, None], (1, 1, 1, c))
     dn = ("NHWC", "HWIO", "NHWC")
-    out = jax.lax.conv_general_dilated(pad, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
-    return jax.lax.conv_general_dilated(out, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+    out = jax.lax.conv_general_dilated(
+        pad, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c
+    )
+    return jax.lax.conv_general_dilated(
+        out, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c
+    )
 
 
 def fill_images(images: jax.Array, fill: str, *, sigma: float) -> jax.Array:
@@ -91,10 +99,35 @@ def _score_fn(apply_fn, params, *, head, output, layer, unit):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply_fn", "patch", "stride", "fill", "sigma", "head", "output", "layer", "unit", "batch_size"),
+    static_argnames=(
+        "apply_fn",
+        "patch",
+        "stride",
+        "fill",
+        "sigma",
+        "head",
+        "output",
+        "layer",
+        "unit",
+        "batch_size",
+    ),
 )
-def _occlusion(apply_fn, params, images, targets, *, patch, stride, fill, sigma, head, output, layer, unit,
-               batch_size):
+def _occlusion(
+    apply_fn,
+    params,
+    images,
+    targets,
+    *,
+    patch,
+    stride,
+    fill,
+    sigma,
+    head,
+    output,
+    layer,
+    unit,
+    batch_size,
+):
     n, h, w, _ = images.shape
     (ph, pw), (sh, sw) = patch, stride
     rows = jnp.arange(0, h - ph + 1, sh, dtype=jnp.int32)
@@ -104,17 +137,27 @@ def _occlusion(apply_fn, params, images, targets, *, patch, stride, fill, sigma,
     base = jax.lax.map(lambda job: score(*job), (images, targets), batch_size=batch_size)
 
     # window membership per axis: row_in[r, i] is True when pixel row i lies in window r
-    row_in = (jnp.arange(h)[None, :] >= rows[:, None]) & (jnp.arange(h)[None, :] < rows[:, None] + ph)
-    col_in = (jnp.arange(w)[None, :] >= cols[:, None]) & (jnp.arange(w)[None, :] < cols[:, None] + pw)
-    img_i, row_i, col_i = (a.ravel() for a in jnp.meshgrid(jnp.arange(n), jnp.arange(rows.size),
-                                                           jnp.arange(cols.size), indexing="ij"))
+    row_in = (jnp.arange(h)[None, :] >= rows[:, None]) & (
+        jnp.arange(h)[None, :] < rows[:, None] + ph
+    )
+    col_in = (jnp.arange(w)[None, :] >= cols[:, None]) & (
+        jnp.arange(w)[None, :] < cols[:, None] + pw
+    )
+    img_i, row_i, col_i = (
+        a.ravel()
+        for a in jnp.meshgrid(
+            jnp.arange(n), jnp.arange(rows.size), jnp.arange(cols.size), indexing="ij"
+        )
+    )
 
     def one(job):
         i, r, c = job
         inside = row_in[r][:, None, None] & col_in[c][None, :, None]
         return score(jnp.where(inside, fills[i], images[i]), targets[i])
 
-    scores = jax.lax.map(one, (img_i, row_i, col_i), batch_size=batch_size).reshape(n, rows.size, cols.size)
+    scores = jax.lax.map(one, (img_i, row_i, col_i), batch_size=batch_size).reshape(
+        n, rows.size, cols.size
+    )
     drop = base[:, None, None] - scores
     r_in, c_in = row_in.astype(jnp.float32), col_in.astype(jnp.float32)
     total = jnp.einsum("nrc,ri,cj->nij", drop, r_in, c_in)
@@ -174,7 +217,9 @@ def occlusion(
     ph, pw = _pair(patch, "patch")
     sh, sw = _pair(stride, "stride")
     if not (1 <= ph <= h and 1 <= pw <= w):
-        raise ValueError(f"patch must fit in the image: 1 <= patch <= (H, W) = {(h, w)}, got {(ph, pw)}")
+        raise ValueError(
+            f"patch must fit in the image: 1 <= patch <= (H, W) = {(h, w)}, got {(ph, pw)}"
+        )
     if sh < 1 or sw < 1:
         raise ValueError(f"stride must be >= 1, got {(sh, sw)}")
     if fill not in FILLS:
@@ -198,13 +243,32 @@ def occlusion(
         n_targets = shapes[layer][-1]
         if unit is not None:
             unit = _pair(unit, "unit")
-            if len(shapes[layer]) != 3 or not (0 <= unit[0] < shapes[layer][0] and 0 <= unit[1] < shapes[layer][1]):
-                raise ValueError(f"unit must be a (row, col) inside {layer!r} of shape {shapes[layer]}, got {unit}")
+            if len(shapes[layer]) != 3 or not (
+                0 <= unit[0] < shapes[layer][0] and 0 <= unit[1] < shapes[layer][1]
+            ):
+                raise ValueError(
+                    f"unit must be a (row, col) inside {layer!r} of shape {shapes[layer]}, got {unit}"
+                )
     targets = jnp.broadcast_to(jnp.asarray(targets, jnp.int32), (n,))
     if int(targets.min()) < 0 or int(targets.max()) >= n_targets:
-        raise ValueError(f"targets must lie in [0, {n_targets}), got range [{int(targets.min())}, {int(targets.max())}]")
-    return _occlusion(apply_fn, params, images, targets, patch=(ph, pw), stride=(sh, sw), fill=fill, sigma=sigma,
-                      head=head, output=output, layer=layer, unit=unit, batch_size=int(batch_size))
+        raise ValueError(
+            f"targets must lie in [0, {n_targets}), got range [{int(targets.min())}, {int(targets.max())}]"
+        )
+    return _occlusion(
+        apply_fn,
+        params,
+        images,
+        targets,
+        patch=(ph, pw),
+        stride=(sh, sw),
+        fill=fill,
+        sigma=sigma,
+        head=head,
+        output=output,
+        layer=layer,
+        unit=unit,
+        batch_size=int(batch_size),
+    )
 
 
 def occlusion_localisation(heatmaps, masks, *, tolerance: int = 1) -> dict[str, jax.Array]:
@@ -225,4 +289,6 @@ def occlusion_localisation(heatmaps, masks, *, tolerance: int = 1) -> dict[str, 
     """
     from scriptlab.interpret.localisation import localisation_scores
 
-    return localisation_scores(jnp.maximum(jnp.asarray(heatmaps, jnp.float32), 0.0), masks, tolerance=tolerance)
+    return localisation_scores(
+        jnp.maximum(jnp.asarray(heatmaps, jnp.float32), 0.0), masks, tolerance=tolerance
+    )

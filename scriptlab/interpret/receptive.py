@@ -90,14 +90,20 @@ def receptive_fields(geometry, image_hw: Sequence[int]) -> dict[str, ReceptiveFi
             elif padding == "VALID":
                 p, n_out = 0, (n[a] - k) // s + 1
             else:
-                raise ValueError(f"layer {g.name!r}: padding must be 'SAME' or 'VALID', got {g.padding!r}")
+                raise ValueError(
+                    f"layer {g.name!r}: padding must be 'SAME' or 'VALID', got {g.padding!r}"
+                )
             size[a] += (k - 1) * jump[a]
             left[a] -= p * jump[a]
             jump[a] *= s
             n[a] = n_out
         out[g.name] = ReceptiveField(
-            g.name, tuple(size), tuple(jump), tuple(left),
-            tuple(left[a] + (size[a] - 1) / 2 for a in range(2)), tuple(n),
+            g.name,
+            tuple(size),
+            tuple(jump),
+            tuple(left),
+            tuple(left[a] + (size[a] - 1) / 2 for a in range(2)),
+            tuple(n),
         )
     return out
 
@@ -138,16 +144,25 @@ def trunk_fn(model, *, linear: bool = True):
             else:
                 pool = jax.lax.add if linear else jax.lax.max
                 init = 0.0 if linear else -jnp.inf
-                x = jax.lax.reduce_window(x, init, pool, (1, g.kernel, g.kernel, 1), (1, g.stride, g.stride, 1),
-                                          g.padding)
+                x = jax.lax.reduce_window(
+                    x, init, pool, (1, g.kernel, g.kernel, 1), (1, g.stride, g.stride, 1), g.padding
+                )
             acts[g.name] = x
         return acts
 
     return f
 
 
-def empirical_receptive_field(feature_fn, image_shape: Sequence[int], layer: str, rows, cols,
-                              *, channel: int = 0, seed: int = 0) -> np.ndarray:
+def empirical_receptive_field(
+    feature_fn,
+    image_shape: Sequence[int],
+    layer: str,
+    rows,
+    cols,
+    *,
+    channel: int = 0,
+    seed: int = 0,
+) -> np.ndarray:
     """Input pixels where a unit's gradient is nonzero, for several units at once.
 
     One forward pass and one vmapped VJP (one cotangent per unit), jitted.
@@ -205,7 +220,9 @@ def _top(apply_fn, params, images, *, layer, k, batch_size):
     return value, index.astype(jnp.int32), pos // w, pos % w
 
 
-def top_activating(apply_fn, params, images, layer: str, *, k: int = 8, batch_size: int = 64) -> TopPatches:
+def top_activating(
+    apply_fn, params, images, layer: str, *, k: int = 8, batch_size: int = 64
+) -> TopPatches:
     """For every channel of a layer, the k images that activate it most, and where.
 
     One jitted pass: ``lax.map`` over image chunks keeps each image's per-channel
@@ -228,9 +245,13 @@ def top_activating(apply_fn, params, images, layer: str, *, k: int = 8, batch_si
     images = check_images(images)
     (layer,) = check_layers(apply_fn, params, images.shape[1:], layer, spatial=True)
     if int(k) != k or not 1 <= k <= images.shape[0]:
-        raise ValueError(f"k must be an integer in [1, {images.shape[0]}] (the number of images), got {k!r}")
+        raise ValueError(
+            f"k must be an integer in [1, {images.shape[0]}] (the number of images), got {k!r}"
+        )
     _check_batch_size(batch_size)
-    value, index, row, col = _top(apply_fn, params, images, layer=layer, k=int(k), batch_size=int(batch_size))
+    value, index, row, col = _top(
+        apply_fn, params, images, layer=layer, k=int(k), batch_size=int(batch_size)
+    )
     return TopPatches(index, value, row, col)
 
 
@@ -262,8 +283,14 @@ def receptive_crops(images, rf: ReceptiveField, index, row, col, *, fill: float 
     top = rf.left[0] + row * rf.jump[0]
     left = rf.left[1] + col * rf.jump[1]
     shape = index.shape
-    flat = _crops(images, index.reshape(1, -1), top.reshape(1, -1), left.reshape(1, -1),
-                  size=tuple(rf.size), fill=jnp.float32(fill))
+    flat = _crops(
+        images,
+        index.reshape(1, -1),
+        top.reshape(1, -1),
+        left.reshape(1, -1),
+        size=tuple(rf.size),
+        fill=jnp.float32(fill),
+    )
     return flat.reshape(*shape, *flat.shape[2:])
 
 
