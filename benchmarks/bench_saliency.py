@@ -64,7 +64,7 @@ def main() -> None:
         "integrated_gradients (k=50)": {"steps": 50},
     }
     fns = {
-        label: (lambda m=label.split(" ")[0], o=opts: saliency.saliency(apply_fn, params, images, targets, method=m, **o))
+        label: (lambda m=label.split(" ")[0], o=opts: saliency.saliency(apply_fn, params, images, targets, method=m, **o))  # noqa: B008
         for label, opts in runs.items()
     }
     seconds = interleaved_best(fns, args.repeats)

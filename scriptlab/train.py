@@ -258,7 +258,8 @@ def train(
     scripts = jnp.asarray(script_labels)
     styles = jnp.asarray(train_split.style)
     key = jax.random.key(cfg.seed)
-    snapshots = [(0, params)] if cfg.snapshots else []
+    # copy: nnx.update at the end writes the trained weights into the split-off Variables
+    snapshots = [(0, jax.tree.map(jnp.copy, params))] if cfg.snapshots else []
     history: list[dict] = []
     bar = tqdm(total=total_steps, desc=f"{cfg.mode}", unit="step", disable=not progress)
     t0 = time.perf_counter()

@@ -26,6 +26,12 @@ def test_training_is_deterministic_and_records_history(smoke, smoke_run):
     assert [h["epoch"] for h in first.history] == [1, 2]
     assert first.history[-1]["lam"] > first.history[0]["lam"] >= 0
     assert len(first.snapshots) == 3
+    init = functional(train.build_model(cfg, smoke))[0]
+    for x, y in zip(jax.tree.leaves(first.snapshots[0][1]), jax.tree.leaves(init), strict=True):
+        assert np.array_equal(x, y)
+    final = jax.tree.leaves(first.snapshots[-1][1])
+    assert all(np.array_equal(x, y) for x, y in zip(final, jax.tree.leaves(a), strict=True))
+    assert not np.array_equal(jax.tree.leaves(first.snapshots[0][1])[0], final[0])
 
 
 def test_training_learns_on_smoke(smoke):

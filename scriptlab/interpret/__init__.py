@@ -7,20 +7,17 @@ logits, ``embedding``, ``activations``); see ``scriptlab.model.functional``.
 
 # Gradient-based views (saliency family, class model visualisation, localisation, sanity checks).
 # The dispatcher saliency.saliency stays in its module: exporting it here would shadow the module.
-from scriptlab.interpret.classviz import ClassModel, class_model
-from scriptlab.interpret.localisation import localisation_scores, localisation_table
-from scriptlab.interpret.saliency import (
-    METHODS as SALIENCY_METHODS,
-    completeness_gap,
-    deconvnet,
-    grad_cam,
-    gradient_x_input,
-    guided_backprop,
-    integrated_gradients,
-    smoothgrad,
-    vanilla_gradient,
+# Inside the network: activations, dead filters, filters, receptive fields, top-k patches, occlusion
+# (Zeiler & Fergus 2014). occlusion() is exported as occlusion_map so the module name stays a module.
+from scriptlab.interpret.activations import (
+    DeadFilters,
+    activation_maps,
+    activation_sparsity,
+    dead_filters,
+    feature_grid,
+    sparsity_curve,
 )
-from scriptlab.interpret.sanity import cascading_check, data_randomisation_check, spearman, ssim, verdicts
+from scriptlab.interpret.classviz import ClassModel, class_model
 
 # Embedding views: PCA, exact-gradient t-SNE, map quality (van der Maaten & Hinton 2008)
 from scriptlab.interpret.embedding import (
@@ -36,6 +33,7 @@ from scriptlab.interpret.embedding import (
     trustworthiness,
     tsne,
 )
+from scriptlab.interpret.filters import conv_kernel, filter_grid, filter_images, filter_noisiness
 
 # Training-data attribution (Koh & Liang 2017)
 from scriptlab.interpret.influence import (
@@ -48,18 +46,7 @@ from scriptlab.interpret.influence import (
     loo_retrain,
     self_influence,
 )
-
-# Inside the network: activations, dead filters, filters, receptive fields, top-k patches, occlusion
-# (Zeiler & Fergus 2014). occlusion() is exported as occlusion_map so the module name stays a module.
-from scriptlab.interpret.activations import (
-    DeadFilters,
-    activation_maps,
-    activation_sparsity,
-    dead_filters,
-    feature_grid,
-    sparsity_curve,
-)
-from scriptlab.interpret.filters import conv_kernel, filter_grid, filter_images, filter_noisiness
+from scriptlab.interpret.localisation import localisation_scores, localisation_table
 from scriptlab.interpret.occlusion import Occlusion, occlusion_localisation
 from scriptlab.interpret.occlusion import occlusion as occlusion_map
 from scriptlab.interpret.receptive import (
@@ -73,3 +60,85 @@ from scriptlab.interpret.receptive import (
     top_activating,
     trunk_fn,
 )
+from scriptlab.interpret.saliency import (
+    METHODS as SALIENCY_METHODS,
+)
+from scriptlab.interpret.saliency import (
+    completeness_gap,
+    deconvnet,
+    grad_cam,
+    gradient_x_input,
+    guided_backprop,
+    integrated_gradients,
+    smoothgrad,
+    vanilla_gradient,
+)
+from scriptlab.interpret.sanity import (
+    cascading_check,
+    data_randomisation_check,
+    spearman,
+    ssim,
+    verdicts,
+)
+
+__all__ = [
+    "activation_maps",
+    "activation_sparsity",
+    "Affinities",
+    "affinities",
+    "cascading_check",
+    "class_model",
+    "ClassModel",
+    "completeness_gap",
+    "conv_kernel",
+    "data_randomisation_check",
+    "dead_filters",
+    "DeadFilters",
+    "deconvnet",
+    "embed",
+    "empirical_receptive_field",
+    "feature_grid",
+    "filter_grid",
+    "filter_images",
+    "filter_noisiness",
+    "grad_cam",
+    "gradient_x_input",
+    "guided_backprop",
+    "hvp",
+    "Influence",
+    "influence_scores",
+    "integrated_gradients",
+    "inverse_hvp",
+    "InverseHVPState",
+    "joint_probabilities",
+    "kl_divergence_and_gradient",
+    "knn_accuracy",
+    "label_purity",
+    "localisation_scores",
+    "localisation_table",
+    "loo_retrain",
+    "LOOResult",
+    "Occlusion",
+    "occlusion_localisation",
+    "occlusion_map",
+    "PCA",
+    "pca",
+    "receptive_box",
+    "receptive_crops",
+    "receptive_fields",
+    "ReceptiveField",
+    "SALIENCY_METHODS",
+    "self_influence",
+    "smoothgrad",
+    "sparsity_curve",
+    "spearman",
+    "ssim",
+    "top_activating",
+    "TopPatches",
+    "trunk_fn",
+    "trustworthiness",
+    "tsne",
+    "TSNEResult",
+    "vanilla_gradient",
+    "verdicts",
+]
