@@ -3,12 +3,18 @@
     python benchmarks/bench_train.py [--torch]
 
 Compares, side by side in one run: ScriptNet's jitted train step at the default
-channels (16, 32, 64) and at the seed-like (32, 64, 64); optionally (--torch,
+channels (16, 32, 64) and at the seed-like (32, 64, 64); the first design
+(3x3 conv + nnx.max_pool at full resolution) that the strided stem and the
+reshape pool replaced; two single-threaded processes training at once (what
+``zoo.warm`` does for the experiment's dozen models); optionally (--torch,
 needs `pip install torch==2.13.0`) a PyTorch reference of the same default
 architecture. FLOPs per image = 3x the forward count (forward + backward).
 """
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 
 import jax
@@ -17,6 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+import scriptlab.model as scriptlab_model
 from scriptlab.model import ScriptNet
 
 
@@ -30,8 +37,21 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def jax_step_rate(channels, batch: int, reps: int) -> tuple[float, int]:
+def _first_design(model: ScriptNet) -> ScriptNet:
+    """The v0 stem: 3x3 conv at full resolution, then nnx.max_pool (select-and-scatter gradient)."""
+    model.conv1 = nnx.Conv(3, 16, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+    pool = lambda x: nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+    conv1 = model.conv1
+    model.conv1 = lambda x: pool(conv1(x))  # relu(pool(conv(x))) == pool(relu(conv(x)))
+    scriptlab_model._max_pool = pool
+    return model
+
+
+def jax_step_rate(channels, batch: int, reps: int, first_design: bool = False) -> tuple[float, int]:
     model = ScriptNet(10, 5, channels=channels, rngs=nnx.Rngs(0))
+    flops = model.cost()["flops_per_image"]
+    if first_design:
+        model = _first_design(model)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(1e-3)
 
@@ -54,7 +74,7 @@ def jax_step_rate(channels, batch: int, reps: int) -> tuple[float, int]:
     for i in range(reps):
         params, s = step(params, s, x, y, jax.random.key(i))
     jax.block_until_ready(params)
-    return batch * reps / (time.perf_counter() - t), model.cost()["flops_per_image"]
+    return batch * reps / (time.perf_counter() - t), flops
 
 
 def torch_step_rate(batch: int, reps: int) -> float:
@@ -79,12 +99,24 @@ def torch_step_rate(batch: int, reps: int) -> float:
     return batch * reps / (time.perf_counter() - t)
 
 
+def parallel_rate(batch: int, reps: int, procs: int = 2) -> float:
+    """Summed images/s of ``procs`` single-threaded processes stepping at the same time."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    cmd = [sys.executable, __file__, "--single", "--batch", str(batch), "--reps", str(reps)]
+    runs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    return sum(float(r.communicate()[0].split()[-1]) for r in runs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--torch", action="store_true")
+    ap.add_argument("--single", action="store_true", help="(internal) print one rate and exit")
     args = ap.parse_args()
+    if args.single:
+        print(jax_step_rate((16, 32, 64), args.batch, args.reps)[0])
+        return
     peak = matmul_peak()
     print(f"device: {jax.devices()[0].device_kind}; matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'implementation':<34} {'images/s':>9} {'GFLOP/s':>8} {'% peak':>7}")
@@ -92,15 +124,21 @@ def main() -> None:
     for ch in ((16, 32, 64), (32, 64, 64)):
         rate, flops = jax_step_rate(ch, args.batch, args.reps)
         rows.append((f"JAX ScriptNet channels={ch}", rate, 3 * flops * rate))
+    par = parallel_rate(args.batch, args.reps)
+    rows.append(("2 processes x 1 thread (zoo.warm)", par, rows[0][2] / rows[0][1] * par))
     if args.torch:
         flops16 = ScriptNet(10, 5, rngs=nnx.Rngs(0)).cost()["flops_per_image"]
         rate = torch_step_rate(args.batch, args.reps)
         rows.append(("PyTorch same arch (16, 32, 64)", rate, 3 * flops16 * rate))
     for name, rate, fl in rows:
         print(f"{name:<34} {rate:>9.0f} {fl / 1e9:>8.1f} {100 * fl / peak:>6.1f}%")
+    first, _ = jax_step_rate((16, 32, 64), args.batch, args.reps, first_design=True)
+    print(f"{'first design (3x3 conv + nnx pool)':<34} {first:>9.0f}")
     if args.torch:
         print(f"JAX / PyTorch (same architecture): {rows[0][1] / rows[-1][1]:.2f}x")
     print(f"(16,32,64) / (32,64,64) speed: {rows[0][1] / rows[1][1]:.2f}x")
+    print(f"2 processes / 1 process: {par / rows[0][1]:.2f}x")
+    print(f"strided stem + reshape pool / first design: {rows[0][1] / first:.2f}x")
 
 
 if __name__ == "__main__":

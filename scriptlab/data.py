@@ -59,7 +59,7 @@ BIAS: dict[str, str] = {
 
 PRESETS: dict[str, dict] = {
     "smoke": dict(n_train=600, n_val=150, n_test=150, n_conflict=150, n_heldout=150),
-    "workshop": dict(n_train=10_000, n_val=1_500, n_test=2_000, n_conflict=2_000, n_heldout=2_000),
+    "workshop": dict(n_train=30_000, n_val=1_500, n_test=2_000, n_conflict=2_000, n_heldout=2_000),
     "full": dict(n_train=60_000, n_val=6_000, n_test=10_000, n_conflict=10_000, n_heldout=10_000),
 }
 
@@ -72,7 +72,7 @@ class DataConfig:
     seed: int = 0
     rho: float = 0.9
     image_size: tuple[int, int] = (32, 64)
-    n_train: int = 10_000
+    n_train: int = 30_000
     n_val: int = 1_500
     n_test: int = 2_000
     n_conflict: int = 2_000
@@ -440,7 +440,7 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 def _save(ds: Dataset, path: Path) -> None:
     arrays = {f"{split}/{field}": v for split, s in ds.splits.items() for field, v in s._asdict().items()}
     arrays["digest"] = np.array(_digest(arrays))
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # unique: writers may race
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(tmp, **arrays)
     os.replace(tmp, path)

@@ -91,6 +91,8 @@ def run(
     if cache and where.exists():
         return json.loads(where.read_text())
     ds = dataset_for(zoo.config("baseline", preset), progress=progress)
+    zoo.warm([(m, preset, s, {}) for m in modes for s in range(seeds)]
+             + [("unlearn", preset, 0, {"lam_max": lam}) for lam in lam_sweep], progress=progress)
     per_seed = {
         mode: [measure(zoo.load(mode, preset, seed=s, progress=progress), ds) for s in range(seeds)]
         for mode in modes

@@ -50,7 +50,7 @@ class TrainConfig:
     seed: int = 0
     data_seed: int = 0
     rho: float | None = None  # None: the dataset preset's default
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 64
     lr: float = 4e-3
     warmup_steps: int = 50

@@ -24,8 +24,7 @@ def test_activation_maps_every_layer_shape_and_values(net):
         apply_fn, params, images, batch_size=4
     )  # 10 = 4 + 4 + 2: a ragged last chunk
     expected = {
-        "conv1": (32, 64, 16),
-        "pool1": (16, 32, 16),
+        "conv1": (16, 32, 16),
         "conv2": (16, 32, 32),
         "pool2": (8, 16, 32),
         "conv3": (8, 16, 64),
@@ -116,14 +115,14 @@ def test_conv_kernel_and_filter_images(net):
     k = F.conv_kernel(params, "conv1")
     np.testing.assert_array_equal(k, model.conv1.kernel.value)
     rgb = F.filter_images(k)
-    assert rgb.shape == (16, 3, 3, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert rgb.shape == (16, 4, 4, 3) and rgb.min() >= 0 and rgb.max() <= 1
     # the largest |w| of each filter maps to 0 or 1, zero weight to 0.5
     assert np.allclose(np.abs(rgb - 0.5).max(axis=(1, 2, 3)), 0.5)
-    assert F.filter_images(k, mode="channels").shape == (16, 3, 3, 3)
+    assert F.filter_images(k, mode="channels").shape == (16, 3, 4, 4)
     grid = F.filter_grid(F.conv_kernel(params, "conv2"), max_in=4, max_out=5)
     assert grid.shape == (5 * 4 - 1, 4 * 4 - 1)
     with pytest.raises(ValueError, match="layer must name a conv layer.*conv1"):
-        F.conv_kernel(params, "pool1")
+        F.conv_kernel(params, "pool2")
     with pytest.raises(ValueError, match="mode='rgb' needs 3 input channels"):
         F.filter_images(F.conv_kernel(params, "conv2"))
 

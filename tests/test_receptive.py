@@ -34,9 +34,9 @@ def _check_all(model, image_hw):
 
 def test_scriptnet_analytic_values():
     rfs = R.receptive_fields(ScriptNet.geometry(), (32, 64))
-    assert [rfs[k].size[0] for k in rfs] == [3, 4, 8, 10, 18, 22]
-    assert [rfs[k].jump[0] for k in rfs] == [1, 2, 2, 4, 4, 8]
-    assert [rfs[k].left[0] for k in rfs] == [-1, -1, -3, -3, -7, -7]
+    assert [rfs[k].size[0] for k in rfs] == [4, 8, 10, 18, 22]
+    assert [rfs[k].jump[0] for k in rfs] == [2, 2, 4, 4, 8]
+    assert [rfs[k].left[0] for k in rfs] == [-1, -3, -3, -7, -7]
     assert rfs["pool3"].start == (3.5, 3.5) and rfs["pool3"].shape == (4, 8)
 
 

@@ -91,7 +91,7 @@ def test_integrated_gradients_linear_model_is_exact():
 def test_integrated_gradients_completeness_within_one_percent(small_net):
     apply_fn, params, images, targets = small_net
     for baseline in ("black", "blur"):
-        ig = S.integrated_gradients(apply_fn, params, images, targets, steps=128, baseline=baseline)
+        ig = S.integrated_gradients(apply_fn, params, images, targets, steps=512, baseline=baseline)
         total, delta = S.completeness_gap(apply_fn, params, images, targets, ig, baseline=baseline)
         np.testing.assert_allclose(total, delta, rtol=1e-2, atol=1e-3)
     # Too few steps is visibly off on a ReLU net: the check can fail.

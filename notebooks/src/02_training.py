@@ -12,8 +12,8 @@ md(r"""
 # 02 · Training the baseline script classifier
 
 The first seed's blackbox is the Keras mnist_convnet: conv, conv, pool, dropout, dense. Ours,
-`scriptlab.model.ScriptNet`, keeps that spirit for 32x64 text crops: three 3x3 convolutions each
-followed by 2x2 max-pooling, dropout, a 128-unit dense embedding and two linear heads, one for the
+`scriptlab.model.ScriptNet`, keeps that spirit for 32x64 text crops: a strided 4x4 stem convolution (it halves the resolution
+as conv + pool would, at half the cost), two 3x3 convolutions each followed by 2x2 max-pooling, dropout, a 128-unit dense embedding and two linear heads, one for the
 script (the task) and one for the font style (the nuisance, used in the next notebook). The baseline
 trains the script head only.
 

@@ -90,7 +90,7 @@ plt.tight_layout(); plt.show()
 md("Explore any crop and layer (the static figure above is the same view for one crop):")
 
 code(r"""
-@widgets.interact(layer=widgets.Dropdown(options=["conv1", "pool1", "conv2", "pool2", "conv3", "pool3"], value="conv2"),
+@widgets.interact(layer=widgets.Dropdown(options=["conv1", "conv2", "pool2", "conv3", "pool3"], value="conv2"),
                   image=widgets.IntSlider(value=IMAGE, min=0, max=15))
 def explore(layer="conv2", image=IMAGE):
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 3), gridspec_kw=dict(width_ratios=[1, 3]))

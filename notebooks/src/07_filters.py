@@ -63,7 +63,7 @@ CONVS = ("conv1", "conv2", "conv3")
 md(r"""
 ## First-layer filters as images
 
-Each 3x3x3 kernel as one colour image (mid-grey = zero weight; each filter scaled by its own
+Each 4x4x3 kernel of the strided stem as one colour image (mid-grey = zero weight; each filter scaled by its own
 largest weight), and per input channel (R, G, B rows) below. The model standardises each crop's
 colours first, so colour in these kernels means colour *contrast*, not hue.
 """)
@@ -81,7 +81,7 @@ plt.suptitle("conv1 filters (RGB)", fontsize=10); plt.tight_layout(pad=0.2); plt
 code(r"""
 fig, axes = plt.subplots(1, 2, figsize=(12, 2.2))
 for ax, name in zip(axes, ("init (epoch 0)", "baseline trained")):
-    ch = filter_images(conv_kernel(checkpoints[name], "conv1"), mode="channels")  # [16, 3, 3, 3]
+    ch = filter_images(conv_kernel(checkpoints[name], "conv1"), mode="channels")  # [16, 3, 4, 4]
     grid = np.full((3 * 4 - 1, 16 * 4 - 1), np.nan)
     for c in range(3):
         for f in range(16):

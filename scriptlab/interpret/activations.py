@@ -49,7 +49,7 @@ def check_images(images, name: str = "images") -> jax.Array:
 
 
 def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """Shape of every named activation for one image, e.g. {'conv1': (32, 64, 16), ...}.
+    """Shape of every named activation for one image, e.g. {'conv1': (16, 32, 16), ...}.
 
     Traced with ``jax.eval_shape``: costs no FLOPs.
     """
