@@ -82,10 +82,9 @@ code(r"""
 fig, axes = plt.subplots(1, 2, figsize=(12, 2.2))
 for ax, name in zip(axes, ("init (epoch 0)", "baseline trained")):
     ch = filter_images(conv_kernel(checkpoints[name], "conv1"), mode="channels")  # [16, 3, 4, 4]
-    grid = np.full((3 * 4 - 1, 16 * 4 - 1), np.nan)
-    for c in range(3):
-        for f in range(16):
-            grid[c * 4:c * 4 + 3, f * 4:f * 4 + 3] = ch[f, c]
+    n, c, k, _ = ch.shape  # one k x k tile per (channel row, filter column), NaN gaps between
+    grid = np.pad(ch.transpose(1, 0, 2, 3), ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=np.nan)
+    grid = grid.transpose(0, 2, 1, 3).reshape(c * (k + 1), n * (k + 1))[:-1, :-1]
     ax.imshow(grid, cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest"); ax.set_title(f"{name}: conv1 per channel (rows R, G, B)", fontsize=9)
     ax.set_xticks([]); ax.set_yticks([])
 plt.tight_layout(); plt.show()
