@@ -131,15 +131,17 @@ print("unlearn above 0.4 on test/conflict/heldout:", all(S["unlearn"][k]["mean"]
 md(r"""
 **What the numbers say** (workshop preset, three seeds, from the run above):
 
-* The question is posed fairly: the baseline leans on style, 0.89 in-distribution against 0.64
+* The question is posed fairly: the baseline leans on style, 0.96 in-distribution against 0.76
   when style and script disagree.
-* `unlearn` buys a small, consistent gain where the shortcut hurts: conflict +0.02 (about 1.5
-  standard deviations), held-out fonts +0.01, for no in-distribution cost. It lowers the fresh
-  probe's style accuracy from 0.68 to 0.64, down to what the script label alone predicts (0.64)
-  but far from chance (0.44): style is less decodable, not gone, as Elazar & Goldberg warn.
-* It does **not** fix Caveat (0.57 before, 0.56 after): the seed's hope does not come true here.
-* `multitask`, which learns style on purpose, is the worst on the conflict split (0.54).
-* The seed's literal recipe, `ascent`, collapses (test 0.25): when the font head itself climbs its
+* `unlearn` buys no real gain where the shortcut hurts: conflict +0.003 (0.761 against 0.758, well
+  inside the baseline's ±0.013 spread over seeds), held-out fonts 0.797 against 0.800, and it costs
+  a little in-distribution (-0.015). It does lower the fresh probe's style accuracy from 0.66 to
+  0.63, to about what the script label alone predicts (0.64) but far from chance (0.44): style is
+  less decodable, not gone, as Elazar & Goldberg warn.
+* It does **not** fix Caveat (0.575 before, 0.573 after): the seed's hope does not come true here.
+* `multitask`, which learns style on purpose, is the worst on the conflict split (0.66) apart from
+  the collapsed `ascent`.
+* The seed's literal recipe, `ascent`, collapses (test 0.49 ±0.175): when the font head itself climbs its
   loss, its logits run away and drag the shared layers with them. The flip avoids this because the
   head keeps *descending*.
 """)

@@ -139,14 +139,15 @@ print("trained conv2/conv3 smoother than init: ok")
 md(r"""
 **What we find.** Training makes every layer's filters smoother than the initial white noise, and
 monotonically so: the epoch-1 checkpoint sits between the initialisation and the trained baseline
-(conv3 hf: 1.01 -> 0.84 -> 0.73). So "noisy filters mean not trained long enough" holds in that sense.
-The **overfit** run (512 crops, 40 epochs, no dropout or weight decay, 320 steps against the
-baseline's 936) is mixed: its conv1 filters are *smoother* than the baseline's, but its conv2 and
-conv3 filters stay much closer to noise (conv3 tv 0.94 against 0.83). Because it also took fewer
-steps, this cannot separate "overfitting" from "not trained long enough"; what it does show is that
-noisy *deep* filters went with the run that generalises worst (0.33 validation accuracy). The
-smoothest deep filters belong to `high_lr`, whose many dead filters were shrunk towards zero by weight
-decay: smooth is not the same as healthy. And on 3x3 kernels "noisy" is a coarse notion; the
+(conv3 hf: 1.01 -> 0.73 -> 0.69). So "noisy filters mean not trained long enough" holds in that sense.
+The **overfit** run (512 crops, 40 epochs, no dropout or weight decay, far fewer steps than the
+baseline) is mixed: its conv1 filters are as smooth as the baseline's (tv 0.84, hf 0.76 for both)
+and its conv2 filters only slightly noisier (tv 0.94 against 0.93), but its conv3 filters stay much
+closer to noise (conv3 tv 0.96 against 0.81). Because it also took fewer steps, this cannot separate
+"overfitting" from "not trained long enough"; what it does show is that noisy *deep* filters went
+with the overfitting recipe. The smoothest deep filters belong to `high_lr`, whose many dead filters
+were shrunk towards zero by weight decay: smooth is not the same as healthy. And on 4x4 and 3x3
+kernels "noisy" is a coarse notion; the
 measures are useful as a comparison across checkpoints of one architecture, not as an absolute test.
 """)
 

@@ -172,14 +172,16 @@ for r in rows:
 """)
 
 md(r"""
-**What we find.** Top-k crops are purer than chance in both labels, more so deeper in the trunk,
-and more in style than in script relative to chance: conv3's top-9 share a script 51 % of the time
-(chance 28 %) and a style 68 % (chance 53 %). Few channels are clean "script units"; about one in six
+**What we find.** Top-k crops are purer than chance in both labels, most in conv3 (conv1 and conv2
+are about level), and further above chance in script than in style: conv3's top-9 share a script
+53 % of the time (chance 28 %) and a style 67 % (chance 53 %). Few channels are clean "script units"; about one in six
 conv3 channels is a "style unit" (its top crops share a style across different scripts): these are
 the units that fire on font style (weight, serifs, handwriting) rather than on script-specific
-strokes. The unlearned model, trained to hide style from its embedding, does **not** have fewer style
-units at this level (13/64 against 10/64): the gradient flip acts on the 128-d embedding, and the
-conv trunk can keep style-selective channels as long as the dense layer does not pass style on. As
+strokes. The unlearned model, trained to hide style from its embedding, does have **fewer** style
+units in conv3 (6/64 against 11/64) and more script units (6/64 against 3/64), but its mean conv3
+style purity barely drops (0.642 against 0.670) and it keeps style units in every layer: the
+gradient flip acts on the 128-d embedding, and the conv trunk can keep style-selective channels as
+long as the dense layer does not pass style on. As
 the seed says, there is rarely a single neuron special to one feature; purity is a population-level
 description, and with k = 9 a channel's purity is noisy.
 """)
