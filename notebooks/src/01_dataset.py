@@ -181,10 +181,12 @@ code(r"""
 idx = np.arange(8)
 fig, axes = plt.subplots(2, 8, figsize=(13, 1.8))
 for k, i in enumerate(idx):
-    axes[0, k].imshow(s.images[i]); axes[0, k].set_title(s.text[i], fontsize=8)
+    # matplotlib cannot shape Thai, Arabic or Devanagari, so titles name the script and the text is printed
+    axes[0, k].imshow(s.images[i]); axes[0, k].set_title(ds.scripts[s.script[i]], fontsize=8)
     axes[1, k].imshow(s.masks[i], cmap="gray")
 for ax in axes.ravel(): ax.set_axis_off()
 plt.show()
+print("texts:", " | ".join(s.text[idx]))
 """)
 
 md(r"""
