@@ -205,7 +205,10 @@ def _chunk(k: int, samples_per_call: int | None, n: int) -> int:
 def _mean_over_samples(fn, xs: jax.Array, chunk: int) -> jax.Array:
     """Mean of fn(x) over the leading axis of xs: a scan over vmapped chunks.
 
-    Keeps memory at ``chunk`` evaluations while each call is one big batch.
+    Keeps memory at ``chunk`` evaluations while each call is one big batch. Up to
+    64 chunks the scan is unrolled: XLA:CPU ran the rolled loop's body about 2.7x
+    slower than the same batched gradient outside a loop, unrolled IG with 16 steps
+    costs 0.7x sixteen plain gradient calls (benchmarks/bench_saliency.py).
     """
     k = xs.shape[0]
     xs = xs.reshape((k // chunk, chunk) + xs.shape[1:])
@@ -214,7 +217,7 @@ def _mean_over_samples(fn, xs: jax.Array, chunk: int) -> jax.Array:
         return total + jax.vmap(fn)(x_chunk).sum(0), None
 
     first = jax.eval_shape(fn, xs[0, 0])
-    total, _ = jax.lax.scan(body, jnp.zeros(first.shape, first.dtype), xs)
+    total, _ = jax.lax.scan(body, jnp.zeros(first.shape, first.dtype), xs, unroll=k // chunk <= 64)
     return total / k
 
 
