@@ -14,9 +14,10 @@ seed starts from (conv, conv, pool, dropout, dense), resized for 32x64 crops:
 XLA's CPU convolutions, not the dense layers, dominate the step time, and the
 costliest part is the first layer at full resolution with only 3 input
 channels. A strided 4x4 stem in place of conv 3x3 + pool 2x2 sees the same
-field (4x4 pixels per unit) and trains about 1.9x faster, and a reshape-based
-max pool avoids XLA:CPU's slow select-and-scatter gradient (another 1.4x;
-benchmarks/bench_train.py measures both side by side). Channels (32, 64, 64)
+field (4x4 pixels per unit), and a reshape-based max pool avoids XLA:CPU's
+slow select-and-scatter gradient: together the train step went from 923 to
+about 2,370 images/s on 2 cores (benchmarks/bench_train.py keeps a
+re-creation of the first design for a side-by-side row). Channels (32, 64, 64)
 train about 2x slower than (16, 32, 64) for no accuracy gain on this task.
 ``cost()`` gives the parameter count and FLOPs: 10 scripts x 5 styles ->
 0.29 M parameters and 10.8 MFLOP per image forward.

@@ -113,8 +113,8 @@ def _limit_threads(threads: int) -> None:
     )
 
 
-def _train_job(job: tuple[str, str, int, dict, int]) -> str:
-    name, preset, seed, overrides, _ = job
+def _train_job(job: tuple[str, str, int, dict]) -> str:
+    name, preset, seed, overrides = job
     _result(name, preset, seed, False, overrides)
     return name
 
@@ -123,7 +123,7 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     """Train every missing zoo entry of ``requests``, several at once.
 
     On a small CPU one XLA process per core trains independent models faster
-    than one process using all cores (2 cores: about 1.5x, measured in
+    than one process using all cores (2 cores: about 1.3x, measured in
     benchmarks/bench_train.py), so the unlearning experiment's dozen models are
     trained by ``workers`` spawned processes (default: one per core), each with
     its share of the cores. Entries already cached are left alone.
@@ -150,12 +150,11 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     for cfg in {config(n, p, s, **o) for n, p, s, o in missing}:  # render each dataset once, here
         train_lib.dataset_for(cfg, progress=progress)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    jobs = [(*r, threads) for r in missing]
     ctx = get_context("spawn")
     from tqdm.auto import tqdm
 
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_limit_threads, initargs=(threads,)) as pool:
-        for _ in tqdm(pool.map(_train_job, jobs), total=len(jobs), desc="zoo: training",
+        for _ in tqdm(pool.map(_train_job, missing), total=len(missing), desc="zoo: training",
                       unit="model", disable=not progress):
             pass
     return where
