@@ -139,6 +139,8 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
+    from tqdm.auto import tqdm
+
     requests = [(n, p, int(s), dict(o)) for n, p, s, o in requests]
     where = [path(config(n, p, s, **o), n) for n, p, s, o in requests]
     missing = [r for r, w in zip(requests, where, strict=True) if not (w / "checkpoint.json").exists()]
@@ -147,13 +149,16 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
         for n, p, s, o in missing:
             _result(n, p, s, progress, o)
         return where
-    for cfg in {config(n, p, s, **o) for n, p, s, o in missing}:  # render each dataset once, here
+    # render (or check) each distinct dataset once, here, before workers race to it
+    datasets = {}
+    for n, p, s, o in missing:
+        cfg = config(n, p, s, **o)
+        datasets.setdefault((cfg.preset, cfg.data_seed, cfg.rho), cfg)
+    for cfg in datasets.values():
         train_lib.dataset_for(cfg, progress=progress)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = get_context("spawn")
-    from tqdm.auto import tqdm
-
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_limit_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_limit_threads,
+                             initargs=(threads,)) as pool:
         for _ in tqdm(pool.map(_train_job, missing), total=len(missing), desc="zoo: training",
                       unit="model", disable=not progress):
             pass
