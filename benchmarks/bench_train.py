@@ -8,7 +8,8 @@ channels (16, 32, 64) and at the seed-like (32, 64, 64); the first design
 reshape pool replaced; two single-threaded processes training at once (what
 ``zoo.warm`` does for the experiment's dozen models); optionally (--torch,
 needs `pip install torch==2.13.0`) a PyTorch reference of the same default
-architecture. FLOPs per image = 3x the forward count (forward + backward).
+architecture (benchmarks/torch_scriptnet.py: strided stem, standardisation
+and dropout included). FLOPs per image = 3x the forward count (forward + backward).
 """
 
 import argparse
@@ -81,13 +82,11 @@ def torch_step_rate(batch: int, reps: int) -> float:
     import torch
     from torch import nn
 
+    sys.path.insert(0, os.path.dirname(__file__))
+    from torch_scriptnet import TorchScriptNet
+
     torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.1),
-        nn.Flatten(), nn.Linear(2048, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 10),
-    )
+    net = TorchScriptNet().train()  # the same layers as ScriptNet, dropout on
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     x, y = torch.rand(batch, 3, 32, 64), torch.zeros(batch, dtype=torch.long)
     for i in range(reps + 1):
