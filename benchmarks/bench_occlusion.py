@@ -2,6 +2,8 @@
 
     python benchmarks/bench_occlusion.py [--repeats 3] [--zoo] [--no-torch]
 
+The PyTorch rows need the bench extra (pip install -e ".[bench]").
+
 Occlusion map of one 32x64x3 crop with an 8x8 grey window at stride 2 (377
 windows) and stride 1 (1,425 windows). ``scriptlab.interpret.occlusion`` scores
 every window in one jitted lax.map over vmapped chunks. It is compared, side by
@@ -42,6 +44,7 @@ shifts, so every activation of every occluded copy changes.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -161,7 +164,9 @@ def main():
         "JAX loop, eager forward per window": eager,
         "JAX loop, jitted forward per window": jitted,
     }
-    if not args.no_torch:
+    if not args.no_torch and importlib.util.find_spec("torch") is None:
+        print('PyTorch rows skipped: torch is not installed (pip install -e ".[bench]")')
+    elif not args.no_torch:
         one_at_a_time, per_64 = torch_loops(params, np.asarray(crop[0]), target)
         loops["PyTorch loop, forward per window"] = one_at_a_time
         loops["PyTorch, 64 windows per forward"] = per_64
