@@ -45,13 +45,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from bench_train import matmul_peak
 
 from scriptlab.interpret.occlusion import occlusion
 from scriptlab.interpret.receptive import receptive_crops, receptive_fields, top_activating
@@ -68,11 +67,6 @@ def best_of(fn, repeats):
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t)
     return min(times)
-
-
-def matmul_peak(n: int = 2048, reps: int = 10) -> float:
-    a = jnp.ones((n, n), jnp.float32)
-    return 2 * n**3 / best_of(lambda: jax.jit(lambda x: x @ x)(a), reps)
 
 
 def jax_loops(apply_fn, params, crop, target):
@@ -98,9 +92,7 @@ def jax_loops(apply_fn, params, crop, target):
 def torch_loops(params, crop, target):
     """Per-window PyTorch forwards of the same network, one at a time and 64 at a time."""
     import torch
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from torch_scriptnet import from_jax, to_nchw
+    from torch_scriptnet import from_jax, to_nchw  # benchmarks/ is on sys.path when run as a script
 
     net, x = from_jax(params), to_nchw(crop[None])
 
