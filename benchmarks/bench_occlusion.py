@@ -73,10 +73,8 @@ def jax_loops(apply_fn, params, crop, target):
     """Per-window loops of single JAX forward passes: eager, and one jitted call per window."""
 
     def occlude_forward(x, r, c):
-        rows, cols = jnp.arange(x.shape[0])[:, None], jnp.arange(x.shape[1])[None, :]
-        inside = (rows >= r) & (rows < r + PATCH) & (cols >= c) & (cols < c + PATCH)
-        logits = apply_fn(params, jnp.where(inside[..., None], 0.5, x)[None]).script[0]
-        return jax.nn.softmax(logits)[target]
+        x = jax.lax.dynamic_update_slice(x, jnp.full((PATCH, PATCH, x.shape[-1]), 0.5), (r, c, 0))
+        return jax.nn.softmax(apply_fn(params, x[None]).script[0])[target]
 
     compiled = jax.jit(occlude_forward)
 
@@ -96,11 +94,12 @@ def torch_loops(params, crop, target):
 
     net, x = from_jax(params), to_nchw(crop[None])
 
-    def occluded(windows):
-        batch = x.repeat(len(windows), 1, 1, 1)
-        for i, (r, c) in enumerate(windows):  # building the copies, not scoring them
-            batch[i, :, r : r + PATCH, c : c + PATCH] = 0.5
-        return batch
+    rows, cols = torch.arange(x.shape[2])[:, None], torch.arange(x.shape[3])[None, :]
+
+    def occluded(windows):  # every window's copy at once, with a broadcast mask
+        r, c = (torch.tensor(v)[:, None, None] for v in zip(*windows, strict=True))
+        inside = (rows >= r) & (rows < r + PATCH) & (cols >= c) & (cols < c + PATCH)
+        return torch.where(inside[:, None], 0.5, x)
 
     @torch.inference_mode()
     def one_at_a_time(windows):
