@@ -12,6 +12,8 @@ Splits:
                     uniformly from its other styles (Kim et al. 2019).
   conflict          style never the script's assigned style.
   heldout           font families never seen in train/val/test/conflict.
+  val_conflict      a second bias-conflicting split, for choosing hyperparameters of
+                    shortcut-removal methods without looking at ``conflict``.
 
 The same config and seed give byte-identical arrays whatever the number of
 worker processes: each chunk of 256 crops has its own seed.
@@ -40,7 +42,10 @@ from scriptlab.words import BICAMERAL
 
 DATA_VERSION = 1
 CHUNK = 256
-SPLITS = ("train", "val", "test", "conflict", "heldout")
+# val_conflict comes last: each split draws from its own seed, so appending it left the
+# other splits' bytes unchanged.
+SPLITS = ("train", "val", "test", "conflict", "heldout", "val_conflict")
+CONFLICT_SPLITS = ("conflict", "val_conflict")
 
 # The style each script is drawn in a fraction rho of the time in train/val/test.
 # Latin/Cyrillic/Greek share many letter shapes, so a style shortcut pays there.
@@ -58,9 +63,12 @@ BIAS: dict[str, str] = {
 }
 
 PRESETS: dict[str, dict] = {
-    "smoke": dict(n_train=600, n_val=150, n_test=150, n_conflict=150, n_heldout=150),
-    "workshop": dict(n_train=30_000, n_val=1_500, n_test=2_000, n_conflict=2_000, n_heldout=2_000),
-    "full": dict(n_train=60_000, n_val=6_000, n_test=10_000, n_conflict=10_000, n_heldout=10_000),
+    "smoke": dict(n_train=600, n_val=150, n_test=150, n_conflict=150, n_heldout=150,
+                  n_val_conflict=150),
+    "workshop": dict(n_train=30_000, n_val=1_500, n_test=2_000, n_conflict=2_000, n_heldout=2_000,
+                     n_val_conflict=2_000),
+    "full": dict(n_train=60_000, n_val=6_000, n_test=10_000, n_conflict=10_000, n_heldout=10_000,
+                 n_val_conflict=6_000),
 }
 
 
@@ -77,6 +85,7 @@ class DataConfig:
     n_test: int = 2_000
     n_conflict: int = 2_000
     n_heldout: int = 2_000
+    n_val_conflict: int = 2_000
     scripts: tuple[str, ...] = SCRIPTS
     styles: tuple[str, ...] = STYLES
 
@@ -175,6 +184,7 @@ class Dataset:
     test = property(lambda self: self.splits["test"])
     conflict = property(lambda self: self.splits["conflict"])
     heldout = property(lambda self: self.splits["heldout"])
+    val_conflict = property(lambda self: self.splits["val_conflict"])
 
     @property
     def key(self) -> str:
@@ -203,7 +213,7 @@ def _plan(cfg: DataConfig, split: str, rng: np.random.Generator):
     n = cfg.sizes()[split]
     heldout = split == "heldout"
     scripts = [s for s in cfg.scripts if not heldout or fonts.styles_for(s, heldout=True)]
-    if split == "conflict":
+    if split in CONFLICT_SPLITS:
         scripts = [s for s in scripts if len(_styles(cfg, s, False)) > 1]
     script_ids = np.resize(np.arange(len(scripts)), n)
     rng.shuffle(script_ids)
@@ -219,7 +229,7 @@ def _plan(cfg: DataConfig, split: str, rng: np.random.Generator):
             n_biased = int(round(cfg.rho * len(idx)))
             chosen = [biased] * n_biased + list(rng.choice(others, len(idx) - n_biased))
             chosen = rng.permutation(np.array(chosen, dtype=object))
-        elif split == "conflict":
+        elif split in CONFLICT_SPLITS:
             chosen = rng.choice(others, len(idx))
         else:
             chosen = rng.choice(own, len(idx))
