@@ -9,7 +9,10 @@ seed starts from (conv, conv, pool, dropout, dense), resized for 32x64 crops:
     conv3 3x3x64 SAME, ReLU -> pool3 2x2 -> dropout 0.25
     dense 128, ReLU (the embedding) -> dropout 0.5
     script head: Linear(128, n_scripts)
-    font head:   RMS-normalise -> gradient_flip -> Linear(128, n_styles)
+    font head:   RMS-normalise -> gradient_flip -> Linear(128, n_styles), or, with
+                 ``conditional=True``, one such head per script (Linear(128,
+                 n_scripts * n_styles)), read at the crop's script: the adversary
+                 of a conditional invariant network (Li et al. 2018)
 
 XLA's CPU convolutions, not the dense layers, dominate the step time, and the
 costliest part is the first layer at full resolution with only 3 input
@@ -131,6 +134,7 @@ class ScriptNet(nnx.Module):
       hidden: width of the dense embedding.
       dropout: (after the trunk, after the embedding) drop rates.
       image_shape: (H, W, C) of the inputs, used for ``cost()``.
+      conditional: one font head per script instead of one shared font head.
       rngs: nnx.Rngs for parameter initialisation.
     """
 
@@ -143,6 +147,7 @@ class ScriptNet(nnx.Module):
         hidden: int = 128,
         dropout: tuple[float, float] = (0.25, 0.5),
         image_shape: tuple[int, int, int] = (32, 64, 3),
+        conditional: bool = False,
         rngs: nnx.Rngs,
     ):
         h, w, c = image_shape
@@ -156,7 +161,9 @@ class ScriptNet(nnx.Module):
         self.conv3 = nnx.Conv(c2, c3, (3, 3), padding="SAME", rngs=rngs)
         self.dense = nnx.Linear((h // 8) * (w // 8) * c3, hidden, rngs=rngs)
         self.script_head = nnx.Linear(hidden, n_scripts, rngs=rngs)
-        self.font_head = nnx.Linear(hidden, n_styles, rngs=rngs)
+        self.conditional = bool(conditional)
+        self.n_styles = n_styles
+        self.font_head = nnx.Linear(hidden, n_styles * (n_scripts if conditional else 1), rngs=rngs)
 
     def __call__(
         self,
@@ -166,6 +173,7 @@ class ScriptNet(nnx.Module):
         dropout_key: jax.Array | None = None,
         relu: Callable[[jax.Array], jax.Array] = jax.nn.relu,
         perturb: Mapping[str, jax.Array] | None = None,
+        font_script: jax.Array | None = None,
     ) -> Outputs:
         """Forward pass.
 
@@ -178,6 +186,9 @@ class ScriptNet(nnx.Module):
           relu: the nonlinearity, swappable for guided backprop / deconvnet rules.
           perturb: optional {layer name: array} added to that activation; pass zeros
             and differentiate to get gradients with respect to a layer (Grad-CAM).
+          font_script: int[N] script ids whose font head a conditional model reads
+            (training passes the true labels); None reads the predicted script's.
+            Ignored by a model with one font head.
 
         Returns:
           Outputs(script, font, embedding, activations).
@@ -209,6 +220,10 @@ class ScriptNet(nnx.Module):
         if lam is not None:
             h_font = gradient_flip(h_font, jnp.asarray(lam, h.dtype))
         font = self.font_head(h_font)
+        if self.conditional:
+            which = jnp.argmax(script, -1) if font_script is None else font_script
+            per_script = font.reshape(font.shape[0], -1, self.n_styles)
+            font = jnp.take_along_axis(per_script, which[:, None, None], axis=1)[:, 0]
         return Outputs(script, font, emb, acts)
 
     @staticmethod

@@ -10,12 +10,25 @@ Modes (the font head always sees ordinary gradients unless stated):
              before the reversal bites stabilises it, as Kim et al. 2019 found).
   ascent     the first seed's literal recipe: script loss MINUS font loss, so
              the font head and the trunk both climb the font loss.
+  cdann      ``unlearn`` with one font head per script, each read at the crop's
+             true script (Li et al. 2018): the flip then removes style *given*
+             the script (conditional invariance) instead of all the style that
+             correlates with the script (marginal invariance, which fights the
+             task when style and script are correlated).
+  balanced   script loss only, with every (script, style) group drawn equally
+             often (Idrissi et al. 2022): the minority styles of each script
+             weigh as much as its assigned one.
+  groupdro   balanced sampling plus online group DRO (Sagawa et al. 2020): the
+             loss is a weighted mean of per-group losses whose weights climb
+             (exponentiated gradient, step ``dro_eta``) on the worst groups.
 
 The step is a plain ``jax.jit`` over a (params, opt_state) pytree (Flax's
 performance guide: no graph walking per step); ``lam`` is a traced scalar, so
 the schedule never recompiles.
 
-References: Ganin & Lempitsky 2015; Kim et al. 2019; Elazar & Goldberg 2018.
+References: Ganin & Lempitsky 2015; Kim et al. 2019; Elazar & Goldberg 2018;
+Li et al. 2018 (conditional invariant adversarial networks); Sagawa et al. 2020
+(group DRO, arXiv:1911.08731); Idrissi et al. 2022 (arXiv:2110.14503).
 """
 
 from __future__ import annotations
@@ -38,7 +51,9 @@ from scriptlab import data as data_lib
 from scriptlab.fonts import check_name
 from scriptlab.model import ScriptNet, functional
 
-MODES = ("baseline", "multitask", "unlearn", "ascent")
+MODES = ("baseline", "multitask", "unlearn", "ascent", "cdann", "balanced", "groupdro")
+ADVERSARIAL = ("unlearn", "cdann")  # modes whose font loss reaches the trunk through the flip
+BALANCED = ("balanced", "groupdro")  # modes that draw every (script, style) group equally
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +80,7 @@ class TrainConfig:
     shuffle_labels: bool = False  # permute script labels (Adebayo data randomisation)
     snapshots: bool = False  # keep params after every epoch (epoch 0 = init)
     max_loss: float = 50.0  # stop as diverged when the script loss exceeds this (CE starts near 2.3)
+    dro_eta: float = 0.1  # groupdro: step size of the group weights' exponentiated gradient
 
     def key(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -87,6 +103,8 @@ def make_train_config(**kwargs) -> TrainConfig:
         raise ValueError(f"lr must be a positive finite number, got {cfg.lr}")
     if cfg.lam_max < 0:
         raise ValueError(f"lam_max must be >= 0, got {cfg.lam_max}")
+    if not (cfg.dro_eta >= 0 and math.isfinite(cfg.dro_eta)):
+        raise ValueError(f"dro_eta must be a finite number >= 0, got {cfg.dro_eta}")
     return cfg
 
 
@@ -95,10 +113,18 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainState(NamedTuple):
-    """Parameters and optimiser state: the pytree the jitted step maps to a new one."""
+    """Parameters and optimiser state: the pytree the jitted step maps to a new one.
+
+    Attributes:
+      params: the model's nnx.Param state.
+      opt_state: the optax state.
+      group_weights: float32[n_groups] group DRO's weights over (script, style)
+        groups (they sum to 1); None in every other mode.
+    """
 
     params: Any
     opt_state: Any
+    group_weights: Any = None
 
 
 class Result(NamedTuple):
@@ -117,40 +143,86 @@ def dann_lambda(progress, lam_max: float = 1.0):
 
 
 def _lam(cfg: TrainConfig, progress: float) -> float:
-    if cfg.mode == "unlearn":
+    if cfg.mode in ADVERSARIAL:
         p = max(0.0, (progress - cfg.adv_warmup) / (1.0 - cfg.adv_warmup))
         return float(dann_lambda(p, cfg.lam_max)) if progress >= cfg.adv_warmup else 0.0
     # lam = -1 makes the flip an identity in the backward pass: ordinary gradients.
     return -1.0
 
 
-def _loss_fn(graphdef, rest, cfg: TrainConfig):
-    font_sign = {"baseline": 0.0, "multitask": 1.0, "unlearn": 1.0, "ascent": -1.0}[cfg.mode]
+def group_ids(script, style, n_styles: int):
+    """The (script, style) group of every crop: ``script * n_styles + style``."""
+    return np.asarray(script) * n_styles + np.asarray(style)
 
-    def loss_fn(params, images, script, style, lam, key):
+
+def balanced_probabilities(groups) -> np.ndarray:
+    """Per-example sampling probabilities that draw every occurring group equally often.
+
+    Args:
+      groups: int[N] group ids.
+
+    Returns:
+      float64[N], summing to 1; each occurring group's examples sum to 1 / (groups present).
+    """
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) == 0:
+        raise ValueError(f"groups must be a non-empty 1-d array of ids, got shape {groups.shape}")
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return 1.0 / (len(counts) * counts[inverse])
+
+
+def dro_update(weights, group_losses, present, eta):
+    """One exponentiated-gradient step of group DRO's weights (Sagawa et al. 2020, Alg. 1).
+
+    Args:
+      weights: float32[G] current weights, summing to 1.
+      group_losses: float32[G] mean loss of each group in the batch.
+      present: bool[G] groups with at least one example in the batch; the others keep
+        their weight (before renormalisation).
+      eta: step size.
+
+    Returns:
+      float32[G] new weights, summing to 1.
+    """
+    w = weights * jnp.exp(jnp.where(present, eta * group_losses, 0.0))
+    return w / w.sum()
+
+
+def _loss_fn(graphdef, rest, cfg: TrainConfig, n_groups: int):
+    font_sign = {"baseline": 0.0, "multitask": 1.0, "unlearn": 1.0, "ascent": -1.0,
+                 "cdann": 1.0, "balanced": 0.0, "groupdro": 0.0}[cfg.mode]
+
+    def loss_fn(params, images, script, style, group, lam, key, group_weights):
         model = nnx.merge(graphdef, params, rest, copy=True)
-        out = model(images, lam=lam, dropout_key=key)
-        script_loss = optax.softmax_cross_entropy_with_integer_labels(out.script, script).mean()
+        extra = {"font_script": script} if cfg.mode == "cdann" else {}
+        out = model(images, lam=lam, dropout_key=key, **extra)
+        per_example = optax.softmax_cross_entropy_with_integer_labels(out.script, script)
+        script_loss = per_example.mean()
         font_loss = optax.softmax_cross_entropy_with_integer_labels(out.font, style).mean()
-        total = script_loss + font_sign * cfg.font_weight * font_loss
-        return total, (script_loss, font_loss)
+        if cfg.mode != "groupdro":
+            total = script_loss + font_sign * cfg.font_weight * font_loss
+            return total, (script_loss, font_loss, group_weights)
+        counts = jax.ops.segment_sum(jnp.ones_like(per_example), group, n_groups)
+        group_losses = jax.ops.segment_sum(per_example, group, n_groups) / jnp.maximum(counts, 1)
+        q = dro_update(group_weights, jax.lax.stop_gradient(group_losses), counts > 0, cfg.dro_eta)
+        return jnp.sum(q * group_losses), (script_loss, font_loss, q)
 
     return loss_fn
 
 
-def make_step(graphdef, rest, cfg: TrainConfig, tx: optax.GradientTransformation):
-    """The jitted train step: (state, images uint8, script, style, lam, key) -> (state, losses)."""
-    loss_fn = _loss_fn(graphdef, rest, cfg)
+def make_step(graphdef, rest, cfg: TrainConfig, tx: optax.GradientTransformation, n_groups: int):
+    """The jitted train step: (state, images uint8, script, style, group, lam, key) -> (state, losses)."""
+    loss_fn = _loss_fn(graphdef, rest, cfg, n_groups)
 
     @jax.jit
-    def step(state: TrainState, images, script, style, lam, key):
+    def step(state: TrainState, images, script, style, group, lam, key):
         x = images.astype(jnp.float32) / 255.0
-        (total, (sl, fl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, x, script, style, lam, key
+        (total, (sl, fl, q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, x, script, style, group, lam, key, state.group_weights
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state), jnp.stack([total, sl, fl])
+        return TrainState(params, opt_state, q), jnp.stack([total, sl, fl])
 
     return step
 
@@ -202,6 +274,7 @@ def build_model(cfg: TrainConfig, ds: data_lib.Dataset) -> ScriptNet:
         channels=cfg.channels,
         dropout=cfg.dropout,
         image_shape=(h, w, 3),
+        conditional=cfg.mode == "cdann",
         rngs=nnx.Rngs(cfg.seed),
     )
 
@@ -250,13 +323,18 @@ def train(
     tx = optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm), optax.adamw(schedule, weight_decay=cfg.weight_decay)
     )
-    state = TrainState(params, tx.init(params))
-    step = make_step(graphdef, rest, cfg, tx)
+    n_groups = len(ds.scripts) * len(ds.styles)
+    groups = group_ids(script_labels, train_split.style, len(ds.styles))
+    probs = balanced_probabilities(groups) if cfg.mode in BALANCED else None
+    dro_q = jnp.full(n_groups, 1.0 / n_groups) if cfg.mode == "groupdro" else None
+    state = TrainState(params, tx.init(params), dro_q)
+    step = make_step(graphdef, rest, cfg, tx, n_groups)
     _, apply_fn = functional(model)
 
     images = jnp.asarray(train_split.images)
     scripts = jnp.asarray(script_labels)
     styles = jnp.asarray(train_split.style)
+    group_arr = jnp.asarray(groups.astype(np.int32))
     key = jax.random.key(cfg.seed)
     # copy: nnx.update at the end writes the trained weights into the split-off Variables
     snapshots = [(0, jax.tree.map(jnp.copy, params))] if cfg.snapshots else []
@@ -265,13 +343,17 @@ def train(
     t0 = time.perf_counter()
     k = 0
     for epoch in range(1, cfg.epochs + 1):
-        order = jnp.asarray(rng.permutation(n)[: steps_per_epoch * cfg.batch_size])
+        if probs is None:
+            order = jnp.asarray(rng.permutation(n)[: steps_per_epoch * cfg.batch_size])
+        else:  # with replacement: a minority group's crops are drawn several times an epoch
+            order = jnp.asarray(rng.choice(n, steps_per_epoch * cfg.batch_size, p=probs))
         losses = []
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             lam = _lam(cfg, k / max(total_steps - 1, 1))
             key, sub = jax.random.split(key)
-            state, loss = step(state, images[idx], scripts[idx], styles[idx], jnp.float32(lam), sub)
+            state, loss = step(state, images[idx], scripts[idx], styles[idx], group_arr[idx],
+                               jnp.float32(lam), sub)
             loss = np.asarray(loss)
             if not np.all(np.isfinite(loss)) or loss[1] > cfg.max_loss:
                 bar.close()
@@ -368,11 +450,13 @@ def restore(
     if ds is not None and ds.key != meta["data_key"]:
         raise ValueError(f"checkpoint in {directory} was trained on dataset {meta['data_key']}, "
                          f"not {ds.key}")
-    n_scripts, n_styles = _head_sizes(directory / "checkpoint.msgpack")
+    n_scripts, n_font_logits = _head_sizes(directory / "checkpoint.msgpack")
+    conditional = stored.mode == "cdann"
+    n_styles = n_font_logits // n_scripts if conditional else n_font_logits
     h, w = data_lib.make_config(stored.preset).image_size
     abstract = nnx.eval_shape(
         lambda: ScriptNet(n_scripts, n_styles, channels=stored.channels, dropout=stored.dropout,
-                          image_shape=(h, w, 3), rngs=nnx.Rngs(0))
+                          image_shape=(h, w, 3), conditional=conditional, rngs=nnx.Rngs(0))
     )
     graphdef, state = nnx.split(abstract)
     _check_shapes(state.to_pure_dict(), loaded := _read(directory / "checkpoint.msgpack"), directory)
