@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from scriptlab.train import MODES
+
 
 def _dataset(args) -> None:
     import matplotlib
@@ -54,8 +56,15 @@ def _experiment(args) -> None:
     viz.style_grid(ds).savefig(out / "preview.png", dpi=100)
     results = experiment.run(args.preset, args.seeds)
     experiment.write(results, out)
-    print(experiment.table(results))
+    print((out / "results.txt").read_text())
     print(f"wrote {out}/results.json, results.txt, results.png")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_dataset)
 
     p = sub.add_parser("train", help="train one model; write checkpoint + metrics.json")
-    p.add_argument("--mode", default="baseline", choices=["baseline", "multitask", "unlearn", "ascent"])
+    p.add_argument("--mode", default="baseline", choices=list(MODES))
     p.add_argument("--preset", default="workshop", choices=["smoke", "workshop", "full"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("experiment", help="the unlearning experiment; write results.json + figures")
     p.add_argument("--preset", default="workshop", choices=["smoke", "workshop", "full"])
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=_positive, default=3, help="seeds per method (>= 1)")
     p.add_argument("--out", default="out/experiment")
     p.set_defaults(func=_experiment)
 

@@ -1,29 +1,99 @@
-"""The font-style unlearning experiment: four modes x several seeds, measured honestly.
+"""The font-style shortcut experiment: every method x several seeds, measured so nothing hides.
 
-For every trained model: script accuracy on the in-distribution test split, on
-the bias-conflicting split, on held-out font families and on Caveat alone; the
-font-style accuracy of the model's own font head; and the accuracy of a FRESH
-linear probe fitted afterwards on frozen embeddings (Elazar & Goldberg 2018),
-next to two chance levels (majority style, and style guessed from the script).
+Methods (``scriptlab.train``'s modes, plus one post-hoc method):
+  baseline, multitask, unlearn, ascent   the first essay's recipes;
+  cdann                                  conditional adversary (one font head per script);
+  balanced, groupdro                     group-balanced sampling, group DRO;
+  leace                                  the baseline's embedding with style linearly
+                                         erased (LEACE) and a script head refitted on it.
+References (the same recipe on other training data, the same evaluation splits):
+  oracle   styles uniform within each script (rho 0.2): no shortcut to learn;
+  rho99    a stronger bias than the default 0.9.
+
+For every model: script accuracy on the in-distribution test split, on the
+bias-conflicting splits and on held-out font families, with the worst (script,
+style) and (script, family) cells, the per-script macro average, the
+Latin/Cyrillic/Greek held-out crops and Caveat by script; then how much style is
+left in the embedding: the model's own font head and FRESH probes (linear, MLP,
+per-script) fitted on one half of the conflict split and scored on the other
+(Elazar & Goldberg 2018), next to two chance levels (majority style, and style
+guessed from the script). Nothing is tuned on test, conflict or held-out:
+``selection`` chooses hyperparameters on ``val_conflict``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from scriptlab import zoo
 from scriptlab.data import Dataset, cache_dir
-from scriptlab.probe import probe_accuracy
-from scriptlab.train import MODES, dataset_for, predict
-
-METRICS = (
-    "test", "conflict", "heldout", "caveat",
-    "font_head", "font_probe", "font_chance", "font_from_script",
+from scriptlab.erasure import erase, fit_leace
+from scriptlab.fonts import LCG
+from scriptlab.probe import (
+    conditional_probe_accuracy,
+    fit_probe,
+    mlp_probe_accuracy,
+    probe_accuracy,
 )
+from scriptlab.train import balanced_probabilities, dataset_for, group_ids, predict
+
+METHODS = ("baseline", "unlearn", "cdann", "balanced", "groupdro", "leace", "multitask", "ascent")
+REFERENCES = ("oracle", "rho99")
+ACCURACY = (
+    "test", "conflict", "conflict_worst", "val_conflict", "val_conflict_worst",
+    "heldout", "heldout_macro", "heldout_worst", "heldout_lcg", "caveat", "caveat_cyrillic",
+)
+STYLE = ("font_head", "font_probe", "font_mlp_probe", "font_cond_probe", "font_chance",
+         "font_from_script")
+METRICS = ACCURACY + STYLE
+# The shortcut's three symptoms: the goal is to close half of each baseline-to-oracle gap.
+GOAL = ("conflict_worst", "heldout_lcg", "caveat_cyrillic")
+MIN_CELL = 10  # worst-group minima ignore cells with fewer crops than this
+EVAL_SPLITS = ("test", "conflict", "val_conflict", "heldout")
+
+
+class Predictions(NamedTuple):
+    """One model's outputs on one split: script logits, font logits (or None), embedding."""
+
+    script: np.ndarray
+    font: np.ndarray | None
+    embedding: np.ndarray
+
+
+def predictions(m: zoo.ZooModel, ds: Dataset, splits=EVAL_SPLITS) -> dict[str, Predictions]:
+    """A zoo model's predictions on the evaluation splits."""
+    return {s: Predictions(*map(np.asarray, predict(m.apply_fn, m.params, ds.split(s).images)))
+            for s in splits}
+
+
+def leace_predictions(m: zoo.ZooModel, ds: Dataset, *, balanced: bool = False) -> dict[str, Predictions]:
+    """LEACE on a trained model: erase style from the embedding, refit a linear script head.
+
+    The eraser and the head are fitted on the training crops only. With ``balanced``
+    the eraser is fitted on the group-balanced training distribution, under which
+    style is independent of script, so erasing style removes no script information
+    (it is not the distribution the model was trained on).
+
+    Returns:
+      {split: Predictions} whose embedding is the erased one and font logits None.
+    """
+    tr = ds.train
+    emb = np.asarray(predict(m.apply_fn, m.params, tr.images)[2])
+    weights = balanced_probabilities(group_ids(tr.script, tr.style, len(ds.styles))) if balanced else None
+    eraser = fit_leace(emb, tr.style, len(ds.styles), weights=weights)
+    head = fit_probe(erase(eraser, emb), tr.script, len(ds.scripts))
+    out = {}
+    for split, p in predictions(m, ds).items():
+        z = np.asarray(erase(eraser, p.embedding))
+        zs = (z - np.asarray(head.mean)) / np.asarray(head.scale)
+        out[split] = Predictions(zs @ np.asarray(head.weights) + np.asarray(head.bias), None, z)
+    return out
 
 
 def _halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -31,72 +101,199 @@ def _halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
 
 
-def measure(m: zoo.ZooModel, ds: Dataset) -> dict[str, float]:
-    """Every number of the results table for one trained model."""
-    out = {}
-    preds = {}
-    for split in ("test", "conflict", "heldout"):
-        s = ds.split(split)
-        preds[split] = predict(m.apply_fn, m.params, s.images)
-        out[split] = float(np.mean(np.argmax(preds[split][0], -1) == s.script))
-    caveat = ds.families.index("Caveat")
-    hits = []
-    for split in ("test", "conflict"):
-        s = ds.split(split)
-        sel = s.family == caveat
-        hits.append(np.argmax(preds[split][0], -1)[sel] == s.script[sel])
-    out["caveat"] = float(np.mean(np.concatenate(hits)))
+def _cells(hit, a, b, na: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracy and count of every (a, b) cell; accuracy NaN where empty."""
+    n = np.zeros((na, nb))
+    k = np.zeros((na, nb))
+    np.add.at(n, (a, b), 1)
+    np.add.at(k, (a, b), hit)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return k / n, n
 
-    # Style is scored on the conflict split, where style is not the script's
-    # assigned one: fit on one half, score on the other.
+
+def _worst(acc, n, names_a, names_b, min_cell: int) -> tuple[float | None, str | None]:
+    """The lowest accuracy over cells of at least ``min_cell`` crops, and its cell (None if none)."""
+    if not np.any(n >= min_cell):
+        return None, None
+    masked = np.where(n >= min_cell, acc, np.inf)
+    i, j = np.unravel_index(np.argmin(masked), masked.shape)
+    return float(masked[i, j]), f"{names_a[i]}/{names_b[j]}"
+
+
+def _json_table(acc) -> list:
+    return [[None if math.isnan(v) else round(float(v), 4) for v in row] for row in acc]
+
+
+def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CELL) -> dict:
+    """Every number of the results table for one model, from its predictions.
+
+    Args:
+      preds: {split: Predictions} for every split of ``EVAL_SPLITS``.
+      ds: the dataset the predictions are of.
+      min_cell: worst-group minima ignore cells with fewer crops.
+
+    Returns:
+      A row: each name of ``METRICS`` -> float (None where it does not apply), and
+      ``tables``: the conflict (script x style) cells, the held-out (script x family)
+      cells, the Latin/Cyrillic/Greek held-out confusion and Caveat by script.
+    """
+    S, F = len(ds.scripts), len(ds.styles)
+    row: dict = {}
+    hits = {}
+    for split, p in preds.items():
+        s = ds.split(split)
+        hits[split] = np.argmax(p.script, -1) == s.script
+        row[split] = float(hits[split].mean())
+    tables = {}
+    for split in ("conflict", "val_conflict"):
+        s = ds.split(split)
+        acc, n = _cells(hits[split], s.script, s.style, S, F)
+        row[f"{split}_worst"], row[f"{split}_worst_cell"] = _worst(acc, n, ds.scripts, ds.styles, min_cell)
+        tables[f"{split}_cells"] = _json_table(acc)
+    h = ds.heldout
+    acc, n = _cells(hits["heldout"], h.script, h.family, S, len(ds.families))
+    row["heldout_worst"], row["heldout_worst_cell"] = _worst(acc, n, ds.scripts, ds.families, min_cell)
+    tables["heldout_cells"] = {
+        f"{ds.scripts[i]}/{ds.families[j]}": [round(float(acc[i, j]), 4), int(n[i, j])]
+        for i, j in zip(*np.nonzero(n), strict=True)
+    }
+    per_script = [hits["heldout"][h.script == i].mean() for i in range(S) if np.any(h.script == i)]
+    row["heldout_macro"] = float(np.mean(per_script))
+    lcg = [ds.scripts.index(x) for x in LCG]
+    sel = np.isin(h.script, lcg)
+    row["heldout_lcg"] = float(hits["heldout"][sel].mean())
+    pred_h = np.argmax(preds["heldout"].script, -1)
+    conf = np.zeros((3, 4), int)  # true L/C/G x predicted L/C/G/other
+    for r, t in enumerate(lcg):
+        for c, q in enumerate(lcg):
+            conf[r, c] = np.sum((h.script == t) & (pred_h == q))
+        conf[r, 3] = np.sum((h.script == t) & ~np.isin(pred_h, lcg))
+    tables["heldout_lcg_confusion"] = conf.tolist()
+
+    caveat = ds.families.index("Caveat")
+    true = np.concatenate([ds.split(s).script for s in ("test", "conflict")])
+    fam = np.concatenate([ds.split(s).family for s in ("test", "conflict")])
+    hit = np.concatenate([hits[s] for s in ("test", "conflict")])
+    row["caveat"] = float(hit[fam == caveat].mean()) if np.any(fam == caveat) else None
+    tables["caveat_by_script"] = {
+        ds.scripts[i]: [round(float(hit[(fam == caveat) & (true == i)].mean()), 4),
+                        int(np.sum((fam == caveat) & (true == i)))]
+        for i in np.unique(true[fam == caveat])
+    }
+    row["caveat_cyrillic"] = tables["caveat_by_script"].get("cyrillic", [None])[0]
+
+    # Style is probed on the conflict split, where style is not the script's assigned
+    # one: fit on one half, score on the other.
     c = ds.conflict
-    fit, score = _halves(len(c))
-    font_logits, emb = preds["conflict"][1], preds["conflict"][2]
-    out["font_head"] = float(np.mean(np.argmax(font_logits[score], -1) == c.style[score]))
-    out["font_probe"] = probe_accuracy(emb[fit], c.style[fit], emb[score], c.style[score], len(ds.styles))
-    counts = np.bincount(c.style[fit], minlength=len(ds.styles))
-    out["font_chance"] = float(np.mean(c.style[score] == np.argmax(counts)))
-    table = np.zeros((len(ds.scripts), len(ds.styles)))
+    fit, sc = _halves(len(c))
+    emb = preds["conflict"].embedding
+    font = preds["conflict"].font
+    row["font_head"] = None if font is None else float(np.mean(np.argmax(font[sc], -1) == c.style[sc]))
+    row["font_probe"] = probe_accuracy(emb[fit], c.style[fit], emb[sc], c.style[sc], F)
+    row["font_mlp_probe"] = mlp_probe_accuracy(emb[fit], c.style[fit], emb[sc], c.style[sc], F)
+    row["font_cond_probe"] = conditional_probe_accuracy(
+        emb[fit], c.style[fit], c.script[fit], emb[sc], c.style[sc], c.script[sc], F, S)
+    counts = np.bincount(c.style[fit], minlength=F)
+    row["font_chance"] = float(np.mean(c.style[sc] == np.argmax(counts)))
+    table = np.zeros((S, F))
     np.add.at(table, (c.script[fit], c.style[fit]), 1)
-    out["font_from_script"] = float(np.mean(np.argmax(table, 1)[c.script[score]] == c.style[score]))
-    return out
+    row["font_from_script"] = float(np.mean(np.argmax(table, 1)[c.script[sc]] == c.style[sc]))
+    row["tables"] = tables
+    return row
+
+
+def measure(m: zoo.ZooModel, ds: Dataset) -> dict:
+    """``score`` of a zoo model's own predictions."""
+    return score(predictions(m, ds), ds)
 
 
 def _aggregate(rows: list[dict]) -> dict[str, dict[str, float]]:
-    return {
-        k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
-        for k in METRICS
-    }
+    out = {}
+    for k in METRICS:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        if vals:
+            out[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
+                      "min": float(np.min(vals)), "max": float(np.max(vals)), "n": len(vals)}
+    return out
+
+
+def goal(summary: dict, baseline: str = "baseline", oracle: str = "oracle") -> dict:
+    """For each method and symptom: the share of the baseline-to-oracle gap it closes.
+
+    Returns:
+      {method: {metric: {"closed": fraction, "separated": bool}}}; ``separated`` says
+      the method's worst seed beats the baseline's best seed.
+    """
+    out = {}
+    for method, row in summary.items():
+        if method in (baseline, oracle) or oracle not in summary:
+            continue
+        out[method] = {}
+        for k in GOAL:
+            base, best = summary[baseline][k], summary[oracle][k]
+            gap = best["mean"] - base["mean"]
+            out[method][k] = {
+                "closed": float((row[k]["mean"] - base["mean"]) / gap) if gap else None,
+                "separated": bool(row[k]["min"] > base["max"]),
+            }
+    return out
+
+
+def _rows(name: str, preset: str, seeds: int, ds: Dataset, progress: bool) -> list[dict]:
+    if name == "leace":
+        return [score(leace_predictions(zoo.load("baseline", preset, seed=s, progress=progress), ds), ds)
+                for s in range(seeds)]
+    return [measure(zoo.load(name, preset, seed=s, progress=progress), ds) for s in range(seeds)]
 
 
 def run(
     preset: str = "workshop",
     seeds: int = 3,
     *,
-    modes: tuple[str, ...] = MODES,
-    lam_sweep: tuple[float, ...] = (0.1, 0.3, 1.0),
+    methods: tuple[str, ...] = METHODS,
+    references: tuple[str, ...] = REFERENCES,
+    lam_sweep: tuple[float, ...] = (0.1, 1.0),
     progress: bool = True,
     cache: bool = True,
 ) -> dict:
-    """Train (via the zoo cache) and measure every mode over ``seeds`` seeds, plus a lam sweep.
+    """Train (via the zoo cache) and measure every method and reference over ``seeds`` seeds.
+
+    Args:
+      preset: dataset preset.
+      seeds: seeds per method (>= 1).
+      methods: names from ``METHODS``.
+      references: names from ``REFERENCES`` (the oracle is needed for ``goal``).
+      lam_sweep: extra ``lam_max`` values for ``unlearn``, seed 0.
 
     Returns:
-      {"per_seed": {mode: [row, ...]}, "summary": {mode: {metric: {mean, std}}},
-       "lam_sweep": [{"lam_max": ..., **row}], "preset", "seeds", "configs"}.
+      {"per_seed": {name: [row, ...]}, "summary": {name: {metric: {mean, std, min, max, n}}},
+       "goal": ..., "lam_sweep": [{"lam_max": ..., **row}], "preset", "seeds", "configs"}.
     """
-    cfgs = {m: zoo.config(m, preset).__dict__ for m in modes}
-    key = hashlib.sha256(json.dumps([preset, seeds, modes, lam_sweep, cfgs], sort_keys=True,
-                                    default=str).encode()).hexdigest()[:12]
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    for name in methods:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
+    for name in references:
+        if name not in REFERENCES:
+            raise ValueError(f"unknown reference {name!r}; allowed: {', '.join(REFERENCES)}")
+    names = [n for n in (*methods, *references) if n != "leace"]
+    if "leace" in methods and "baseline" not in names:
+        names.insert(0, "baseline")
+    cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
+    key = hashlib.sha256(json.dumps([preset, seeds, methods, references, lam_sweep, cfgs],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:12]
     where = cache_dir() / "experiments" / f"{preset}-{seeds}-{key}.json"
     if cache and where.exists():
-        return json.loads(where.read_text())
+        try:
+            return json.loads(where.read_text())
+        except (OSError, ValueError) as err:
+            print(f"experiment: cached results {where} are unreadable ({err}); recomputing")
     ds = dataset_for(zoo.config("baseline", preset), progress=progress)
-    zoo.warm([(m, preset, s, {}) for m in modes for s in range(seeds)]
+    zoo.warm([(n, preset, s, {}) for n in names for s in range(seeds)]
              + [("unlearn", preset, 0, {"lam_max": lam}) for lam in lam_sweep], progress=progress)
-    per_seed = {
-        mode: [measure(zoo.load(mode, preset, seed=s, progress=progress), ds) for s in range(seeds)]
-        for mode in modes
-    }
+    per_seed = {n: _rows(n, preset, seeds, ds, progress) for n in (*methods, *references)}
+    summary = {n: _aggregate(rows) for n, rows in per_seed.items()}
     sweep = [
         {"lam_max": lam, **measure(zoo.load("unlearn", preset, seed=0, lam_max=lam, progress=progress), ds)}
         for lam in lam_sweep
@@ -104,55 +301,99 @@ def run(
     results = {
         "preset": preset,
         "seeds": seeds,
+        "scripts": list(ds.scripts),
+        "styles": list(ds.styles),
         "per_seed": per_seed,
-        "summary": {mode: _aggregate(rows) for mode, rows in per_seed.items()},
+        "summary": summary,
+        "goal": goal(summary) if "oracle" in summary and "baseline" in summary else {},
         "lam_sweep": sweep,
         "configs": cfgs,
     }
     if cache:
-        where.parent.mkdir(parents=True, exist_ok=True)
-        where.write_text(json.dumps(results, indent=1, default=str))
+        _write_json(where, results)
     return results
 
 
-def table(results: dict) -> str:
-    """The results as a fixed-width text table (mean +- std over seeds)."""
-    head = f"{'mode':<10}" + "".join(f"{k:>17}" for k in METRICS)
+def _write_json(path: Path, obj) -> None:
+    """Strict JSON (no bare NaN), written atomically."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def _cell(stat: dict | None) -> str:
+    return f"{'-':>11}" if stat is None else f"{stat['mean']:>6.3f}±{stat['std']:.2f}"
+
+
+def table(results: dict, metrics: tuple[str, ...] | None = None) -> str:
+    """Fixed-width tables (mean ± std over seeds), each under 100 characters wide."""
+    groups = [metrics] if metrics else [ACCURACY[:6], ACCURACY[6:], STYLE]
+    out = []
+    for keys in groups:
+        head = f"{'method':<10}" + "".join(f"{_short(k):>12}" for k in keys)
+        lines = [head, "-" * len(head)]
+        for name, row in results["summary"].items():
+            lines.append(f"{name:<10}" + "".join(f" {_cell(row.get(k))}" for k in keys))
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+_SHORT = {"conflict_worst": "confl_worst", "val_conflict": "val_confl", "val_conflict_worst": "vconfl_worst",
+          "heldout_macro": "held_macro", "heldout_worst": "held_worst", "heldout_lcg": "held_LCG",
+          "caveat_cyrillic": "caveat_cyr", "font_mlp_probe": "mlp_probe", "font_cond_probe": "cond_probe",
+          "font_from_script": "from_script", "font_probe": "lin_probe", "font_chance": "chance"}
+
+
+def _short(k: str) -> str:
+    return _SHORT.get(k, k)
+
+
+def goal_table(results: dict) -> str:
+    """Share of the baseline-to-oracle gap each method closes, per symptom (* = seeds separated)."""
+    head = f"{'method':<10}" + "".join(f"{_short(k):>14}" for k in GOAL)
     lines = [head, "-" * len(head)]
-    for mode, row in results["summary"].items():
-        cells = "".join(f"{row[k]['mean']:>10.3f} ±{row[k]['std']:.3f}" for k in METRICS)
-        lines.append(f"{mode:<10}{cells}")
+    for name, row in results["goal"].items():
+        cells = "".join(
+            f"{'-':>14}" if row[k]["closed"] is None
+            else f"{100 * row[k]['closed']:>12.0f}%{'*' if row[k]['separated'] else ' '}"
+            for k in GOAL)
+        lines.append(f"{name:<10}{cells}")
     return "\n".join(lines)
 
 
 def figure(results: dict):
-    """Bar charts: script accuracy per split, and style decodability, per mode."""
+    """Bar charts: script accuracy on the shortcut's symptoms, and style decodability."""
     import matplotlib.pyplot as plt
 
-    modes = list(results["summary"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    names = list(results["summary"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
     for ax, keys, title in (
-        (axes[0], ("test", "conflict", "heldout", "caveat"), "script accuracy"),
-        (axes[1], ("font_head", "font_probe", "font_from_script", "font_chance"), "font-style accuracy"),
+        (axes[0], ("test", "conflict", "conflict_worst", "heldout_lcg", "caveat_cyrillic"),
+         "script accuracy"),
+        (axes[1], ("font_probe", "font_mlp_probe", "font_cond_probe", "font_from_script"),
+         "style left in the embedding"),
     ):
         width = 0.8 / len(keys)
         for i, k in enumerate(keys):
-            means = [results["summary"][m][k]["mean"] for m in modes]
-            stds = [results["summary"][m][k]["std"] for m in modes]
-            ax.bar(np.arange(len(modes)) + i * width, means, width, yerr=stds, label=k, capsize=2)
-        ax.set_xticks(np.arange(len(modes)) + 0.4 - width / 2, modes)
+            stats = [results["summary"][n].get(k) for n in names]
+            ax.bar(np.arange(len(names)) + i * width, [s["mean"] if s else 0 for s in stats], width,
+                   yerr=[s["std"] if s else 0 for s in stats], label=_short(k), capsize=2)
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30)
         ax.set_ylim(0, 1)
         ax.set_title(title)
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+        ax.legend(fontsize=8, ncol=2)
     return fig
 
 
 def write(results: dict, out: str | Path) -> Path:
-    """results.json, results.txt and results.png into ``out``."""
+    """results.json (strict JSON), results.txt and results.png into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / "results.txt").write_text(table(results) + "\n")
+    _write_json(out / "results.json", results)
+    text = table(results) + ("\n\n" + goal_table(results) if results.get("goal") else "")
+    (out / "results.txt").write_text(text + "\n")
     figure(results).savefig(out / "results.png", dpi=90)
     return out

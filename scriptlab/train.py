@@ -22,6 +22,10 @@ Modes (the font head always sees ordinary gradients unless stated):
              loss is a weighted mean of per-group losses whose weights climb
              (exponentiated gradient, step ``dro_eta``) on the worst groups.
 
+``balance=True`` adds group-balanced sampling to any mode (``balanced`` and
+``groupdro`` always use it). Under balanced sampling style is independent of
+script, so the marginal flip of ``unlearn`` no longer fights the task.
+
 The step is a plain ``jax.jit`` over a (params, opt_state) pytree (Flax's
 performance guide: no graph walking per step); ``lam`` is a traced scalar, so
 the schedule never recompiles.
@@ -53,7 +57,7 @@ from scriptlab.model import ScriptNet, functional
 
 MODES = ("baseline", "multitask", "unlearn", "ascent", "cdann", "balanced", "groupdro")
 ADVERSARIAL = ("unlearn", "cdann")  # modes whose font loss reaches the trunk through the flip
-BALANCED = ("balanced", "groupdro")  # modes that draw every (script, style) group equally
+BALANCED = ("balanced", "groupdro")  # modes that always draw every (script, style) group equally
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +85,7 @@ class TrainConfig:
     snapshots: bool = False  # keep params after every epoch (epoch 0 = init)
     max_loss: float = 50.0  # stop as diverged when the script loss exceeds this (CE starts near 2.3)
     dro_eta: float = 0.1  # groupdro: step size of the group weights' exponentiated gradient
+    balance: bool = False  # draw every (script, style) group equally (always on in BALANCED modes)
 
     def key(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -325,7 +330,7 @@ def train(
     )
     n_groups = len(ds.scripts) * len(ds.styles)
     groups = group_ids(script_labels, train_split.style, len(ds.styles))
-    probs = balanced_probabilities(groups) if cfg.mode in BALANCED else None
+    probs = balanced_probabilities(groups) if cfg.balance or cfg.mode in BALANCED else None
     dro_q = jnp.full(n_groups, 1.0 / n_groups) if cfg.mode == "groupdro" else None
     state = TrainState(params, tx.init(params), dro_q)
     step = make_step(graphdef, rest, cfg, tx, n_groups)

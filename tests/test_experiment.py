@@ -1,0 +1,83 @@
+"""The shortcut metrics against hand-made predictions, and the results' JSON and tables."""
+
+import json
+
+import numpy as np
+
+from scriptlab import experiment
+from scriptlab.experiment import Predictions
+
+
+def _preds(ds, wrong=None):
+    """One-hot script logits of the true labels; ``wrong(split, s)`` marks rows to misread."""
+    out = {}
+    rng = np.random.default_rng(0)
+    for split in experiment.EVAL_SPLITS:
+        s = ds.split(split)
+        y = s.script.copy()
+        if wrong is not None:
+            bad = wrong(split, s)
+            y[bad] = (y[bad] + 1) % len(ds.scripts)
+        emb = rng.normal(size=(len(s), 8)).astype(np.float32)
+        out[split] = Predictions(np.eye(len(ds.scripts))[y], np.eye(len(ds.styles))[s.style], emb)
+    return out
+
+
+def test_perfect_predictions_score_one_everywhere(smoke):
+    row = experiment.score(_preds(smoke), smoke, min_cell=1)
+    for k in experiment.ACCURACY:
+        assert row[k] == 1.0, k
+    assert row["font_head"] == 1.0
+    conf = np.array(row["tables"]["heldout_lcg_confusion"])
+    assert conf[:, 3].sum() == 0 and np.all(conf[:, :3] == np.diag(np.diag(conf)))
+
+
+def test_one_misread_cell_is_the_worst_group(smoke):
+    lat, serif = smoke.scripts.index("latin"), smoke.styles.index("serif")
+    row = experiment.score(
+        _preds(smoke, lambda split, s: (s.script == lat) & (s.style == serif)), smoke, min_cell=1)
+    assert row["conflict_worst"] == 0.0 and row["conflict_worst_cell"] == "latin/serif"
+    assert row["tables"]["conflict_cells"][lat][serif] == 0.0
+    c = smoke.conflict
+    expected = 1 - np.mean((c.script == lat) & (c.style == serif))
+    assert abs(row["conflict"] - expected) < 1e-12
+    # held-out: Latin crops in serif families are misread as the next script (Cyrillic)
+    h = smoke.heldout
+    sel = np.isin(h.script, [smoke.scripts.index(x) for x in ("latin", "cyrillic", "greek")])
+    bad = (h.script == lat) & (h.style == serif)
+    assert abs(row["heldout_lcg"] - (1 - bad.sum() / sel.sum())) < 1e-12
+    assert row["tables"]["heldout_lcg_confusion"][0][1] == bad.sum()
+
+
+def test_macro_average_weighs_scripts_equally(smoke):
+    lat = smoke.scripts.index("latin")
+    row = experiment.score(_preds(smoke, lambda split, s: s.script == lat), smoke, min_cell=1)
+    n_scripts = len(np.unique(smoke.heldout.script))
+    assert abs(row["heldout_macro"] - (n_scripts - 1) / n_scripts) < 1e-12
+    assert row["tables"]["caveat_by_script"]["latin"][0] == 0.0
+
+
+def test_worst_group_skips_small_cells(smoke):
+    row = experiment.score(_preds(smoke), smoke, min_cell=10_000)
+    assert row["conflict_worst"] is None and row["heldout_worst"] is None
+
+
+def test_goal_reports_the_closed_share_and_separation():
+    def stats(vals):
+        return {k: {"mean": float(np.mean(vals)), "min": min(vals), "max": max(vals)}
+                for k in experiment.GOAL}
+
+    summary = {"baseline": stats([0.1, 0.2]), "oracle": stats([0.9, 0.9]), "m": stats([0.5, 0.6])}
+    g = experiment.goal(summary)
+    for k in experiment.GOAL:
+        assert abs(g["m"][k]["closed"] - (0.55 - 0.15) / 0.75) < 1e-12
+        assert g["m"][k]["separated"]
+
+
+def test_results_are_strict_json_and_tables_fit(smoke, tmp_path):
+    rows = [experiment.score(_preds(smoke), smoke) for _ in range(2)]
+    results = {"summary": {"baseline": experiment._aggregate(rows)}, "goal": {}}
+    text = experiment.table(results)
+    assert max(len(line) for line in text.splitlines()) < 100
+    experiment._write_json(tmp_path / "r.json", {"rows": rows, **results})
+    json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: 1 / 0)
