@@ -251,27 +251,79 @@ class ScriptNet(nnx.Module):
         return {"params": int(n_params), "flops_per_image": int(flops)}
 
 
-ApplyFn = Callable[..., Outputs]
+# Imports for the functional view only, kept with it while ScriptNet is edited above;
+# they belong in the import block at the top of the file.
+import dataclasses  # noqa: E402
+
+from scriptlab.protocols import ApplyFn  # noqa: E402, F401  (re-exported for zoo)
 
 
-def functional(model: nnx.Module) -> tuple[Any, ApplyFn]:
-    """Split a model once into (params, apply_fn) for plain jax transforms.
+def _value_key(state: nnx.State) -> tuple:
+    """A hashable stand-in for a (small) non-Param state: tree structure, shapes and bytes."""
+    leaves, treedef = jax.tree.flatten(state)
+    parts = []
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):  # no value to compare: fall back to identity
+            parts.append(("tracer", id(leaf)))
+            continue
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        a = jax.device_get(leaf)
+        parts.append((a.shape, a.dtype.str, a.tobytes()))
+    return treedef, tuple(parts)
 
-    ``apply_fn(params, images, *, relu=jax.nn.relu, perturb=None, lam=None)``
-    runs the model in evaluation mode (no dropout) and returns ``Outputs``; with
-    the default ``lam=None`` no gradient flip is applied, so gradients through the
-    font head are the true ones. It is
-    a pure function of ``params`` (an nnx.State pytree of nnx.Param leaves), so
-    it composes with jax.jit, jax.grad (images or params), jax.vmap and
-    jax.jvp-of-grad (Hessian-vector products).
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Functional:
+    """ScriptNet as a pure ``ApplyFn`` (``scriptlab.protocols``) that jit caches by value.
+
+    Holds the nnx GraphDef and the non-Param state; two models of the same
+    architecture give equal, equally hashed instances, so a method jitted with
+    ``apply_fn`` static compiles once for both.
+
+    Attributes:
+      graphdef: the model's nnx.GraphDef (static structure, hashes by value).
+      rest: the non-Param state (empty for ScriptNet), a constant of the function.
     """
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    def apply_fn(params, images, *, relu=jax.nn.relu, perturb=None, lam=None) -> Outputs:
-        m = nnx.merge(graphdef, params, rest, copy=True)
+    graphdef: nnx.GraphDef
+    rest: nnx.State
+    _key: tuple = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_key", (self.graphdef, _value_key(self.rest)))
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Functional) and self._key == other._key
+
+    def __repr__(self) -> str:  # the GraphDef's own repr runs to pages
+        kind = getattr(self.graphdef.nodes[0], "type", None)
+        return f"Functional({getattr(kind, '__name__', kind)}, hash={hash(self):#x})"
+
+    def __call__(self, params, images, *, relu=jax.nn.relu, perturb=None, lam=None) -> Outputs:
+        """Evaluation-mode forward pass (no dropout); see ``scriptlab.protocols.ApplyFn``."""
+        m = nnx.merge(self.graphdef, params, self.rest, copy=True)
         return m(images, relu=relu, perturb=perturb, lam=lam)
 
-    return params, apply_fn
+
+def functional(model: nnx.Module) -> tuple[Any, Functional]:
+    """Split a model once into (params, apply_fn) for plain jax transforms.
+
+    Args:
+      model: a ScriptNet (any nnx.Module whose ``__call__`` takes ``relu``,
+        ``perturb`` and ``lam``).
+
+    Returns:
+      (params, apply_fn): params an nnx.State pytree of nnx.Param leaves, and
+      apply_fn a ``Functional``, the ``scriptlab.protocols.ApplyFn`` contract
+      (evaluation mode; ``lam=None`` applies no gradient flip). apply_fns of two
+      models with the same architecture compare equal, so they share jitted code.
+    """
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return params, Functional(graphdef, rest)
 
 
 def build(n_scripts: int, n_styles: int, *, seed: int = 0, **kwargs) -> ScriptNet:
