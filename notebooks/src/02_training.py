@@ -1,70 +1,54 @@
-"""Generate notebooks/02_training.ipynb (then execute it in place with nbconvert)."""
+# %% [markdown]
+# # 02 · Training the baseline script classifier
+#
+# The first seed's blackbox is the Keras mnist_convnet: conv, conv, pool, dropout, dense. Ours,
+# `scriptlab.model.ScriptNet`, keeps that spirit for 32x64 text crops: a strided 4x4 stem convolution (it halves the resolution
+# as conv + pool would, at half the cost), two 3x3 convolutions each followed by 2x2 max-pooling, dropout, a 128-unit dense embedding and two linear heads, one for the
+# script (the task) and one for the font style (the nuisance, used in the next notebook). The baseline
+# trains the script head only.
+#
+# The model comes from `scriptlab.zoo`: trained on first use (about a minute on two cores) and cached,
+# so this notebook runs in seconds afterwards.
 
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-md = lambda t: cells.append(nbf.v4.new_markdown_cell(t.strip()))
-code = lambda t: cells.append(nbf.v4.new_code_cell(t.strip()))
-
-md(r"""
-# 02 · Training the baseline script classifier
-
-The first seed's blackbox is the Keras mnist_convnet: conv, conv, pool, dropout, dense. Ours,
-`scriptlab.model.ScriptNet`, keeps that spirit for 32x64 text crops: a strided 4x4 stem convolution (it halves the resolution
-as conv + pool would, at half the cost), two 3x3 convolutions each followed by 2x2 max-pooling, dropout, a 128-unit dense embedding and two linear heads, one for the
-script (the task) and one for the font style (the nuisance, used in the next notebook). The baseline
-trains the script head only.
-
-The model comes from `scriptlab.zoo`: trained on first use (about a minute on two cores) and cached,
-so this notebook runs in seconds afterwards.
-""")
-
-code(r"""
+# %%
 # Configuration
 PRESET = "workshop"
 SEED = 0
-""")
 
-code(r"""
+# %%
 import numpy as np
 import matplotlib.pyplot as plt
-%config InlineBackend.figure_formats = ["jpeg"]
+# %config InlineBackend.figure_formats = ["jpeg"]
 plt.rcParams["figure.dpi"] = 72
 import ipywidgets as widgets
 from scriptlab import data, metrics, train, zoo
 
 ds = data.load(PRESET)
 base = zoo.load("baseline", PRESET, seed=SEED)
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 cost = base.model.cost()
 print(f"parameters: {cost['params']:,}   forward FLOPs per image: {cost['flops_per_image'] / 1e6:.1f} M")
 for name, act in base.apply_fn(base.params, ds.test.images[:2] / 255.0).activations.items():
     print(f"{name:<6} {tuple(act.shape[1:])}")
-""")
 
-md(r"""
-## The recipe and the learning curves
+# %% [markdown]
+# ## The recipe and the learning curves
+#
+# AdamW with a warm-up/cosine learning-rate schedule, gradient clipping, batch 64, dropout; one
+# `jax.jit`-compiled step over a `(params, opt_state)` pytree. The step is fast because the strided
+# stem halves the resolution in the very first layer, which keeps XLA's CPU convolutions small (see
+# `benchmarks/bench_train.py`). The training time printed below (82 s for 4 epochs) was measured while
+# the zoo trained this model in a worker process beside another model, one core each; alone on two
+# cores the same recipe trained in about 58 s (measured separately).
 
-AdamW with a warm-up/cosine learning-rate schedule, gradient clipping, batch 64, dropout; one
-`jax.jit`-compiled step over a `(params, opt_state)` pytree. The step is fast because the strided
-stem halves the resolution in the very first layer, which keeps XLA's CPU convolutions small (see
-`benchmarks/bench_train.py`). The training time printed below (82 s for 4 epochs) was measured while
-the zoo trained this model in a worker process beside another model, one core each; alone on two
-cores the same recipe trained in about 58 s (measured separately).
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 cfg = base.config
 print({k: getattr(cfg, k) for k in ("mode", "epochs", "batch_size", "lr", "dropout", "channels")})
-""")
 
-code(r"""
+# %%
 h = base.history
 ep = [r["epoch"] for r in h]
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
@@ -73,34 +57,30 @@ axes[1].plot(ep, [r["val_script_acc"] for r in h], "o-", label="val script accur
 axes[1].set_ylim(0, 1); axes[1].legend(); axes[0].set_xlabel("epoch"); axes[1].set_xlabel("epoch")
 plt.show()
 print(f"training time: {h[-1]['seconds']:.0f} s for {cfg.epochs} epochs")
-""")
 
-md(r"""
-## Where it is right, and where it is wrong
+# %% [markdown]
+# ## Where it is right, and where it is wrong
+#
+# The in-distribution test split shares the training bias (90 % of each script in its assigned style).
+# The conflict split never uses a script's assigned style: if the model read letters only, the two
+# accuracies would match.
 
-The in-distribution test split shares the training bias (90 % of each script in its assigned style).
-The conflict split never uses a script's assigned style: if the model read letters only, the two
-accuracies would match.
-""")
-
-code(r"""
+# %%
 pred = {}
 for split in ("test", "conflict", "heldout"):
     s = ds.split(split)
     pred[split] = np.argmax(train.predict(base.apply_fn, base.params, s.images)[0], -1)
 acc = {split: float(np.mean(pred[split] == ds.split(split).script)) for split in pred}
 print({k: round(v, 3) for k, v in acc.items()})
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 # The baseline leans on font style: accuracy drops when style and script disagree.
 print("in-distribution beats bias-conflicting by more than 10 points:", acc["test"] - acc["conflict"] > 0.10)
 print("well above chance (0.1) everywhere:", min(acc.values()) > 0.4)
 assert acc["test"] - acc["conflict"] > 0.10 and min(acc.values()) > 0.4
-""")
 
-code(r"""
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
 for ax, split in zip(axes, ("test", "conflict")):
     c = metrics.confusion(ds.split(split).script, pred[split], len(ds.scripts))
@@ -113,18 +93,16 @@ for ax, split in zip(axes, ("test", "conflict")):
             if c[i, j] and i != j and c[i, j] / c[i].sum() > 0.05:
                 ax.text(j, i, f"{c[i, j] / c[i].sum():.2f}", ha="center", va="center", fontsize=6)
 plt.tight_layout(); plt.show()
-""")
 
-md(r"""
-Latin, Cyrillic and Greek share many letter shapes, and Chinese and Japanese share Han characters;
-those are the pairs where a style shortcut pays, and where the conflict split shows confusions.
+# %% [markdown]
+# Latin, Cyrillic and Greek share many letter shapes, and Chinese and Japanese share Han characters;
+# those are the pairs where a style shortcut pays, and where the conflict split shows confusions.
+#
+# ## Accuracy per script and per font
+#
+# Pooled over test, conflict and held-out crops. Caveat is the seed's font "the model gets wrong".
 
-## Accuracy per script and per font
-
-Pooled over test, conflict and held-out crops. Caveat is the seed's font "the model gets wrong".
-""")
-
-code(r"""
+# %%
 pool = [ds.split(s) for s in ("test", "conflict", "heldout")]
 true = np.concatenate([s.script for s in pool])
 p = np.concatenate([pred[s] for s in ("test", "conflict", "heldout")])
@@ -140,15 +118,14 @@ axes[1].barh(order, [per_font[f][0] for f in order], color=colors); axes[1].set_
 axes[1].set_title("accuracy per font family (Caveat in red)"); axes[1].tick_params(labelsize=7)
 plt.tight_layout(); plt.show()
 print(f"Caveat: {per_font['Caveat'][0]:.3f} over {per_font['Caveat'][1]} crops")
-""")
 
-md(r"""
-## Explore the mistakes
 
-Pick a split and a true script; the crops it gets wrong are shown with their prediction and font.
-""")
+# %% [markdown]
+# ## Explore the mistakes
+#
+# Pick a split and a true script; the crops it gets wrong are shown with their prediction and font.
 
-code(r"""
+# %%
 def mistakes(split="conflict", script="cyrillic"):
     s = ds.split(split)
     wrong = np.flatnonzero((s.script == ds.scripts.index(script)) & (pred[split] != s.script))[:10]
@@ -161,21 +138,14 @@ def mistakes(split="conflict", script="cyrillic"):
     plt.show()
 
 widgets.interact(mistakes, split=["test", "conflict", "heldout"], script=list(ds.scripts));
-""")
 
-md(r"""
-## Training your own
+# %% [markdown]
+# ## Training your own
+#
+# `scriptlab.train.train` takes a `TrainConfig` and shows a tqdm bar; on the tiny smoke preset it
+# finishes in seconds (the result is not meant to be good):
 
-`scriptlab.train.train` takes a `TrainConfig` and shows a tqdm bar; on the tiny smoke preset it
-finishes in seconds (the result is not meant to be good):
-""")
-
-code(r"""
+# %%
 cfg_small = train.make_train_config(mode="baseline", preset="smoke", epochs=1, batch_size=32)
 small = train.train(cfg_small)
 print(small.history[-1])
-""")
-
-nb = nbf.v4.new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-nbf.write(nb, Path(__file__).resolve().parents[1] / "02_training.ipynb")

@@ -1,46 +1,24 @@
-"""Generate notebooks/04_class_model_visualisation.ipynb (then execute it in place with nbconvert).
+# %% [markdown]
+# # 04 · Class model visualisation: what image does the network want to see?
+#
+# > *Let $S_c(I)$ be the score of class $c$ ... This method tries to find $I$ that maximises $S_c$ ...
+# > the weights are frozen, but the image is updated in each step ... Images that are gibberish mean
+# > that the network hasn't learned to discriminate that class well.*
+# > (the seed essay, "Generating an image that maximises a class score")
+#
+# Simonyan et al. (2013) climb $S_c(I) - \lambda \lVert I \rVert_2^2$ from the zero (mean) image by
+# gradient ascent on the **unnormalised** score (the logit, not the softmax: the softmax can rise by
+# pushing other classes down). `scriptlab.interpret.classviz.class_model` does this for every class
+# of a head at once (one jitted call: `vmap` over classes, `lax.scan` over steps), with the
+# regularisers that make the pictures readable on a small network: jitter, blur, clipping, total
+# variation and a decorrelated Fourier parametrisation.
+#
+# We compare two zoo models: **baseline** (trained on scripts only) and **unlearn** (trained on
+# scripts with a font-style head behind a gradient flip). The seed's prediction: classes a network
+# has not learned to discriminate come out as gibberish. So for unlearn the *script* images should
+# still show stroke-like structure, while its *font-style* images should say little.
 
-    python notebooks/src/04_class_model_visualisation.py
-    jupyter nbconvert --to notebook --execute --inplace notebooks/04_class_model_visualisation.ipynb
-"""
-
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-
-
-def md(text: str) -> None:
-    cells.append(nbf.v4.new_markdown_cell(text.strip()))
-
-
-def code(text: str) -> None:
-    cells.append(nbf.v4.new_code_cell(text.strip()))
-
-
-md(r"""
-# 04 · Class model visualisation: what image does the network want to see?
-
-> *Let $S_c(I)$ be the score of class $c$ ... This method tries to find $I$ that maximises $S_c$ ...
-> the weights are frozen, but the image is updated in each step ... Images that are gibberish mean
-> that the network hasn't learned to discriminate that class well.*
-> (the seed essay, "Generating an image that maximises a class score")
-
-Simonyan et al. (2013) climb $S_c(I) - \lambda \lVert I \rVert_2^2$ from the zero (mean) image by
-gradient ascent on the **unnormalised** score (the logit, not the softmax: the softmax can rise by
-pushing other classes down). `scriptlab.interpret.classviz.class_model` does this for every class
-of a head at once (one jitted call: `vmap` over classes, `lax.scan` over steps), with the
-regularisers that make the pictures readable on a small network: jitter, blur, clipping, total
-variation and a decorrelated Fourier parametrisation.
-
-We compare two zoo models: **baseline** (trained on scripts only) and **unlearn** (trained on
-scripts with a font-style head behind a gradient flip). The seed's prediction: classes a network
-has not learned to discriminate come out as gibberish. So for unlearn the *script* images should
-still show stroke-like structure, while its *font-style* images should say little.
-""")
-
-code(r"""
+# %%
 # Configuration
 MODELS = ("baseline", "unlearn")
 STEPS = 128            # ascent steps (lax.scan)
@@ -49,9 +27,8 @@ L2 = 1e-3              # Simonyan's lambda on ||I - 0.5||^2
 JITTER = 2             # random roll in pixels before each forward pass
 TV = 2e-3              # total-variation weight
 SEED = 0
-""")
 
-code(r"""
+# %%
 import time
 
 import ipywidgets as widgets
@@ -75,15 +52,13 @@ for m in models.values():
 READABLE = dict(steps=STEPS, lr=LR, l2=L2, jitter=JITTER, tv=TV, seed=SEED)
 # The font head sits behind the gradient flip during training (backward -lam * g); the
 # functional apply_fn applies no flip by default, so its gradients are the true ones.
-""")
 
-md(r"""
-## One image per script class, baseline vs unlearn
+# %% [markdown]
+# ## One image per script class, baseline vs unlearn
+#
+# Each column is one model; each row the image that maximises one script logit.
 
-Each column is one model; each row the image that maximises one script logit.
-""")
-
-code(r"""
+# %%
 script_viz = {name: classviz.class_model(apply_fn, m.params, objective=("head", "script"), **READABLE)
               for name, m in models.items()}
 fig, axes = plt.subplots(len(ds.scripts), len(MODELS), figsize=(2.6 * len(MODELS), 0.75 * len(ds.scripts)))
@@ -97,9 +72,9 @@ for j, name in enumerate(MODELS):
 fig.suptitle("argmax_I  S_script(I) - L2 ||I||^2 - TV(I)", fontsize=9)
 plt.tight_layout()
 plt.show()
-""")
 
-code(r"""
+
+# %%
 def own_class_table(viz, head):
     rows = {}
     for name, m in models.items():
@@ -118,19 +93,17 @@ script_rows = own_class_table(script_viz, "script")
 # Each optimised image must be read as its own class by the model that drew it.
 assert all(hit == 1.0 for _, hit, _, _ in script_rows.values())
 assert all(s1 > s0 for _, _, s0, s1 in script_rows.values())
-""")
 
-md(r"""
-## Font-style classes: learned vs unlearned
+# %% [markdown]
+# ## Font-style classes: learned vs unlearned
+#
+# The same procedure on the **font** head (the flip only acts during training; `apply_fn` passes
+# true gradients through the font head by default). The baseline never trained its font head (it is a
+# readout of a trunk that was free to keep style), the unlearn model trained it adversarially: the
+# trunk was pushed to hide style. Compare the pictures, and how far each ascent had to push the
+# logit.
 
-The same procedure on the **font** head (the flip only acts during training; `apply_fn` passes
-true gradients through the font head by default). The baseline never trained its font head (it is a
-readout of a trunk that was free to keep style), the unlearn model trained it adversarially: the
-trunk was pushed to hide style. Compare the pictures, and how far each ascent had to push the
-logit.
-""")
-
-code(r"""
+# %%
 font_viz = {name: classviz.class_model(apply_fn, m.params, objective=("head", "font"), **READABLE)
             for name, m in models.items()}
 fig, axes = plt.subplots(len(ds.styles), len(MODELS), figsize=(2.6 * len(MODELS), 0.75 * len(ds.styles)))
@@ -145,16 +118,14 @@ fig.suptitle("argmax_I  S_font(I): font-style classes", fontsize=9)
 plt.tight_layout()
 plt.show()
 font_rows = own_class_table(font_viz, "font")
-""")
 
-md(r"""
-## Ascent curves
+# %% [markdown]
+# ## Ascent curves
+#
+# `scores[t, c]` is the (jittered) logit before step t. The ascent climbs for every class; how high
+# and how fast tells how easily each model can be talked into a class.
 
-`scores[t, c]` is the (jittered) logit before step t. The ascent climbs for every class; how high
-and how fast tells how easily each model can be talked into a class.
-""")
-
-code(r"""
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.6), sharey=True)
 for ax, (title, viz) in zip(axes, (("script head", script_viz), ("font head", font_viz))):
     for name, ls in zip(MODELS, ("-", "--")):
@@ -163,17 +134,15 @@ for ax, (title, viz) in zip(axes, (("script head", script_viz), ("font head", fo
 axes[0].set_ylabel("mean target logit")
 plt.tight_layout()
 plt.show()
-""")
 
-md(r"""
-## What the regularisers do
+# %% [markdown]
+# ## What the regularisers do
+#
+# One class, one model, five recipes: Simonyan's plain L2 ascent; + jitter and TV; + periodic blur;
+# the decorrelated Fourier parametrisation; and grayscale. Without regularisers the ascent finds
+# high-frequency patterns the network scores highly but no person would call a script.
 
-One class, one model, five recipes: Simonyan's plain L2 ascent; + jitter and TV; + periodic blur;
-the decorrelated Fourier parametrisation; and grayscale. Without regularisers the ascent finds
-high-frequency patterns the network scores highly but no person would call a script.
-""")
-
-code(r"""
+# %%
 CLASS = 0
 RECIPES = {
     "plain L2 (Simonyan)": dict(steps=STEPS, lr=LR, l2=L2),
@@ -191,33 +160,30 @@ for ax, (label, r) in zip(axes, recipe_viz.items()):
     ax.axis("off")
 fig.suptitle(f"{MODELS[0]}: class '{ds.scripts[CLASS]}'", fontsize=9, y=1.15)
 plt.show()
-""")
 
-md(r"""
-## A single channel of a layer
+# %% [markdown]
+# ## A single channel of a layer
+#
+# The same machinery maximises the mean activation of one channel: `objective=("layer", "conv2", c)`
+# (the activations notebook uses this again). Here eight conv2 channels of the baseline in one call.
 
-The same machinery maximises the mean activation of one channel: `objective=("layer", "conv2", c)`
-(the activations notebook uses this again). Here eight conv2 channels of the baseline in one call.
-""")
-
-code(r"""
+# %%
 channels = classviz.class_model(apply_fn, base.params, objective=("layer", "conv2"), targets=list(range(8)),
                                 **READABLE)
 fig, axes = plt.subplots(1, 8, figsize=(14, 0.9))
 for c, ax in enumerate(axes):
     ax.imshow(np.asarray(channels.images[c])), ax.axis("off"), ax.set_title(f"conv2:{c}", fontsize=8)
 plt.show()
-""")
 
-md(r"""
-## Try it
 
-Pick a model, a head and class, the L2 weight, the number of steps and a recipe. (Steps and
-recipe change the compiled program, so the first run of a new setting takes a few seconds;
-the L2 weight is traced and does not recompile.)
-""")
+# %% [markdown]
+# ## Try it
+#
+# Pick a model, a head and class, the L2 weight, the number of steps and a recipe. (Steps and
+# recipe change the compiled program, so the first run of a new setting takes a few seconds;
+# the L2 weight is traced and does not recompile.)
 
-code(r"""
+# %%
 def show_class(model=MODELS[0], head="script", cls=0, l2=L2, steps=STEPS, recipe="+ jitter + TV"):
     names = ds.scripts if head == "script" else ds.styles
     cls = min(cls, len(names) - 1)
@@ -238,34 +204,20 @@ widgets.interact(
     steps=widgets.IntSlider(STEPS, 16, 512, 16),
     recipe=list(RECIPES),
 );
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 print("images per head:", tuple(script_viz[MODELS[0]].images.shape), tuple(font_viz[MODELS[0]].images.shape))
 print("scores per head:", tuple(script_viz[MODELS[0]].scores.shape), tuple(font_viz[MODELS[0]].scores.shape))
-""")
 
-code(r"""
+# %%
 print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")
-""")
 
-md(r"""
-**Reading the pictures.** The baseline's script images repeat short stroke fragments across the
-crop: the network needs no word shapes, only the local curvature and stroke patterns a 3-conv net
-can see in its receptive fields, tiled wherever they raise the score. If the unlearn model's script
-images keep such structure, unlearning style did not cost it the script features. For the font head,
-look at the logit each ascent reaches and how easily the images are read as their target: the
-pictures are the seed's test of whether a class was learned, and the table beside them keeps that
-test honest.
-""")
-
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"] = {
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-}
-out = Path(__file__).resolve().parents[1] / "04_class_model_visualisation.ipynb"
-nbf.write(nb, out)
-print(f"wrote {out}")
+# %% [markdown]
+# **Reading the pictures.** The baseline's script images repeat short stroke fragments across the
+# crop: the network needs no word shapes, only the local curvature and stroke patterns a 3-conv net
+# can see in its receptive fields, tiled wherever they raise the score. If the unlearn model's script
+# images keep such structure, unlearning style did not cost it the script features. For the font head,
+# look at the logit each ascent reaches and how easily the images are read as their target: the
+# pictures are the seed's test of whether a class was learned, and the table beside them keeps that
+# test honest.

@@ -1,51 +1,29 @@
-"""Generate notebooks/05_saliency.ipynb (then execute it in place with nbconvert).
+# %% [markdown]
+# # 05 · Saliency: which pixels does the script decision rest on?
+#
+# > *The gradient of the true class score with respect to the image results in a saliency map where
+# > pixels of higher intensity contribute the most to increasing the true class score ... one step of
+# > back-propagation is sufficient.* (the seed essay, "Image-specific class saliency visualization")
+#
+# `scriptlab.interpret.saliency` has seven methods with one calling convention,
+# `method(apply_fn, params, images, targets, *, options) -> float32[N, H, W]`, each one jitted and
+# batched over images (and over noise samples / path steps):
+#
+# | method | what it is |
+# |---|---|
+# | gradient | Simonyan 2013: max over channels of abs(dS_c/dI) |
+# | gradient_x_input | gradient times the image, summed over channels |
+# | smoothgrad | the gradient averaged over noisy copies (Smilkov 2017) |
+# | integrated_gradients | path integral of the gradient from a black image (Sundararajan 2017) |
+# | guided_backprop | ReLUs pass only positive gradients at positive inputs (Springenberg 2014) |
+# | deconvnet | ReLUs pass the positive part of the signal (Zeiler & Fergus 2014) |
+# | grad_cam | ReLU of channel-weighted conv3 activations (Selvaraju 2017) |
+#
+# Our crops are rendered, so we know where the ink is. That lets us *score* the maps (how much of
+# each map falls on ink, and is its peak on ink?) and then ask Adebayo et al.'s harder question:
+# do the maps depend on what the network learned at all?
 
-    python notebooks/src/05_saliency.py
-    jupyter nbconvert --to notebook --execute --inplace notebooks/05_saliency.ipynb
-"""
-
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-
-
-def md(text: str) -> None:
-    cells.append(nbf.v4.new_markdown_cell(text.strip()))
-
-
-def code(text: str) -> None:
-    cells.append(nbf.v4.new_code_cell(text.strip()))
-
-
-md(r"""
-# 05 · Saliency: which pixels does the script decision rest on?
-
-> *The gradient of the true class score with respect to the image results in a saliency map where
-> pixels of higher intensity contribute the most to increasing the true class score ... one step of
-> back-propagation is sufficient.* (the seed essay, "Image-specific class saliency visualization")
-
-`scriptlab.interpret.saliency` has seven methods with one calling convention,
-`method(apply_fn, params, images, targets, *, options) -> float32[N, H, W]`, each one jitted and
-batched over images (and over noise samples / path steps):
-
-| method | what it is |
-|---|---|
-| gradient | Simonyan 2013: max over channels of abs(dS_c/dI) |
-| gradient_x_input | gradient times the image, summed over channels |
-| smoothgrad | the gradient averaged over noisy copies (Smilkov 2017) |
-| integrated_gradients | path integral of the gradient from a black image (Sundararajan 2017) |
-| guided_backprop | ReLUs pass only positive gradients at positive inputs (Springenberg 2014) |
-| deconvnet | ReLUs pass the positive part of the signal (Zeiler & Fergus 2014) |
-| grad_cam | ReLU of channel-weighted conv3 activations (Selvaraju 2017) |
-
-Our crops are rendered, so we know where the ink is. That lets us *score* the maps (how much of
-each map falls on ink, and is its peak on ink?) and then ask Adebayo et al.'s harder question:
-do the maps depend on what the network learned at all?
-""")
-
-code(r"""
+# %%
 # Configuration
 MODELS = ("baseline", "unlearn")
 N_SHOW = 4             # crops in the side-by-side figure
@@ -54,9 +32,8 @@ N_SANITY = 16          # crops in the sanity checks
 TOLERANCE = 1          # pointing game: argmax within this many pixels of ink
 OPTIONS = {"smoothgrad": {"n_samples": 16, "noise": 0.15}, "integrated_gradients": {"steps": 16}}
 SEED = 0
-""")
 
-code(r"""
+# %%
 import time
 
 import ipywidgets as widgets
@@ -86,22 +63,20 @@ maps = {name: {meth: np.asarray(S.saliency(apply_fn, models[name].params, images
                                            **OPTIONS.get(meth, {})))
                for meth in S.METHODS}
         for name in MODELS}
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 print(f"{len(idx)} test crops {images.shape}, maps {maps[MODELS[0]]['gradient'].shape}, "
       f"methods {len(S.METHODS)}, ink fraction {masks.mean():.3f}")
-""")
 
-md(r"""
-## Methods side by side
 
-Rows: crops (with their ink mask); columns: methods. Each map is shown as abs(map), scaled to its
-own maximum. Top block baseline, bottom block unlearn, same crops.
-""")
+# %% [markdown]
+# ## Methods side by side
+#
+# Rows: crops (with their ink mask); columns: methods. Each map is shown as abs(map), scaled to its
+# own maximum. Top block baseline, bottom block unlearn, same crops.
 
-code(r"""
+# %%
 def show_block(name, rows):
     fig, axes = plt.subplots(len(rows), len(S.METHODS) + 2, figsize=(1.9 * (len(S.METHODS) + 2), 0.95 * len(rows)))
     for r, i in enumerate(rows):
@@ -121,17 +96,15 @@ def show_block(name, rows):
 
 for name in MODELS:
     show_block(name, list(range(N_SHOW)))
-""")
 
-md(r"""
-## Localisation: how much of each map falls on ink?
+# %% [markdown]
+# ## Localisation: how much of each map falls on ink?
+#
+# *ink mass* is the share of abs(map) on ink pixels; its chance level is the ink fraction (a map that
+# ignores the image). *pointing* is the share of crops whose map peaks on ink (within
+# `TOLERANCE` pixels); its chance level is the share of pixels that count as a hit.
 
-*ink mass* is the share of abs(map) on ink pixels; its chance level is the ink fraction (a map that
-ignores the image). *pointing* is the share of crops whose map peaks on ink (within
-`TOLERANCE` pixels); its chance level is the share of pixels that count as a hit.
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 rows = []
 for name in MODELS:
@@ -146,9 +119,8 @@ for r in rows:
           f" {r['pointing']:8.2f} {r['pointing_chance']:6.2f}")
 # Every method of the trained baseline puts more of its mass on ink than chance.
 assert all(r["lift"] > 1.0 for r in rows if r["model"] == MODELS[0])
-""")
 
-code(r"""
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 2.8))
 x = np.arange(len(S.METHODS))
 for k, name in enumerate(MODELS):
@@ -161,29 +133,26 @@ for ax, t in zip(axes, ("ink mass", f"pointing game (tolerance {TOLERANCE})")):
     ax.set_xticks(x + 0.2, [m.replace("_", "\n") for m in S.METHODS], fontsize=7), ax.set_title(t), ax.legend(fontsize=7)
 plt.tight_layout()
 plt.show()
-""")
 
-md(r"""
-## Sanity checks (Adebayo et al. 2018)
+# %% [markdown]
+# ## Sanity checks (Adebayo et al. 2018)
+#
+# Good localisation is not enough: an edge detector also puts its mass on ink. **Cascading
+# randomisation** re-initialises the baseline's layers from the top down (heads, dense, conv3, conv2,
+# conv1, cumulatively) and compares each stage's maps with the trained model's (Spearman rank
+# correlation of abs(maps), and SSIM). **Data randomisation** compares with the `shuffled` zoo model,
+# trained on permuted script labels. A method that explains the *model* must change; one whose maps
+# survive the randomisation is showing the image.
 
-Good localisation is not enough: an edge detector also puts its mass on ink. **Cascading
-randomisation** re-initialises the baseline's layers from the top down (heads, dense, conv3, conv2,
-conv1, cumulatively) and compares each stage's maps with the trained model's (Spearman rank
-correlation of abs(maps), and SSIM). **Data randomisation** compares with the `shuffled` zoo model,
-trained on permuted script labels. A method that explains the *model* must change; one whose maps
-survive the randomisation is showing the image.
-""")
-
-code(r"""
+# %%
 sub = slice(0, N_SANITY)
 base = models[MODELS[0]]
 fresh, _ = functional(build(len(ds.scripts), len(ds.styles), seed=SEED + 1))
 cascade = sanity.cascading_check(apply_fn, base.params, fresh, images[sub], targets[sub], options=OPTIONS)
 shuffled = sanity.data_randomisation_check(apply_fn, base.params, models["shuffled"].params, images[sub], targets[sub],
                                            options=OPTIONS)
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 stages = cascade["stages"]
 print("Spearman rank correlation of abs(maps) with the trained model's maps (1 = unchanged)")
@@ -207,9 +176,8 @@ for v in verdicts:
 gbp = next(v for v in verdicts if v["method"] == "guided_backprop")
 grad = next(v for v in verdicts if v["method"] == "gradient")
 assert gbp["cascade"] > grad["cascade"]
-""")
 
-code(r"""
+# %%
 fig, ax = plt.subplots(figsize=(7, 3))
 for meth in S.METHODS:
     ax.plot(range(len(stages) + 1), [1.0] + table[meth][:-1], "o-", label=meth, lw=2.5 if meth == "guided_backprop" else 1)
@@ -233,16 +201,15 @@ for c, t in enumerate(("trained", *[f"+{s}" for s in stages], "shuffled")):
     axes[0, c].set_title(t, fontsize=8)
 plt.tight_layout()
 plt.show()
-""")
 
-md(r"""
-## Try it
 
-Pick a crop, a method and the class to explain (the true script, or any other: a good method
-should change with the class; guided backprop barely does).
-""")
+# %% [markdown]
+# ## Try it
+#
+# Pick a crop, a method and the class to explain (the true script, or any other: a good method
+# should change with the class; guided backprop barely does).
 
-code(r"""
+# %%
 def show_one(crop=0, method="gradient", target=-1):
     t = int(targets[crop]) if target < 0 else target
     fig, axes = plt.subplots(1, 1 + len(MODELS), figsize=(3.2 * (1 + len(MODELS)), 1.6))
@@ -258,31 +225,18 @@ def show_one(crop=0, method="gradient", target=-1):
 
 widgets.interact(show_one, crop=widgets.IntSlider(0, 0, N_SCORE - 1), method=list(S.METHODS),
                  target=widgets.IntSlider(-1, -1, len(ds.scripts) - 1, description="class (-1 true)"));
-""")
 
-code(r"""
+# %%
 print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")
-""")
 
-md(r"""
-**What to take away.** Every method puts more of its mass on ink than chance, and most point at
-ink far more often than chance: by the localisation score alone they all look useful, and guided
-backprop looks among the best. The sanity checks disagree: guided backprop's maps barely change
-when the classifier on top is replaced by random weights, so its crisp ink outlines come from the
-image and the lower layers, not from what decides the script. Gradient x input, SmoothGrad,
-Integrated Gradients, deconvnet and Grad-CAM change as they should and pass both checks (Integrated
-Gradients only just: 0.48 against the 0.5 threshold). The plain gradient fails, narrowly: with heads
-and dense re-initialised its maps still rank-correlate 0.55 with the trained model's, although they
-do change for the shuffled-label model (0.27). Score a method against ground truth *and* against
-randomisation before trusting a picture.
-""")
-
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"] = {
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-}
-out = Path(__file__).resolve().parents[1] / "05_saliency.ipynb"
-nbf.write(nb, out)
-print(f"wrote {out}")
+# %% [markdown]
+# **What to take away.** Every method puts more of its mass on ink than chance, and most point at
+# ink far more often than chance: by the localisation score alone they all look useful, and guided
+# backprop looks among the best. The sanity checks disagree: guided backprop's maps barely change
+# when the classifier on top is replaced by random weights, so its crisp ink outlines come from the
+# image and the lower layers, not from what decides the script. Gradient x input, SmoothGrad,
+# Integrated Gradients, deconvnet and Grad-CAM change as they should and pass both checks (Integrated
+# Gradients only just: 0.48 against the 0.5 threshold). The plain gradient fails, narrowly: with heads
+# and dense re-initialised its maps still rank-correlate 0.55 with the trained model's, although they
+# do change for the shuffled-label model (0.27). Score a method against ground truth *and* against
+# randomisation before trusting a picture.

@@ -1,44 +1,28 @@
-"""Generate notebooks/06_activation_maps.ipynb (then execute it in place with nbconvert).
+# %% [markdown]
+# # 06 · Activation maps: from dense blobs to sparse codes, and dead filters
+#
+# > *Activation maps: the result of a convolution of a layer with a kernel. For networks with ReLU
+# > activations, the activations start out as dense blobs that gradually become sparse with more
+# > training. This technique can be used to watch out for dead-filters (filters that result in a
+# > blank activation map for all inputs) and are manifestations of high learning rates.*
+# > (the seed essay)
+#
+# Two claims, both measured here with `scriptlab.interpret.activations`:
+#
+# 1. **Sparsity grows with training.** `sparsity_curve` runs every epoch snapshot of the baseline
+#    (`zoo.load_epochs`) over the same test crops in one jitted `lax.map` over epochs, and reports the
+#    share of zero activations and the Hoyer sparseness of each feature map.
+# 2. **Dead filters come from too-high learning rates.** `dead_filters` takes the maximum of every
+#    channel over the *whole* test split (chunked, one jitted pass) and flags the channels that never
+#    fire. We compare the baseline (lr 4e-3 with warm-up) with `high_lr` (lr 1e-2, no warm-up).
 
-    python notebooks/src/06_activation_maps.py
-    jupyter nbconvert --to notebook --execute --inplace notebooks/06_activation_maps.ipynb
-"""
-
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-md = lambda t: cells.append(nbf.v4.new_markdown_cell(t.strip()))
-code = lambda t: cells.append(nbf.v4.new_code_cell(t.strip()))
-
-md(r"""
-# 06 · Activation maps: from dense blobs to sparse codes, and dead filters
-
-> *Activation maps: the result of a convolution of a layer with a kernel. For networks with ReLU
-> activations, the activations start out as dense blobs that gradually become sparse with more
-> training. This technique can be used to watch out for dead-filters (filters that result in a
-> blank activation map for all inputs) and are manifestations of high learning rates.*
-> (the seed essay)
-
-Two claims, both measured here with `scriptlab.interpret.activations`:
-
-1. **Sparsity grows with training.** `sparsity_curve` runs every epoch snapshot of the baseline
-   (`zoo.load_epochs`) over the same test crops in one jitted `lax.map` over epochs, and reports the
-   share of zero activations and the Hoyer sparseness of each feature map.
-2. **Dead filters come from too-high learning rates.** `dead_filters` takes the maximum of every
-   channel over the *whole* test split (chunked, one jitted pass) and flags the channels that never
-   fire. We compare the baseline (lr 4e-3 with warm-up) with `high_lr` (lr 1e-2, no warm-up).
-""")
-
-code(r"""
+# %%
 # Configuration
 PRESET = "workshop"
 N_SPARSITY = 256        # test crops for the sparsity curves
 IMAGE = 3               # test crop shown in the maps
-""")
 
-code(r"""
+# %%
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
@@ -59,23 +43,22 @@ def snapshots(m):
     # epoch-0 snapshot currently equals the final weights (reported upstream).
     init, _ = functional(train.build_model(m.config, ds))
     return [(0, init)] + [s for s in zoo.load_epochs(m.name, PRESET, progress=False) if s[0] > 0]
-""")
 
-md(r"""
-## Every layer's feature maps in one pass
 
-`activation_maps` returns every named activation for a batch in one jitted call. Each tile is one
-channel, scaled to its own maximum (black: zero, i.e. the ReLU is off).
-""")
+# %% [markdown]
+# ## Every layer's feature maps in one pass
+#
+# `activation_maps` returns every named activation for a batch in one jitted call. Each tile is one
+# channel, scaled to its own maximum (black: zero, i.e. the ReLU is off).
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 maps = activation_maps(base.apply_fn, base.params, test[:16])
 for name, a in maps.items():
     print(f"{name:6s} {tuple(a.shape)}")
-""")
 
-code(r"""
+
+# %%
 def show_layer(ax, a, title, columns=16):
     ax.imshow(feature_grid(np.asarray(a), columns=columns), cmap="magma", vmin=0, vmax=1)
     ax.set_title(title, fontsize=9); ax.axis("off")
@@ -85,11 +68,12 @@ axes[0].imshow(ds.test.images[IMAGE]); axes[0].set_title(f"{ds.scripts[ds.test.s
 for ax, name, cols in zip(axes[1:], CONVS, (4, 8, 8)):
     show_layer(ax, maps[name][IMAGE], f"{name} {tuple(maps[name].shape[1:])}", columns=cols)
 plt.tight_layout(); plt.show()
-""")
 
-md("Explore any crop and layer (the static figure above is the same view for one crop):")
 
-code(r"""
+# %% [markdown]
+# Explore any crop and layer (the static figure above is the same view for one crop):
+
+# %%
 @widgets.interact(layer=widgets.Dropdown(options=["conv1", "conv2", "pool2", "conv3", "pool3"], value="conv2"),
                   image=widgets.IntSlider(value=IMAGE, min=0, max=15))
 def explore(layer="conv2", image=IMAGE):
@@ -97,26 +81,24 @@ def explore(layer="conv2", image=IMAGE):
     a0.imshow(ds.test.images[image]); a0.axis("off")
     show_layer(a1, maps[layer][image], layer, columns=8)
     plt.show()
-""")
 
-md(r"""
-## Claim 1: do activations go from dense blobs to sparse?
 
-One jitted call maps the 5 snapshots (epoch 0 = initialisation) over the same crops.
-`zero_fraction` is the share of activations the ReLU switches off; `hoyer` is Hoyer's sparseness of
-each feature map over its positions (0: a flat blob, 1: a single spike), averaged over channels.
-""")
+# %% [markdown]
+# ## Claim 1: do activations go from dense blobs to sparse?
+#
+# One jitted call maps the 5 snapshots (epoch 0 = initialisation) over the same crops.
+# `zero_fraction` is the share of activations the ReLU switches off; `hoyer` is Hoyer's sparseness of
+# each feature map over its positions (0: a flat blob, 1: a single spike), averaged over channels.
 
-code(r"""
+# %%
 snaps = snapshots(base)
 epochs, curve = sparsity_curve(base.apply_fn, snaps, test[:N_SPARSITY], layers=CONVS + ("dense",))
 rows = []
 print("epoch " + " ".join(f"{k + ' zero':>11s} {k + ' hoyer':>11s}" for k in curve))
 for t, e in enumerate(epochs):
     print(f"{e:5d} " + " ".join(f"{float(v['zero_fraction'][t]):11.3f} {float(v['hoyer'][t]):11.3f}" for v in curve.values()))
-""")
 
-code(r"""
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 for k, v in curve.items():
     axes[0].plot(epochs, v["zero_fraction"], "o-", label=k)
@@ -124,18 +106,16 @@ for k, v in curve.items():
 axes[0].set(xlabel="epoch", ylabel="share of zero activations", title="ReLU sparsity")
 axes[1].set(xlabel="epoch", ylabel="Hoyer sparseness per map", title="blob (0) vs spike (1)")
 axes[0].legend(fontsize=8); plt.tight_layout(); plt.show()
-""")
 
-code(r"""
+# %%
 first = activation_maps(base.apply_fn, snaps[0][1], test[IMAGE:IMAGE + 1], layers=CONVS)
 fig, axes = plt.subplots(2, 3, figsize=(14, 4.2), gridspec_kw=dict(width_ratios=[1, 2, 2]))
 for j, (name, cols) in enumerate(zip(CONVS, (4, 8, 8))):
     show_layer(axes[0, j], first[name][0], f"epoch 0 (init): {name}", cols)
     show_layer(axes[1, j], maps[name][IMAGE], f"epoch {epochs[-1]} (trained): {name}", cols)
 plt.tight_layout(); plt.show()
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 z = {k: np.asarray(v["zero_fraction"]) for k, v in curve.items()}
 h = {k: np.asarray(v["hoyer"]) for k, v in curve.items()}
@@ -143,32 +123,28 @@ verdict = {k: ("sparser" if z[k][-1] > z[k][0] + 0.02 else "denser" if z[k][-1] 
            for k in z}
 print("zero fraction, init -> trained:", verdict)
 assert all(z[k][-1] > z[k][0] + 0.05 for k in CONVS), "trained conv activations should be sparser than at init"
-""")
 
-md(r"""
-**What we find.** At initialisation about half of every layer's activations are zero (random
-weights, symmetric pre-activations) and the Hoyer sparseness of a map is about 0.5: dense blobs.
-After training the baseline's conv2 and conv3 switch off 88 to 94 % of their activations and each
-map is far peakier (Hoyer about 0.79 to 0.81); conv1 changes least (0.50 to 0.68 zeros). So the
-seed's direction is right, but "gradually" is not: nearly all of the change happens in the first
-epoch; after it the curves are flat, even drifting slightly back (the conv3 and dense zero fractions
-peak at epoch 2, conv1 and conv2 at epoch 3). Sparsity here is a fast consequence of learning
-selective features, not a slow trend.
-""")
+# %% [markdown]
+# **What we find.** At initialisation about half of every layer's activations are zero (random
+# weights, symmetric pre-activations) and the Hoyer sparseness of a map is about 0.5: dense blobs.
+# After training the baseline's conv2 and conv3 switch off 88 to 94 % of their activations and each
+# map is far peakier (Hoyer about 0.79 to 0.81); conv1 changes least (0.50 to 0.68 zeros). So the
+# seed's direction is right, but "gradually" is not: nearly all of the change happens in the first
+# epoch; after it the curves are flat, even drifting slightly back (the conv3 and dense zero fractions
+# peak at epoch 2, conv1 and conv2 at epoch 3). Sparsity here is a fast consequence of learning
+# selective features, not a slow trend.
 
-md(r"""
-## Claim 2: dead filters and the learning rate
+# %% [markdown]
+# ## Claim 2: dead filters and the learning rate
+#
+# A filter is *dead* when its activation map is blank (max <= 0) for **every** crop of the split:
+# `dead_filters` keeps only each image's per-channel maximum while it streams the 2,000 test crops
+# through `lax.map` chunks, so memory does not grow with the split.
 
-A filter is *dead* when its activation map is blank (max <= 0) for **every** crop of the split:
-`dead_filters` keeps only each image's per-channel maximum while it streams the 2,000 test crops
-through `lax.map` chunks, so memory does not grow with the split.
-""")
-
-code(r"""
+# %%
 dead = {name: dead_filters(m.apply_fn, m.params, test, layers=CONVS) for name, m in (("baseline", base), ("high_lr", hot))}
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 print(f"{'model':9s} {'lr':>7s} " + " ".join(f"{k:>7s}" for k in CONVS) + "   total")
 for name, m in (("baseline", base), ("high_lr", hot)):
@@ -177,23 +153,20 @@ for name, m in (("baseline", base), ("high_lr", hot)):
     print(f"{name:9s} {m.config.lr:7.0e} " + " ".join(f"{int(d[k].sum()):3d}/{d[k].size:<3d}" for k in CONVS) + f"  {n:3d}/{sum(d[k].size for k in CONVS)}")
 assert sum(int(dead["baseline"].dead[k].sum()) for k in CONVS) == 0, "the baseline should have no dead filters"
 assert sum(int(dead["high_lr"].dead[k].sum()) for k in CONVS) > 0, "high_lr should have dead filters"
-""")
 
-code(r"""
+# %%
 hot_maps = activation_maps(hot.apply_fn, hot.params, test[IMAGE:IMAGE + 1], layers=("conv2", "conv3"))
 fig, axes = plt.subplots(1, 2, figsize=(12, 2.8))
 for ax, name in zip(axes, ("conv2", "conv3")):
     show_layer(ax, hot_maps[name][0], f"high_lr {name}: {int(dead['high_lr'].dead[name].sum())} channels dead on the whole split", 16)
 plt.tight_layout(); plt.show()
-""")
 
-md(r"""
-When do they die? The same `sparsity_curve` over the `high_lr` snapshots also returns every
-channel's peak activation per epoch (on the first crops only, so it can only over-count dead
-channels compared with the whole split):
-""")
+# %% [markdown]
+# When do they die? The same `sparsity_curve` over the `high_lr` snapshots also returns every
+# channel's peak activation per epoch (on the first crops only, so it can only over-count dead
+# channels compared with the whole split):
 
-code(r"""
+# %%
 hot_epochs, hot_curve = sparsity_curve(hot.apply_fn, snapshots(hot),
                                        test[:N_SPARSITY], layers=CONVS)
 _, base_curve = sparsity_curve(base.apply_fn, snaps, test[:N_SPARSITY], layers=CONVS)
@@ -201,18 +174,13 @@ print("epoch  " + "  ".join(f"{'high_lr ' + k:>13s}" for k in CONVS) + "   basel
 for t, e in enumerate(hot_epochs):
     n_base = sum(int((np.asarray(base_curve[k]["peak"][t]) <= 0).sum()) for k in CONVS)
     print(f"{e:5d}  " + "  ".join(f"{int((np.asarray(hot_curve[k]['peak'][t]) <= 0).sum()):13d}" for k in CONVS) + f"   {n_base:10d}")
-""")
 
-md(r"""
-**What we find.** Over all 2,000 test crops the baseline has **no** dead filter in any layer and
-at any epoch. The `high_lr` run (lr 1e-2, no warm-up, otherwise the same recipe) ends with **41 of
-112** conv filters dead (10/32 in conv2, 31/64 in conv3, none in conv1), and they die in the first
-epoch (on the first crops, 14 conv2 and 33 conv3 channels are already silent after it): the first
-large Adam steps push their biases and weights to where the ReLU never opens, and a dead ReLU gets
-no gradient to come back. After epoch 1 the counts only drift: a few conv2 channels revive (14 -> 12
-on the first crops), through weight decay and the changing inputs below them, while conv3's count
-moves between 33 and 37. The seed's claim holds here.
-""")
-
-nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-Path(__file__).resolve().parents[1].joinpath("06_activation_maps.ipynb").write_text(nbf.writes(nb))
+# %% [markdown]
+# **What we find.** Over all 2,000 test crops the baseline has **no** dead filter in any layer and
+# at any epoch. The `high_lr` run (lr 1e-2, no warm-up, otherwise the same recipe) ends with **41 of
+# 112** conv filters dead (10/32 in conv2, 31/64 in conv3, none in conv1), and they die in the first
+# epoch (on the first crops, 14 conv2 and 33 conv3 channels are already silent after it): the first
+# large Adam steps push their biases and weights to where the ReLU never opens, and a dead ReLU gets
+# no gradient to come back. After epoch 1 the counts only drift: a few conv2 channels revive (14 -> 12
+# on the first crops), through weight decay and the changing inputs below them, while conv3's count
+# moves between 33 and 37. The seed's claim holds here.

@@ -1,41 +1,25 @@
-"""Generate notebooks/07_filters.ipynb (then execute it in place with nbconvert).
+# %% [markdown]
+# # 07 · Filters: what the kernels look like, and are noisy filters a symptom?
+#
+# > *Visualization of convolution filters can give insights on how well the model is trained, though
+# > they are by themselves hard to interpret. Noisy filters usually mean that the network isn't trained
+# > long enough, or is overfitting due to various reasons (small dataset, low regularization, etc).*
+# > (the seed essay)
+#
+# `scriptlab.interpret.filters` shows first-layer kernels as colour images and per input channel,
+# deeper kernels as grids, and measures "noisy" with two scale-free roughness scores per filter:
+# **tv** (normalised total variation) and **hf** (high-frequency energy: squared neighbour
+# differences, the spectrum weighted by 2 - 2cos f). Both are scaled so that i.i.d. white noise (a
+# freshly initialised layer) scores about **1** and a constant kernel **0**. We compare the
+# initialisation, an early checkpoint, the trained baseline, the `overfit` run (512 crops, 40 epochs,
+# no dropout, no weight decay) and the `high_lr` run.
 
-    python notebooks/src/07_filters.py
-    jupyter nbconvert --to notebook --execute --inplace notebooks/07_filters.ipynb
-"""
-
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-md = lambda t: cells.append(nbf.v4.new_markdown_cell(t.strip()))
-code = lambda t: cells.append(nbf.v4.new_code_cell(t.strip()))
-
-md(r"""
-# 07 · Filters: what the kernels look like, and are noisy filters a symptom?
-
-> *Visualization of convolution filters can give insights on how well the model is trained, though
-> they are by themselves hard to interpret. Noisy filters usually mean that the network isn't trained
-> long enough, or is overfitting due to various reasons (small dataset, low regularization, etc).*
-> (the seed essay)
-
-`scriptlab.interpret.filters` shows first-layer kernels as colour images and per input channel,
-deeper kernels as grids, and measures "noisy" with two scale-free roughness scores per filter:
-**tv** (normalised total variation) and **hf** (high-frequency energy: squared neighbour
-differences, the spectrum weighted by 2 - 2cos f). Both are scaled so that i.i.d. white noise (a
-freshly initialised layer) scores about **1** and a constant kernel **0**. We compare the
-initialisation, an early checkpoint, the trained baseline, the `overfit` run (512 crops, 40 epochs,
-no dropout, no weight decay) and the `high_lr` run.
-""")
-
-code(r"""
+# %%
 # Configuration
 PRESET = "workshop"
 EARLY_EPOCH = 1
-""")
 
-code(r"""
+# %%
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
@@ -58,17 +42,15 @@ checkpoints = {
     "high_lr": zoo.load("high_lr", PRESET, progress=False).params,
 }
 CONVS = ("conv1", "conv2", "conv3")
-""")
 
-md(r"""
-## First-layer filters as images
+# %% [markdown]
+# ## First-layer filters as images
+#
+# Each 4x4x3 kernel of the strided stem as one colour image (mid-grey = zero weight; each filter scaled by its own
+# largest weight), and per input channel (R, G, B rows) below. The model standardises each crop's
+# colours first, so colour in these kernels means colour *contrast*, not hue.
 
-Each 4x4x3 kernel of the strided stem as one colour image (mid-grey = zero weight; each filter scaled by its own
-largest weight), and per input channel (R, G, B rows) below. The model standardises each crop's
-colours first, so colour in these kernels means colour *contrast*, not hue.
-""")
-
-code(r"""
+# %%
 fig, axes = plt.subplots(len(checkpoints), 16, figsize=(12, 0.9 * len(checkpoints) + 0.3))
 for i, (name, params) in enumerate(checkpoints.items()):
     imgs = filter_images(conv_kernel(params, "conv1"))
@@ -76,9 +58,8 @@ for i, (name, params) in enumerate(checkpoints.items()):
         axes[i, j].imshow(imgs[j], interpolation="nearest"); axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
     axes[i, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
 plt.suptitle("conv1 filters (RGB)", fontsize=10); plt.tight_layout(pad=0.2); plt.show()
-""")
 
-code(r"""
+# %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 2.2))
 for ax, name in zip(axes, ("init (epoch 0)", "baseline trained")):
     ch = filter_images(conv_kernel(checkpoints[name], "conv1"), mode="channels")  # [16, 3, 4, 4]
@@ -88,19 +69,19 @@ for ax, name in zip(axes, ("init (epoch 0)", "baseline trained")):
     ax.imshow(grid, cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest"); ax.set_title(f"{name}: conv1 per channel (rows R, G, B)", fontsize=9)
     ax.set_xticks([]); ax.set_yticks([])
 plt.tight_layout(); plt.show()
-""")
 
-md("Deeper filters: every (output, input) 3x3 slice of conv2, one row per output filter (first 16 shown):")
+# %% [markdown]
+# Deeper filters: every (output, input) 3x3 slice of conv2, one row per output filter (first 16 shown):
 
-code(r"""
+# %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 for ax, name in zip(axes, ("init (epoch 0)", "baseline trained", "overfit")):
     ax.imshow(filter_grid(conv_kernel(checkpoints[name], "conv2"), max_in=16, max_out=16), cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(f"{name}: conv2 (rows: output, cols: input)", fontsize=9); ax.axis("off")
 plt.tight_layout(); plt.show()
-""")
 
-code(r"""
+
+# %%
 @widgets.interact(checkpoint=list(checkpoints), layer=widgets.Dropdown(options=CONVS, value="conv2"))
 def show(checkpoint="baseline trained", layer="conv2"):
     k = conv_kernel(checkpoints[checkpoint], layer)
@@ -110,23 +91,21 @@ def show(checkpoint="baseline trained", layer="conv2"):
     a0.set_title(f"{checkpoint}: {layer} {tuple(k.shape)}", fontsize=9)
     a1.hist(rough, bins=20); a1.axvline(1.0, color="k", ls="--"); a1.set_title("tv per filter (1 = white noise)", fontsize=9)
     plt.show()
-""")
 
-md(r"""
-## How noisy? One number per layer and checkpoint
 
-Mean over the layer's filters (per filter: energy-weighted over its input-channel slices).
-""")
+# %% [markdown]
+# ## How noisy? One number per layer and checkpoint
+#
+# Mean over the layer's filters (per filter: energy-weighted over its input-channel slices).
 
-code(r"""
+# %%
 table = {name: {(layer, m): float(np.mean(filter_noisiness(conv_kernel(p, layer), measure=m)))
                 for layer in CONVS for m in ("tv", "hf")} for name, p in checkpoints.items()}
 print(f"{'checkpoint':20s} " + " ".join(f"{l + ' ' + m:>9s}" for l in CONVS for m in ("tv", "hf")))
 for name, row in table.items():
     print(f"{name:20s} " + " ".join(f"{row[(l, m)]:9.3f}" for l in CONVS for m in ("tv", "hf")))
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 # the initialisation is i.i.d. noise, so both scores sit near 1 there (a check of the measure itself)
 assert all(abs(table["init (epoch 0)"][(l, m)] - 1) < 0.15 for l in CONVS for m in ("tv", "hf"))
@@ -134,22 +113,17 @@ print("init scores ~1 (white noise): ok")
 # trained deep filters are smoother than the initial noise (large margins)
 assert all(table["baseline trained"][(l, "hf")] < table["init (epoch 0)"][(l, "hf")] - 0.1 for l in ("conv2", "conv3"))
 print("trained conv2/conv3 smoother than init: ok")
-""")
 
-md(r"""
-**What we find.** Training makes every layer's filters smoother than the initial white noise, and
-monotonically so: the epoch-1 checkpoint sits between the initialisation and the trained baseline
-(conv3 hf: 1.01 -> 0.73 -> 0.69). So "noisy filters mean not trained long enough" holds in that sense.
-The **overfit** run (512 crops, 40 epochs, no dropout or weight decay, far fewer steps than the
-baseline) is mixed: its conv1 filters are as smooth as the baseline's (tv 0.84, hf 0.76 for both)
-and its conv2 filters only slightly noisier (tv 0.94 against 0.93), but its conv3 filters stay much
-closer to noise (conv3 tv 0.96 against 0.81). Because it also took fewer steps, this cannot separate
-"overfitting" from "not trained long enough"; what it does show is that noisy *deep* filters went
-with the overfitting recipe. The smoothest deep filters belong to `high_lr`, whose many dead filters
-were shrunk towards zero by weight decay: smooth is not the same as healthy. And on 4x4 and 3x3
-kernels "noisy" is a coarse notion; the
-measures are useful as a comparison across checkpoints of one architecture, not as an absolute test.
-""")
-
-nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-Path(__file__).resolve().parents[1].joinpath("07_filters.ipynb").write_text(nbf.writes(nb))
+# %% [markdown]
+# **What we find.** Training makes every layer's filters smoother than the initial white noise, and
+# monotonically so: the epoch-1 checkpoint sits between the initialisation and the trained baseline
+# (conv3 hf: 1.01 -> 0.73 -> 0.69). So "noisy filters mean not trained long enough" holds in that sense.
+# The **overfit** run (512 crops, 40 epochs, no dropout or weight decay, far fewer steps than the
+# baseline) is mixed: its conv1 filters are as smooth as the baseline's (tv 0.84, hf 0.76 for both)
+# and its conv2 filters only slightly noisier (tv 0.94 against 0.93), but its conv3 filters stay much
+# closer to noise (conv3 tv 0.96 against 0.81). Because it also took fewer steps, this cannot separate
+# "overfitting" from "not trained long enough"; what it does show is that noisy *deep* filters went
+# with the overfitting recipe. The smoothest deep filters belong to `high_lr`, whose many dead filters
+# were shrunk towards zero by weight decay: smooth is not the same as healthy. And on 4x4 and 3x3
+# kernels "noisy" is a coarse notion; the
+# measures are useful as a comparison across checkpoints of one architecture, not as an absolute test.

@@ -1,44 +1,28 @@
-"""Generate notebooks/09_occlusion.ipynb (then execute it in place with nbconvert).
+# %% [markdown]
+# # 09 · Occlusion sensitivity: which regions does the score need?
+#
+# > *Blocking a region of an image and running it through a CNN will output scores when part of the
+# > image is occluded. We can then sweep this occlusion through the image to see what part matters
+# > the most by looking at regions that result in the smallest score for the class of interest. A plot
+# > of these class scores as a function of position of occlusion produces an inverse heat map.*
+# > (the seed essay, after Zeiler & Fergus 2014)
+#
+# `scriptlab.interpret.occlusion.occlusion` slides a window (size, stride, fill: grey, the crop's mean
+# colour, or its blur) over every crop and scores all windows of all crops in **one** jitted call
+# (`lax.map` over vmapped chunks, memory bounded by `batch_size`). It returns Zeiler & Fergus's
+# inverse heat map (the score per window position) and a per-pixel heat map (the mean drop of the
+# score over the windows covering the pixel). We then score the heat maps against the ground-truth
+# ink masks with the **same** localisation scores as the saliency notebook (05), so the two families
+# can be compared.
 
-    python notebooks/src/09_occlusion.py
-    jupyter nbconvert --to notebook --execute --inplace notebooks/09_occlusion.ipynb
-"""
-
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-md = lambda t: cells.append(nbf.v4.new_markdown_cell(t.strip()))
-code = lambda t: cells.append(nbf.v4.new_code_cell(t.strip()))
-
-md(r"""
-# 09 · Occlusion sensitivity: which regions does the score need?
-
-> *Blocking a region of an image and running it through a CNN will output scores when part of the
-> image is occluded. We can then sweep this occlusion through the image to see what part matters
-> the most by looking at regions that result in the smallest score for the class of interest. A plot
-> of these class scores as a function of position of occlusion produces an inverse heat map.*
-> (the seed essay, after Zeiler & Fergus 2014)
-
-`scriptlab.interpret.occlusion.occlusion` slides a window (size, stride, fill: grey, the crop's mean
-colour, or its blur) over every crop and scores all windows of all crops in **one** jitted call
-(`lax.map` over vmapped chunks, memory bounded by `batch_size`). It returns Zeiler & Fergus's
-inverse heat map (the score per window position) and a per-pixel heat map (the mean drop of the
-score over the windows covering the pixel). We then score the heat maps against the ground-truth
-ink masks with the **same** localisation scores as the saliency notebook (05), so the two families
-can be compared.
-""")
-
-code(r"""
+# %%
 # Configuration
 PRESET = "workshop"
 PATCH, STRIDE, FILL = 8, 2, "grey"
 N_LOCAL = 48        # test crops for the localisation table
 CROP = 5
-""")
 
-code(r"""
+# %%
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
@@ -51,15 +35,14 @@ ds = data.load(PRESET, seed=0, progress=False)
 test = data.as_float(ds.test.images)
 base = zoo.load("baseline", PRESET, progress=False)
 targets = np.asarray(ds.test.script)
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 res = occlusion(base.apply_fn, base.params, test[:8], targets[:8], patch=PATCH, stride=STRIDE, fill=FILL)
 print("windows per crop:", res.scores.shape[1:], "=", res.scores.shape[1] * res.scores.shape[2], "| heat map", res.heatmap.shape[1:])
-""")
 
-code(r"""
+
+# %%
 def overlay(ax, img, heat, title):
     ax.imshow(img); m = float(np.abs(heat).max()) or 1.0
     ax.imshow(heat, cmap="RdBu_r", vmin=-m, vmax=m, alpha=0.6); ax.set_title(title, fontsize=8); ax.axis("off")
@@ -72,11 +55,12 @@ for a, i in enumerate(range(4)):
     axes[a, 1].set_title("p(true script) with the window at each position", fontsize=8)
     overlay(axes[a, 2], ds.test.images[i], np.asarray(res.heatmap[i]), "drop in p per pixel (red: needed)")
 plt.tight_layout(); plt.show()
-""")
 
-md("Patch size, stride and fill change the picture; explore them (stride 1 at 8x8 is 1,425 windows, still one call):")
 
-code(r"""
+# %% [markdown]
+# Patch size, stride and fill change the picture; explore them (stride 1 at 8x8 is 1,425 windows, still one call):
+
+# %%
 @widgets.interact(crop=widgets.IntSlider(CROP, 0, 63), patch=widgets.IntSlider(PATCH, 2, 24, 2),
                   stride=widgets.IntSlider(STRIDE, 1, 8), fill=["grey", "mean", "blur"], output=["probability", "logit"])
 def explore(crop=CROP, patch=PATCH, stride=STRIDE, fill=FILL, output="probability"):
@@ -87,42 +71,38 @@ def explore(crop=CROP, patch=PATCH, stride=STRIDE, fill=FILL, output="probabilit
     axes[1].imshow(np.asarray(r.scores[0]), cmap="viridis"); axes[1].axis("off"); axes[1].set_title(f"{r.scores.shape[1]}x{r.scores.shape[2]} windows", fontsize=8)
     overlay(axes[2], ds.test.images[crop], np.asarray(r.heatmap[0]), "drop per pixel")
     plt.show()
-""")
 
-code(r"""
+
+# %%
 fig, axes = plt.subplots(1, 4, figsize=(13, 1.9))
 axes[0].imshow(ds.test.images[CROP]); axes[0].axis("off"); axes[0].set_title("crop", fontsize=8)
 for ax, fill in zip(axes[1:], ("grey", "mean", "blur")):
     r = occlusion(base.apply_fn, base.params, test[CROP:CROP + 1], targets[CROP], patch=PATCH, stride=STRIDE, fill=fill)
     overlay(ax, ds.test.images[CROP], np.asarray(r.heatmap[0]), f"fill = {fill}")
 plt.tight_layout(); plt.show()
-""")
 
-md(r"""
-## Occluding for a unit instead of a class
+# %% [markdown]
+# ## Occluding for a unit instead of a class
+#
+# `layer=` scores a channel of an inner layer (its maximum over positions) instead of a class: which
+# regions does this conv3 channel need?
 
-`layer=` scores a channel of an inner layer (its maximum over positions) instead of a class: which
-regions does this conv3 channel need?
-""")
-
-code(r"""
+# %%
 ch = int(np.argmax(np.asarray(base.apply_fn(base.params, test[CROP:CROP + 1]).activations["conv3"][0]).max((0, 1))))
 r = occlusion(base.apply_fn, base.params, test[CROP:CROP + 1], ch, patch=6, stride=1, layer="conv3")
 fig, axes = plt.subplots(1, 2, figsize=(8, 1.9))
 axes[0].imshow(ds.test.images[CROP]); axes[0].axis("off")
 overlay(axes[1], ds.test.images[CROP], np.asarray(r.heatmap[0]), f"conv3 channel {ch}: drop of its max")
 plt.tight_layout(); plt.show()
-""")
 
-md(r"""
-## Localisation against the ink, next to the saliency family
+# %% [markdown]
+# ## Localisation against the ink, next to the saliency family
+#
+# Same scores as notebook 05 (`scriptlab.interpret.localisation`): **ink mass** is the share of the
+# map's (positive) mass on glyph ink, against the ink fraction (what an uninformative map gets);
+# **pointing** is whether the map's peak lands on ink (within 1 pixel), against its chance rate.
 
-Same scores as notebook 05 (`scriptlab.interpret.localisation`): **ink mass** is the share of the
-map's (positive) mass on glyph ink, against the ink fraction (what an uninformative map gets);
-**pointing** is whether the map's peak lands on ink (within 1 pixel), against its chance rate.
-""")
-
-code(r"""
+# %%
 x, m, t = test[:N_LOCAL], ds.test.masks[:N_LOCAL], targets[:N_LOCAL]
 rows = []
 for fill in ("grey", "blur"):
@@ -137,33 +117,30 @@ for r in rows:
     print(f"{r['method']:26s} {r['ink_mass']:8.3f} {r['chance']:7.3f} {r['lift']:5.2f} {r['pointing']:8.3f} {r['pointing_chance']:7.3f}")
 blur = next(r for r in rows if r["method"].endswith("blur"))
 assert blur["lift"] > 1.5 and blur["pointing"] > blur["pointing_chance"], "blur-fill occlusion should localise on ink"
-""")
 
-md(r"""
-**What we find.** The fill matters more than anything else. A **grey** 8x8 patch is a strong,
-unnatural edit (it also shifts the per-crop colour statistics that the model standardises by), so
-the score also drops where the patch covers background, and its map is better than chance on the ink
-but clearly behind the blur fill (ink-mass lift 1.62, pointing 0.542 against 0.248). A **blurred** patch
-removes the strokes but keeps the colours, and its map lands on the glyphs: ink-mass lift 2.40 and
-pointing 0.792, on a par with Integrated Gradients in ink mass (lift 2.45) and ahead of plain gradients
-(lift 1.87); the pointing game slightly favours both gradient methods (0.812), whose single sharpest
-pixel is usually on a stroke. The occlusion map is blurred by its own 8x8 window, which caps its ink
-mass. So the seed's use, "to verify that the CNN is placing emphasis on the right areas", works here
-best with a blur fill; the grey fill of the classic recipe finds the ink less reliably, because its map
-mixes the glyphs with where the network dislikes grey squares.
-""")
+# %% [markdown]
+# **What we find.** The fill matters more than anything else. A **grey** 8x8 patch is a strong,
+# unnatural edit (it also shifts the per-crop colour statistics that the model standardises by), so
+# the score also drops where the patch covers background, and its map is better than chance on the ink
+# but clearly behind the blur fill (ink-mass lift 1.62, pointing 0.542 against 0.248). A **blurred** patch
+# removes the strokes but keeps the colours, and its map lands on the glyphs: ink-mass lift 2.40 and
+# pointing 0.792, on a par with Integrated Gradients in ink mass (lift 2.45) and ahead of plain gradients
+# (lift 1.87); the pointing game slightly favours both gradient methods (0.812), whose single sharpest
+# pixel is usually on a stroke. The occlusion map is blurred by its own 8x8 window, which caps its ink
+# mass. So the seed's use, "to verify that the CNN is placing emphasis on the right areas", works here
+# best with a blur fill; the grey fill of the classic recipe finds the ink less reliably, because its map
+# mixes the glyphs with where the network dislikes grey squares.
 
-md(r"""
-## One call, not a loop
+# %% [markdown]
+# ## One call, not a loop
+#
+# The first way one writes occlusion is a Python loop: occlude one window, run one forward, repeat. Here
+# is that loop (each step jitted), next to the single batched call, on one crop. Both give the same map;
+# the loop pays a dispatch and a batch-of-one forward per window. On a 2-core CPU the batched call is a
+# few times faster, and about 2x from the machine's compute floor; `benchmarks/bench_occlusion.py`
+# compares it with eager JAX and PyTorch loops too.
 
-The first way one writes occlusion is a Python loop: occlude one window, run one forward, repeat. Here
-is that loop (each step jitted), next to the single batched call, on one crop. Both give the same map;
-the loop pays a dispatch and a batch-of-one forward per window. On a 2-core CPU the batched call is a
-few times faster, and about 2x from the machine's compute floor; `benchmarks/bench_occlusion.py`
-compares it with eager JAX and PyTorch loops too.
-""")
-
-code(r"""
+# %%
 import time
 import jax
 import jax.numpy as jnp
@@ -184,7 +161,3 @@ t = time.perf_counter(); looped = np.array([one_window(r, c) for r, c in windows
 t = time.perf_counter(); batched = np.asarray(one_call()).ravel(); t_call = time.perf_counter() - t
 assert np.allclose(looped, batched, atol=1e-5), "the batched map must equal the per-window loop"
 print(f"{len(windows)} windows, same map | loop {t_loop:.3f} s, one call {t_call:.3f} s: {t_loop / t_call:.1f}x")
-""")
-
-nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-Path(__file__).resolve().parents[1].joinpath("09_occlusion.ipynb").write_text(nbf.writes(nb))

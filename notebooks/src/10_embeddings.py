@@ -1,65 +1,39 @@
-"""Generate notebooks/10_embeddings.ipynb (then execute it in place with nbconvert).
+# %% [markdown]
+# # 10 · Embeddings: does the network separate scripts, and has it forgotten font style?
+#
+# > *Classification networks transform an image ... into a representation that can be classified
+# > using a linear classifier ... A well separated embedding space suggests that the network has
+# > learnt to discriminate between different classes ... The most widely used method is t-SNE that
+# > requires tuning various parameters of the algorithm and can sometimes lead to confusing results.*
+# > (the seed essay, "Visualising embeddings")
+#
+# The model's embedding is the 128-d post-ReLU dense layer (`apply_fn(params, images).embedding`).
+# We look at it for two zoo models: **baseline** (script loss only) and **unlearn** (script loss plus a
+# font-style head behind a gradient flip that pushes the trunk to hide style). If unlearning worked,
+# scripts should stay apart while font styles mix.
+#
+# Everything here is `scriptlab.interpret.embedding`: a jitted PCA, an exact-gradient t-SNE written in
+# JAX (one XLA program: kNN search, perplexity calibration, PCA init, both optimisation phases), and
+# two honest measures of what a picture is worth: **trustworthiness** (are the map's neighbours true
+# neighbours?) and **kNN accuracy** (can a label be read off the geometry, in 128-d and in 2-D?).
+#
+# **Which points.** The test split is biased like training (90 % of each script in its "own" style),
+# so there style is mostly predictable from script alone. The *conflict* split never uses a script's
+# own style, so it is the fairer place to ask whether style is encoded; we map it, and also report
+# kNN accuracies "within script" (neighbours restricted to the same script), which no script
+# information can explain.
 
-python notebooks/src/10_embeddings.py
-jupyter nbconvert --to notebook --execute --inplace notebooks/10_embeddings.ipynb
-python notebooks/src/10_embeddings.py --strip   # drop execution timestamps, keep outputs
-"""
-
-import subprocess
-import sys
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-
-
-def md(text: str) -> None:
-    cells.append(nbf.v4.new_markdown_cell(text.strip()))
-
-
-def code(text: str) -> None:
-    cells.append(nbf.v4.new_code_cell(text.strip()))
-
-
-md(r"""
-# 10 · Embeddings: does the network separate scripts, and has it forgotten font style?
-
-> *Classification networks transform an image ... into a representation that can be classified
-> using a linear classifier ... A well separated embedding space suggests that the network has
-> learnt to discriminate between different classes ... The most widely used method is t-SNE that
-> requires tuning various parameters of the algorithm and can sometimes lead to confusing results.*
-> (the seed essay, "Visualising embeddings")
-
-The model's embedding is the 128-d post-ReLU dense layer (`apply_fn(params, images).embedding`).
-We look at it for two zoo models: **baseline** (script loss only) and **unlearn** (script loss plus a
-font-style head behind a gradient flip that pushes the trunk to hide style). If unlearning worked,
-scripts should stay apart while font styles mix.
-
-Everything here is `scriptlab.interpret.embedding`: a jitted PCA, an exact-gradient t-SNE written in
-JAX (one XLA program: kNN search, perplexity calibration, PCA init, both optimisation phases), and
-two honest measures of what a picture is worth: **trustworthiness** (are the map's neighbours true
-neighbours?) and **kNN accuracy** (can a label be read off the geometry, in 128-d and in 2-D?).
-
-**Which points.** The test split is biased like training (90 % of each script in its "own" style),
-so there style is mostly predictable from script alone. The *conflict* split never uses a script's
-own style, so it is the fairer place to ask whether style is encoded; we map it, and also report
-kNN accuracies "within script" (neighbours restricted to the same script), which no script
-information can explain.
-""")
-
-code(r"""
+# %%
 # Configuration
-N_POINTS = 1000          # points mapped (t-SNE is O(N^2) per iteration)
-SPLIT = "conflict"       # "conflict" (style never the script's own) or "test" (biased like training)
+N_POINTS = 1000  # points mapped (t-SNE is O(N^2) per iteration)
+SPLIT = "conflict"  # "conflict" (style never the script's own) or "test" (biased like training)
 PERPLEXITY = 30.0
-N_ITER = 1000            # incl. 250 iterations of early exaggeration 12 (as scikit-learn/openTSNE)
-K = 10                   # neighbours voting in the kNN accuracies
+N_ITER = 1000  # incl. 250 iterations of early exaggeration 12 (as scikit-learn/openTSNE)
+K = 10  # neighbours voting in the kNN accuracies
 MODELS = ("baseline", "unlearn")
 SEED = 0
-""")
 
-code(r"""
+# %%
 import time
 
 import ipywidgets as widgets
@@ -90,23 +64,21 @@ emb = {
 split = points[SPLIT]
 labels = {"script": split.script, "font style": split.style}
 names = {"script": ds.scripts, "font style": ds.styles}
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 print(f"{len(split.script)} {SPLIT} crops; embeddings {emb[MODELS[0], SPLIT].shape}")
 for key in ("script", "font style"):
     counts = np.bincount(labels[key], minlength=len(names[key]))
     print(f"{key:10s}", dict(zip(names[key], counts.tolist(), strict=True)))
-""")
 
-md(r"""
-## A first look: PCA
 
-The two leading principal axes of the embedding (a linear view, no parameters to tune).
-""")
+# %% [markdown]
+# ## A first look: PCA
+#
+# The two leading principal axes of the embedding (a linear view, no parameters to tune).
 
-code(r"""
+# %%
 def scatter(ax, y, key, title, size=4):
     lab = labels[key]
     cmap = plt.get_cmap("tab10")
@@ -124,57 +96,66 @@ fig, axes = plt.subplots(1, 4, figsize=(14, 3.3))
 for i, name in enumerate(MODELS):
     for j, key in enumerate(("script", "font style")):
         ratio = np.asarray(pcs[name].explained_variance_ratio)
-        scatter(axes[2 * i + j], np.asarray(pcs[name].projected[:, :2]), key,
-                f"{name}: PCA, by {key}\n(PC1+PC2 explain {ratio[:2].sum():.0%})")
+        scatter(
+            axes[2 * i + j],
+            np.asarray(pcs[name].projected[:, :2]),
+            key,
+            f"{name}: PCA, by {key}\n(PC1+PC2 explain {ratio[:2].sum():.0%})",
+        )
 axes[1].legend(fontsize=7, markerscale=3, loc="best")
 axes[0].legend(fontsize=6, markerscale=3, ncol=2, loc="best")
 plt.tight_layout()
 plt.show()
-""")
 
-md(r"""
-## t-SNE, side by side
+# %% [markdown]
+# ## t-SNE, side by side
+#
+# Perplexity 30, PCA initialisation, learning rate N/12 (the defaults of openTSNE; scikit-learn's are
+# the same up to its factor-4 convention). Left pair: baseline, right pair: unlearn; each coloured by
+# script and by font style.
 
-Perplexity 30, PCA initialisation, learning rate N/12 (the defaults of openTSNE; scikit-learn's are
-the same up to its factor-4 convention). Left pair: baseline, right pair: unlearn; each coloured by
-script and by font style.
-""")
-
-code(r"""
+# %%
 maps = {}
 t0 = time.perf_counter()
 for name in MODELS:
     maps[name, PERPLEXITY] = E.tsne(emb[name, SPLIT], perplexity=PERPLEXITY, n_iter=N_ITER)
     maps[name, PERPLEXITY].embedding.block_until_ready()
-print(f"two t-SNE runs of {N_ITER} iterations on {N_POINTS} points: {time.perf_counter() - t0:.1f} s")
+print(
+    f"two t-SNE runs of {N_ITER} iterations on {N_POINTS} points: {time.perf_counter() - t0:.1f} s"
+)
 for name in MODELS:
     r = maps[name, PERPLEXITY]
-    print(f"{name:9s} final KL {float(r.kl):.3f}, trustworthiness(5) "
-          f"{float(E.trustworthiness(emb[name, SPLIT], r.embedding)):.3f}")
+    print(
+        f"{name:9s} final KL {float(r.kl):.3f}, trustworthiness(5) "
+        f"{float(E.trustworthiness(emb[name, SPLIT], r.embedding)):.3f}"
+    )
 
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
 for i, name in enumerate(MODELS):
     for j, key in enumerate(("script", "font style")):
-        scatter(axes[2 * i + j], np.asarray(maps[name, PERPLEXITY].embedding), key,
-                f"{name}: t-SNE, by {key}")
+        scatter(
+            axes[2 * i + j],
+            np.asarray(maps[name, PERPLEXITY].embedding),
+            key,
+            f"{name}: t-SNE, by {key}",
+        )
 axes[1].legend(fontsize=7, markerscale=3)
 axes[0].legend(fontsize=6, markerscale=3, ncol=2)
 plt.tight_layout()
 plt.show()
-""")
 
-md(r"""
-## How much can be read off the geometry: kNN accuracy
 
-Leave-one-out accuracy of a 10-nearest-neighbour vote, in the 128-d embedding and in the 2-D t-SNE
-map. *Within script* searches every point's neighbours among its own script only
-(`knn_accuracy(..., groups=script)`), so it measures style information that script identity cannot
-explain; *balanced* averages the recall over styles, so a majority guess cannot score well. The
-chance rows give what a guess earns with no geometry at all: the most frequent label overall, or
-within each script.
-""")
+# %% [markdown]
+# ## How much can be read off the geometry: kNN accuracy
+#
+# Leave-one-out accuracy of a 10-nearest-neighbour vote, in the 128-d embedding and in the 2-D t-SNE
+# map. *Within script* searches every point's neighbours among its own script only
+# (`knn_accuracy(..., groups=script)`), so it measures style information that script identity cannot
+# explain; *balanced* averages the recall over styles, so a majority guess cannot score well. The
+# chance rows give what a guess earns with no geometry at all: the most frequent label overall, or
+# within each script.
 
-code(r"""
+# %%
 def majority_guess(lab, groups):
     pred = np.empty_like(lab)
     for g in np.unique(groups):
@@ -196,47 +177,56 @@ table = {}
 for s, p in points.items():
     none = np.zeros_like(p.script)
     table["chance (majority guess)", s] = (
-        majority_guess(p.script, none)[0], majority_guess(p.style, none)[0],
+        majority_guess(p.script, none)[0],
+        majority_guess(p.style, none)[0],
         *majority_guess(p.style, p.script),
     )
     for name in MODELS:
         table[f"{name}: 128-d embedding", s] = knn_row(emb[name, s], p)
 for name in MODELS:
-    table[f"{name}: t-SNE 2-D", SPLIT] = knn_row(np.asarray(maps[name, PERPLEXITY].embedding), split)
+    table[f"{name}: t-SNE 2-D", SPLIT] = knn_row(
+        np.asarray(maps[name, PERPLEXITY].embedding), split
+    )
 
 header = ("script", "style", "style within script", "balanced")
 print(f"{'space':27s} {'split':9s}" + "".join(f"{h:>21s}" for h in header))
 for (row, s), values in table.items():
     print(f"{row:27s} {s:9s}" + "".join(f"{v:21.3f}" for v in values))
-""")
 
-code(r"""
+# %%
 # The claims this notebook rests on (robust ones only).
 base = table[f"{MODELS[0]}: 128-d embedding", SPLIT]
 assert base[0] > table["chance (majority guess)", SPLIT][0] + 0.3, base  # baseline: scripts apart
 for name in MODELS:
-    emb_acc, map_acc = table[f"{name}: 128-d embedding", SPLIT][0], table[f"{name}: t-SNE 2-D", SPLIT][0]
+    emb_acc, map_acc = (
+        table[f"{name}: 128-d embedding", SPLIT][0],
+        table[f"{name}: t-SNE 2-D", SPLIT][0],
+    )
     assert abs(emb_acc - map_acc) < 0.15, (name, emb_acc, map_acc)  # the map keeps what kNN sees
     tw = float(E.trustworthiness(emb[name, SPLIT], maps[name, PERPLEXITY].embedding))
     assert tw > 0.85, (name, tw)  # the map's neighbourhoods are mostly real ones
-""")
 
-md(r"""
-## Explore: model, colouring, perplexity
 
-Changing the perplexity reruns t-SNE (a few seconds per run on 2 cores at 1,000 points;
-runs are cached). The static figure above is the default setting.
-""")
+# %% [markdown]
+# ## Explore: model, colouring, perplexity
+#
+# Changing the perplexity reruns t-SNE (a few seconds per run on 2 cores at 1,000 points;
+# runs are cached). The static figure above is the default setting.
 
-code(r"""
+# %%
 def show_map(model=MODELS[1], colour="font style", perplexity=PERPLEXITY):
     if (model, perplexity) not in maps:
         maps[model, perplexity] = E.tsne(emb[model, SPLIT], perplexity=perplexity, n_iter=N_ITER)
     r = maps[model, perplexity]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    scatter(ax, np.asarray(r.embedding), colour,
-            f"{model}, perplexity {perplexity:g}: KL {float(r.kl):.3f}, "
-            f"kNN({colour}) {float(E.knn_accuracy(r.embedding, labels[colour], k=K)):.2f}", size=6)
+    scatter(
+        ax,
+        np.asarray(r.embedding),
+        colour,
+        f"{model}, perplexity {perplexity:g}: KL {float(r.kl):.3f}, "
+        f"kNN({colour}) {float(E.knn_accuracy(r.embedding, labels[colour], k=K)):.2f}",
+        size=6,
+    )
     ax.legend(fontsize=7, markerscale=2, ncol=2)
     plt.show()
 
@@ -245,27 +235,33 @@ widgets.interact(
     show_map,
     model=widgets.Dropdown(options=MODELS, value=MODELS[1]),
     colour=widgets.ToggleButtons(options=["script", "font style"], value="font style"),
-    perplexity=widgets.SelectionSlider(options=[2.0, 5.0, 10.0, 30.0, 50.0, 100.0], value=PERPLEXITY),
+    perplexity=widgets.SelectionSlider(
+        options=[2.0, 5.0, 10.0, 30.0, 50.0, 100.0], value=PERPLEXITY
+    ),
 );
-""")
 
-md(r"""
-## How the optimisation gets there
+# %% [markdown]
+# ## How the optimisation gets there
+#
+# `tsne` keeps every 10th iterate (a `lax.scan` over chunks of a `lax.scan`) and the KL divergence at
+# every iteration. During early exaggeration (P multiplied by 12 for 250 iterations, momentum 0.5) the
+# map grows mostly along one direction: with P exaggerated, the descent behaves like a power
+# iteration on P and the leading eigenvector wins first (Linderman & Steinerberger 2019; Cai & Ma
+# 2022), while the KL (of the plain P) hardly moves. Once the exaggeration is switched off the map
+# unfolds in both directions and the KL drops quickly, then settles.
 
-`tsne` keeps every 10th iterate (a `lax.scan` over chunks of a `lax.scan`) and the KL divergence at
-every iteration. During early exaggeration (P multiplied by 12 for 250 iterations, momentum 0.5) the
-map grows mostly along one direction: with P exaggerated, the descent behaves like a power
-iteration on P and the leading eigenvector wins first (Linderman & Steinerberger 2019; Cai & Ma
-2022), while the KL (of the plain P) hardly moves. Once the exaggeration is switched off the map
-unfolds in both directions and the KL drops quickly, then settles.
-""")
-
-code(r"""
+# %%
 r = maps[MODELS[0], PERPLEXITY]
 frames = [0, 5, 25, 50, 75, len(r.trajectory) - 1]
 fig, axes = plt.subplots(1, len(frames) + 1, figsize=(17, 2.9))
 for ax, f in zip(axes, frames, strict=False):
-    scatter(ax, np.asarray(r.trajectory[f]), "script", f"iteration {f * N_ITER // (len(r.trajectory) - 1)}", size=2)
+    scatter(
+        ax,
+        np.asarray(r.trajectory[f]),
+        "script",
+        f"iteration {f * N_ITER // (len(r.trajectory) - 1)}",
+        size=2,
+    )
 axes[-1].plot(np.asarray(r.kl_history))
 axes[-1].axvline(250, color="grey", ls="--", lw=1)
 axes[-1].set_title("KL(P || Q) per iteration")
@@ -279,98 +275,91 @@ LAST = len(r.trajectory) - 1
 
 def show_iterate(step=LAST):
     fig, ax = plt.subplots(figsize=(5, 4))
-    scatter(ax, np.asarray(r.trajectory[step]), "script",
-            f"{MODELS[0]}, iteration {step * N_ITER // (len(r.trajectory) - 1)}: "
-            f"KL {float(r.kl_history[min(step * 10, N_ITER - 1)]):.3f}", size=5)
+    scatter(
+        ax,
+        np.asarray(r.trajectory[step]),
+        "script",
+        f"{MODELS[0]}, iteration {step * N_ITER // (len(r.trajectory) - 1)}: "
+        f"KL {float(r.kl_history[min(step * 10, N_ITER - 1)]):.3f}",
+        size=5,
+    )
     plt.show()
 
 
-widgets.interact(show_iterate, step=widgets.IntSlider(min=0, max=len(r.trajectory) - 1, value=len(r.trajectory) - 1));
-""")
+widgets.interact(
+    show_iterate,
+    step=widgets.IntSlider(min=0, max=len(r.trajectory) - 1, value=len(r.trajectory) - 1),
+);
 
-md(r"""
-## The seed's warning, concretely: same data, two perplexities
+# %% [markdown]
+# ## The seed's warning, concretely: same data, two perplexities
+#
+# *"t-SNE ... can sometimes lead to confusing results."* Left pair: as many points from **one** isotropic
+# Gaussian in 128-d (no clusters at all). At perplexity 2 t-SNE draws clumps that do not exist; at 30
+# the blob is (correctly) one cloud. Right pair: the unlearn embedding at perplexity 2 and 30. The
+# look changes a lot; the numbers underneath change much less. Cluster sizes and the gaps between
+# clusters in a t-SNE map carry little meaning: read neighbourhoods, and check with kNN accuracy and
+# trustworthiness.
 
-*"t-SNE ... can sometimes lead to confusing results."* Left pair: as many points from **one** isotropic
-Gaussian in 128-d (no clusters at all). At perplexity 2 t-SNE draws clumps that do not exist; at 30
-the blob is (correctly) one cloud. Right pair: the unlearn embedding at perplexity 2 and 30. The
-look changes a lot; the numbers underneath change much less. Cluster sizes and the gaps between
-clusters in a t-SNE map carry little meaning: read neighbourhoods, and check with kNN accuracy and
-trustworthiness.
-""")
-
-code(r"""
+# %%
 blob = np.random.default_rng(SEED).normal(size=(N_POINTS, 128)).astype(np.float32)
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.5))
 for ax, perp in zip(axes[:2], (2.0, 30.0), strict=True):
     yb = np.asarray(E.tsne(blob, perplexity=perp, n_iter=N_ITER).embedding)
     ax.scatter(yb[:, 0], yb[:, 1], s=4, color="k", lw=0)
-    ax.set_title(f"one Gaussian blob, perplexity {perp:g}\ntrustworthiness {float(E.trustworthiness(blob, yb)):.2f}")
+    ax.set_title(
+        f"one Gaussian blob, perplexity {perp:g}\ntrustworthiness {float(E.trustworthiness(blob, yb)):.2f}"
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 for ax, perp in zip(axes[2:], (2.0, PERPLEXITY), strict=True):
     if (MODELS[1], perp) not in maps:
         maps[MODELS[1], perp] = E.tsne(emb[MODELS[1], SPLIT], perplexity=perp, n_iter=N_ITER)
     y = np.asarray(maps[MODELS[1], perp].embedding)
-    scatter(ax, y, "script", f"{MODELS[1]}, perplexity {perp:g}\nkNN(script) "
-            f"{float(E.knn_accuracy(y, split.script, k=K)):.2f}, trust. "
-            f"{float(E.trustworthiness(emb[MODELS[1], SPLIT], y)):.2f}")
+    scatter(
+        ax,
+        y,
+        "script",
+        f"{MODELS[1]}, perplexity {perp:g}\nkNN(script) "
+        f"{float(E.knn_accuracy(y, split.script, k=K)):.2f}, trust. "
+        f"{float(E.trustworthiness(emb[MODELS[1], SPLIT], y)):.2f}",
+    )
 plt.tight_layout()
 plt.show()
 print(f"notebook compute time: {time.perf_counter() - t_start:.0f} s")
-""")
 
-md(r"""
-## What we learnt
+# %% [markdown]
+# ## What we learnt
+#
+# The verdict below is computed from the kNN table above (so it stays true if the zoo is retrained).
 
-The verdict below is computed from the kNN table above (so it stays true if the zoo is retrained).
-""")
-
-code(r"""
+# %%
 chance = table["chance (majority guess)", SPLIT]
 rows = {name: table[f"{name}: 128-d embedding", SPLIT] for name in MODELS}
 base, unl = rows[MODELS[0]], rows[MODELS[1]]
-print(f"Scripts ({SPLIT}, 128-d, kNN): {MODELS[0]} {base[0]:.2f}, {MODELS[1]} {unl[0]:.2f}, chance {chance[0]:.2f}")
+print(
+    f"Scripts ({SPLIT}, 128-d, kNN): {MODELS[0]} {base[0]:.2f}, {MODELS[1]} {unl[0]:.2f}, chance {chance[0]:.2f}"
+)
 for col, what in ((2, "style within script"), (3, "style within script, balanced")):
     above = base[col] - chance[col]
     kept = (unl[col] - chance[col]) / above if above > 0 else float("nan")
-    print(f"{what:31s}: {MODELS[0]} {base[col]:.2f}, {MODELS[1]} {unl[col]:.2f}, chance {chance[col]:.2f}"
-          f" -> unlearning kept {kept:.0%} of the above-chance style signal")
-""")
+    print(
+        f"{what:31s}: {MODELS[0]} {base[col]:.2f}, {MODELS[1]} {unl[col]:.2f}, chance {chance[col]:.2f}"
+        f" -> unlearning kept {kept:.0%} of the above-chance style signal"
+    )
 
-md(r"""
-* **Scripts.** Both embeddings keep scripts apart far above chance, and the 2-D map keeps about as
-  much as the 128-d space (kNN accuracy in 2-D close to 128-d; trustworthiness above 0.95): here the
-  pictures are honest about scripts.
-* **Font style.** Read the "within script" columns: whatever is above chance there is style
-  information the embedding holds beyond script identity. The verdict line says how much of the
-  baseline's style signal survives unlearning, and in this run it is essentially *all* of it: 97%
-  within script (baseline 0.75, unlearn 0.74, chance 0.65) and 106% balanced (baseline 0.62, unlearn
-  0.62, chance 0.58). Here the gradient flip did not measurably hide style in the embedding; kNN reads
-  style above chance for both models, and the maps coloured by style look much alike. Pictures alone
-  cannot say how much style is left; the numbers keep us honest (and a fresh probe, notebook on
-  unlearning, is the stronger test, Elazar & Goldberg 2018).
-* **t-SNE itself.** One Gaussian blob at perplexity 2 looks like dozens of clusters. Cluster sizes
-  and gaps mean little; neighbourhoods mean something, and trustworthiness and kNN accuracy say how
-  much.
-""")
-
-if "--strip" in sys.argv:  # after execution: drop volatile per-cell timestamps, keep outputs
-    path = Path(__file__).resolve().parents[1] / "10_embeddings.ipynb"
-    done = nbf.read(path, as_version=4)
-    for cell in done.cells:
-        cell.metadata.pop("execution", None)
-    nbf.write(done, path)
-    sys.exit(0)
-
-nb = nbf.v4.new_notebook()
-nb["cells"] = cells
-nb["metadata"] = {
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-}
-out = Path(__file__).resolve().parents[1] / "10_embeddings.ipynb"
-nbf.write(nb, out)
-# House style: the notebook's code is ruff-formatted like the package.
-subprocess.run([sys.executable, "-m", "ruff", "format", "--quiet", str(out)], check=False)
-print(f"wrote {out}")
+# %% [markdown]
+# * **Scripts.** Both embeddings keep scripts apart far above chance, and the 2-D map keeps about as
+#   much as the 128-d space (kNN accuracy in 2-D close to 128-d; trustworthiness above 0.95): here the
+#   pictures are honest about scripts.
+# * **Font style.** Read the "within script" columns: whatever is above chance there is style
+#   information the embedding holds beyond script identity. The verdict line says how much of the
+#   baseline's style signal survives unlearning, and in this run it is essentially *all* of it: 97%
+#   within script (baseline 0.75, unlearn 0.74, chance 0.65) and 106% balanced (baseline 0.62, unlearn
+#   0.62, chance 0.58). Here the gradient flip did not measurably hide style in the embedding; kNN reads
+#   style above chance for both models, and the maps coloured by style look much alike. Pictures alone
+#   cannot say how much style is left; the numbers keep us honest (and a fresh probe, notebook on
+#   unlearning, is the stronger test, Elazar & Goldberg 2018).
+# * **t-SNE itself.** One Gaussian blob at perplexity 2 looks like dozens of clusters. Cluster sizes
+#   and gaps mean little; neighbourhoods mean something, and trustworthiness and kNN accuracy say how
+#   much.

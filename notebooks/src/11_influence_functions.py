@@ -1,45 +1,27 @@
-"""Generate notebooks/11_influence_functions.ipynb (then execute it with nbconvert)."""
+# %% [markdown]
+# # 11 · Influence functions: which training crops made this prediction?
+#
+# Koh & Liang (2017) ask how the model, and its loss on one test crop, would change if one training crop were
+# up-weighted or removed. For a training objective $J(\theta)=\frac1n\sum_i \ell_i(\theta)+\frac{\lambda}{2}\|\theta\|^2$
+# with Hessian $H$ at the optimum,
+#
+# $$\mathcal I_{\text{up,loss}}(z_i, z_{\text{test}}) = -\nabla\ell(z_{\text{test}})^\top H^{-1}\nabla\ell(z_i),
+# \qquad \Delta L_{\text{test}}(\text{remove } z_i) \approx -\tfrac1n\,\mathcal I_{\text{up,loss}}.$$
+#
+# Negative $\mathcal I$: the crop **helps** the test prediction; positive: it **harms** it.
+# The theory is exact to first order for a convex model and only an approximation for a network
+# (Basu et al. 2021; Bae et al. 2022 show it tracks a *proximal* response, not leave-one-out).
+#
+# We work at two levels:
+#
+# 1. **Convex**: an L2-regularised logistic regression refit on the frozen CNN embeddings
+#    (`apply_fn(params, images).embedding`). $H$ is positive definite, formed and Cholesky-factorised exactly.
+# 2. **The CNN's last layers** (dense + script head, 264k parameters, the conv trunk frozen; non-convex),
+#    solved by conjugate gradients with damping. Its leave-one-out check is too slow for this notebook;
+#    `python benchmarks/bench_influence.py --validate` runs it and caches the result, which this notebook
+#    shows when the cache exists (in this run it did not, so no CNN-level numbers appear below).
 
-from pathlib import Path
-
-import nbformat as nbf
-
-CELLS = []
-
-
-def md(text):
-    CELLS.append(nbf.v4.new_markdown_cell(text.strip()))
-
-
-def code(text):
-    CELLS.append(nbf.v4.new_code_cell(text.strip()))
-
-
-md(r"""
-# 11 · Influence functions: which training crops made this prediction?
-
-Koh & Liang (2017) ask how the model, and its loss on one test crop, would change if one training crop were
-up-weighted or removed. For a training objective $J(\theta)=\frac1n\sum_i \ell_i(\theta)+\frac{\lambda}{2}\|\theta\|^2$
-with Hessian $H$ at the optimum,
-
-$$\mathcal I_{\text{up,loss}}(z_i, z_{\text{test}}) = -\nabla\ell(z_{\text{test}})^\top H^{-1}\nabla\ell(z_i),
-\qquad \Delta L_{\text{test}}(\text{remove } z_i) \approx -\tfrac1n\,\mathcal I_{\text{up,loss}}.$$
-
-Negative $\mathcal I$: the crop **helps** the test prediction; positive: it **harms** it.
-The theory is exact to first order for a convex model and only an approximation for a network
-(Basu et al. 2021; Bae et al. 2022 show it tracks a *proximal* response, not leave-one-out).
-
-We work at two levels:
-
-1. **Convex**: an L2-regularised logistic regression refit on the frozen CNN embeddings
-   (`apply_fn(params, images).embedding`). $H$ is positive definite, formed and Cholesky-factorised exactly.
-2. **The CNN's last layers** (dense + script head, 264k parameters, the conv trunk frozen; non-convex),
-   solved by conjugate gradients with damping. Its leave-one-out check is too slow for this notebook;
-   `python benchmarks/bench_influence.py --validate` runs it and caches the result, which this notebook
-   shows when the cache exists (in this run it did not, so no CNN-level numbers appear below).
-""")
-
-code(r"""
+# %%
 # Configuration
 N_TRAIN = 2000      # training crops (a subset of ds.train keeps the notebook under 90 s)
 N_TEST = 500        # test crops to choose from
@@ -48,9 +30,8 @@ K_SHOW = 6          # helpful / harmful crops shown
 K_LOO = 30          # leave-one-out check: most influential + this many random
 FLIP = 0.10         # mislabel detection: fraction of script labels flipped
 SEED = 0
-""")
 
-code(r"""
+# %%
 import time
 
 import jax.numpy as jnp
@@ -73,16 +54,14 @@ H = inf.training_hessian(inf.logistic_loss, head, x, y, l2=L2)  # 1,290 x 1,290:
 acc = float((jnp.argmax(xt @ head["w"] + head["b"], 1) == yt).mean())
 print(f"convex head on {N_TRAIN} embeddings: test accuracy {acc:.3f}, |grad J| at the fit {float(gnorm):.1e}")
 assert float(gnorm) < 1e-4 and acc > 0.5
-""")
 
-md(r"""
-## One test crop: its most helpful and most harmful training crops
+# %% [markdown]
+# ## One test crop: its most helpful and most harmful training crops
+#
+# We pick a crop the head gets wrong with confidence (the 10th-highest test loss), score all training crops against it
+# in one jitted pass (per-example gradients by `vmap`, chunked with `lax.map`), and show both ends of the ranking.
 
-We pick a crop the head gets wrong with confidence (the 10th-highest test loss), score all training crops against it
-in one jitted pass (per-example gradients by `vmap`, chunked with `lax.map`), and show both ends of the ranking.
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 test_losses = np.asarray(inf.logistic_loss(head, xt, yt))
 TEST = int(np.argsort(test_losses)[-10])
@@ -93,9 +72,9 @@ print(f"test crop {TEST}: script {ds.scripts[te.script[TEST]]}, style {ds.styles
       f"predicted {ds.scripts[int(jnp.argmax(xt[TEST] @ head['w'] + head['b']))]}")
 print("inverse-HVP residual below 1e-4:", bool(res.s_test.residual[0] < 1e-4))
 assert res.s_test.residual[0] < 1e-4
-""")
 
-code(r"""
+
+# %%
 def show_influential(scores, test_index, k=K_SHOW, split=te, title=""):
     helpful, harmful = np.argsort(scores)[:k], np.argsort(scores)[::-1][:k]
     fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 3.4))
@@ -115,16 +94,14 @@ def show_influential(scores, test_index, k=K_SHOW, split=te, title=""):
 
 
 show_influential(scores, TEST, title="row 2: most helpful\nrow 3: most harmful");
-""")
 
-md(r"""
-**Are the harmful crops the same font style?** If the embedding carries style, crops that share the test crop's
-style but carry another script label should push the prediction the wrong way. We count, over the 100 test crops
-with the highest loss, how often the 20 most harmful training crops share the test crop's style, against the base
-rate of that style in the training subset.
-""")
+# %% [markdown]
+# **Are the harmful crops the same font style?** If the embedding carries style, crops that share the test crop's
+# style but carry another script label should push the prediction the wrong way. We count, over the 100 test crops
+# with the highest loss, how often the 20 most harmful training crops share the test crop's style, against the base
+# rate of that style in the training subset.
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 hard = np.argsort(test_losses)[-100:]
 many = inf.influence_scores(inf.logistic_loss, head, x, y, xt[hard], yt[hard], l2=L2, method="exact",
@@ -138,25 +115,22 @@ same_style_help = (tr.style[:N_TRAIN][help20] == te.style[hard][:, None]).mean()
 print(f"share of top-20 harmful crops with the test crop's style: {same_style:.2f}")
 print(f"share of top-20 helpful crops with the test crop's style: {same_style_help:.2f}")
 print(f"base rate of that style in the training subset:           {base_rate:.2f}")
-""")
 
-md(r"""
-**What the counts say.** Both ends of the ranking lean towards the test crop's style: 0.39 of the most harmful
-crops share it and 0.52 of the most helpful ones, against a base rate of 0.23. So style does not only push
-predictions the wrong way, as the question above expected; it decides which training crops matter at all, in both
-directions. That is how an embedding that carries style looks to a linear head on top of it (in notebook 10, a kNN
-on the baseline embedding names the style of 0.70 of conflict crops, against 0.43 by chance).
-""")
+# %% [markdown]
+# **What the counts say.** Both ends of the ranking lean towards the test crop's style: 0.39 of the most harmful
+# crops share it and 0.52 of the most helpful ones, against a base rate of 0.23. So style does not only push
+# predictions the wrong way, as the question above expected; it decides which training crops matter at all, in both
+# directions. That is how an embedding that carries style looks to a linear head on top of it (in notebook 10, a kNN
+# on the baseline embedding names the style of 0.70 of conflict crops, against 0.43 by chance).
 
-md(r"""
-## Does it predict leave-one-out retraining? (convex head)
+# %% [markdown]
+# ## Does it predict leave-one-out retraining? (convex head)
+#
+# Koh & Liang's Figure 2: remove one crop, retrain, measure the change in the test loss. Here the retrains are one
+# jitted `lax.map` over weight-0 masks, warm-started from the optimum (chord Newton with the factorised Hessian, so
+# each converges to the exact leave-one-out minimiser; the gradient norm after retraining says so).
 
-Koh & Liang's Figure 2: remove one crop, retrain, measure the change in the test loss. Here the retrains are one
-jitted `lax.map` over weight-0 masks, warm-started from the optimum (chord Newton with the factorised Hessian, so
-each converges to the exact leave-one-out minimiser; the gradient norm after retraining says so).
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 rng = np.random.default_rng(SEED)
 top = np.argsort(-np.abs(scores))[:K_LOO]
@@ -169,9 +143,8 @@ r_convex = inf.pearson(pred, actual)
 print(f"{len(idx)} leave-one-out retrains; converged (max |grad| < 1e-4): {bool(loo.grad_norm.max() < 1e-4)}")
 print(f"Pearson r (convex head) >= 0.95: {r_convex >= 0.95}")
 assert r_convex >= 0.95
-""")
 
-code(r"""
+# %%
 cached = inf.load_result("loo_validation")
 fig, axes = plt.subplots(1, 2 if cached else 1, figsize=(8 if cached else 4, 3.6), squeeze=False)
 
@@ -202,27 +175,25 @@ if cached:
           f"{cached['cnn_top']['damping']}, retrains {cached['cnn_top']['loo_steps']} full-batch steps each")
 else:
     print("no cached CNN-level result: run python benchmarks/bench_influence.py --validate")
-""")
 
-md(r"""
-The convex head's points sit close to the diagonal (r = 0.978 over 60 removed crops). For the CNN's last layers there
-is no cached result in this run: that comparison comes from running `python benchmarks/bench_influence.py --validate`.
-Expect it to be looser than the convex one: the damping added to the indefinite Hessian shrinks the predicted changes,
-the refit is not exactly at a minimum, and the retrains from a warm start find the nearby solution Bae et al. (2022)
-call the proximal response. Koh & Liang's own CNN figure is r of about 0.86 to 0.88.
+# %% [markdown]
+# The convex head's points sit close to the diagonal (r = 0.978 over 60 removed crops). For the CNN's last layers there
+# is no cached result in this run: that comparison comes from running `python benchmarks/bench_influence.py --validate`.
+# Expect it to be looser than the convex one: the damping added to the indefinite Hessian shrinks the predicted changes,
+# the refit is not exactly at a minimum, and the retrains from a warm start find the nearby solution Bae et al. (2022)
+# call the proximal response. Koh & Liang's own CNN figure is r of about 0.86 to 0.88.
+#
+# The unlearning comparison (`zoo.load("unlearn")`) is left out here: it is not cheap unless that model is already
+# trained; the widget below works with any model's embeddings.
+#
+# ## Which crops moved the *font* prediction?
+#
+# The same machinery answers a question about the nuisance: fit a second convex head reading **font style** from the
+# same embeddings and score training crops by their influence on the font loss of the test crop. In the baseline
+# model the embedding still carries style, so this probe works; the unlearning notebook's question is whether it
+# would after gradient reversal.
 
-The unlearning comparison (`zoo.load("unlearn")`) is left out here: it is not cheap unless that model is already
-trained; the widget below works with any model's embeddings.
-
-## Which crops moved the *font* prediction?
-
-The same machinery answers a question about the nuisance: fit a second convex head reading **font style** from the
-same embeddings and score training crops by their influence on the font loss of the test crop. In the baseline
-model the embedding still carries style, so this probe works; the unlearning notebook's question is whether it
-would after gradient reversal.
-""")
-
-code(r"""
+# %%
 s, st = jnp.asarray(tr.style[:N_TRAIN]), jnp.asarray(te.style[:N_TEST])
 font_head, _ = inf.fit_logistic(x, s, n_classes=len(ds.styles), l2=L2)
 H_font = inf.training_hessian(inf.logistic_loss, font_head, x, s, l2=L2)
@@ -231,19 +202,17 @@ font_scores = np.asarray(inf.influence_scores(inf.logistic_loss, font_head, x, s
                                               st[TEST:TEST + 1], l2=L2, method="exact", hessian=H_font).scores[0])
 print(f"font probe on the embedding: test accuracy {font_acc:.2f} (chance {1 / len(ds.styles):.2f})")
 show_influential(font_scores, TEST, title="influence on the\nFONT loss");
-""")
 
-md(r"""
-## Finding mislabelled crops by self-influence
+# %% [markdown]
+# ## Finding mislabelled crops by self-influence
+#
+# Flip the script label of 10% of the training subset, refit the convex head on the flipped labels, and rank the
+# training crops by self-influence $\nabla\ell_i^\top H^{-1}\nabla\ell_i$ (how much a crop's own loss would rise if it
+# were left out). Checking the crops in that order, what fraction of the flips do we find? Baselines: rank by training
+# loss, and random order. (kronfluence reports about 80% found at 10% checked on CIFAR-10 with EK-FAC; this is the
+# convex head on frozen embeddings, which were trained on the clean labels, so the task is easier here.)
 
-Flip the script label of 10% of the training subset, refit the convex head on the flipped labels, and rank the
-training crops by self-influence $\nabla\ell_i^\top H^{-1}\nabla\ell_i$ (how much a crop's own loss would rise if it
-were left out). Checking the crops in that order, what fraction of the flips do we find? Baselines: rank by training
-loss, and random order. (kronfluence reports about 80% found at 10% checked on CIFAR-10 with EK-FAC; this is the
-convex head on frozen embeddings, which were trained on the clean labels, so the task is easier here.)
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 y_flip, flipped = inf.flip_labels(tr.script[:N_TRAIN], len(ds.scripts), FLIP, seed=SEED)
 y_flip = jnp.asarray(y_flip)
@@ -262,9 +231,8 @@ print("|---|---|---|")
 for k, c in curves.items():
     print(f"| {k} | {c[10]:.2f} | {c[20]:.2f} |")
 assert curves["self-influence"][20] > 2 * curves["random"][20]
-""")
 
-code(r"""
+# %%
 fig, ax = plt.subplots(figsize=(4.5, 3.4))
 for k, c in curves.items():
     ax.plot(fractions, c, label=k)
@@ -273,16 +241,14 @@ ax.set_xlabel("fraction of training data checked")
 ax.set_ylabel("fraction of flipped labels found")
 ax.legend(fontsize=8)
 fig.tight_layout()
-""")
 
-md(r"""
-## Pick a test crop
+# %% [markdown]
+# ## Pick a test crop
+#
+# The widget re-scores all training crops against the chosen test crop (one jitted call, well under a second once
+# compiled). The static figure above is the same view for the default crop.
 
-The widget re-scores all training crops against the chosen test crop (one jitted call, well under a second once
-compiled). The static figure above is the same view for the default crop.
-""")
-
-code(r"""
+# %%
 import ipywidgets as widgets
 
 
@@ -296,27 +262,17 @@ def explore(test_index=TEST, head_name="script"):
 
 widgets.interact(explore, test_index=widgets.IntSlider(value=TEST, min=0, max=N_TEST - 1),
                  head_name=widgets.Dropdown(options=["script", "font"], value="script"));
-""")
 
-code(r"""
+# %%
 elapsed = time.perf_counter() - t0
 print(f"notebook ran in {elapsed:.0f} s (budget: 90 s on 2 uncontended cores with the zoo warm)")
-""")
 
-md(r"""
-**What to take away.** For the convex head the first-order prediction tracks actual retraining closely (Koh & Liang
-report the same for logistic regression). For the CNN's last layers it is an approximation: how good one is measured by
-`python benchmarks/bench_influence.py --validate` (no cached result in this run), and it depends on how well the refit
-converged and on the damping. Self-influence
-finds flipped labels far faster than random checking; training loss, the cheapest signal, is a strong baseline here.
-
-References: Koh & Liang 2017 (arXiv:1703.04730); Agarwal, Bullins & Hazan 2017 (LiSSA); Basu, Pope & Feizi 2021;
-Bae et al. 2022; Grosse et al. 2023.
-""")
-
-nb = nbf.v4.new_notebook()
-nb.cells = CELLS
-nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-out = Path(__file__).resolve().parents[1] / "11_influence_functions.ipynb"
-nbf.write(nb, out)
-print("wrote", out)
+# %% [markdown]
+# **What to take away.** For the convex head the first-order prediction tracks actual retraining closely (Koh & Liang
+# report the same for logistic regression). For the CNN's last layers it is an approximation: how good one is measured by
+# `python benchmarks/bench_influence.py --validate` (no cached result in this run), and it depends on how well the refit
+# converged and on the damping. Self-influence
+# finds flipped labels far faster than random checking; training loss, the cheapest signal, is a strong baseline here.
+#
+# References: Koh & Liang 2017 (arXiv:1703.04730); Agarwal, Bullins & Hazan 2017 (LiSSA); Basu, Pope & Feizi 2021;
+# Bae et al. 2022; Grosse et al. 2023.
