@@ -83,6 +83,7 @@ def test_sparsity_curve_equals_per_snapshot(net):
         A.sparsity_curve(apply_fn, [], images)
 
 
+@pytest.mark.slow
 def test_dead_filters_finds_hand_zeroed_channels():
     model = build(4, 3, seed=0)
     killed = [3, 7, 30]
@@ -127,6 +128,7 @@ def test_conv_kernel_and_filter_images(net):
         F.filter_images(F.conv_kernel(params, "conv2"))
 
 
+@pytest.mark.slow
 def test_noisiness_closed_forms():
     const = jnp.ones((3, 3, 2, 1))
     checker = jnp.array([[1.0, -1, 1], [-1, 1, -1], [1, -1, 1]])[:, :, None, None]

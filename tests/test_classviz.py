@@ -28,6 +28,7 @@ def small_net():
     return apply_fn, params
 
 
+@pytest.mark.slow
 def test_linear_model_sgd_is_monotone_and_reaches_closed_form():
     # S_c(I) - l2 ||I - 0.5||^2 is concave: plain ascent climbs monotonically to
     # I* = 0.5 + w_c / (2 l2), from the (near-)mean start.
@@ -47,6 +48,7 @@ def test_linear_model_adam_without_penalty_is_monotone():
     assert float(r.images.min()) >= 0.0 and float(r.images.max()) <= 1.0
 
 
+@pytest.mark.slow
 def test_all_classes_in_one_call_raise_their_scores(small_net):
     apply_fn, params = small_net
     r = C.class_model(apply_fn, params, image_shape=SHAPE, steps=80)
@@ -59,6 +61,7 @@ def test_all_classes_in_one_call_raise_their_scores(small_net):
     np.testing.assert_array_equal(np.asarray(logits).argmax(1), np.arange(4))
 
 
+@pytest.mark.slow
 def test_layer_channel_objective(small_net):
     apply_fn, params = small_net
     r = C.class_model(apply_fn, params, objective=("layer", "conv2", 5), image_shape=SHAPE, steps=30)
@@ -69,6 +72,7 @@ def test_layer_channel_objective(small_net):
     assert every.images.shape == (128, *SHAPE)
 
 
+@pytest.mark.slow
 def test_fourier_grayscale_jitter_blur_and_determinism(small_net):
     apply_fn, params = small_net
     g = C.class_model(apply_fn, params, image_shape=SHAPE, steps=10, grayscale=True, jitter=2, blur_sigma=0.5, tv=0.01)

@@ -17,6 +17,7 @@ def test_splits_shapes_and_dtypes(smoke):
         assert all(len(t) > 0 for t in s.text)
 
 
+@pytest.mark.slow
 def test_deterministic_and_seed_dependent(smoke):
     again = data.load("smoke", seed=0, cache=False, progress=False, workers=2)
     for a, b in zip(smoke.train, again.train, strict=True):

@@ -28,6 +28,7 @@ def _dense_kl(p, y):
 
 
 @pytest.mark.parametrize("perplexity", [5.0, 30.0])
+@pytest.mark.slow
 def test_perplexity_calibration_hits_target_entropy(perplexity):
     x, _ = _blobs(n=150)
     aff = E.affinities(x, perplexity=perplexity)
@@ -52,6 +53,7 @@ def test_joint_probabilities_symmetric_and_normalised():
 
 
 @pytest.mark.parametrize("n_neighbors", [None, 49])  # kNN P, and the dense P (k = N - 1)
+@pytest.mark.slow
 def test_kl_and_gradient_match_jax_grad_of_dense_kl(n_neighbors):
     x, _ = _blobs(n=50)
     aff = E.affinities(x, perplexity=8.0, n_neighbors=n_neighbors)

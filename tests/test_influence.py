@@ -48,6 +48,7 @@ def _logreg_problem(n=60, d=4, c=3, seed=0):
     return jnp.asarray(x), jnp.asarray(y)
 
 
+@pytest.mark.slow
 def test_hvp_matches_finite_difference_of_gradient():
     x, y = _logreg_problem()
     params = {"w": jnp.full((4, 3), 0.1), "b": jnp.zeros(3)}
@@ -94,6 +95,7 @@ def test_inverse_hvp_batched_right_hand_sides_and_reports_nonconvergence():
     assert float(short.residual.min()) > 1e-3
 
 
+@pytest.mark.slow
 def test_influence_cg_matches_exact_and_closed_form():
     x, y = _logreg_problem()
     params, gnorm = inf.fit_logistic(x, y, n_classes=3, l2=0.01)
@@ -148,6 +150,7 @@ def test_influence_predicts_leave_one_out_on_tiny_logistic_regression():
         np.testing.assert_allclose(loo.delta_test_loss[i, 0], test_loss(ui) - test_loss(u0), rtol=0.02, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_self_influence_matches_numpy():
     x, y = _logreg_problem(n=40)
     params, _ = inf.fit_logistic(x, y, n_classes=3, l2=0.05)
@@ -172,6 +175,7 @@ def test_momentum_loo_agrees_with_newton_loo():
     np.testing.assert_allclose(b.delta_test_loss, a.delta_test_loss, rtol=1e-2, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_top_layers_reproduce_scriptnet_and_font_head_influence_runs():
     from scriptlab.model import build, functional
 

@@ -50,6 +50,7 @@ def test_flip_composes_with_jit_vmap_grad_and_never_recompiles():
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_lam_zero_leaves_trunk_gradient_untouched_by_font_head(net):
     model, params, apply_fn, images = net
     y_script, y_font = jnp.array([0, 1, 2, 3, 0]), jnp.array([2, 1, 0, 2, 1])
@@ -79,6 +80,7 @@ def test_functional_outputs_and_named_activations(net):
     assert out.activations["pool3"].shape[:3] == (5, 4, 8)
 
 
+@pytest.mark.slow
 def test_image_gradient_matches_finite_differences(net):
     _, params, apply_fn, images = net
     f = lambda x: apply_fn(params, x[None]).script[0, 1]
@@ -98,6 +100,7 @@ def test_vmap_over_images_matches_batch(net):
     np.testing.assert_allclose(single, apply_fn(params, images).script, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hessian_vector_product_wrt_params_matches_finite_differences(net):
     _, params, apply_fn, images = net
     # softplus keeps the loss smooth between max-pool switches; in float64 a step of 1e-5

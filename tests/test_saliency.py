@@ -88,6 +88,7 @@ def test_integrated_gradients_linear_model_is_exact():
     np.testing.assert_allclose(ig, w[1] * (x - 0.5), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_integrated_gradients_completeness_within_one_percent(small_net):
     apply_fn, params, images, targets = small_net
     for baseline in ("black", "blur"):

@@ -29,6 +29,7 @@ def test_conditional_font_head_reads_the_given_script():
     np.testing.assert_allclose(net(x).font, full[jnp.arange(5), pred], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_conditional_flip_vjp_reverses_only_the_trunk_gradient():
     # d(font loss)/d(trunk) through the flip is -lam times the ordinary gradient, while
     # the per-script font heads themselves get the ordinary gradient.
@@ -93,6 +94,7 @@ def test_balanced_sampling_draws_groups_equally(smoke):
 
 
 @pytest.mark.parametrize("mode", ["cdann", "balanced", "groupdro"])
+@pytest.mark.slow
 def test_new_modes_train_deterministically_and_restore(smoke, mode, tmp_path):
     cfg = train.make_train_config(mode=mode, preset="smoke", epochs=1, batch_size=32)
     a = train.train(cfg, smoke, progress=False)

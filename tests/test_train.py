@@ -34,6 +34,7 @@ def test_training_is_deterministic_and_records_history(smoke, smoke_run):
     assert not np.array_equal(jax.tree.leaves(first.snapshots[0][1])[0], final[0])
 
 
+@pytest.mark.slow
 def test_training_learns_on_smoke(smoke):
     cfg = train.make_train_config(mode="baseline", preset="smoke", epochs=10, batch_size=32)
     r = train.train(cfg, smoke, progress=False)
@@ -78,6 +79,7 @@ def test_bad_options_are_named():
         train.make_train_config(lr=-1)
 
 
+@pytest.mark.slow
 def test_zoo_warm_trains_in_parallel_workers_identically(tmp_path, monkeypatch):
     from scriptlab import zoo
 
