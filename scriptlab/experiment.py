@@ -4,8 +4,10 @@ Methods (``scriptlab.train``'s modes, plus one post-hoc method):
   baseline, multitask, unlearn, ascent   the first essay's recipes;
   cdann                                  conditional adversary (one font head per script);
   balanced, groupdro                     group-balanced sampling, group DRO;
-  leace                                  the baseline's embedding with style linearly
-                                         erased (LEACE) and a script head refitted on it.
+  leace, dfr, leace_dfr,                 post-hoc: a new linear script head on a frozen
+  unlearn_dfr, cdann_dfr                 trunk, after LEACE erasure of style and/or fitted
+                                         on the group-balanced training distribution
+                                         (``posthoc_predictions``).
 References (the same recipe on other training data, the same evaluation splits):
   oracle   styles uniform within each script (rho 0.2): no shortcut to learn;
   rho99    a stronger bias than the default 0.9.
@@ -43,7 +45,8 @@ from scriptlab.probe import (
 )
 from scriptlab.train import balanced_probabilities, dataset_for, group_ids, predict
 
-METHODS = ("baseline", "unlearn", "cdann", "balanced", "groupdro", "leace", "multitask", "ascent")
+METHODS = ("baseline", "unlearn", "cdann", "balanced", "groupdro", "balanced_cdann", "leace", "dfr",
+           "leace_dfr", "unlearn_dfr", "cdann_dfr", "multitask", "ascent")
 REFERENCES = ("oracle", "rho99")
 ACCURACY = (
     "test", "conflict", "conflict_worst", "val_conflict", "val_conflict_worst",
@@ -72,25 +75,43 @@ def predictions(m: zoo.ZooModel, ds: Dataset, splits=EVAL_SPLITS) -> dict[str, P
             for s in splits}
 
 
-def leace_predictions(m: zoo.ZooModel, ds: Dataset, *, balanced: bool = False) -> dict[str, Predictions]:
-    """LEACE on a trained model: erase style from the embedding, refit a linear script head.
+# Post-hoc methods on a trained trunk, frozen: (trunk, erase style?, group-balanced head?).
+POSTHOC = {
+    "leace": ("baseline", True, False),
+    "dfr": ("baseline", False, True),
+    "leace_dfr": ("baseline", True, True),
+    "unlearn_dfr": ("unlearn", False, True),
+    "cdann_dfr": ("cdann", False, True),
+}
 
-    The eraser and the head are fitted on the training crops only. With ``balanced``
-    the eraser is fitted on the group-balanced training distribution, under which
-    style is independent of script, so erasing style removes no script information
-    (it is not the distribution the model was trained on).
+
+def posthoc_predictions(m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float = 1e-3
+                        ) -> dict[str, Predictions]:
+    """A new linear script head on a trained model's frozen embedding.
+
+    ``leace`` erases style from the embedding (LEACE) and refits the head;
+    ``dfr`` refits the head on the group-balanced training distribution, the
+    training-set variant of deep feature reweighting (Kirichenko et al. 2022,
+    https://arxiv.org/abs/2204.02937); ``leace_dfr`` does both, the eraser too
+    fitted on the balanced distribution (under which style is independent of
+    script, so erasing style removes no script information). Everything is
+    fitted on the training crops only.
 
     Returns:
-      {split: Predictions} whose embedding is the erased one and font logits None.
+      {split: Predictions} whose embedding is the (erased) one and font logits None.
     """
+    if method not in POSTHOC:
+        raise ValueError(f"unknown post-hoc method {method!r}; allowed: {', '.join(POSTHOC)}")
+    _, erase_style, balanced = POSTHOC[method]
     tr = ds.train
     emb = np.asarray(predict(m.apply_fn, m.params, tr.images)[2])
     weights = balanced_probabilities(group_ids(tr.script, tr.style, len(ds.styles))) if balanced else None
-    eraser = fit_leace(emb, tr.style, len(ds.styles), weights=weights)
-    head = fit_probe(erase(eraser, emb), tr.script, len(ds.scripts))
+    eraser = fit_leace(emb, tr.style, len(ds.styles), weights=weights) if erase_style else None
+    view = (lambda x: np.asarray(erase(eraser, x))) if erase_style else (lambda x: x)
+    head = fit_probe(view(emb), tr.script, len(ds.scripts), l2=l2, weights=weights)
     out = {}
     for split, p in predictions(m, ds).items():
-        z = np.asarray(erase(eraser, p.embedding))
+        z = view(p.embedding)
         zs = (z - np.asarray(head.mean)) / np.asarray(head.scale)
         out[split] = Predictions(zs @ np.asarray(head.weights) + np.asarray(head.bias), None, z)
     return out
@@ -240,8 +261,10 @@ def goal(summary: dict, baseline: str = "baseline", oracle: str = "oracle") -> d
 
 
 def _rows(name: str, preset: str, seeds: int, ds: Dataset, progress: bool) -> list[dict]:
-    if name == "leace":
-        return [score(leace_predictions(zoo.load("baseline", preset, seed=s, progress=progress), ds), ds)
+    if name in POSTHOC:
+        trunk = POSTHOC[name][0]
+        return [score(posthoc_predictions(zoo.load(trunk, preset, seed=s, progress=progress), ds,
+                                          name), ds)
                 for s in range(seeds)]
     return [measure(zoo.load(name, preset, seed=s, progress=progress), ds) for s in range(seeds)]
 
@@ -277,9 +300,8 @@ def run(
     for name in references:
         if name not in REFERENCES:
             raise ValueError(f"unknown reference {name!r}; allowed: {', '.join(REFERENCES)}")
-    names = [n for n in (*methods, *references) if n != "leace"]
-    if "leace" in methods and "baseline" not in names:
-        names.insert(0, "baseline")
+    names = [n for n in (*methods, *references) if n not in POSTHOC]
+    names += [POSTHOC[n][0] for n in methods if n in POSTHOC and POSTHOC[n][0] not in names]
     cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
     key = hashlib.sha256(json.dumps([preset, seeds, methods, references, lam_sweep, cfgs],
                                     sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -35,7 +35,8 @@ class Probe(NamedTuple):
         return np.asarray(jnp.argmax(z @ self.weights + self.bias, -1))
 
 
-def fit_probe(features, labels, n_classes: int, *, l2: float = 1e-3, steps: int = 300) -> Probe:
+def fit_probe(features, labels, n_classes: int, *, l2: float = 1e-3, steps: int = 300,
+              weights=None) -> Probe:
     """Fit a linear probe with full-batch Adam (deterministic: zero initialisation).
 
     Args:
@@ -43,9 +44,20 @@ def fit_probe(features, labels, n_classes: int, *, l2: float = 1e-3, steps: int 
       labels: int[N] in [0, n_classes).
       l2: weight penalty.
       steps: optimisation steps.
+      weights: optional float[N] >= 0 example weights (the loss is their weighted
+        mean), e.g. ``train.balanced_probabilities`` for a group-balanced refit.
     """
     x, y = _check(features, labels, n_classes)
     mean, scale = x.mean(0), x.std(0) + 1e-6
+    if weights is not None:
+        w = np.asarray(weights, np.float32)
+        if w.shape != (len(x),) or not np.all(np.isfinite(w)) or w.min() < 0 or w.sum() <= 0:
+            raise ValueError(f"weights must be {len(x)} finite numbers >= 0 with a positive sum")
+        w = jnp.asarray(w / w.sum())
+        mean = w @ x  # standardise on the weighted distribution too
+        scale = jnp.sqrt(w @ (x - mean) ** 2) + 1e-6
+        wk, b = _fit_masked((x - mean) / scale, y, w[None], n_classes, l2, steps)
+        return Probe(wk[0], b[0], mean, scale)
     return _fit((x - mean) / scale, y, n_classes, l2, steps)._replace(mean=mean, scale=scale)
 
 

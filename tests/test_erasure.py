@@ -114,3 +114,15 @@ def test_conditional_probe_equals_separate_probes():
         hits.append(p.predict((x[te] - mean) / scale) == y[te])
     assert abs(acc - np.mean(np.concatenate(hits))) < 0.01
     assert acc > 0.8
+
+
+def test_weighted_probe_equals_the_duplicated_fit():
+    from scriptlab.probe import fit_probe
+
+    x, z = _toy(n=300, seed=6)
+    reps = np.random.default_rng(6).integers(1, 4, len(x))
+    w = fit_probe(x, z, 3, weights=reps.astype(float))
+    d = fit_probe(np.repeat(x, reps, 0), np.repeat(z, reps), 3, weights=np.ones(reps.sum()))
+    for a, b in zip(w, d, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    assert np.mean(w.predict(x) == z) > 0.8
