@@ -47,7 +47,7 @@ def test_heldout_fonts_never_appear_in_training_splits(smoke):
 
 def test_every_covered_cell_is_populated():
     ds = data.load("smoke", seed=0, progress=False, n_train=0, n_val=0, n_test=0,
-                   n_conflict=0, n_heldout=0)
+                   n_conflict=0, n_heldout=0, n_val_conflict=0)
     assert sum(len(s) for s in ds.splits.values()) == 0
     big = data.load("workshop", progress=False)
     pooled = np.zeros((len(big.scripts), len(big.styles)), int)
