@@ -419,3 +419,34 @@ def write(results: dict, out: str | Path) -> Path:
     (out / "results.txt").write_text(text + "\n")
     figure(results).savefig(out / "results.png", dpi=90)
     return out
+
+
+def misread(ds: Dataset, preds: dict[str, Predictions], split: str, *, script: str | None = None,
+            family: str | None = None) -> np.ndarray:
+    """Indices of the crops of ``split`` whose script is misread, optionally of one script/family."""
+    s = ds.split(split)
+    sel = np.argmax(preds[split].script, -1) != s.script
+    if script is not None:
+        sel &= s.script == ds.scripts.index(script)
+    if family is not None:
+        sel &= s.family == ds.families.index(family)
+    return np.flatnonzero(sel)
+
+
+def heatmaps(results: dict, names: tuple[str, ...], split: str = "conflict_cells"):
+    """Script x style accuracy on the conflict split (mean over seeds), one panel per model."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(2.3 * len(names) + 0.6, 3.6),
+                             layout="constrained", squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        cells = np.array([[np.nan if v is None else v for v in row]
+                          for row in np.mean([np.array(r["tables"][split], float)
+                                              for r in results["per_seed"][name]], 0)])
+        im = ax.imshow(cells, vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(results["styles"])), results["styles"], rotation=90, fontsize=9)
+        ax.set_yticks(range(len(results["scripts"])), results["scripts"] if ax is axes[0, 0] else [],
+                      fontsize=9)
+        ax.set_title(name, fontsize=10)
+    fig.colorbar(im, ax=axes[0, -1], shrink=0.7, label="script accuracy")
+    return fig

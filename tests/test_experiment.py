@@ -81,3 +81,11 @@ def test_results_are_strict_json_and_tables_fit(smoke, tmp_path):
     assert max(len(line) for line in text.splitlines()) < 100
     experiment._write_json(tmp_path / "r.json", {"rows": rows, **results})
     json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: 1 / 0)
+
+
+def test_misread_selects_exactly_the_wrong_crops_of_a_cell(smoke):
+    lat = smoke.scripts.index("latin")
+    preds = _preds(smoke, lambda split, s: s.script == lat)
+    idx = experiment.misread(smoke, preds, "conflict", script="latin")
+    assert np.array_equal(idx, np.flatnonzero(smoke.conflict.script == lat))
+    assert len(experiment.misread(smoke, preds, "conflict", script="greek")) == 0
