@@ -355,10 +355,10 @@ def table(results: dict, metrics: tuple[str, ...] | None = None) -> str:
     groups = [metrics] if metrics else [ACCURACY[:6], ACCURACY[6:], STYLE]
     out = []
     for keys in groups:
-        head = f"{'method':<10}" + "".join(f"{_short(k):>12}" for k in keys)
+        head = f"{'method':<12}" + "".join(f"{_short(k):>12}" for k in keys)
         lines = [head, "-" * len(head)]
         for name, row in results["summary"].items():
-            lines.append(f"{name:<10}" + "".join(f" {_cell(row.get(k))}" for k in keys))
+            lines.append(f"{name:<12}" + "".join(f" {_cell(row.get(k))}" for k in keys))
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
@@ -375,14 +375,14 @@ def _short(k: str) -> str:
 
 def goal_table(results: dict) -> str:
     """Share of the baseline-to-oracle gap each method closes, per symptom (* = seeds separated)."""
-    head = f"{'method':<10}" + "".join(f"{_short(k):>14}" for k in GOAL)
+    head = f"{'method':<12}" + "".join(f"{_short(k):>14}" for k in GOAL)
     lines = [head, "-" * len(head)]
     for name, row in results["goal"].items():
         cells = "".join(
             f"{'-':>14}" if row[k]["closed"] is None
             else f"{100 * row[k]['closed']:>12.0f}%{'*' if row[k]['separated'] else ' '}"
             for k in GOAL)
-        lines.append(f"{name:<10}{cells}")
+        lines.append(f"{name:<12}{cells}")
     return "\n".join(lines)
 
 
