@@ -107,14 +107,41 @@ def rms_normalise(h: jax.Array) -> jax.Array:
     return h / (jnp.sqrt(jnp.mean(h**2, axis=-1, keepdims=True)) + 1e-3)
 
 
+@jax.custom_jvp
 def _max_pool(x: jax.Array) -> jax.Array:
     """2x2 max pool, stride 2, written as a reshape and a max.
 
-    Same values as ``nnx.max_pool``, but its gradient is an elementwise select
-    rather than XLA:CPU's slow select-and-scatter (benchmarks/bench_train.py).
+    Same values and same gradient as ``nnx.max_pool``: the whole cotangent of a
+    window goes to its first maximum in row-major order (the max-pool switch of
+    Zeiler & Fergus, PyTorch's ``MaxPool2d`` and XLA's select-and-scatter), not
+    split among tied maxima as autodiff of ``max`` would. The gradient is an
+    elementwise select rather than XLA:CPU's slow select-and-scatter
+    (benchmarks/bench_train.py). Ties matter only where the ReLU's backward
+    does not zero them (deconvnet): plain and guided gradients are unchanged.
     """
     n, h, w, c = x.shape
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _pool_switches(x: jax.Array) -> jax.Array:
+    """bool[N, H/2, 2, W/2, 2, C]: True at each 2x2 window's first maximum (row-major)."""
+    n, h, w, c = x.shape
+    xr = x.reshape(n, h // 2, 2, w // 2, 2, c)
+    eq = xr == xr.max(axis=(2, 4))[:, :, None, :, None, :]
+    e00, e01, e10, e11 = eq[:, :, 0, :, 0], eq[:, :, 0, :, 1], eq[:, :, 1, :, 0], eq[:, :, 1, :, 1]
+    top = jnp.stack([e00, e01 & ~e00], axis=3)
+    bottom = jnp.stack([e10 & ~(e00 | e01), e11 & ~(e00 | e01 | e10)], axis=3)
+    return jnp.stack([top, bottom], axis=2)
+
+
+@_max_pool.defjvp
+def _pool_jvp(primals, tangents):
+    # A JVP rule rather than a VJP: its transpose is the switch-routed gradient, and it
+    # still composes with forward mode (jax.jvp of jax.grad: Hessian-vector products).
+    (x,), (t,) = primals, tangents
+    n, h, w, c = x.shape
+    routed = jnp.where(_pool_switches(x), t.reshape(n, h // 2, 2, w // 2, 2, c), jnp.zeros((), t.dtype))
+    return _max_pool(x), routed.sum(axis=(2, 4))
 
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
