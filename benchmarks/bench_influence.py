@@ -86,7 +86,7 @@ def top_lmax(loss, p, f, y) -> float:
 
     flat, unravel = ravel_pytree(p)
     mv = lambda u: ravel_pytree(inf.hvp(jfun, p, unravel(u)))[0]  # noqa: E731
-    return float(jax.jit(lambda: inf._power_max_eig(mv, flat.size, flat.dtype, 20))())
+    return float(jax.jit(lambda: inf.largest_eigenvalue(mv, flat.size, flat.dtype, 20))())
 
 
 def speed(ds, m):

@@ -1,9 +1,7 @@
 """Activation maps, activation sparsity over training, and dead filters.
 
-Every function takes ``(apply_fn, params, images, ...)``; ``apply_fn(params,
-images)`` must return an object whose ``activations`` field is a dict
-{layer name: float32[N, h, w, c] or float32[N, c]} (``scriptlab.model.functional``
-gives one). Images are processed in one jitted ``lax.map`` over memory-bounded
+Every function takes ``(apply_fn, params, images, ...)`` with ``apply_fn`` a
+``scriptlab.protocols.ApplyFn``; these read only its ``activations`` dict. Images are processed in one jitted ``lax.map`` over memory-bounded
 chunks (``batch_size`` images vmapped at a time), never a Python loop.
 
 The seed essay's two claims these measure: "for networks with ReLU activations,
@@ -27,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scriptlab.interpret._common import check_batch_size, check_images, check_layers
+
 
 class DeadFilters(NamedTuple):
     """Per-layer result of ``dead_filters``: which channels never fire, and their peak."""
@@ -36,48 +36,6 @@ class DeadFilters(NamedTuple):
     fire_rate: dict[
         str, jax.Array
     ]  # layer -> float32[C]: share of images where the channel fires anywhere
-
-
-def check_images(images, name: str = "images") -> jax.Array:
-    """float32[N, H, W, C] or a clear ValueError."""
-    images = jnp.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"{name} must be float32[N, H, W, C], got shape {images.shape}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty (shape {images.shape})")
-    return images.astype(jnp.float32)
-
-
-def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """Shape of every named activation for one image, e.g. {'conv1': (16, 32, 16), ...}.
-
-    Traced with ``jax.eval_shape``: costs no FLOPs.
-    """
-    x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
-    out = jax.eval_shape(lambda p, im: apply_fn(p, im), params, x)
-    acts = getattr(out, "activations", None)
-    if not isinstance(acts, dict):
-        raise ValueError(
-            "apply_fn(params, images) must return an object with an `activations` dict"
-        )
-    return {k: tuple(v.shape[1:]) for k, v in acts.items()}
-
-
-def check_layers(
-    apply_fn, params, image_shape, layers, *, spatial: bool = False
-) -> tuple[str, ...]:
-    """Validate layer names against the model's activations (all of them when ``layers`` is None)."""
-    shapes = layer_shapes(apply_fn, params, image_shape)
-    allowed = tuple(k for k, s in shapes.items() if len(s) == 3 or not spatial)
-    if layers is None:
-        return allowed
-    if isinstance(layers, str):
-        layers = (layers,)
-    for name in layers:
-        if name not in allowed:
-            kind = "spatial layer" if spatial else "layer"
-            raise ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(allowed)}")
-    return tuple(layers)
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "layers", "batch_size"))
@@ -95,7 +53,7 @@ def activation_maps(
     """Every named layer's feature maps for a batch, in one jitted pass.
 
     Args:
-      apply_fn: ``apply_fn(params, images) -> out`` with ``out.activations``.
+      apply_fn: a ``scriptlab.protocols.ApplyFn`` (``out.activations`` is read).
       params: the model parameters (a pytree).
       images: float32[N, H, W, C] in [0, 1].
       layers: names to return (default: every activation the model exposes).
@@ -108,13 +66,8 @@ def activation_maps(
     """
     images = check_images(images)
     layers = check_layers(apply_fn, params, images.shape[1:], layers)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     return _maps(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
-
-
-def _check_batch_size(batch_size):
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 def _hoyer(a: jax.Array) -> jax.Array:
@@ -179,7 +132,7 @@ def activation_sparsity(
     """
     images = check_images(images)
     layers = check_layers(apply_fn, params, images.shape[1:], layers)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     return _stats(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
 
 
@@ -217,7 +170,7 @@ def sparsity_curve(
     images = check_images(images)
     epochs, stacked = stack_params(snapshots)
     layers = check_layers(apply_fn, snapshots[0][1], images.shape[1:], layers)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     return epochs, _curve(apply_fn, stacked, images, layers=layers, batch_size=int(batch_size))
 
 
@@ -250,7 +203,7 @@ def dead_filters(
     """
     images = check_images(images)
     layers = check_layers(apply_fn, params, images.shape[1:], layers, spatial=True)
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     stats = _stats(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
     peak = {k: v["peak"] for k, v in stats.items()}
     return DeadFilters(

@@ -9,12 +9,9 @@ penalty (Mahendran & Vedaldi 2015), and a decorrelated Fourier parametrisation
 
 All targets (every class of a head, or several channels of a layer) are
 optimised together: one jitted call, ``vmap`` over targets and ``lax.scan`` over
-steps. What ``apply_fn`` must provide: ``apply_fn(params, images)`` with
-``getattr(out, head)`` logits [N, n_classes] for ``objective=("head", head)``,
-and ``out.activations[layer]`` ([N, h, w, c] or [N, c]) for
-``objective=("layer", layer, channel)``. ScriptNet's functional apply_fn applies
-no gradient flip by default, so its font head is ascended like any other head
-(an apply_fn called with ``lam=1`` would negate the gradient and descend).
+steps. ``apply_fn`` is a ``scriptlab.protocols.ApplyFn``: ``objective=("head",
+head)`` reads its ``head`` logits, ``objective=("layer", layer, channel)`` its
+``out.activations[layer]``.
 
 References: Simonyan, Vedaldi & Zisserman 2013; Yosinski et al. 2015;
 Mahendran & Vedaldi 2015; Olah, Mordvintsev & Schubert 2017 (Feature Visualization).
@@ -30,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scriptlab.interpret.saliency import _check_choice, _probe, check_targets, gaussian_blur
+from scriptlab.interpret._common import check_choice, check_targets, gaussian_blur, probe_outputs
 
 PARAMETRISATIONS = ("pixel", "fourier")
 OPTIMIZERS = ("sgd", "adam")
@@ -163,7 +160,7 @@ def class_model(
     """Images maximising each target's score, all targets in one jitted call.
 
     Args:
-      apply_fn: ``apply_fn(params, images)`` (see the module docstring).
+      apply_fn: a ``scriptlab.protocols.ApplyFn`` (see the module docstring).
       params: model parameters.
       objective: ``("head", "script")`` / ``("head", "font")`` for class scores
         (unnormalised logits), or ``("layer", name, channel)`` for the spatial
@@ -196,8 +193,8 @@ def class_model(
     References: Simonyan, Vedaldi & Zisserman 2013, Deep Inside Convolutional
     Networks; Olah, Mordvintsev & Schubert 2017, Feature Visualization.
     """
-    _check_choice("parametrisation", parametrisation, PARAMETRISATIONS)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("parametrisation", parametrisation, PARAMETRISATIONS)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     if len(image_shape) != 3 or image_shape[-1] != 3:
         raise ValueError(f"image_shape must be (H, W, 3), got {image_shape}")
     for name, value, low in (("steps", steps, 1), ("jitter", jitter, 0), ("blur_every", blur_every, 1)):
@@ -212,9 +209,9 @@ def class_model(
     if kind == "head":
         if len(objective) != 2:
             raise ValueError(f"objective ('head', name) takes no channel, got {objective!r}")
-        n_targets = getattr(_probe(apply_fn, params, probe_images, name), name).shape[-1]
+        n_targets = getattr(probe_outputs(apply_fn, params, probe_images, name), name).shape[-1]
     else:
-        out = _probe(apply_fn, params, probe_images, "activations", logits=False)
+        out = probe_outputs(apply_fn, params, probe_images, "activations", logits=False)
         if not isinstance(out.activations, dict) or name not in out.activations:
             raise ValueError(f"layer {name!r} is not in apply_fn's activations {list(out.activations)}")
         n_targets = out.activations[name].shape[-1]

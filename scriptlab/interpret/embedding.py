@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scriptlab.interpret._common import forward_chunks
+
 _MIN_GAIN = 0.01
 
 
@@ -104,34 +106,20 @@ def embed(
     """The model's representation of each image, computed in chunks.
 
     Args:
-      apply_fn: ``apply_fn(params, images)`` returning an object with an
-        ``embedding`` field (float32[N, D]) and, if ``layer`` is given, an
-        ``activations`` dict.
+      apply_fn: a ``scriptlab.protocols.ApplyFn``; ``out.embedding`` (or
+        ``out.activations[layer]``) is read.
       params: the model parameters (any pytree).
-      images: float32[N, H, W, 3] in [0, 1].
-      layer: None for ``out.embedding``; otherwise ``out.activations[layer]``,
-        flattened to [N, -1].
-      batch_size: images per forward pass (bounds memory).
+      images: float32[N, H, W, 3] in [0, 1], or uint8[N, H, W, 3] (divided by
+        255 chunk by chunk).
+      layer: None for ``out.embedding``; otherwise another output field or a
+        name in ``out.activations``, flattened to [N, -1].
+      batch_size: images per forward pass (bounds memory; the result does not
+        depend on it).
 
     Returns:
       float32[N, D].
     """
-    if images.ndim != 4:
-        raise ValueError(f"images must be float32[N, H, W, C], got shape {tuple(images.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
-    return _embed(apply_fn, params, jnp.asarray(images, jnp.float32), layer, batch_size)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4))
-def _embed(apply_fn, params, images, layer, batch_size):
-    def one(image):
-        out = apply_fn(params, image[None])
-        rep = out.embedding if layer is None else out.activations[layer]
-        return rep.reshape(-1)
-
-    return jax.lax.map(one, images, batch_size=batch_size)
+    return forward_chunks(apply_fn, params, images, layer=layer, batch_size=batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("n_components",))

@@ -11,9 +11,8 @@ flattened and fed through ``lax.map(batch_size=...)``, which vmaps
 and not by the number of windows (the thing PAIR saliency does with one
 forward per window, and Captum with ``perturbations_per_eval``).
 
-What ``apply_fn`` must provide: ``apply_fn(params, images)`` returning an
-object with the ``head`` field (class logits float32[N, n_classes]) or, for a
-layer target, ``out.activations[layer]``.
+``apply_fn`` is a ``scriptlab.protocols.ApplyFn``; occlusion reads its
+``head`` logits or, for a layer target, ``out.activations[layer]``.
 
 References: Zeiler & Fergus 2014, Visualizing and Understanding Convolutional
 Networks (occlusion sensitivity); Zhang et al. 2016 (pointing game).
@@ -27,7 +26,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from scriptlab.interpret.activations import _check_batch_size, check_images, layer_shapes
+from scriptlab.interpret._common import (
+    check_batch_size,
+    check_choice,
+    check_images,
+    check_targets,
+    gaussian_blur,
+    layer_shapes,
+    probe_outputs,
+)
 
 FILLS = ("grey", "mean", "blur")
 OUTPUTS = ("probability", "logit")
@@ -54,31 +61,13 @@ def _pair(value, name: str) -> tuple[int, int]:
     return int(v[0]), int(v[1])
 
 
-def _gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
-    radius = max(1, int(3 * sigma))
-    t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-    k = jnp.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = images.shape[-1]
-    pad = jnp.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
-    kh = jnp.tile(k[:, None, None, None], (1, 1, 1, c))  # HWIO, depthwise
-    kw = jnp.tile(k[None, :, None, None], (1, 1, 1, c))
-    dn = ("NHWC", "HWIO", "NHWC")
-    out = jax.lax.conv_general_dilated(
-        pad, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c
-    )
-    return jax.lax.conv_general_dilated(
-        out, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c
-    )
-
-
 def fill_images(images: jax.Array, fill: str, *, sigma: float) -> jax.Array:
     """What an occluded window shows: float32[N, H, W, C] (grey 0.5, the image's mean colour, or its blur)."""
     if fill == "grey":
         return jnp.full_like(images, 0.5)
     if fill == "mean":
         return jnp.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
-    return _gaussian_blur(images, sigma)
+    return gaussian_blur(images, sigma)
 
 
 def _score_fn(apply_fn, params, *, head, output, layer, unit):
@@ -190,7 +179,7 @@ def occlusion(
     ``lax.map`` over vmapped chunks of ``batch_size``.
 
     Args:
-      apply_fn: ``apply_fn(params, images) -> out`` (see the module docstring).
+      apply_fn: a ``scriptlab.protocols.ApplyFn`` (see the module docstring).
       params: model parameters.
       images: float32[N, H, W, C] in [0, 1].
       targets: int[N] (or one int): class ids of ``head``, or channel ids when ``layer`` is set.
@@ -222,20 +211,14 @@ def occlusion(
         )
     if sh < 1 or sw < 1:
         raise ValueError(f"stride must be >= 1, got {(sh, sw)}")
-    if fill not in FILLS:
-        raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-    if output not in OUTPUTS:
-        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    check_choice("fill", fill, FILLS)
+    check_choice("output", output, OUTPUTS)
     sigma = float(max(ph, pw) / 4 if sigma is None else sigma)
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    _check_batch_size(batch_size)
-    x = jax.ShapeDtypeStruct((1, h, w, images.shape[-1]), jnp.float32)
-    out = jax.eval_shape(lambda p, im: apply_fn(p, im), params, x)
+    check_batch_size(batch_size)
     if layer is None:
-        if not hasattr(out, head):
-            raise ValueError(f"head must name a logits field of apply_fn's output, got {head!r}")
-        n_targets = getattr(out, head).shape[-1]
+        n_targets = getattr(probe_outputs(apply_fn, params, images, head), head).shape[-1]
     else:
         shapes = layer_shapes(apply_fn, params, (h, w, images.shape[-1]))
         if layer not in shapes:
@@ -249,11 +232,7 @@ def occlusion(
                 raise ValueError(
                     f"unit must be a (row, col) inside {layer!r} of shape {shapes[layer]}, got {unit}"
                 )
-    targets = jnp.broadcast_to(jnp.asarray(targets, jnp.int32), (n,))
-    if int(targets.min()) < 0 or int(targets.max()) >= n_targets:
-        raise ValueError(
-            f"targets must lie in [0, {n_targets}), got range [{int(targets.min())}, {int(targets.max())}]"
-        )
+    targets = check_targets(targets, n, n_targets)
     return _occlusion(
         apply_fn,
         params,

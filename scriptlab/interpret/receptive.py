@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scriptlab.interpret.activations import _check_batch_size, check_images, check_layers
+from scriptlab.interpret._common import check_batch_size, check_images, check_layers
 
 
 class ReceptiveField(NamedTuple):
@@ -230,7 +230,7 @@ def top_activating(
     image appears at most once per channel (its strongest position).
 
     Args:
-      apply_fn: ``apply_fn(params, images) -> out`` with ``out.activations[layer]``.
+      apply_fn: a ``scriptlab.protocols.ApplyFn`` (``out.activations[layer]`` is read).
       params: model parameters.
       images: float32[N, H, W, C] in [0, 1].
       layer: a spatial layer name, e.g. "conv3".
@@ -248,7 +248,7 @@ def top_activating(
         raise ValueError(
             f"k must be an integer in [1, {images.shape[0]}] (the number of images), got {k!r}"
         )
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     value, index, row, col = _top(
         apply_fn, params, images, layer=layer, k=int(k), batch_size=int(batch_size)
     )

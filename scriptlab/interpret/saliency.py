@@ -11,16 +11,11 @@ eagerly (shapes, channel count, class range, NaNs) and then run one jitted,
 vmapped computation: images are batched with ``jax.vmap`` and samples / steps
 with a ``lax.scan`` over vmapped chunks, never a Python loop.
 
-What ``apply_fn`` must provide: ``apply_fn(params, images)`` returning an object
-with the ``head`` field (default ``"script"``: logits float32[N, n_classes]).
-Guided backprop and deconvnet also need a ``relu=`` keyword (the model's
-nonlinearity, swapped for a custom_vjp rule); Grad-CAM needs ``perturb=`` (a
-{layer: array} added to that activation) and ``out.activations[layer]``.
-``scriptlab.model.functional`` gives all of these; its apply_fn applies no
-gradient flip by default (``lam=None``), so the font head's gradients are the
-true ones (passing ``lam=1`` would negate them). Each image is scored on its
-own (``apply_fn`` sees batches of 1 under ``vmap``), so models that mix images
-in a batch (train-mode batch norm) still give per-image maps.
+``apply_fn`` is a ``scriptlab.protocols.ApplyFn``. These methods read
+``getattr(out, head)`` logits; guided backprop and deconvnet also pass
+``relu=``, Grad-CAM ``perturb=`` and ``out.activations[layer]``. Each image is
+scored on its own (``apply_fn`` sees batches of 1 under ``vmap``), so models
+that mix images in a batch (train-mode batch norm) still give per-image maps.
 
 References: Simonyan, Vedaldi & Zisserman 2013 (gradient saliency); Shrikumar et
 al. 2016 (gradient x input); Smilkov et al. 2017 (SmoothGrad); Sundararajan,
@@ -36,6 +31,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from scriptlab.interpret._common import (
+    check_choice,
+    check_images,
+    check_targets,
+    gaussian_blur,
+    probe_outputs,
+)
 
 METHODS = (
     "gradient",
@@ -88,68 +91,9 @@ _RELUS: dict[str, Callable | None] = {"plain": None, "guided": guided_relu, "dec
 
 
 # --------------------------------------------------------------------------- validation
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def check_images(images, *, name: str = "images") -> jax.Array:
-    """Validate a batch of images: float[N, H, W, C], finite. Returns it as float32."""
-    shape = getattr(images, "shape", None)
-    if shape is None or len(shape) != 4:
-        raise ValueError(
-            f"{name} must be float32[N, H, W, C] (rank 4), got shape {shape}; "
-            f"add a batch axis with images[None] for a single image"
-        )
-    if shape[0] == 0:
-        raise ValueError(f"{name} is empty: shape {shape}")
-    images = jnp.asarray(images, jnp.float32) if _is_concrete(images) else images.astype(jnp.float32)
-    if _is_concrete(images) and not bool(jnp.isfinite(images).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return images
-
-
-def _probe(apply_fn, params, images, head: str, *, logits: bool = True, **kwargs):
-    """Run ``apply_fn`` abstractly on one image; turn failures into clear errors."""
-    try:
-        out = jax.eval_shape(lambda p, x: apply_fn(p, x, **kwargs), params, images[:1])
-    except Exception as e:  # the model's own message says what it expected
-        raise ValueError(
-            f"apply_fn could not run on images of shape {tuple(images.shape)} "
-            f"(wrong height, width or channel count for this model?): {type(e).__name__}: {e}"
-        ) from e
-    if not hasattr(out, head):
-        fields = getattr(out, "_fields", None) or [a for a in dir(out) if not a.startswith("_")]
-        raise ValueError(f"head={head!r} is not an output of apply_fn; it returns fields {list(fields)}")
-    shape = getattr(getattr(out, head), "shape", None)
-    if logits and (shape is None or len(shape) != 2):
-        raise ValueError(f"head={head!r} must be logits [N, n_classes], got shape {shape}")
-    return out
-
-
-def check_targets(targets, n: int, n_classes: int, *, name: str = "targets") -> jax.Array:
-    """Validate class ids: an int or int[N] in [0, n_classes). Returns int32[N]."""
-    t = jnp.asarray(targets) if _is_concrete(targets) else targets
-    if not jnp.issubdtype(t.dtype, jnp.integer):
-        raise ValueError(f"{name} must be integer class ids, got dtype {t.dtype}")
-    if t.ndim == 0:
-        t = jnp.full((n,), t)
-    if t.shape != (n,):
-        raise ValueError(f"{name} must be an int or int[{n}] (one per image), got shape {t.shape}")
-    if _is_concrete(t) and n_classes is not None:
-        lo, hi = int(t.min()), int(t.max())
-        if lo < 0 or hi >= n_classes:
-            raise ValueError(f"{name} must lie in [0, {n_classes}), got values in [{lo}, {hi}]")
-    return t.astype(jnp.int32)
-
-
-def _check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-
-
 def _validate(apply_fn, params, images, targets, head, **probe_kwargs):
     images = check_images(images)
-    out = _probe(apply_fn, params, images, head, **probe_kwargs)
+    out = probe_outputs(apply_fn, params, images, head, **probe_kwargs)
     targets = check_targets(targets, images.shape[0], getattr(out, head).shape[-1])
     return images, targets, out
 
@@ -275,7 +219,7 @@ def vanilla_gradient(apply_fn, params, images, targets, *, head: str = "script",
     """Image-specific class saliency: |dS_c/dI|, max over channels.
 
     Args:
-      apply_fn: ``apply_fn(params, images) -> out`` with ``getattr(out, head)`` logits.
+      apply_fn: a ``scriptlab.protocols.ApplyFn``; its ``getattr(out, head)`` logits are read.
       params: the model parameters (any pytree).
       images: float32[N, H, W, C] in [0, 1].
       targets: int or int[N], the class c whose unnormalised score S_c is explained.
@@ -287,7 +231,7 @@ def vanilla_gradient(apply_fn, params, images, targets, *, head: str = "script",
 
     References: Simonyan, Vedaldi & Zisserman 2013, Deep Inside Convolutional Networks.
     """
-    _check_choice("reduce", reduce, REDUCTIONS)
+    check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
     return _gradient_map(apply_fn, params, images, targets, head=head, rule="plain", reduce=reduce, times_input=False)
 
@@ -299,7 +243,7 @@ def gradient_x_input(apply_fn, params, images, targets, *, head: str = "script",
 
     References: Shrikumar et al. 2016, Not Just a Black Box.
     """
-    _check_choice("reduce", reduce, REDUCTIONS)
+    check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
     return _gradient_map(apply_fn, params, images, targets, head=head, rule="plain", reduce=reduce, times_input=True)
 
@@ -334,7 +278,7 @@ def smoothgrad(
 
     References: Smilkov et al. 2017, SmoothGrad: removing noise by adding noise.
     """
-    _check_choice("reduce", reduce, REDUCTIONS)
+    check_choice("reduce", reduce, REDUCTIONS)
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if noise < 0:
@@ -356,7 +300,7 @@ def make_baseline(images: jax.Array, baseline: str | Any = "black", *, blur_sigm
     array of shape [H, W, C] or [N, H, W, C] is broadcast to the images.
     """
     if isinstance(baseline, str):
-        _check_choice("baseline", baseline, BASELINES)
+        check_choice("baseline", baseline, BASELINES)
         if baseline == "blur":
             return gaussian_blur(images, blur_sigma)
         value = {"black": 0.0, "white": 1.0, "gray": 0.5}[baseline]
@@ -365,19 +309,6 @@ def make_baseline(images: jax.Array, baseline: str | Any = "black", *, blur_sigm
     if b.shape not in (images.shape, images.shape[1:]):
         raise ValueError(f"baseline must be a name in {BASELINES} or shaped {images.shape[1:]} / {images.shape}, got {b.shape}")
     return jnp.broadcast_to(b, images.shape)
-
-
-def gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of float[N, H, W, C] (edge padding), per channel."""
-    radius = max(1, int(3 * sigma + 0.5))
-    x = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-    k = jnp.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    pad = [(0, 0), (radius, radius), (radius, radius), (0, 0)]
-    padded = jnp.pad(images, pad, mode="edge")
-    h, w = images.shape[1:3]
-    rows = sum(k[i] * padded[:, i : i + h, :, :] for i in range(2 * radius + 1))
-    return sum(k[i] * rows[:, :, i : i + w, :] for i in range(2 * radius + 1))
 
 
 def integrated_gradients(
@@ -409,7 +340,7 @@ def integrated_gradients(
 
     References: Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks.
     """
-    _check_choice("reduce", reduce, REDUCTIONS)
+    check_choice("reduce", reduce, REDUCTIONS)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
@@ -447,20 +378,23 @@ def guided_backprop(apply_fn, params, images, targets, *, head: str = "script", 
 
     References: Springenberg, Dosovitskiy, Brox & Riedmiller 2014, Striving for Simplicity.
     """
-    _check_choice("reduce", reduce, REDUCTIONS)
+    check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head, relu=guided_relu)
     return _gradient_map(apply_fn, params, images, targets, head=head, rule="guided", reduce=reduce, times_input=False)
 
 
 def deconvnet(apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"):
     """Deconvnet: at every ReLU pass the ReLU of the incoming signal (ignoring the
-    forward input); max-pool switches route the signal as in the gradient.
+    forward input); max-pool switches route the signal as in the gradient: each
+    pool window's whole signal goes to its first maximum, as in Zeiler &
+    Fergus, ``nnx.max_pool`` and PyTorch's ``MaxPool2d`` (ScriptNet's pool,
+    ``scriptlab.model._max_pool``; an all-zero window after a ReLU is a tie).
 
     ``apply_fn`` must accept ``relu=``. Args and Returns as ``vanilla_gradient``.
 
     References: Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks.
     """
-    _check_choice("reduce", reduce, REDUCTIONS)
+    check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head, relu=deconv_relu)
     return _gradient_map(apply_fn, params, images, targets, head=head, rule="deconv", reduce=reduce, times_input=False)
 
@@ -504,5 +438,5 @@ def saliency(apply_fn, params, images, targets, *, method: str = "gradient", **o
     Returns:
       float32[N, H, W].
     """
-    _check_choice("method", method, METHODS)
+    check_choice("method", method, METHODS)
     return _FUNCTIONS[method](apply_fn, params, images, targets, **options)

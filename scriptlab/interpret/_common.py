@@ -1,0 +1,248 @@
+"""Input checks and shared helpers of the interpret package, one of each.
+
+Every public function of ``scriptlab.interpret`` validates its inputs here,
+eagerly and outside jit (shapes are checked while tracing, values only when
+concrete), and the few computations several methods share live here too: the
+one Gaussian blur and the one chunked forward pass. No method module imports
+another method module's private helpers; they import this one.
+
+The ``apply_fn`` contract itself is ``scriptlab.protocols.ApplyFn``.
+
+References: captum ``_utils/common.py`` (one module of input checks).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+
+def is_concrete(x) -> bool:
+    """True unless ``x`` is a tracer (then only its shape and dtype can be checked)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+# --------------------------------------------------------------------------- argument checks
+def check_choice(name: str, value, allowed) -> None:
+    """Raise unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def check_batch_size(batch_size, *, name: str = "batch_size") -> int:
+    """An integer >= 1, returned as int."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {batch_size!r}")
+    return int(batch_size)
+
+
+def check_nonneg(name: str, value: float) -> None:
+    """Raise unless ``value`` is a finite number >= 0."""
+    if not (value >= 0 and np.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_images(images, *, name: str = "images", keep_uint8: bool = False) -> jax.Array:
+    """Validate a batch of images: float[N, H, W, C] with N >= 1, finite.
+
+    Args:
+      images: an array (or a tracer) of rank 4.
+      name: the argument's name, for the error message.
+      keep_uint8: leave uint8 images as they are (the chunked forward pass
+        divides them by 255 chunk by chunk, so N images never exist as float32).
+
+    Returns:
+      float32[N, H, W, C] (or the uint8 array, with ``keep_uint8``).
+    """
+    if is_concrete(images) and not hasattr(images, "shape"):
+        images = np.asarray(images)
+    shape = getattr(images, "shape", None)
+    if shape is None or len(shape) != 4:
+        raise ValueError(
+            f"{name} must be float32[N, H, W, C] (rank 4), got shape {shape}; "
+            f"add a batch axis with images[None] for a single image"
+        )
+    if shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {shape}")
+    if keep_uint8 and images.dtype == np.uint8:
+        return jnp.asarray(images)
+    images = jnp.asarray(images, jnp.float32) if is_concrete(images) else images.astype(jnp.float32)
+    if is_concrete(images) and not bool(jnp.isfinite(images).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return images
+
+
+def check_targets(targets, n: int, n_classes: int | None, *, name: str = "targets") -> jax.Array:
+    """Validate class ids: an int or int[N] in [0, n_classes). Returns int32[N]."""
+    t = jnp.asarray(targets) if is_concrete(targets) else targets
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        raise ValueError(f"{name} must be integer class ids, got dtype {t.dtype}")
+    if t.ndim == 0:
+        t = jnp.full((n,), t)
+    if t.shape != (n,):
+        raise ValueError(f"{name} must be an int or int[{n}] (one per image), got shape {t.shape}")
+    if is_concrete(t) and n_classes is not None:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"{name} must lie in [0, {n_classes}), got values in [{lo}, {hi}]")
+    return t.astype(jnp.int32)
+
+
+def check_xy(x, y, name: str) -> tuple[jax.Array, jax.Array]:
+    """Validate a batch of inputs [N, ...] and int[N] targets; returns (x, int32 y)."""
+    xs = getattr(x, "shape", None)
+    if xs is None or len(xs) < 1 or xs[0] == 0:
+        raise ValueError(
+            f"{name} inputs must be an array with a leading batch axis N >= 1, got shape {xs}"
+        )
+    y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.integer) or y.shape != (xs[0],):
+        raise ValueError(
+            f"{name} targets must be int[{xs[0]}] (one class id per input), "
+            f"got dtype {y.dtype} shape {y.shape}"
+        )
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating) and not bool(jnp.isfinite(x).all()):
+        raise ValueError(f"{name} inputs contain NaN or infinite values")
+    return x, y.astype(jnp.int32)
+
+
+def check_hessian(hessian, params, method: str):
+    """None, or a float32[P, P] Hessian over the flattened ``params`` for method="exact"."""
+    if hessian is None:
+        return None
+    p = ravel_pytree(params)[0].size
+    if method != "exact":
+        raise ValueError(f"hessian= is used by method='exact' only, got method={method!r}")
+    if getattr(hessian, "shape", None) != (p, p):
+        raise ValueError(
+            f"hessian must be float32[{p}, {p}] (flattened params), got shape "
+            f"{getattr(hessian, 'shape', None)}"
+        )
+    return jnp.asarray(hessian)
+
+
+# --------------------------------------------------------------------------- probing apply_fn
+def probe_outputs(apply_fn, params, images, head: str, *, logits: bool = True, **kwargs):
+    """Run ``apply_fn`` abstractly (``jax.eval_shape``) on one image; turn failures into clear errors.
+
+    Args:
+      apply_fn, params: the model (``scriptlab.protocols.ApplyFn``).
+      images: float32[N, H, W, C]; only ``images[:1]``'s shape is used.
+      head: the output field the caller reads.
+      logits: also require ``getattr(out, head)`` to be [N, n_classes].
+      **kwargs: passed to ``apply_fn`` (``relu=``, ``perturb=``).
+
+    Returns:
+      The output's shape structure (a ``ModelOutputs`` of ShapeDtypeStructs).
+    """
+    try:
+        out = jax.eval_shape(lambda p, x: apply_fn(p, x, **kwargs), params, images[:1])
+    except Exception as e:  # the model's own message says what it expected
+        raise ValueError(
+            f"apply_fn could not run on images of shape {tuple(images.shape)} "
+            f"(wrong height, width or channel count for this model?): {type(e).__name__}: {e}"
+        ) from e
+    if not hasattr(out, head):
+        fields = getattr(out, "_fields", None) or [a for a in dir(out) if not a.startswith("_")]
+        raise ValueError(
+            f"head={head!r} is not an output of apply_fn: head must name a logits field of "
+            f"its output, one of {list(fields)}"
+        )
+    shape = getattr(getattr(out, head), "shape", None)
+    if logits and (shape is None or len(shape) != 2):
+        raise ValueError(f"head={head!r} must be logits [N, n_classes], got shape {shape}")
+    return out
+
+
+def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """Shape of every named activation for one image, e.g. {'conv1': (16, 32, 16), ...}.
+
+    Traced with ``jax.eval_shape``: costs no FLOPs.
+    """
+    x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    out = jax.eval_shape(lambda p, im: apply_fn(p, im), params, x)
+    acts = getattr(out, "activations", None)
+    if not isinstance(acts, dict):
+        raise ValueError("apply_fn(params, images) must return an object with an `activations` dict")
+    return {k: tuple(v.shape[1:]) for k, v in acts.items()}
+
+
+def check_layers(apply_fn, params, image_shape, layers, *, spatial: bool = False) -> tuple[str, ...]:
+    """Validate layer names against the model's activations (all of them when ``layers`` is None)."""
+    shapes = layer_shapes(apply_fn, params, image_shape)
+    allowed = tuple(k for k, s in shapes.items() if len(s) == 3 or not spatial)
+    if layers is None:
+        return allowed
+    if isinstance(layers, str):
+        layers = (layers,)
+    for name in layers:
+        if name not in allowed:
+            kind = "spatial layer" if spatial else "layer"
+            raise ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(allowed)}")
+    return tuple(layers)
+
+
+# --------------------------------------------------------------------------- shared computations
+def gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
+    """Separable Gaussian blur of float[N, H, W, C] per channel, edge padding.
+
+    The kernel has radius ``max(1, round(3 sigma))`` (halves round up) and sums to 1.
+
+    Args:
+      images: float32[N, H, W, C].
+      sigma: the standard deviation in pixels, > 0.
+
+    Returns:
+      float32[N, H, W, C].
+    """
+    radius = max(1, int(3 * sigma + 0.5))
+    x = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    k = jnp.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    pad = [(0, 0), (radius, radius), (radius, radius), (0, 0)]
+    padded = jnp.pad(images, pad, mode="edge")
+    h, w = images.shape[1:3]
+    rows = sum(k[i] * padded[:, i : i + h, :, :] for i in range(2 * radius + 1))
+    return sum(k[i] * rows[:, :, i : i + w, :] for i in range(2 * radius + 1))
+
+
+def forward_chunks(apply_fn, params: Any, images, *, layer: str | None, batch_size: int) -> jax.Array:
+    """One representation per image, float32[N, D], over memory-bounded chunks in one jitted call.
+
+    Args:
+      apply_fn, params: the model (``scriptlab.protocols.ApplyFn``).
+      images: float32[N, H, W, C] in [0, 1] or uint8[N, H, W, C] (divided by 255
+        chunk by chunk).
+      layer: None for ``out.embedding``; any other output field (e.g. "script")
+        or a name in ``out.activations``, flattened per image.
+      batch_size: images per vmapped chunk.
+
+    Returns:
+      float32[N, D].
+    """
+    images = check_images(images, keep_uint8=True)
+    return _forward_chunks(apply_fn, params, images, layer, check_batch_size(batch_size))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _forward_chunks(apply_fn, params, images, layer, batch_size):
+    def one(image):
+        image = image.astype(jnp.float32) / 255.0 if image.dtype == jnp.uint8 else image
+        out = apply_fn(params, image[None])
+        if layer is None:
+            rep = out.embedding
+        elif layer in getattr(out, "_fields", ()):
+            rep = getattr(out, layer)
+        else:
+            rep = out.activations[layer]
+        return rep.reshape(-1)
+
+    return jax.lax.map(one, images, batch_size=batch_size)
+

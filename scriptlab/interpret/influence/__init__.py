@@ -1,0 +1,86 @@
+"""Influence functions: which training crops made this prediction (Koh & Liang 2017).
+
+Koh & Liang ask how the loss on a test point would change if one training
+point were up-weighted by a small epsilon or removed:
+I_up,loss(z, z_test) = -grad L(z_test)^T H^-1 grad L(z), with H the Hessian of
+the training objective at its optimum. The package, one concern per module:
+
+  losses      loss functions and the objective J(theta; w) (``objective``)
+  solvers     ``hvp`` and ``inverse_hvp`` (CG, LiSSA, Cholesky), ``training_hessian``
+  scores      ``influence_scores`` of every training point on every test point
+  loo         ``loo_retrain``: actual leave-one-out retraining, to check the scores
+  mislabel    ``self_influence`` and the detection curve of flipped labels
+  fit         the convex logistic head (``fit_logistic``, ``embeddings``) and ``refine``
+  top_layers  ScriptNet's dense layer and heads on frozen pool3 features
+  cache       cached validation results
+
+References: Koh & Liang 2017 (arXiv:1703.04730); Agarwal, Bullins & Hazan 2017
+(LiSSA); Pearlmutter 1994 (fast exact HVP); Basu, Pope & Feizi 2021; Bae et al.
+2022; Grosse et al. 2023 (self-influence for mislabel detection).
+"""
+
+from scriptlab.interpret.influence.cache import load_result, results_path, save_result
+from scriptlab.interpret.influence.fit import embeddings, fit_logistic, refine
+from scriptlab.interpret.influence.loo import LOO_METHODS, LOOResult, loo_retrain, pearson
+from scriptlab.interpret.influence.losses import (
+    LossFn,
+    cross_entropy,
+    example_grad,
+    logistic_loss,
+    objective,
+)
+from scriptlab.interpret.influence.mislabel import detection_curve, flip_labels, self_influence
+from scriptlab.interpret.influence.scores import (
+    Influence,
+    influence_scores,
+    per_example_grads,
+    predicted_loo_change,
+)
+from scriptlab.interpret.influence.solvers import (
+    METHODS,
+    InverseHVPState,
+    damped_hessian,
+    hessian_matrix,
+    hvp,
+    inverse_hvp,
+    largest_eigenvalue,
+    training_hessian,
+)
+from scriptlab.interpret.influence.top_layers import TopOutputs, top_apply, top_loss, top_params
+
+__all__ = [
+    "cross_entropy",
+    "damped_hessian",
+    "detection_curve",
+    "embeddings",
+    "example_grad",
+    "fit_logistic",
+    "flip_labels",
+    "hessian_matrix",
+    "hvp",
+    "Influence",
+    "influence_scores",
+    "inverse_hvp",
+    "InverseHVPState",
+    "largest_eigenvalue",
+    "load_result",
+    "logistic_loss",
+    "LOO_METHODS",
+    "loo_retrain",
+    "LOOResult",
+    "LossFn",
+    "METHODS",
+    "objective",
+    "pearson",
+    "per_example_grads",
+    "predicted_loo_change",
+    "refine",
+    "results_path",
+    "save_result",
+    "self_influence",
+    "top_apply",
+    "top_loss",
+    "top_params",
+    "TopOutputs",
+    "training_hessian",
+]

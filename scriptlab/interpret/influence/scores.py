@@ -1,0 +1,124 @@
+"""Influence scores I_up,loss of every training point on every test point (Koh & Liang 2017, eq. 2).
+
+    I_up,loss(z, z_test) = -grad L(z_test)^T  H^-1  grad L(z)
+    removing z  (epsilon = -1/n):  Delta L(z_test) ~= -I_up,loss(z, z_test) / n
+
+where H is the Hessian of the training objective (``losses.objective``) at its
+optimum. Negative scores are *helpful* training points (up-weighting them
+lowers the test loss), positive ones *harmful*.
+
+References: Koh & Liang 2017 (arXiv:1703.04730).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from scriptlab.interpret._common import check_choice, check_hessian, check_nonneg, check_xy
+from scriptlab.interpret.influence.losses import LossFn, example_grad, objective
+from scriptlab.interpret.influence.solvers import METHODS, InverseHVPState, flat_matvec, solve_flat
+
+
+class Influence(NamedTuple):
+    """Influence scores I_up,loss[T, N] and the inverse-HVP solve behind them.
+
+    Attributes:
+      scores: float32[T, N]: -grad L(test_t)^T H^-1 grad L(train_i).
+      s_test: the solve; ``s_test.x`` is float32[T, P] = H^-1 grad L(test_t).
+    """
+
+    scores: jax.Array
+    s_test: InverseHVPState
+
+
+def per_example_grads(loss_fn: LossFn, params, x, y, *, batch_size: int = 256) -> jax.Array:
+    """Flattened per-example gradients float32[N, P] (vmap inside lax.map chunks).
+
+    Materialises N x P numbers: for many points on a big model use
+    ``influence_scores``, which contracts each chunk right away.
+    """
+    g = example_grad(loss_fn)
+    return jax.lax.map(lambda a: g(params, *a), (x, y), batch_size=batch_size)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("loss_fn", "test_loss_fn", "method", "max_iter", "batch_size")
+)
+def _influence(loss_fn, test_loss_fn, params, x, y, xt, yt, hessian, l2, method, damping, tol,
+               max_iter, batch_size):
+    f = functools.partial(objective, loss_fn, x=x, y=y, l2=l2)
+    _, _, matvec = flat_matvec(lambda p: f(p), params, damping)
+    g_test = jax.lax.map(lambda a: example_grad(test_loss_fn)(params, *a), (xt, yt), batch_size=batch_size)
+    s, res, k = solve_flat(lambda p: f(p), params, matvec, g_test, method, damping, tol, max_iter, None,
+                           hessian)
+    g = example_grad(loss_fn)
+    scores = jax.lax.map(lambda a: -(s @ g(params, *a)), (x, y), batch_size=batch_size)  # [N, T]
+    return scores.T, InverseHVPState(s, res, k, res <= tol)
+
+
+def influence_scores(
+    loss_fn: LossFn,
+    params,
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    *,
+    l2: float,
+    test_loss_fn: LossFn | None = None,
+    method: str = "cg",
+    damping: float = 0.0,
+    tol: float = 1e-5,
+    max_iter: int = 500,
+    batch_size: int = 256,
+    hessian: jax.Array | None = None,
+) -> Influence:
+    """I_up,loss of every training point on every test point, one jitted pass.
+
+    ``l2``, ``damping`` and ``tol`` are traced (a sweep over them compiles once);
+    ``method``, ``max_iter`` and ``batch_size`` fix the program.
+
+    Args:
+      loss_fn: per-example training loss ``loss_fn(params, x, y) -> float32[N]``
+        (``cross_entropy(apply_fn, "script")``, ``logistic_loss``, ``top_loss``).
+      params: the trained parameters (ideally a minimum of ``objective``).
+      train_x, train_y: training inputs [N, ...] and int32[N] targets.
+      test_x, test_y: test inputs [T, ...] and int32[T] targets.
+      l2: the objective's L2 weight (makes H positive definite for a convex model).
+      test_loss_fn: loss on the test points; default ``loss_fn``. Pass the font
+        head's loss to ask which training crops (trained on scripts) moved the
+        font prediction.
+      method, damping, tol, max_iter: the inverse-HVP solve, see ``inverse_hvp``.
+      batch_size: training points per vmapped chunk (memory: batch_size x P).
+      hessian: optional precomputed float32[P, P] Hessian of the objective
+        (``training_hessian``) for method="exact": pass it when scoring many test
+        points one call at a time (a widget), so H is formed once.
+
+    Returns:
+      Influence(scores float32[T, N], s_test). scores[t, i] < 0: training point
+      i helps test point t (removing it raises the test loss by about
+      -scores[t, i] / N); > 0: it harms. ``s_test.x`` is float32[T, P].
+
+    References: Koh & Liang 2017, eq. 2.
+    """
+    train_x, train_y = check_xy(train_x, train_y, "train")
+    test_x, test_y = check_xy(test_x, test_y, "test")
+    check_choice("method", method, METHODS)
+    check_nonneg("l2", l2)
+    check_nonneg("damping", damping)
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    hessian = check_hessian(hessian, params, method)
+    scores, state = _influence(loss_fn, test_loss_fn or loss_fn, params, train_x, train_y, test_x, test_y,
+                               hessian, float(l2), method, float(damping), float(tol), int(max_iter),
+                               int(batch_size))
+    return Influence(scores, state)
+
+
+def predicted_loo_change(scores: jax.Array, n_train: int) -> jax.Array:
+    """Predicted L_test(theta_-i) - L_test(theta_hat) on removing point i: -scores / n."""
+    return -jnp.asarray(scores) / n_train
