@@ -112,8 +112,7 @@ def posthoc_predictions(m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float 
     out = {}
     for split, p in predictions(m, ds).items():
         z = view(p.embedding)
-        zs = (z - np.asarray(head.mean)) / np.asarray(head.scale)
-        out[split] = Predictions(zs @ np.asarray(head.weights) + np.asarray(head.bias), None, z)
+        out[split] = Predictions(np.asarray(head.logits(z)), None, z)
     return out
 
 

@@ -30,9 +30,12 @@ class Probe(NamedTuple):
     mean: jax.Array  # float32[D]
     scale: jax.Array  # float32[D]
 
+    def logits(self, features) -> jax.Array:
+        """float32[N, K] class scores of float32[N, D] features."""
+        return (jnp.asarray(features) - self.mean) / self.scale @ self.weights + self.bias
+
     def predict(self, features) -> np.ndarray:
-        z = (jnp.asarray(features) - self.mean) / self.scale
-        return np.asarray(jnp.argmax(z @ self.weights + self.bias, -1))
+        return np.asarray(jnp.argmax(self.logits(features), -1))
 
 
 def fit_probe(features, labels, n_classes: int, *, l2: float = 1e-3, steps: int = 300,
