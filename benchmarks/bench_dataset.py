@@ -22,8 +22,18 @@ def main() -> None:
     sizes = dict(n_train=args.n, n_val=0, n_test=0, n_conflict=0, n_heldout=0)
     rows, images = [], []
     for workers in (1, os.cpu_count() or 1):
-        data.load("workshop", seed=123, workers=workers, cache=False, progress=False, n_train=256,
-                  n_val=0, n_test=0, n_conflict=0, n_heldout=0)  # warm font caches
+        data.load(
+            "workshop",
+            seed=123,
+            workers=workers,
+            cache=False,
+            progress=False,
+            n_train=256,
+            n_val=0,
+            n_test=0,
+            n_conflict=0,
+            n_heldout=0,
+        )  # warm font caches
         t = time.perf_counter()
         ds = data.load("workshop", seed=7, workers=workers, cache=False, progress=False, **sizes)
         dt = time.perf_counter() - t
@@ -32,8 +42,10 @@ def main() -> None:
     print(f"{'workers':>8} {'crops':>7} {'seconds':>8} {'crops/s':>9}")
     for w, n, dt, rate in rows:
         print(f"{w:>8} {n:>7} {dt:>8.2f} {rate:>9.0f}")
-    print(f"speed-up with {rows[-1][0]} workers: {rows[-1][3] / rows[0][3]:.2f}x; "
-          f"identical arrays: {np.array_equal(images[0], images[-1])}")
+    print(
+        f"speed-up with {rows[-1][0]} workers: {rows[-1][3] / rows[0][3]:.2f}x; "
+        f"identical arrays: {np.array_equal(images[0], images[-1])}"
+    )
 
 
 if __name__ == "__main__":

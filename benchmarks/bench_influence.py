@@ -73,7 +73,9 @@ def top_setup(ds, m, n):
     y, yt = jnp.asarray(ds.train.script[:n]), jnp.asarray(ds.test.script)
     loss = inf.top_loss("script")
     lr = 1.0 / top_lmax(loss, inf.top_params(m.params), f, y)
-    p, gnorm = inf.refine(loss, inf.top_params(m.params), f, y, l2=TOP_L2, steps=TOP_REFINE_STEPS, lr=lr)
+    p, gnorm = inf.refine(
+        loss, inf.top_params(m.params), f, y, l2=TOP_L2, steps=TOP_REFINE_STEPS, lr=lr
+    )
     return f, y, ft, yt, p, float(gnorm), lr
 
 
@@ -96,13 +98,33 @@ def speed(ds, m):
     n = x.shape[0]
     h, t_h = timed(lambda: inf.training_hessian(inf.logistic_loss, p, x, y, l2=CONVEX_L2))
     kw = dict(l2=CONVEX_L2, method="exact", hessian=h)
-    _, t1 = timed(lambda: inf.influence_scores(inf.logistic_loss, p, x, y, xt[:1], yt[:1], **kw).scores)
-    _, t100 = timed(lambda: inf.influence_scores(inf.logistic_loss, p, x, y, xt[:100], yt[:100], **kw).scores)
+    _, t1 = timed(
+        lambda: inf.influence_scores(inf.logistic_loss, p, x, y, xt[:1], yt[:1], **kw).scores
+    )
+    _, t100 = timed(
+        lambda: inf.influence_scores(inf.logistic_loss, p, x, y, xt[:100], yt[:100], **kw).scores
+    )
     k = 10
-    _, tl = timed(lambda: inf.loo_retrain(inf.logistic_loss, p, x, y, xt[:1], yt[:1], jnp.arange(k),
-                                          l2=CONVEX_L2, steps=15, hessian=h).delta_test_loss)
+    _, tl = timed(
+        lambda: (
+            inf.loo_retrain(
+                inf.logistic_loss,
+                p,
+                x,
+                y,
+                xt[:1],
+                yt[:1],
+                jnp.arange(k),
+                l2=CONVEX_L2,
+                steps=15,
+                hessian=h,
+            ).delta_test_loss
+        )
+    )
     _, t_fit = timed(lambda: inf.fit_logistic(x, y, n_classes=len(ds.scripts), l2=CONVEX_L2)[0])
-    rows.append(("convex head (1,290 params, exact H)", t_h, t1, f"{t100:.3f}", tl / (k + 1), t_fit))
+    rows.append(
+        ("convex head (1,290 params, exact H)", t_h, t1, f"{t100:.3f}", tl / (k + 1), t_fit)
+    )
 
     ft = inf.embeddings(m.apply_fn, m.params, ds.train.images, field="pool3")
     ftt = inf.embeddings(m.apply_fn, m.params, ds.test.images[:100], field="pool3")
@@ -112,19 +134,47 @@ def speed(ds, m):
     kw = dict(l2=TOP_L2, damping=TOP_DAMPING, method="cg", max_iter=100, tol=1e-4)
     _, t1 = timed(lambda: inf.influence_scores(loss, top, ft, y, ftt[:1], yt[:1], **kw).scores)
     k, steps = 1, 10
-    _, tl = timed(lambda: inf.loo_retrain(loss, top, ft, y, ftt[:1], yt[:1], jnp.arange(k), l2=TOP_L2,
-                                          method="momentum", steps=steps, lr=0.05).delta_test_loss)
+    _, tl = timed(
+        lambda: (
+            inf.loo_retrain(
+                loss,
+                top,
+                ft,
+                y,
+                ftt[:1],
+                yt[:1],
+                jnp.arange(k),
+                l2=TOP_L2,
+                method="momentum",
+                steps=steps,
+                lr=0.05,
+            ).delta_test_loss
+        )
+    )
     tl = tl / (k + 1) * TOP_LOO_STEPS / steps
-    rows.append((f"CNN last layers (264k params, CG <= 100 its; LOO = {TOP_LOO_STEPS} full-batch steps, "
-                 f"extrapolated from {steps})", 0.0, t1, "not run (100 CG solves)", tl, float("nan")))
+    rows.append(
+        (
+            f"CNN last layers (264k params, CG <= 100 its; LOO = {TOP_LOO_STEPS} full-batch steps, "
+            f"extrapolated from {steps})",
+            0.0,
+            t1,
+            "not run (100 CG solves)",
+            tl,
+            float("nan"),
+        )
+    )
 
-    print("| level | form H (s) | influence, 1 test (s) | influence, 100 tests (s) | one LOO retrain, warm (s) "
-          "| one fit from scratch (s) | N warm retrains / influence | N fits from scratch / influence |")
+    print(
+        "| level | form H (s) | influence, 1 test (s) | influence, 100 tests (s) | one LOO retrain, warm (s) "
+        "| one fit from scratch (s) | N warm retrains / influence | N fits from scratch / influence |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, th, a, b, c, d in rows:
         cold = "-" if np.isnan(d) else f"{n * d / (a + th):,.0f}x"
         d = "-" if np.isnan(d) else f"{d:.3f}"
-        print(f"| {name} | {th:.3f} | {a:.3f} | {b} | {c:.3f} | {d} | {n * c / (a + th):,.0f}x | {cold} |")
+        print(
+            f"| {name} | {th:.3f} | {a:.3f} | {b} | {c:.3f} | {d} | {n * c / (a + th):,.0f}x | {cold} |"
+        )
     print("influence times include forming H (convex) or the CG solve (CNN); N =", n)
     return rows
 
@@ -136,44 +186,100 @@ def validate(ds, m):
     x, y, xt, yt, p, gnorm = convex_setup(ds, m, CONVEX_N)
     h = inf.training_hessian(inf.logistic_loss, p, x, y, l2=CONVEX_L2)
     j = pick_test(inf.logistic_loss(p, xt, yt))
-    r = inf.influence_scores(inf.logistic_loss, p, x, y, xt[j:j + 1], yt[j:j + 1], l2=CONVEX_L2, method="exact",
-                             hessian=h)
+    r = inf.influence_scores(
+        inf.logistic_loss,
+        p,
+        x,
+        y,
+        xt[j : j + 1],
+        yt[j : j + 1],
+        l2=CONVEX_L2,
+        method="exact",
+        hessian=h,
+    )
     idx = loo_indices(r.scores[0])
-    loo = inf.loo_retrain(inf.logistic_loss, p, x, y, xt[j:j + 1], yt[j:j + 1], jnp.asarray(idx),
-                          l2=CONVEX_L2, steps=15, hessian=h)
+    loo = inf.loo_retrain(
+        inf.logistic_loss,
+        p,
+        x,
+        y,
+        xt[j : j + 1],
+        yt[j : j + 1],
+        jnp.asarray(idx),
+        l2=CONVEX_L2,
+        steps=15,
+        hessian=h,
+    )
     pred = np.asarray(inf.predicted_loo_change(r.scores[0][idx], x.shape[0]))
     act = np.asarray(loo.delta_test_loss[:, 0])
-    out["convex"] = dict(n_train=int(x.shape[0]), test_index=j, removed=idx, predicted=pred, actual=act,
-                         pearson=inf.pearson(pred, act), fit_grad_norm=gnorm,
-                         loo_max_grad_norm=float(loo.grad_norm.max()), l2=CONVEX_L2)
-    print(f"convex head: N_train={x.shape[0]}, {len(idx)} removed, Pearson r = {out['convex']['pearson']:.4f} "
-          f"(fit |grad| {gnorm:.1e}, LOO max |grad| {float(loo.grad_norm.max()):.1e})")
+    out["convex"] = dict(
+        n_train=int(x.shape[0]),
+        test_index=j,
+        removed=idx,
+        predicted=pred,
+        actual=act,
+        pearson=inf.pearson(pred, act),
+        fit_grad_norm=gnorm,
+        loo_max_grad_norm=float(loo.grad_norm.max()),
+        l2=CONVEX_L2,
+    )
+    print(
+        f"convex head: N_train={x.shape[0]}, {len(idx)} removed, Pearson r = {out['convex']['pearson']:.4f} "
+        f"(fit |grad| {gnorm:.1e}, LOO max |grad| {float(loo.grad_norm.max()):.1e})"
+    )
 
     # Level 2: the CNN's last layers (dense + script head) on frozen conv features.
     f, y, ft, yt, p, gnorm, lr = top_setup(ds, m, TOP_N)
     loss = inf.top_loss("script")
     j = pick_test(loss(p, ft, yt))
-    r = inf.influence_scores(loss, p, f, y, ft[j:j + 1], yt[j:j + 1], l2=TOP_L2, damping=TOP_DAMPING,
-                             max_iter=500)
+    r = inf.influence_scores(
+        loss, p, f, y, ft[j : j + 1], yt[j : j + 1], l2=TOP_L2, damping=TOP_DAMPING, max_iter=500
+    )
     idx = loo_indices(r.scores[0])
-    loo = inf.loo_retrain(loss, p, f, y, ft[j:j + 1], yt[j:j + 1], jnp.asarray(idx), l2=TOP_L2,
-                          method="momentum", steps=TOP_LOO_STEPS, lr=lr, momentum=0.9)
+    loo = inf.loo_retrain(
+        loss,
+        p,
+        f,
+        y,
+        ft[j : j + 1],
+        yt[j : j + 1],
+        jnp.asarray(idx),
+        l2=TOP_L2,
+        method="momentum",
+        steps=TOP_LOO_STEPS,
+        lr=lr,
+        momentum=0.9,
+    )
     pred = np.asarray(inf.predicted_loo_change(r.scores[0][idx], TOP_N))
     act = np.asarray(loo.delta_test_loss[:, 0])
-    out["cnn_top"] = dict(n_train=TOP_N, test_index=j, removed=idx, predicted=pred, actual=act,
-                          pearson=inf.pearson(pred, act), refine_grad_norm=gnorm,
-                          loo_max_grad_norm=float(loo.grad_norm.max()), l2=TOP_L2, damping=TOP_DAMPING,
-                          cg_residual=float(r.s_test.residual[0]), cg_iterations=int(r.s_test.iterations[0]),
-                          loo_steps=TOP_LOO_STEPS)
-    print(f"CNN last layers: N_train={TOP_N}, {len(idx)} removed, Pearson r = {out['cnn_top']['pearson']:.4f} "
-          f"(refit |grad| {gnorm:.1e}, LOO max |grad| {float(loo.grad_norm.max()):.1e}, "
-          f"CG residual {float(r.s_test.residual[0]):.1e} in {int(r.s_test.iterations[0])} iterations)")
+    out["cnn_top"] = dict(
+        n_train=TOP_N,
+        test_index=j,
+        removed=idx,
+        predicted=pred,
+        actual=act,
+        pearson=inf.pearson(pred, act),
+        refine_grad_norm=gnorm,
+        loo_max_grad_norm=float(loo.grad_norm.max()),
+        l2=TOP_L2,
+        damping=TOP_DAMPING,
+        cg_residual=float(r.s_test.residual[0]),
+        cg_iterations=int(r.s_test.iterations[0]),
+        loo_steps=TOP_LOO_STEPS,
+    )
+    print(
+        f"CNN last layers: N_train={TOP_N}, {len(idx)} removed, Pearson r = {out['cnn_top']['pearson']:.4f} "
+        f"(refit |grad| {gnorm:.1e}, LOO max |grad| {float(loo.grad_norm.max()):.1e}, "
+        f"CG residual {float(r.s_test.residual[0]):.1e} in {int(r.s_test.iterations[0])} iterations)"
+    )
     print("saved", inf.save_result("loo_validation", out))
     return out
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--speed", action="store_true", help="speed table only")
     ap.add_argument("--validate", action="store_true", help="validations only")
     a = ap.parse_args()

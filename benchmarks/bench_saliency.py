@@ -15,6 +15,7 @@ interleaved across methods (the machine is shared: compare ratios, not absolutes
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax
@@ -64,31 +65,50 @@ def main() -> None:
         "integrated_gradients (k=50)": {"steps": 50},
     }
     fns = {
-        label: (lambda m=label.split(" ")[0], o=opts: saliency.saliency(apply_fn, params, images, targets, method=m, **o))  # noqa: B008
+        label: functools.partial(
+            saliency.saliency, apply_fn, params, images, targets, method=label.split(" ")[0], **opts
+        )
         for label, opts in runs.items()
     }
     seconds = interleaved_best(fns, args.repeats)
     grad = seconds["gradient"]
 
-    print(f"ScriptNet random init, batch {args.batch} x 32x64x3, best of {args.repeats}, jax {jax.__version__}")
+    print(
+        f"ScriptNet random init, batch {args.batch} x 32x64x3, best of {args.repeats}, jax {jax.__version__}"
+    )
     print(f"| method | seconds / batch | maps / s | ms / crop | vs {k} or 50 gradient calls |")
     print("|---|---|---|---|---|")
     for label, sec in seconds.items():
         steps = runs[label].get("n_samples", runs[label].get("steps"))
         ratio = f"{sec / (steps * grad):.2f}x" if steps else ""
-        print(f"| {label} | {sec:.3f} | {args.batch / sec:.0f} | {1000 * sec / args.batch:.2f} | {ratio} |")
+        print(
+            f"| {label} | {sec:.3f} | {args.batch / sec:.0f} | {1000 * sec / args.batch:.2f} | {ratio} |"
+        )
 
     cv = interleaved_best(
-        {"cv": lambda: classviz.class_model(apply_fn, params, steps=args.classviz_steps, jitter=2, tv=1e-3).images}, 1
+        {
+            "cv": lambda: (
+                classviz.class_model(
+                    apply_fn, params, steps=args.classviz_steps, jitter=2, tv=1e-3
+                ).images
+            )
+        },
+        1,
     )["cv"]
-    print(f"\nclass visualisation, all 10 script classes, {args.classviz_steps} steps, one jitted call: {cv:.2f} s")
-    print("\nAnchors (Captum 0.9, PyTorch 2.13 CPU, the seed's convnet, same 2-core machine class):")
+    print(
+        f"\nclass visualisation, all 10 script classes, {args.classviz_steps} steps, one jitted call: {cv:.2f} s"
+    )
+    print(
+        "\nAnchors (Captum 0.9, PyTorch 2.13 CPU, the seed's convnet, same 2-core machine class):"
+    )
     print(
         f"| vanilla saliency maps/s | ours {args.batch / grad:.0f} | Captum {CAPTUM_GRADIENT_MAPS_PER_S:.0f}"
         f" | ratio {args.batch / grad / CAPTUM_GRADIENT_MAPS_PER_S:.2f}x |"
     )
     ig50 = 1000 * seconds["integrated_gradients (k=50)"] / args.batch
-    print(f"| IG 50 steps ms/crop | ours {ig50:.2f} | Captum {CAPTUM_IG50_MS_PER_CROP:.0f} | speed-up {CAPTUM_IG50_MS_PER_CROP / ig50:.0f}x |")
+    print(
+        f"| IG 50 steps ms/crop | ours {ig50:.2f} | Captum {CAPTUM_IG50_MS_PER_CROP:.0f} | speed-up {CAPTUM_IG50_MS_PER_CROP / ig50:.0f}x |"
+    )
 
 
 if __name__ == "__main__":

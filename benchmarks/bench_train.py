@@ -101,7 +101,10 @@ def torch_step_rate(batch: int, reps: int) -> float:
 
 def parallel_rate(batch: int, reps: int, procs: int = 2) -> float:
     """Summed images/s of ``procs`` single-threaded processes stepping at the same time."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    }
     cmd = [sys.executable, __file__, "--single", "--batch", str(batch), "--reps", str(reps)]
     runs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
     return sum(float(r.communicate()[0].split()[-1]) for r in runs)

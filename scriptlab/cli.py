@@ -33,14 +33,20 @@ def _dataset(args) -> None:
 def _train(args) -> None:
     from scriptlab import train
 
-    cfg = train.make_train_config(mode=args.mode, preset=args.preset, seed=args.seed,
-                                  **({"epochs": args.epochs} if args.epochs else {}))
+    cfg = train.make_train_config(
+        mode=args.mode,
+        preset=args.preset,
+        seed=args.seed,
+        **({"epochs": args.epochs} if args.epochs else {}),
+    )
     result = train.train(cfg)
     out = train.save(result, args.out)
     (out / "metrics.json").write_text(json.dumps(result.history, indent=1))
     last = result.history[-1]
-    print(f"{cfg.mode}: val script acc {last['val_script_acc']:.3f}, "
-          f"val font acc {last['val_font_acc']:.3f}; wrote {out}")
+    print(
+        f"{cfg.mode}: val script acc {last['val_script_acc']:.3f}, "
+        f"val font acc {last['val_font_acc']:.3f}; wrote {out}"
+    )
 
 
 def _experiment(args) -> None:

@@ -63,12 +63,25 @@ BIAS: dict[str, str] = {
 }
 
 PRESETS: dict[str, dict] = {
-    "smoke": dict(n_train=600, n_val=150, n_test=150, n_conflict=150, n_heldout=150,
-                  n_val_conflict=150),
-    "workshop": dict(n_train=30_000, n_val=1_500, n_test=2_000, n_conflict=2_000, n_heldout=2_000,
-                     n_val_conflict=2_000),
-    "full": dict(n_train=60_000, n_val=6_000, n_test=10_000, n_conflict=10_000, n_heldout=10_000,
-                 n_val_conflict=6_000),
+    "smoke": dict(
+        n_train=600, n_val=150, n_test=150, n_conflict=150, n_heldout=150, n_val_conflict=150
+    ),
+    "workshop": dict(
+        n_train=30_000,
+        n_val=1_500,
+        n_test=2_000,
+        n_conflict=2_000,
+        n_heldout=2_000,
+        n_val_conflict=2_000,
+    ),
+    "full": dict(
+        n_train=60_000,
+        n_val=6_000,
+        n_test=10_000,
+        n_conflict=10_000,
+        n_heldout=10_000,
+        n_val_conflict=6_000,
+    ),
 }
 
 
@@ -125,7 +138,9 @@ def make_config(preset: str = "workshop", seed: int = 0, **overrides) -> DataCon
         raise ValueError(f"rho must be in [0, 1], got {cfg.rho!r}")
     h, w = cfg.image_size
     if h < 16 or w < 16 or h % 8 or w % 8:
-        raise ValueError(f"image_size must be (H, W) with H, W >= 16 and divisible by 8, got {cfg.image_size}")
+        raise ValueError(
+            f"image_size must be (H, W) with H, W >= 16 and divisible by 8, got {cfg.image_size}"
+        )
     for split, n in cfg.sizes().items():
         if n < 0:
             raise ValueError(f"n_{split} must be >= 0, got {n}")
@@ -255,9 +270,7 @@ def _font(face: fonts.Face, size: int):
     font = ImageFont.truetype(str(fonts.font_path(face)), size, layout_engine=ImageFont.Layout.RAQM)
     if face.weight is not None:
         axes = font.get_variation_axes()
-        values = [
-            face.weight if a["name"] in (b"Weight", "Weight") else a["default"] for a in axes
-        ]
+        values = [face.weight if a["name"] in (b"Weight", "Weight") else a["default"] for a in axes]
         font.set_variation_by_axes(values)
     return font
 
@@ -362,7 +375,9 @@ def _render_chunk(job) -> dict[str, np.ndarray]:
     yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, h), np.linspace(-0.5, 0.5, w), indexing="ij")
     theta = rng.uniform(0, 2 * np.pi, n)
     grad_amp = rng.uniform(0, 0.25, n)
-    gradient = grad_amp[:, None, None] * (np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy)
+    gradient = grad_amp[:, None, None] * (
+        np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy
+    )
     coarse = rng.normal(0, 1, (n, 5, 9)) * rng.uniform(0, 0.08, n)[:, None, None]
     texture = np.einsum("hi,nij,wj->nhw", _bilinear_matrix(h, 5), coarse, _bilinear_matrix(w, 9))
     background = bg[:, None, None, :] + (gradient + texture)[..., None]
@@ -448,7 +463,9 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def _save(ds: Dataset, path: Path) -> None:
-    arrays = {f"{split}/{field}": v for split, s in ds.splits.items() for field, v in s._asdict().items()}
+    arrays = {
+        f"{split}/{field}": v for split, s in ds.splits.items() for field, v in s._asdict().items()
+    }
     arrays["digest"] = np.array(_digest(arrays))
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # unique: writers may race
     path.parent.mkdir(parents=True, exist_ok=True)

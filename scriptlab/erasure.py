@@ -69,14 +69,19 @@ def fit_leace(features, concept, n_classes: int, *, weights=None, tol: float = 1
     if not np.all(np.isfinite(x)):
         raise ValueError("features contain NaN or inf")
     if n_classes < 2 or z.min() < 0 or z.max() >= n_classes:
-        raise ValueError(f"concept labels must lie in [0, n_classes={n_classes}), "
-                         f"got [{z.min()}, {z.max()}]")
+        raise ValueError(
+            f"concept labels must lie in [0, n_classes={n_classes}), got [{z.min()}, {z.max()}]"
+        )
     w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
     if w.shape != (len(x),) or not np.all(np.isfinite(w)) or w.min() < 0 or w.sum() <= 0:
         raise ValueError(f"weights must be {len(x)} finite numbers >= 0 with a positive sum")
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    mean, proj = _leace(jnp.asarray(x, dtype), jax.nn.one_hot(z, n_classes, dtype=dtype),
-                        jnp.asarray(w / w.sum(), dtype), tol)
+    mean, proj = _leace(
+        jnp.asarray(x, dtype),
+        jax.nn.one_hot(z, n_classes, dtype=dtype),
+        jnp.asarray(w / w.sum(), dtype),
+        tol,
+    )
     return Eraser(jnp.asarray(mean, jnp.float32), jnp.asarray(proj, jnp.float32))
 
 

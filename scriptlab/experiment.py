@@ -45,15 +45,43 @@ from scriptlab.probe import (
 )
 from scriptlab.train import balanced_probabilities, dataset_for, group_ids, predict
 
-METHODS = ("baseline", "unlearn", "cdann", "balanced", "groupdro", "balanced_cdann", "leace", "dfr",
-           "leace_dfr", "unlearn_dfr", "cdann_dfr", "multitask", "ascent")
+METHODS = (
+    "baseline",
+    "unlearn",
+    "cdann",
+    "balanced",
+    "groupdro",
+    "balanced_cdann",
+    "leace",
+    "dfr",
+    "leace_dfr",
+    "unlearn_dfr",
+    "cdann_dfr",
+    "multitask",
+    "ascent",
+)
 REFERENCES = ("oracle", "rho99")
 ACCURACY = (
-    "test", "conflict", "conflict_worst", "val_conflict", "val_conflict_worst",
-    "heldout", "heldout_macro", "heldout_worst", "heldout_lcg", "caveat", "caveat_cyrillic",
+    "test",
+    "conflict",
+    "conflict_worst",
+    "val_conflict",
+    "val_conflict_worst",
+    "heldout",
+    "heldout_macro",
+    "heldout_worst",
+    "heldout_lcg",
+    "caveat",
+    "caveat_cyrillic",
 )
-STYLE = ("font_head", "font_probe", "font_mlp_probe", "font_cond_probe", "font_chance",
-         "font_from_script")
+STYLE = (
+    "font_head",
+    "font_probe",
+    "font_mlp_probe",
+    "font_cond_probe",
+    "font_chance",
+    "font_from_script",
+)
 METRICS = ACCURACY + STYLE
 # The shortcut's three symptoms: the goal is to close half of each baseline-to-oracle gap.
 GOAL = ("conflict_worst", "heldout_lcg", "caveat_cyrillic")
@@ -71,8 +99,10 @@ class Predictions(NamedTuple):
 
 def predictions(m: zoo.ZooModel, ds: Dataset, splits=EVAL_SPLITS) -> dict[str, Predictions]:
     """A zoo model's predictions on the evaluation splits."""
-    return {s: Predictions(*map(np.asarray, predict(m.apply_fn, m.params, ds.split(s).images)))
-            for s in splits}
+    return {
+        s: Predictions(*map(np.asarray, predict(m.apply_fn, m.params, ds.split(s).images)))
+        for s in splits
+    }
 
 
 # Post-hoc methods on a trained trunk, frozen: (trunk, erase style?, group-balanced head?).
@@ -85,8 +115,9 @@ POSTHOC = {
 }
 
 
-def posthoc_predictions(m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float = 1e-3
-                        ) -> dict[str, Predictions]:
+def posthoc_predictions(
+    m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float = 1e-3
+) -> dict[str, Predictions]:
     """A new linear script head on a trained model's frozen embedding.
 
     ``leace`` erases style from the embedding (LEACE) and refits the head;
@@ -105,7 +136,9 @@ def posthoc_predictions(m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float 
     _, erase_style, balanced = POSTHOC[method]
     tr = ds.train
     emb = np.asarray(predict(m.apply_fn, m.params, tr.images)[2])
-    weights = balanced_probabilities(group_ids(tr.script, tr.style, len(ds.styles))) if balanced else None
+    weights = (
+        balanced_probabilities(group_ids(tr.script, tr.style, len(ds.styles))) if balanced else None
+    )
     eraser = fit_leace(emb, tr.style, len(ds.styles), weights=weights) if erase_style else None
     view = (lambda x: np.asarray(erase(eraser, x))) if erase_style else (lambda x: x)
     head = fit_probe(view(emb), tr.script, len(ds.scripts), l2=l2, weights=weights)
@@ -168,11 +201,15 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     for split in ("conflict", "val_conflict"):
         s = ds.split(split)
         acc, n = _cells(hits[split], s.script, s.style, S, F)
-        row[f"{split}_worst"], row[f"{split}_worst_cell"] = _worst(acc, n, ds.scripts, ds.styles, min_cell)
+        row[f"{split}_worst"], row[f"{split}_worst_cell"] = _worst(
+            acc, n, ds.scripts, ds.styles, min_cell
+        )
         tables[f"{split}_cells"] = _json_table(acc)
     h = ds.heldout
     acc, n = _cells(hits["heldout"], h.script, h.family, S, len(ds.families))
-    row["heldout_worst"], row["heldout_worst_cell"] = _worst(acc, n, ds.scripts, ds.families, min_cell)
+    row["heldout_worst"], row["heldout_worst_cell"] = _worst(
+        acc, n, ds.scripts, ds.families, min_cell
+    )
     tables["heldout_cells"] = {
         f"{ds.scripts[i]}/{ds.families[j]}": [round(float(acc[i, j]), 4), int(n[i, j])]
         for i, j in zip(*np.nonzero(n), strict=True)
@@ -196,8 +233,10 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     hit = np.concatenate([hits[s] for s in ("test", "conflict")])
     row["caveat"] = float(hit[fam == caveat].mean()) if np.any(fam == caveat) else None
     tables["caveat_by_script"] = {
-        ds.scripts[i]: [round(float(hit[(fam == caveat) & (true == i)].mean()), 4),
-                        int(np.sum((fam == caveat) & (true == i)))]
+        ds.scripts[i]: [
+            round(float(hit[(fam == caveat) & (true == i)].mean()), 4),
+            int(np.sum((fam == caveat) & (true == i))),
+        ]
         for i in np.unique(true[fam == caveat])
     }
     row["caveat_cyrillic"] = tables["caveat_by_script"].get("cyrillic", [None])[0]
@@ -208,11 +247,14 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     fit, sc = _halves(len(c))
     emb = preds["conflict"].embedding
     font = preds["conflict"].font
-    row["font_head"] = None if font is None else float(np.mean(np.argmax(font[sc], -1) == c.style[sc]))
+    row["font_head"] = (
+        None if font is None else float(np.mean(np.argmax(font[sc], -1) == c.style[sc]))
+    )
     row["font_probe"] = probe_accuracy(emb[fit], c.style[fit], emb[sc], c.style[sc], F)
     row["font_mlp_probe"] = mlp_probe_accuracy(emb[fit], c.style[fit], emb[sc], c.style[sc], F)
     row["font_cond_probe"] = conditional_probe_accuracy(
-        emb[fit], c.style[fit], c.script[fit], emb[sc], c.style[sc], c.script[sc], F, S)
+        emb[fit], c.style[fit], c.script[fit], emb[sc], c.style[sc], c.script[sc], F, S
+    )
     counts = np.bincount(c.style[fit], minlength=F)
     row["font_chance"] = float(np.mean(c.style[sc] == np.argmax(counts)))
     table = np.zeros((S, F))
@@ -232,8 +274,13 @@ def _aggregate(rows: list[dict]) -> dict[str, dict[str, float]]:
     for k in METRICS:
         vals = [r[k] for r in rows if r.get(k) is not None]
         if vals:
-            out[k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)),
-                      "min": float(np.min(vals)), "max": float(np.max(vals)), "n": len(vals)}
+            out[k] = {
+                "mean": float(np.mean(vals)),
+                "std": float(np.std(vals)),
+                "min": float(np.min(vals)),
+                "max": float(np.max(vals)),
+                "n": len(vals),
+            }
     return out
 
 
@@ -262,9 +309,13 @@ def goal(summary: dict, baseline: str = "baseline", oracle: str = "oracle") -> d
 def _rows(name: str, preset: str, seeds: int, ds: Dataset, progress: bool) -> list[dict]:
     if name in POSTHOC:
         trunk = POSTHOC[name][0]
-        return [score(posthoc_predictions(zoo.load(trunk, preset, seed=s, progress=progress), ds,
-                                          name), ds)
-                for s in range(seeds)]
+        return [
+            score(
+                posthoc_predictions(zoo.load(trunk, preset, seed=s, progress=progress), ds, name),
+                ds,
+            )
+            for s in range(seeds)
+        ]
     return [measure(zoo.load(name, preset, seed=s, progress=progress), ds) for s in range(seeds)]
 
 
@@ -302,8 +353,11 @@ def run(
     names = [n for n in (*methods, *references) if n not in POSTHOC]
     names += [POSTHOC[n][0] for n in methods if n in POSTHOC and POSTHOC[n][0] not in names]
     cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
-    key = hashlib.sha256(json.dumps([preset, seeds, methods, references, lam_sweep, cfgs],
-                                    sort_keys=True, default=str).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps(
+            [preset, seeds, methods, references, lam_sweep, cfgs], sort_keys=True, default=str
+        ).encode()
+    ).hexdigest()[:12]
     where = cache_dir() / "experiments" / f"{preset}-{seeds}-{key}.json"
     if cache and where.exists():
         try:
@@ -311,12 +365,18 @@ def run(
         except (OSError, ValueError) as err:
             print(f"experiment: cached results {where} are unreadable ({err}); recomputing")
     ds = dataset_for(zoo.config("baseline", preset), progress=progress)
-    zoo.warm([(n, preset, s, {}) for n in names for s in range(seeds)]
-             + [("unlearn", preset, 0, {"lam_max": lam}) for lam in lam_sweep], progress=progress)
+    zoo.warm(
+        [(n, preset, s, {}) for n in names for s in range(seeds)]
+        + [("unlearn", preset, 0, {"lam_max": lam}) for lam in lam_sweep],
+        progress=progress,
+    )
     per_seed = {n: _rows(n, preset, seeds, ds, progress) for n in (*methods, *references)}
     summary = {n: _aggregate(rows) for n, rows in per_seed.items()}
     sweep = [
-        {"lam_max": lam, **measure(zoo.load("unlearn", preset, seed=0, lam_max=lam, progress=progress), ds)}
+        {
+            "lam_max": lam,
+            **measure(zoo.load("unlearn", preset, seed=0, lam_max=lam, progress=progress), ds),
+        }
         for lam in lam_sweep
     ]
     results = {
@@ -362,10 +422,20 @@ def table(results: dict, metrics: tuple[str, ...] | None = None) -> str:
     return "\n\n".join(out)
 
 
-_SHORT = {"conflict_worst": "confl_worst", "val_conflict": "val_confl", "val_conflict_worst": "vconfl_worst",
-          "heldout_macro": "held_macro", "heldout_worst": "held_worst", "heldout_lcg": "held_LCG",
-          "caveat_cyrillic": "caveat_cyr", "font_mlp_probe": "mlp_probe", "font_cond_probe": "cond_probe",
-          "font_from_script": "from_script", "font_probe": "lin_probe", "font_chance": "chance"}
+_SHORT = {
+    "conflict_worst": "confl_worst",
+    "val_conflict": "val_confl",
+    "val_conflict_worst": "vconfl_worst",
+    "heldout_macro": "held_macro",
+    "heldout_worst": "held_worst",
+    "heldout_lcg": "held_LCG",
+    "caveat_cyrillic": "caveat_cyr",
+    "font_mlp_probe": "mlp_probe",
+    "font_cond_probe": "cond_probe",
+    "font_from_script": "from_script",
+    "font_probe": "lin_probe",
+    "font_chance": "chance",
+}
 
 
 def _short(k: str) -> str:
@@ -378,9 +448,11 @@ def goal_table(results: dict) -> str:
     lines = [head, "-" * len(head)]
     for name, row in results["goal"].items():
         cells = "".join(
-            f"{'-':>14}" if row[k]["closed"] is None
+            f"{'-':>14}"
+            if row[k]["closed"] is None
             else f"{100 * row[k]['closed']:>12.0f}%{'*' if row[k]['separated'] else ' '}"
-            for k in GOAL)
+            for k in GOAL
+        )
         lines.append(f"{name:<12}{cells}")
     return "\n".join(lines)
 
@@ -392,16 +464,28 @@ def figure(results: dict):
     names = list(results["summary"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
     for ax, keys, title in (
-        (axes[0], ("test", "conflict", "conflict_worst", "heldout_lcg", "caveat_cyrillic"),
-         "script accuracy"),
-        (axes[1], ("font_probe", "font_mlp_probe", "font_cond_probe", "font_from_script"),
-         "style left in the embedding"),
+        (
+            axes[0],
+            ("test", "conflict", "conflict_worst", "heldout_lcg", "caveat_cyrillic"),
+            "script accuracy",
+        ),
+        (
+            axes[1],
+            ("font_probe", "font_mlp_probe", "font_cond_probe", "font_from_script"),
+            "style left in the embedding",
+        ),
     ):
         width = 0.8 / len(keys)
         for i, k in enumerate(keys):
             stats = [results["summary"][n].get(k) for n in names]
-            ax.bar(np.arange(len(names)) + i * width, [s["mean"] if s else 0 for s in stats], width,
-                   yerr=[s["std"] if s else 0 for s in stats], label=_short(k), capsize=2)
+            ax.bar(
+                np.arange(len(names)) + i * width,
+                [s["mean"] if s else 0 for s in stats],
+                width,
+                yerr=[s["std"] if s else 0 for s in stats],
+                label=_short(k),
+                capsize=2,
+            )
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30)
         ax.set_ylim(0, 1)
         ax.set_title(title)
@@ -420,8 +504,14 @@ def write(results: dict, out: str | Path) -> Path:
     return out
 
 
-def misread(ds: Dataset, preds: dict[str, Predictions], split: str, *, script: str | None = None,
-            family: str | None = None) -> np.ndarray:
+def misread(
+    ds: Dataset,
+    preds: dict[str, Predictions],
+    split: str,
+    *,
+    script: str | None = None,
+    family: str | None = None,
+) -> np.ndarray:
     """Indices of the crops of ``split`` whose script is misread, optionally of one script/family."""
     s = ds.split(split)
     sel = np.argmax(preds[split].script, -1) != s.script
@@ -436,16 +526,25 @@ def heatmaps(results: dict, names: tuple[str, ...], split: str = "conflict_cells
     """Script x style accuracy on the conflict split (mean over seeds), one panel per model."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(names), figsize=(2.3 * len(names) + 0.6, 3.6),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(2.3 * len(names) + 0.6, 3.6), layout="constrained", squeeze=False
+    )
     for ax, name in zip(axes[0], names, strict=True):
-        cells = np.array([[np.nan if v is None else v for v in row]
-                          for row in np.mean([np.array(r["tables"][split], float)
-                                              for r in results["per_seed"][name]], 0)])
+        cells = np.array(
+            [
+                [np.nan if v is None else v for v in row]
+                for row in np.mean(
+                    [np.array(r["tables"][split], float) for r in results["per_seed"][name]], 0
+                )
+            ]
+        )
         im = ax.imshow(cells, vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(len(results["styles"])), results["styles"], rotation=90, fontsize=9)
-        ax.set_yticks(range(len(results["scripts"])), results["scripts"] if ax is axes[0, 0] else [],
-                      fontsize=9)
+        ax.set_yticks(
+            range(len(results["scripts"])),
+            results["scripts"] if ax is axes[0, 0] else [],
+            fontsize=9,
+        )
         ax.set_title(name, fontsize=10)
     fig.colorbar(im, ax=axes[0, -1], shrink=0.7, label="script accuracy")
     return fig

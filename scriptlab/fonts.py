@@ -20,8 +20,16 @@ from typing import NamedTuple
 from scriptlab.words import WORDS
 
 SCRIPTS: tuple[str, ...] = (
-    "latin", "cyrillic", "greek", "arabic", "hebrew",
-    "devanagari", "thai", "chinese", "japanese", "korean",
+    "latin",
+    "cyrillic",
+    "greek",
+    "arabic",
+    "hebrew",
+    "devanagari",
+    "thai",
+    "chinese",
+    "japanese",
+    "korean",
 )
 STYLES: tuple[str, ...] = ("sans", "serif", "mono", "hand", "display")
 
@@ -73,61 +81,303 @@ _SANS_W, _DISPLAY_W = (350, 500), (800, 900)
 FACES: tuple[Face, ...] = tuple(
     # --- sans
     _fp("Noto Sans", "sans", "fontpkg-noto-sans", "NotoSans[wdth,wght].ttf", _SANS_W, LCG)
-    + _fp("Open Sans", "sans", "fontpkg-open-sans", "OpenSans[wdth,wght].ttf", (400, 600), LCG + ("hebrew",))
-    + _fp("Rubik", "sans", "fontpkg-rubik", "Rubik[wght].ttf", (400,), (LAT, CYR, "arabic", "hebrew"))
+    + _fp(
+        "Open Sans",
+        "sans",
+        "fontpkg-open-sans",
+        "OpenSans[wdth,wght].ttf",
+        (400, 600),
+        LCG + ("hebrew",),
+    )
+    + _fp(
+        "Rubik", "sans", "fontpkg-rubik", "Rubik[wght].ttf", (400,), (LAT, CYR, "arabic", "hebrew")
+    )
     + _fp("Roboto", "sans", "fontpkg-roboto", "Roboto[wdth,wght].ttf", _SANS_W, LCG, heldout=True)
-    + _fp("Noto Sans Arabic", "sans", "fontpkg-noto-sans-arabic", "NotoSansArabic[wdth,wght].ttf", _SANS_W, ("arabic",))
+    + _fp(
+        "Noto Sans Arabic",
+        "sans",
+        "fontpkg-noto-sans-arabic",
+        "NotoSansArabic[wdth,wght].ttf",
+        _SANS_W,
+        ("arabic",),
+    )
     + _fp("Cairo", "sans", "fontpkg-cairo", "Cairo[slnt,wght].ttf", (400,), ("arabic",))
-    + _static("IBM Plex Sans Arabic", "sans", "fontpkg-ibm-plex-sans-arabic", ("IBMPlexSansArabic-Regular.ttf", "IBMPlexSansArabic-Medium.ttf"), ("arabic",), heldout=True)
+    + _static(
+        "IBM Plex Sans Arabic",
+        "sans",
+        "fontpkg-ibm-plex-sans-arabic",
+        ("IBMPlexSansArabic-Regular.ttf", "IBMPlexSansArabic-Medium.ttf"),
+        ("arabic",),
+        heldout=True,
+    )
     + _fp("Heebo", "sans", "fontpkg-heebo", "Heebo[wght].ttf", _SANS_W, ("hebrew",))
-    + _jmt("Noto Sans Hebrew", "sans", "justmytype-intl-rtl", "NotoSansHebrew[wdth,wght].ttf", _SANS_W, ("hebrew",), heldout=True)
-    + _fp("Noto Sans Devanagari", "sans", "fontpkg-noto-sans-devanagari", "NotoSansDevanagari[wdth,wght].ttf", _SANS_W, ("devanagari",))
-    + _static("Hind", "sans", "fontpkg-hind", ("Hind-Regular.ttf", "Hind-Medium.ttf"), ("devanagari",))
-    + _static("Mukta", "sans", "fontpkg-mukta", ("Mukta-Regular.ttf", "Mukta-Medium.ttf"), ("devanagari",), heldout=True)
-    + _fp("Noto Sans Thai", "sans", "fontpkg-noto-sans-thai", "NotoSansThai[wdth,wght].ttf", _SANS_W, ("thai",))
-    + _static("Prompt", "sans", "fontpkg-prompt", ("Prompt-Light.ttf", "Prompt-Regular.ttf"), ("thai",))
-    + _static("Sarabun", "sans", "fontpkg-sarabun", ("Sarabun-Regular.ttf", "Sarabun-Medium.ttf"), ("thai",))
-    + _static("Kanit", "sans", "fontpkg-kanit", ("Kanit-Light.ttf", "Kanit-Regular.ttf"), ("thai",), heldout=True)
-    + _jmt("Noto Sans SC", "sans", "justmytype-intl-cjk", "NotoSansSC[wght].ttf", _SANS_W, ("chinese",))
-    + _jmt("Noto Sans JP", "sans", "justmytype-intl-cjk", "NotoSansJP[wght].ttf", _SANS_W, ("japanese",))
-    + _jmt("Noto Sans KR", "sans", "justmytype-intl-cjk", "NotoSansKR[wght].ttf", _SANS_W, ("korean",))
-    + _jmt("Noto Sans TC", "sans", "justmytype-intl-cjk", "NotoSansTC[wght].ttf", _SANS_W, ("chinese", "japanese"), heldout=True)
+    + _jmt(
+        "Noto Sans Hebrew",
+        "sans",
+        "justmytype-intl-rtl",
+        "NotoSansHebrew[wdth,wght].ttf",
+        _SANS_W,
+        ("hebrew",),
+        heldout=True,
+    )
+    + _fp(
+        "Noto Sans Devanagari",
+        "sans",
+        "fontpkg-noto-sans-devanagari",
+        "NotoSansDevanagari[wdth,wght].ttf",
+        _SANS_W,
+        ("devanagari",),
+    )
+    + _static(
+        "Hind", "sans", "fontpkg-hind", ("Hind-Regular.ttf", "Hind-Medium.ttf"), ("devanagari",)
+    )
+    + _static(
+        "Mukta",
+        "sans",
+        "fontpkg-mukta",
+        ("Mukta-Regular.ttf", "Mukta-Medium.ttf"),
+        ("devanagari",),
+        heldout=True,
+    )
+    + _fp(
+        "Noto Sans Thai",
+        "sans",
+        "fontpkg-noto-sans-thai",
+        "NotoSansThai[wdth,wght].ttf",
+        _SANS_W,
+        ("thai",),
+    )
+    + _static(
+        "Prompt", "sans", "fontpkg-prompt", ("Prompt-Light.ttf", "Prompt-Regular.ttf"), ("thai",)
+    )
+    + _static(
+        "Sarabun",
+        "sans",
+        "fontpkg-sarabun",
+        ("Sarabun-Regular.ttf", "Sarabun-Medium.ttf"),
+        ("thai",),
+    )
+    + _static(
+        "Kanit",
+        "sans",
+        "fontpkg-kanit",
+        ("Kanit-Light.ttf", "Kanit-Regular.ttf"),
+        ("thai",),
+        heldout=True,
+    )
+    + _jmt(
+        "Noto Sans SC", "sans", "justmytype-intl-cjk", "NotoSansSC[wght].ttf", _SANS_W, ("chinese",)
+    )
+    + _jmt(
+        "Noto Sans JP",
+        "sans",
+        "justmytype-intl-cjk",
+        "NotoSansJP[wght].ttf",
+        _SANS_W,
+        ("japanese",),
+    )
+    + _jmt(
+        "Noto Sans KR", "sans", "justmytype-intl-cjk", "NotoSansKR[wght].ttf", _SANS_W, ("korean",)
+    )
+    + _jmt(
+        "Noto Sans TC",
+        "sans",
+        "justmytype-intl-cjk",
+        "NotoSansTC[wght].ttf",
+        _SANS_W,
+        ("chinese", "japanese"),
+        heldout=True,
+    )
     # --- serif
     + _fp("Noto Serif", "serif", "fontpkg-noto-serif", "NotoSerif[wdth,wght].ttf", _SANS_W, LCG)
     + _fp("EB Garamond", "serif", "fontpkg-eb-garamond", "EBGaramond[wght].ttf", (400, 600), LCG)
-    + _static("PT Serif", "serif", "fontpkg-pt-serif", ("PT_Serif-Web-Regular.ttf", "PT_Serif-Web-Bold.ttf"), (LAT, CYR), heldout=True)
-    + [Face("DejaVu Serif", "serif", "matplotlib", "matplotlib", "mpl-data/fonts/ttf/DejaVuSerif.ttf", None, LCG, True)]
-    + _static("Amiri", "serif", "fontpkg-amiri", ("Amiri-Regular.ttf", "Amiri-Bold.ttf"), ("arabic",))
-    + _fp("Frank Ruhl Libre", "serif", "fontpkg-frank-ruhl-libre", "FrankRuhlLibre[wght].ttf", (400, 600), ("hebrew",))
+    + _static(
+        "PT Serif",
+        "serif",
+        "fontpkg-pt-serif",
+        ("PT_Serif-Web-Regular.ttf", "PT_Serif-Web-Bold.ttf"),
+        (LAT, CYR),
+        heldout=True,
+    )
+    + [
+        Face(
+            "DejaVu Serif",
+            "serif",
+            "matplotlib",
+            "matplotlib",
+            "mpl-data/fonts/ttf/DejaVuSerif.ttf",
+            None,
+            LCG,
+            True,
+        )
+    ]
+    + _static(
+        "Amiri", "serif", "fontpkg-amiri", ("Amiri-Regular.ttf", "Amiri-Bold.ttf"), ("arabic",)
+    )
+    + _fp(
+        "Frank Ruhl Libre",
+        "serif",
+        "fontpkg-frank-ruhl-libre",
+        "FrankRuhlLibre[wght].ttf",
+        (400, 600),
+        ("hebrew",),
+    )
     # --- mono
-    + _fp("JetBrains Mono", "mono", "fontpkg-jetbrains-mono", "JetBrainsMono[wght].ttf", (400, 600), LCG)
-    + _static("IBM Plex Mono", "mono", "fontpkg-ibm-plex-mono", ("IBMPlexMono-Regular.ttf", "IBMPlexMono-Medium.ttf"), (LAT, CYR))
-    + [Face("DejaVu Sans Mono", "mono", "matplotlib", "matplotlib", "mpl-data/fonts/ttf/DejaVuSansMono.ttf", None, LCG)]
-    + _fp("Source Code Pro", "mono", "fontpkg-source-code-pro", "SourceCodePro[wght].ttf", (400, 600), LCG, heldout=True)
+    + _fp(
+        "JetBrains Mono",
+        "mono",
+        "fontpkg-jetbrains-mono",
+        "JetBrainsMono[wght].ttf",
+        (400, 600),
+        LCG,
+    )
+    + _static(
+        "IBM Plex Mono",
+        "mono",
+        "fontpkg-ibm-plex-mono",
+        ("IBMPlexMono-Regular.ttf", "IBMPlexMono-Medium.ttf"),
+        (LAT, CYR),
+    )
+    + [
+        Face(
+            "DejaVu Sans Mono",
+            "mono",
+            "matplotlib",
+            "matplotlib",
+            "mpl-data/fonts/ttf/DejaVuSansMono.ttf",
+            None,
+            LCG,
+        )
+    ]
+    + _fp(
+        "Source Code Pro",
+        "mono",
+        "fontpkg-source-code-pro",
+        "SourceCodePro[wght].ttf",
+        (400, 600),
+        LCG,
+        heldout=True,
+    )
     # --- hand
     + _fp("Caveat", "hand", "fontpkg-caveat", "Caveat[wght].ttf", (400, 600), (LAT, CYR))
-    + _static("Kalam", "hand", "fontpkg-kalam", ("Kalam-Light.ttf", "Kalam-Regular.ttf"), (LAT, "devanagari"))
-    + _static("Indie Flower", "hand", "fontpkg-indie-flower", ("IndieFlower-Regular.ttf",), (LAT,), heldout=True)
-    + _static("Pacifico", "hand", "fontpkg-pacifico", ("Pacifico-Regular.ttf",), (LAT, CYR), heldout=True)
+    + _static(
+        "Kalam",
+        "hand",
+        "fontpkg-kalam",
+        ("Kalam-Light.ttf", "Kalam-Regular.ttf"),
+        (LAT, "devanagari"),
+    )
+    + _static(
+        "Indie Flower",
+        "hand",
+        "fontpkg-indie-flower",
+        ("IndieFlower-Regular.ttf",),
+        (LAT,),
+        heldout=True,
+    )
+    + _static(
+        "Pacifico", "hand", "fontpkg-pacifico", ("Pacifico-Regular.ttf",), (LAT, CYR), heldout=True
+    )
     # --- display: heavy weights of the variable faces, plus display families
     + _fp("Noto Sans", "display", "fontpkg-noto-sans", "NotoSans[wdth,wght].ttf", _DISPLAY_W, LCG)
-    + _fp("Open Sans", "display", "fontpkg-open-sans", "OpenSans[wdth,wght].ttf", (800,), LCG + ("hebrew",))
+    + _fp(
+        "Open Sans",
+        "display",
+        "fontpkg-open-sans",
+        "OpenSans[wdth,wght].ttf",
+        (800,),
+        LCG + ("hebrew",),
+    )
     + _fp("Oswald", "display", "fontpkg-oswald", "Oswald[wght].ttf", (600, 700), (LAT, CYR))
     + _static("Lobster", "display", "fontpkg-lobster", ("Lobster-Regular.ttf",), (LAT, CYR))
-    + _fp("Roboto", "display", "fontpkg-roboto", "Roboto[wdth,wght].ttf", _DISPLAY_W, LCG, heldout=True)
-    + _fp("Noto Kufi Arabic", "display", "fontpkg-noto-kufi-arabic", "NotoKufiArabic[wght].ttf", _DISPLAY_W, ("arabic",))
+    + _fp(
+        "Roboto",
+        "display",
+        "fontpkg-roboto",
+        "Roboto[wdth,wght].ttf",
+        _DISPLAY_W,
+        LCG,
+        heldout=True,
+    )
+    + _fp(
+        "Noto Kufi Arabic",
+        "display",
+        "fontpkg-noto-kufi-arabic",
+        "NotoKufiArabic[wght].ttf",
+        _DISPLAY_W,
+        ("arabic",),
+    )
     + _fp("Cairo", "display", "fontpkg-cairo", "Cairo[slnt,wght].ttf", (900,), ("arabic",))
     + _fp("Heebo", "display", "fontpkg-heebo", "Heebo[wght].ttf", _DISPLAY_W, ("hebrew",))
-    + _jmt("Noto Sans Hebrew", "display", "justmytype-intl-rtl", "NotoSansHebrew[wdth,wght].ttf", (900,), ("hebrew",), heldout=True)
-    + _fp("Noto Sans Devanagari", "display", "fontpkg-noto-sans-devanagari", "NotoSansDevanagari[wdth,wght].ttf", _DISPLAY_W, ("devanagari",))
-    + _static("Mukta", "display", "fontpkg-mukta", ("Mukta-ExtraBold.ttf",), ("devanagari",), heldout=True)
-    + _fp("Noto Sans Thai", "display", "fontpkg-noto-sans-thai", "NotoSansThai[wdth,wght].ttf", _DISPLAY_W, ("thai",))
-    + _static("Prompt", "display", "fontpkg-prompt", ("Prompt-ExtraBold.ttf", "Prompt-Black.ttf"), ("thai",))
+    + _jmt(
+        "Noto Sans Hebrew",
+        "display",
+        "justmytype-intl-rtl",
+        "NotoSansHebrew[wdth,wght].ttf",
+        (900,),
+        ("hebrew",),
+        heldout=True,
+    )
+    + _fp(
+        "Noto Sans Devanagari",
+        "display",
+        "fontpkg-noto-sans-devanagari",
+        "NotoSansDevanagari[wdth,wght].ttf",
+        _DISPLAY_W,
+        ("devanagari",),
+    )
+    + _static(
+        "Mukta", "display", "fontpkg-mukta", ("Mukta-ExtraBold.ttf",), ("devanagari",), heldout=True
+    )
+    + _fp(
+        "Noto Sans Thai",
+        "display",
+        "fontpkg-noto-sans-thai",
+        "NotoSansThai[wdth,wght].ttf",
+        _DISPLAY_W,
+        ("thai",),
+    )
+    + _static(
+        "Prompt",
+        "display",
+        "fontpkg-prompt",
+        ("Prompt-ExtraBold.ttf", "Prompt-Black.ttf"),
+        ("thai",),
+    )
     + _static("Kanit", "display", "fontpkg-kanit", ("Kanit-Black.ttf",), ("thai",), heldout=True)
-    + _jmt("Noto Sans SC", "display", "justmytype-intl-cjk", "NotoSansSC[wght].ttf", _DISPLAY_W, ("chinese",))
-    + _jmt("Noto Sans JP", "display", "justmytype-intl-cjk", "NotoSansJP[wght].ttf", _DISPLAY_W, ("japanese",))
-    + _jmt("Noto Sans KR", "display", "justmytype-intl-cjk", "NotoSansKR[wght].ttf", _DISPLAY_W, ("korean",))
-    + _jmt("Noto Sans TC", "display", "justmytype-intl-cjk", "NotoSansTC[wght].ttf", (900,), ("chinese", "japanese"), heldout=True)
+    + _jmt(
+        "Noto Sans SC",
+        "display",
+        "justmytype-intl-cjk",
+        "NotoSansSC[wght].ttf",
+        _DISPLAY_W,
+        ("chinese",),
+    )
+    + _jmt(
+        "Noto Sans JP",
+        "display",
+        "justmytype-intl-cjk",
+        "NotoSansJP[wght].ttf",
+        _DISPLAY_W,
+        ("japanese",),
+    )
+    + _jmt(
+        "Noto Sans KR",
+        "display",
+        "justmytype-intl-cjk",
+        "NotoSansKR[wght].ttf",
+        _DISPLAY_W,
+        ("korean",),
+    )
+    + _jmt(
+        "Noto Sans TC",
+        "display",
+        "justmytype-intl-cjk",
+        "NotoSansTC[wght].ttf",
+        (900,),
+        ("chinese", "japanese"),
+        heldout=True,
+    )
 )
 
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(f.family for f in FACES))
@@ -244,11 +494,19 @@ def font_table() -> list[dict]:
     for f in FACES:
         row = rows.setdefault(
             (f.family, f.style),
-            {"family": f.family, "style": f.style, "package": f.package,
-             "scripts": [], "weights": [], "heldout": f.heldout},
+            {
+                "family": f.family,
+                "style": f.style,
+                "package": f.package,
+                "scripts": [],
+                "weights": [],
+                "heldout": f.heldout,
+            },
         )
         row["weights"].append(f.weight if f.weight is not None else Path(f.file).stem)
         for s in f.scripts:
-            if s not in row["scripts"] and len(words_for(f, s)) >= MIN_WORD_COVERAGE * len(WORDS[s]):
+            if s not in row["scripts"] and len(words_for(f, s)) >= MIN_WORD_COVERAGE * len(
+                WORDS[s]
+            ):
                 row["scripts"].append(s)
     return list(rows.values())

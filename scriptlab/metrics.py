@@ -9,7 +9,9 @@ def confusion(true, pred, n_classes: int) -> np.ndarray:
     """Counts[i, j] = number of samples of class i predicted as j."""
     true, pred = np.asarray(true), np.asarray(pred)
     if true.shape != pred.shape:
-        raise ValueError(f"true and pred must have the same shape, got {true.shape} and {pred.shape}")
+        raise ValueError(
+            f"true and pred must have the same shape, got {true.shape} and {pred.shape}"
+        )
     out = np.zeros((n_classes, n_classes), np.int64)
     np.add.at(out, (true, pred), 1)
     return out

@@ -140,7 +140,9 @@ def _pool_jvp(primals, tangents):
     # still composes with forward mode (jax.jvp of jax.grad: Hessian-vector products).
     (x,), (t,) = primals, tangents
     n, h, w, c = x.shape
-    routed = jnp.where(_pool_switches(x), t.reshape(n, h // 2, 2, w // 2, 2, c), jnp.zeros((), t.dtype))
+    routed = jnp.where(
+        _pool_switches(x), t.reshape(n, h // 2, 2, w // 2, 2, c), jnp.zeros((), t.dtype)
+    )
     return _max_pool(x), routed.sum(axis=(2, 4))
 
 

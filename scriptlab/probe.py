@@ -38,8 +38,9 @@ class Probe(NamedTuple):
         return np.asarray(jnp.argmax(self.logits(features), -1))
 
 
-def fit_probe(features, labels, n_classes: int, *, l2: float = 1e-3, steps: int = 300,
-              weights=None) -> Probe:
+def fit_probe(
+    features, labels, n_classes: int, *, l2: float = 1e-3, steps: int = 300, weights=None
+) -> Probe:
     """Fit a linear probe with full-batch Adam (deterministic: zero initialisation).
 
     Args:
@@ -95,9 +96,13 @@ def _check(features, labels, n_classes: int):
     x = jnp.asarray(features, jnp.float32)
     y = np.asarray(labels)
     if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"features must be [N, D] with N = len(labels); got {x.shape} and {y.shape}")
+        raise ValueError(
+            f"features must be [N, D] with N = len(labels); got {x.shape} and {y.shape}"
+        )
     if len(y) and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"labels must lie in [0, n_classes={n_classes}), got [{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"labels must lie in [0, n_classes={n_classes}), got [{y.min()}, {y.max()}]"
+        )
     return x, jnp.asarray(y)
 
 
@@ -122,8 +127,16 @@ class MLPProbe(NamedTuple):
         return np.asarray(jnp.argmax(jax.nn.relu(z @ self.w1 + self.b1) @ self.w2 + self.b2, -1))
 
 
-def fit_mlp_probe(features, labels, n_classes: int, *, hidden: int = 64, l2: float = 1e-3,
-                  steps: int = 500, seed: int = 0) -> MLPProbe:
+def fit_mlp_probe(
+    features,
+    labels,
+    n_classes: int,
+    *,
+    hidden: int = 64,
+    l2: float = 1e-3,
+    steps: int = 500,
+    seed: int = 0,
+) -> MLPProbe:
     """Fit a one-hidden-layer ReLU probe with full-batch Adam (deterministic for a seed).
 
     Args:
@@ -143,8 +156,12 @@ def fit_mlp_probe(features, labels, n_classes: int, *, hidden: int = 64, l2: flo
 @jax.jit(static_argnums=(3, 4, 6))
 def _fit_mlp(z, y, key, n_classes, hidden, l2, steps):
     d = z.shape[1]
-    params = (jax.random.normal(key, (d, hidden)) * (2.0 / d) ** 0.5, jnp.zeros(hidden),
-              jnp.zeros((hidden, n_classes)), jnp.zeros(n_classes))
+    params = (
+        jax.random.normal(key, (d, hidden)) * (2.0 / d) ** 0.5,
+        jnp.zeros(hidden),
+        jnp.zeros((hidden, n_classes)),
+        jnp.zeros(n_classes),
+    )
 
     def loss(p):
         logits = jax.nn.relu(z @ p[0] + p[1]) @ p[2] + p[3]
@@ -160,9 +177,19 @@ def mlp_probe_accuracy(train_x, train_y, test_x, test_y, n_classes: int) -> floa
     return float(np.mean(probe.predict(test_x) == np.asarray(test_y)))
 
 
-def conditional_probe_accuracy(train_x, train_y, train_c, test_x, test_y, test_c,
-                               n_classes: int, n_conditions: int, *, l2: float = 1e-3,
-                               steps: int = 300) -> float:
+def conditional_probe_accuracy(
+    train_x,
+    train_y,
+    train_c,
+    test_x,
+    test_y,
+    test_c,
+    n_classes: int,
+    n_conditions: int,
+    *,
+    l2: float = 1e-3,
+    steps: int = 300,
+) -> float:
     """Accuracy of one linear probe per condition (e.g. per script), each scored on its own crops.
 
     All probes are fitted at once (vmapped over masks of the condition values).
@@ -183,8 +210,9 @@ def conditional_probe_accuracy(train_x, train_y, train_c, test_x, test_y, test_c
         if a.shape != (len(a),) or (len(a) and (a.min() < 0 or a.max() >= n_conditions)):
             raise ValueError(f"{name} must be int[N] in [0, n_conditions={n_conditions})")
     if len(c) != len(x) or len(ct) != len(xt):
-        raise ValueError(f"conditions must match the features: {len(c)} vs {len(x)}, "
-                         f"{len(ct)} vs {len(xt)}")
+        raise ValueError(
+            f"conditions must match the features: {len(c)} vs {len(x)}, {len(ct)} vs {len(xt)}"
+        )
     mean, scale = x.mean(0), x.std(0) + 1e-6
     masks = jnp.asarray(c[None, :] == np.arange(n_conditions)[:, None], jnp.float32)
     w, b = _fit_masked((x - mean) / scale, y, masks, n_classes, l2, steps)

@@ -76,14 +76,18 @@ class TrainConfig:
     weight_decay: float = 1e-4
     clip_norm: float = 1.0  # global gradient-norm clip: keeps the adversarial modes stable
     lam_max: float = 0.3
-    adv_warmup: float = 0.25  # unlearn: fraction of training with lam = 0 (pre-train, Kim et al. 2019)
+    adv_warmup: float = (
+        0.25  # unlearn: fraction of training with lam = 0 (pre-train, Kim et al. 2019)
+    )
     font_weight: float = 1.0
     dropout: tuple[float, float] = (0.1, 0.3)
     channels: tuple[int, int, int] = (16, 32, 64)
     n_train: int | None = None  # train on the first n training crops only
     shuffle_labels: bool = False  # permute script labels (Adebayo data randomisation)
     snapshots: bool = False  # keep params after every epoch (epoch 0 = init)
-    max_loss: float = 50.0  # stop as diverged when the script loss exceeds this (CE starts near 2.3)
+    max_loss: float = (
+        50.0  # stop as diverged when the script loss exceeds this (CE starts near 2.3)
+    )
     dro_eta: float = 0.1  # groupdro: step size of the group weights' exponentiated gradient
     balance: bool = False  # draw every (script, style) group equally (always on in BALANCED modes)
 
@@ -97,7 +101,9 @@ def make_train_config(**kwargs) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for name in kwargs:
         if name not in fields:
-            raise ValueError(f"unknown training option {name!r}; allowed: {', '.join(sorted(fields))}")
+            raise ValueError(
+                f"unknown training option {name!r}; allowed: {', '.join(sorted(fields))}"
+            )
     cfg = TrainConfig(**kwargs)
     check_name("mode", cfg.mode, MODES)
     check_name("preset", cfg.preset, tuple(data_lib.PRESETS))
@@ -194,8 +200,15 @@ def dro_update(weights, group_losses, present, eta):
 
 
 def _loss_fn(graphdef, rest, cfg: TrainConfig, n_groups: int):
-    font_sign = {"baseline": 0.0, "multitask": 1.0, "unlearn": 1.0, "ascent": -1.0,
-                 "cdann": 1.0, "balanced": 0.0, "groupdro": 0.0}[cfg.mode]
+    font_sign = {
+        "baseline": 0.0,
+        "multitask": 1.0,
+        "unlearn": 1.0,
+        "ascent": -1.0,
+        "cdann": 1.0,
+        "balanced": 0.0,
+        "groupdro": 0.0,
+    }[cfg.mode]
 
     def loss_fn(params, images, script, style, group, lam, key, group_weights):
         model = nnx.merge(graphdef, params, rest, copy=True)
@@ -326,7 +339,8 @@ def train(
         0.0, cfg.lr, min(cfg.warmup_steps, total_steps // 2), total_steps, cfg.lr * 0.02
     )
     tx = optax.chain(
-        optax.clip_by_global_norm(cfg.clip_norm), optax.adamw(schedule, weight_decay=cfg.weight_decay)
+        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.adamw(schedule, weight_decay=cfg.weight_decay),
     )
     n_groups = len(ds.scripts) * len(ds.styles)
     groups = group_ids(script_labels, train_split.style, len(ds.styles))
@@ -357,8 +371,9 @@ def train(
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             lam = _lam(cfg, k / max(total_steps - 1, 1))
             key, sub = jax.random.split(key)
-            state, loss = step(state, images[idx], scripts[idx], styles[idx], group_arr[idx],
-                               jnp.float32(lam), sub)
+            state, loss = step(
+                state, images[idx], scripts[idx], styles[idx], group_arr[idx], jnp.float32(lam), sub
+            )
             loss = np.asarray(loss)
             if not np.all(np.isfinite(loss)) or loss[1] > cfg.max_loss:
                 bar.close()
@@ -450,21 +465,33 @@ def restore(
             for f in dataclasses.fields(TrainConfig)
             if getattr(stored, f.name) != getattr(cfg, f.name)
         }
-        raise ValueError(f"checkpoint in {directory} was trained with a different config: "
-                         f"(stored, requested) = {diff}")
+        raise ValueError(
+            f"checkpoint in {directory} was trained with a different config: "
+            f"(stored, requested) = {diff}"
+        )
     if ds is not None and ds.key != meta["data_key"]:
-        raise ValueError(f"checkpoint in {directory} was trained on dataset {meta['data_key']}, "
-                         f"not {ds.key}")
+        raise ValueError(
+            f"checkpoint in {directory} was trained on dataset {meta['data_key']}, not {ds.key}"
+        )
     n_scripts, n_font_logits = _head_sizes(directory / "checkpoint.msgpack")
     conditional = stored.mode == "cdann"
     n_styles = n_font_logits // n_scripts if conditional else n_font_logits
     h, w = data_lib.make_config(stored.preset).image_size
     abstract = nnx.eval_shape(
-        lambda: ScriptNet(n_scripts, n_styles, channels=stored.channels, dropout=stored.dropout,
-                          image_shape=(h, w, 3), conditional=conditional, rngs=nnx.Rngs(0))
+        lambda: ScriptNet(
+            n_scripts,
+            n_styles,
+            channels=stored.channels,
+            dropout=stored.dropout,
+            image_shape=(h, w, 3),
+            conditional=conditional,
+            rngs=nnx.Rngs(0),
+        )
     )
     graphdef, state = nnx.split(abstract)
-    _check_shapes(state.to_pure_dict(), loaded := _read(directory / "checkpoint.msgpack"), directory)
+    _check_shapes(
+        state.to_pure_dict(), loaded := _read(directory / "checkpoint.msgpack"), directory
+    )
     nnx.replace_by_pure_dict(state, loaded)
     model = nnx.merge(graphdef, state)
     snaps = []
@@ -498,5 +525,7 @@ def _check_shapes(template: dict, loaded: dict, where: Path, prefix: str = "") -
         if isinstance(v, dict):
             _check_shapes(v, loaded[k], where, name + "/")
         elif tuple(v.shape) != tuple(np.shape(loaded[k])):
-            raise ValueError(f"checkpoint in {where}: {name} has shape {np.shape(loaded[k])}, "
-                             f"the model expects {tuple(v.shape)}")
+            raise ValueError(
+                f"checkpoint in {where}: {name} has shape {np.shape(loaded[k])}, "
+                f"the model expects {tuple(v.shape)}"
+            )

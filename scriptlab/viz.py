@@ -37,8 +37,15 @@ def style_grid(ds, *, splits=("test", "conflict", "heldout"), scale: float = 1.0
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / n_rows))
     for j, style in enumerate(ds.styles):
         box = axes[0, j].get_position()
-        fig.text((box.x0 + box.x1) / 2, 1 - 0.12 / n_rows, style, ha="center", va="center",
-                 fontsize=10, weight="bold")
+        fig.text(
+            (box.x0 + box.x1) / 2,
+            1 - 0.12 / n_rows,
+            style,
+            ha="center",
+            va="center",
+            fontsize=10,
+            weight="bold",
+        )
     return fig
 
 
@@ -48,7 +55,9 @@ def image_row(images, titles=(), *, cmap=None, size: float = 1.4, suptitle: str 
 
     images = np.asarray(images)
     n = len(images)
-    fig, axes = plt.subplots(1, n, figsize=(size * 2 * n / 1.0 / 2 + 0.2, size * 0.7), squeeze=False)
+    fig, axes = plt.subplots(
+        1, n, figsize=(size * 2 * n / 1.0 / 2 + 0.2, size * 0.7), squeeze=False
+    )
     for k, ax in enumerate(axes[0]):
         ax.imshow(images[k], cmap=cmap)
         ax.set_xticks([])

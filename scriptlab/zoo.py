@@ -40,8 +40,14 @@ ZOO: dict[str, dict[str, Any]] = {
     # Adebayo et al. 2018 data randomisation: a model that memorises permuted script
     # labels. The default recipe cannot fit 30k random labels in 4 epochs (it stays at
     # chance loss), so it trains on 2,000 crops for 60 epochs without regularisation.
-    "shuffled": dict(mode="baseline", shuffle_labels=True, n_train=2000, epochs=60,
-                     dropout=(0.0, 0.0), weight_decay=0.0),
+    "shuffled": dict(
+        mode="baseline",
+        shuffle_labels=True,
+        n_train=2000,
+        epochs=60,
+        dropout=(0.0, 0.0),
+        weight_decay=0.0,
+    ),
     # The seed's "dead filters are manifestations of high learning rates": 2.5x the
     # default peak rate with no warm-up. Measured (notebook 06): 6/32 conv2 and 40/64
     # conv3 filters dead on the test crops, none in conv1; val accuracy 0.86 (baseline
@@ -66,7 +72,9 @@ class ZooModel(NamedTuple):
     data_key: str
 
 
-def config(name: str, preset: str = "workshop", seed: int = 0, **overrides) -> train_lib.TrainConfig:
+def config(
+    name: str, preset: str = "workshop", seed: int = 0, **overrides
+) -> train_lib.TrainConfig:
     """The TrainConfig of a zoo entry (recipe + preset + seed + overrides)."""
     check_name("zoo model", name, tuple(ZOO))
     return train_lib.make_train_config(**{**ZOO[name], "preset": preset, "seed": seed, **overrides})
@@ -101,7 +109,9 @@ def _result(name: str, preset: str, seed: int, progress: bool, overrides) -> tra
         return result
 
 
-def load(name: str, preset: str = "workshop", *, seed: int = 0, progress: bool = True, **overrides) -> ZooModel:
+def load(
+    name: str, preset: str = "workshop", *, seed: int = 0, progress: bool = True, **overrides
+) -> ZooModel:
     """A named trained model; trains and caches it on first use.
 
     Args:
@@ -156,7 +166,9 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
 
     requests = [(n, p, int(s), dict(o)) for n, p, s, o in requests]
     where = [path(config(n, p, s, **o), n) for n, p, s, o in requests]
-    missing = [r for r, w in zip(requests, where, strict=True) if not (w / "checkpoint.json").exists()]
+    missing = [
+        r for r, w in zip(requests, where, strict=True) if not (w / "checkpoint.json").exists()
+    ]
     workers = min(workers or os.cpu_count() or 1, len(missing))
     if workers <= 1:
         for n, p, s, o in missing:
@@ -170,22 +182,31 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     for cfg in datasets.values():
         train_lib.dataset_for(cfg, progress=progress)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_limit_threads,
-                             initargs=(threads,)) as pool:
-        for _ in tqdm(pool.map(_train_job, missing), total=len(missing), desc="zoo: training",
-                      unit="model", disable=not progress):
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_limit_threads, initargs=(threads,)
+    ) as pool:
+        for _ in tqdm(
+            pool.map(_train_job, missing),
+            total=len(missing),
+            desc="zoo: training",
+            unit="model",
+            disable=not progress,
+        ):
             pass
     return where
 
 
-def load_epochs(name: str, preset: str = "workshop", *, seed: int = 0, progress: bool = True,
-                **overrides) -> list[tuple[int, Any]]:
+def load_epochs(
+    name: str, preset: str = "workshop", *, seed: int = 0, progress: bool = True, **overrides
+) -> list[tuple[int, Any]]:
     """(epoch, params) snapshots of a zoo run, epoch 0 being the initialisation.
 
     Only entries trained with ``snapshots=True`` keep them (baseline, unlearn, high_lr).
     """
     r = _result(name, preset, seed, progress, overrides)
     if not r.snapshots:
-        raise ValueError(f"zoo model {name!r} keeps no epoch snapshots; "
-                         f"entries with snapshots: {[k for k, v in ZOO.items() if v.get('snapshots')]}")
+        raise ValueError(
+            f"zoo model {name!r} keeps no epoch snapshots; "
+            f"entries with snapshots: {[k for k, v in ZOO.items() if v.get('snapshots')]}"
+        )
     return r.snapshots

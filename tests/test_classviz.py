@@ -34,7 +34,16 @@ def test_linear_model_sgd_is_monotone_and_reaches_closed_form():
     # I* = 0.5 + w_c / (2 l2), from the (near-)mean start.
     w = 0.05 * jax.random.normal(jax.random.key(0), (3, *SHAPE))
     l2, lr = 0.5, 0.2
-    r = C.class_model(linear_apply, {"w": w}, image_shape=SHAPE, steps=60, lr=lr, l2=l2, optimizer="sgd", clip=False)
+    r = C.class_model(
+        linear_apply,
+        {"w": w},
+        image_shape=SHAPE,
+        steps=60,
+        lr=lr,
+        l2=l2,
+        optimizer="sgd",
+        clip=False,
+    )
     scores = np.asarray(r.scores)
     assert scores.shape == (60, 3)
     assert (np.diff(scores, axis=0) > 0).all()
@@ -64,21 +73,38 @@ def test_all_classes_in_one_call_raise_their_scores(small_net):
 @pytest.mark.slow
 def test_layer_channel_objective(small_net):
     apply_fn, params = small_net
-    r = C.class_model(apply_fn, params, objective=("layer", "conv2", 5), image_shape=SHAPE, steps=30)
+    r = C.class_model(
+        apply_fn, params, objective=("layer", "conv2", 5), image_shape=SHAPE, steps=30
+    )
     assert r.images.shape == (1, *SHAPE)
     act = apply_fn(params, r.images).activations["conv2"][0, ..., 5].mean()
     assert float(act) > float(r.scores[0, 0]) + 0.1
-    every = C.class_model(apply_fn, params, objective=("layer", "dense"), image_shape=SHAPE, steps=2)
+    every = C.class_model(
+        apply_fn, params, objective=("layer", "dense"), image_shape=SHAPE, steps=2
+    )
     assert every.images.shape == (128, *SHAPE)
 
 
 @pytest.mark.slow
 def test_fourier_grayscale_jitter_blur_and_determinism(small_net):
     apply_fn, params = small_net
-    g = C.class_model(apply_fn, params, image_shape=SHAPE, steps=10, grayscale=True, jitter=2, blur_sigma=0.5, tv=0.01)
+    g = C.class_model(
+        apply_fn,
+        params,
+        image_shape=SHAPE,
+        steps=10,
+        grayscale=True,
+        jitter=2,
+        blur_sigma=0.5,
+        tv=0.01,
+    )
     np.testing.assert_array_equal(g.images[..., 0], g.images[..., 2])
-    f1 = C.class_model(apply_fn, params, image_shape=SHAPE, steps=10, parametrisation="fourier", targets=[1, 2])
-    f2 = C.class_model(apply_fn, params, image_shape=SHAPE, steps=10, parametrisation="fourier", targets=[1, 2])
+    f1 = C.class_model(
+        apply_fn, params, image_shape=SHAPE, steps=10, parametrisation="fourier", targets=[1, 2]
+    )
+    f2 = C.class_model(
+        apply_fn, params, image_shape=SHAPE, steps=10, parametrisation="fourier", targets=[1, 2]
+    )
     np.testing.assert_array_equal(f1.images, f2.images)
     assert f1.images.shape == (2, *SHAPE)
     assert 0.0 < float(f1.images.min()) and float(f1.images.max()) < 1.0

@@ -22,8 +22,18 @@ def test_deterministic_and_seed_dependent(smoke):
     again = data.load("smoke", seed=0, cache=False, progress=False, workers=2)
     for a, b in zip(smoke.train, again.train, strict=True):
         assert np.array_equal(a, b)
-    other = data.load("smoke", seed=1, cache=False, progress=False, n_train=64, n_val=0,
-                      n_test=0, n_conflict=0, n_heldout=0, workers=1)
+    other = data.load(
+        "smoke",
+        seed=1,
+        cache=False,
+        progress=False,
+        n_train=64,
+        n_val=0,
+        n_test=0,
+        n_conflict=0,
+        n_heldout=0,
+        workers=1,
+    )
     assert not np.array_equal(other.train.images, smoke.train.images[:64])
 
 
@@ -39,15 +49,28 @@ def test_conflict_split_never_uses_the_assigned_style(smoke):
 
 
 def test_heldout_fonts_never_appear_in_training_splits(smoke):
-    held = {i for i, f in enumerate(smoke.families) if any(x.heldout and x.family == f for x in fonts.FACES)}
+    held = {
+        i
+        for i, f in enumerate(smoke.families)
+        if any(x.heldout and x.family == f for x in fonts.FACES)
+    }
     assert set(smoke.heldout.family.tolist()) <= held
     for name in ("train", "val", "test", "conflict"):
         assert not set(smoke.split(name).family.tolist()) & held, name
 
 
 def test_every_covered_cell_is_populated():
-    ds = data.load("smoke", seed=0, progress=False, n_train=0, n_val=0, n_test=0,
-                   n_conflict=0, n_heldout=0, n_val_conflict=0)
+    ds = data.load(
+        "smoke",
+        seed=0,
+        progress=False,
+        n_train=0,
+        n_val=0,
+        n_test=0,
+        n_conflict=0,
+        n_heldout=0,
+        n_val_conflict=0,
+    )
     assert sum(len(s) for s in ds.splits.values()) == 0
     big = data.load("workshop", progress=False)
     pooled = np.zeros((len(big.scripts), len(big.styles)), int)
@@ -61,8 +84,11 @@ def test_every_covered_cell_is_populated():
 def test_every_rendered_text_is_covered_by_its_font(smoke):
     for s in smoke.splits.values():
         for fam, script, text in zip(s.family, s.script, s.text, strict=True):
-            faces = [f for f in fonts.FACES if f.family == smoke.families[fam]
-                     and smoke.scripts[script] in f.scripts]
+            faces = [
+                f
+                for f in fonts.FACES
+                if f.family == smoke.families[fam] and smoke.scripts[script] in f.scripts
+            ]
             assert any(fonts.covers(f, text) for f in faces), (smoke.families[fam], text)
 
 

@@ -35,7 +35,8 @@ def test_perfect_predictions_score_one_everywhere(smoke):
 def test_one_misread_cell_is_the_worst_group(smoke):
     lat, serif = smoke.scripts.index("latin"), smoke.styles.index("serif")
     row = experiment.score(
-        _preds(smoke, lambda split, s: (s.script == lat) & (s.style == serif)), smoke, min_cell=1)
+        _preds(smoke, lambda split, s: (s.script == lat) & (s.style == serif)), smoke, min_cell=1
+    )
     assert row["conflict_worst"] == 0.0 and row["conflict_worst_cell"] == "latin/serif"
     assert row["tables"]["conflict_cells"][lat][serif] == 0.0
     c = smoke.conflict
@@ -64,8 +65,10 @@ def test_worst_group_skips_small_cells(smoke):
 
 def test_goal_reports_the_closed_share_and_separation():
     def stats(vals):
-        return {k: {"mean": float(np.mean(vals)), "min": min(vals), "max": max(vals)}
-                for k in experiment.GOAL}
+        return {
+            k: {"mean": float(np.mean(vals)), "min": min(vals), "max": max(vals)}
+            for k in experiment.GOAL
+        }
 
     summary = {"baseline": stats([0.1, 0.2]), "oracle": stats([0.9, 0.9]), "m": stats([0.5, 0.6])}
     g = experiment.goal(summary)

@@ -53,7 +53,9 @@ def test_hvp_matches_finite_difference_of_gradient():
     x, y = _logreg_problem()
     params = {"w": jnp.full((4, 3), 0.1), "b": jnp.zeros(3)}
     f = lambda p: inf.objective(inf.logistic_loss, p, x, y, l2=0.01)  # noqa: E731
-    v = jax.tree.map(lambda a: jnp.asarray(np.random.default_rng(2).normal(size=a.shape), jnp.float32), params)
+    v = jax.tree.map(
+        lambda a: jnp.asarray(np.random.default_rng(2).normal(size=a.shape), jnp.float32), params
+    )
     eps = 1e-2
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
@@ -72,14 +74,17 @@ def test_inverse_hvp_matches_numpy_solve(method):
     a = _spd(7)
     damping = 0.1
     v = np.random.default_rng(3).normal(size=7).astype(np.float32)
-    st = inf.inverse_hvp(_quadratic(a), PARAMS, _tree(v), method=method, damping=damping, tol=1e-5,
-                         max_iter=5000)
+    st = inf.inverse_hvp(
+        _quadratic(a), PARAMS, _tree(v), method=method, damping=damping, tol=1e-5, max_iter=5000
+    )
     want = np.linalg.solve(a.astype(np.float64) + damping * np.eye(7), v)
     np.testing.assert_allclose(ravel_pytree(st.x)[0], want, rtol=1e-3, atol=1e-4)
     assert bool(st.converged) and float(st.residual) <= 1e-5 * 1.5
     assert int(st.iterations) >= 1
     if method == "cg":
-        assert int(st.iterations) <= 7 + 3  # CG on a 7-dim SPD system: <= P steps in exact arithmetic
+        assert (
+            int(st.iterations) <= 7 + 3
+        )  # CG on a 7-dim SPD system: <= P steps in exact arithmetic
 
 
 def test_inverse_hvp_batched_right_hand_sides_and_reports_nonconvergence():
@@ -88,7 +93,9 @@ def test_inverse_hvp_batched_right_hand_sides_and_reports_nonconvergence():
     vt = jax.vmap(_tree)(jnp.asarray(vs))
     st = inf.inverse_hvp(_quadratic(a), PARAMS, vt, method="cg", tol=1e-6)
     got = jax.vmap(lambda t: ravel_pytree(t)[0])(st.x)
-    np.testing.assert_allclose(got, np.linalg.solve(a.astype(np.float64), vs.T).T, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        got, np.linalg.solve(a.astype(np.float64), vs.T).T, rtol=1e-3, atol=1e-4
+    )
     assert st.residual.shape == (3,) and bool(st.converged.all())
     short = inf.inverse_hvp(_quadratic(a), PARAMS, vt, method="lissa", tol=1e-8, max_iter=2)
     assert not bool(short.converged.any()) and int(short.iterations.max()) == 2
@@ -102,7 +109,9 @@ def test_influence_cg_matches_exact_and_closed_form():
     assert float(gnorm) < 1e-4
     xt, yt = x[:2] + 0.3, y[:2]
     exact = inf.influence_scores(inf.logistic_loss, params, x, y, xt, yt, l2=0.01, method="exact")
-    cg = inf.influence_scores(inf.logistic_loss, params, x, y, xt, yt, l2=0.01, method="cg", tol=1e-6)
+    cg = inf.influence_scores(
+        inf.logistic_loss, params, x, y, xt, yt, l2=0.01, method="cg", tol=1e-6
+    )
     assert exact.scores.shape == (2, 60)
     np.testing.assert_allclose(cg.scores, exact.scores, rtol=1e-3, atol=1e-5)
     # Closed form with numpy: -g_test^T H^-1 g_train.
@@ -111,11 +120,22 @@ def test_influence_cg_matches_exact_and_closed_form():
     g = np.asarray(inf.per_example_grads(inf.logistic_loss, params, x, y), np.float64)
     gt = np.asarray(inf.per_example_grads(inf.logistic_loss, params, xt, yt), np.float64)
     np.testing.assert_allclose(exact.scores, -gt @ np.linalg.solve(h, g.T), rtol=1e-3, atol=1e-5)
-    pre = inf.influence_scores(inf.logistic_loss, params, x, y, xt, yt, l2=0.01, method="exact",
-                               hessian=inf.training_hessian(inf.logistic_loss, params, x, y, l2=0.01))
+    pre = inf.influence_scores(
+        inf.logistic_loss,
+        params,
+        x,
+        y,
+        xt,
+        yt,
+        l2=0.01,
+        method="exact",
+        hessian=inf.training_hessian(inf.logistic_loss, params, x, y, l2=0.01),
+    )
     np.testing.assert_allclose(pre.scores, exact.scores, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="hessian must be"):
-        inf.influence_scores(inf.logistic_loss, params, x, y, xt, yt, l2=0.01, method="exact", hessian=h[:3])
+        inf.influence_scores(
+            inf.logistic_loss, params, x, y, xt, yt, l2=0.01, method="exact", hessian=h[:3]
+        )
 
 
 def test_influence_predicts_leave_one_out_on_tiny_logistic_regression():
@@ -147,7 +167,9 @@ def test_influence_predicts_leave_one_out_on_tiny_logistic_regression():
         w = np.ones(60)
         w[i] = 0.0
         ui = minimize(jfun, u0, args=(w,), method="BFGS", options={"gtol": 1e-10}).x
-        np.testing.assert_allclose(loo.delta_test_loss[i, 0], test_loss(ui) - test_loss(u0), rtol=0.02, atol=2e-5)
+        np.testing.assert_allclose(
+            loo.delta_test_loss[i, 0], test_loss(ui) - test_loss(u0), rtol=0.02, atol=2e-5
+        )
 
 
 @pytest.mark.slow
@@ -169,8 +191,20 @@ def test_momentum_loo_agrees_with_newton_loo():
     xt, yt = x[:3], y[:3]
     idx = jnp.array([0, 4, 9])
     a = inf.loo_retrain(inf.logistic_loss, params, x, y, xt, yt, idx, l2=0.1, steps=10)
-    b = inf.loo_retrain(inf.logistic_loss, params, x, y, xt, yt, idx, l2=0.1, method="momentum",
-                        steps=400, lr=0.5, momentum=0.8)
+    b = inf.loo_retrain(
+        inf.logistic_loss,
+        params,
+        x,
+        y,
+        xt,
+        yt,
+        idx,
+        l2=0.1,
+        method="momentum",
+        steps=400,
+        lr=0.5,
+        momentum=0.8,
+    )
     assert a.delta_test_loss.shape == (3, 3)
     np.testing.assert_allclose(b.delta_test_loss, a.delta_test_loss, rtol=1e-2, atol=1e-5)
 
@@ -190,18 +224,33 @@ def test_top_layers_reproduce_scriptnet_and_font_head_influence_runs():
     emb = inf.embeddings(apply_fn, params, imgs)
     np.testing.assert_allclose(emb, out.embedding, rtol=1e-4, atol=1e-5)
     y = jnp.array([0, 1, 2, 3, 0, 1])
-    res = inf.influence_scores(inf.top_loss("script"), top, feats, y, feats[:2], jnp.array([0, 2]), l2=1e-3,
-                               test_loss_fn=inf.top_loss("font"), damping=0.01, max_iter=20)
+    res = inf.influence_scores(
+        inf.top_loss("script"),
+        top,
+        feats,
+        y,
+        feats[:2],
+        jnp.array([0, 2]),
+        l2=1e-3,
+        test_loss_fn=inf.top_loss("font"),
+        damping=0.01,
+        max_iter=20,
+    )
     assert res.scores.shape == (2, 6) and bool(jnp.isfinite(res.scores).all())
 
 
 def test_detection_curve_and_flip_labels_by_hand():
     flipped = np.array([True, False, True, False])
-    np.testing.assert_allclose(inf.detection_curve([2, 1, 0, 3], flipped, [0, 0.25, 0.5, 1.0]),
-                               [0, 0.5, 0.5, 1.0])
+    np.testing.assert_allclose(
+        inf.detection_curve([2, 1, 0, 3], flipped, [0, 0.25, 0.5, 1.0]), [0, 0.5, 0.5, 1.0]
+    )
     labels = np.arange(100) % 5
     new, mask = inf.flip_labels(labels, 5, 0.1, seed=0)
-    assert mask.sum() == 10 and (new[mask] != labels[mask]).all() and (new[~mask] == labels[~mask]).all()
+    assert (
+        mask.sum() == 10
+        and (new[mask] != labels[mask]).all()
+        and (new[~mask] == labels[~mask]).all()
+    )
     assert new.min() >= 0 and new.max() < 5
 
 

@@ -45,7 +45,9 @@ def test_flip_composes_with_jit_vmap_grad_and_never_recompiles():
     for lam in (0.1, 0.7, 1.3):
         g = jax.grad(loss)(x, jnp.float32(lam))
         np.testing.assert_allclose(g, -lam * 2 * x, rtol=1e-6)
-    per = jax.vmap(jax.grad(lambda r, lam: jnp.sum(gradient_flip(r, lam) ** 2)), (0, None))(x, jnp.float32(0.5))
+    per = jax.vmap(jax.grad(lambda r, lam: jnp.sum(gradient_flip(r, lam) ** 2)), (0, None))(
+        x, jnp.float32(0.5)
+    )
     np.testing.assert_allclose(per, -0.5 * 2 * x, rtol=1e-6)
     assert len(traces) == 1
 
@@ -66,15 +68,18 @@ def test_lam_zero_leaves_trunk_gradient_untouched_by_font_head(net):
 
     g_both, g_script = jax.grad(both)(params), jax.grad(script_only)(params)
     for name in ("conv1", "conv2", "conv3", "dense"):
-        np.testing.assert_allclose(g_both[name]["kernel"].value, g_script[name]["kernel"].value,
-                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            g_both[name]["kernel"].value, g_script[name]["kernel"].value, rtol=1e-5, atol=1e-7
+        )
     assert np.abs(g_both["font_head"]["kernel"].value).sum() > 0
 
 
 def test_functional_outputs_and_named_activations(net):
     model, params, apply_fn, images = net
     out = jax.jit(apply_fn)(params, images)
-    assert out.script.shape == (5, 4) and out.font.shape == (5, 3) and out.embedding.shape == (5, 128)
+    assert (
+        out.script.shape == (5, 4) and out.font.shape == (5, 3) and out.embedding.shape == (5, 128)
+    )
     assert sorted(out.activations) == sorted(LAYERS)
     assert out.activations["conv1"].shape[:3] == (5, 16, 32)
     assert out.activations["pool3"].shape[:3] == (5, 4, 8)
@@ -127,7 +132,9 @@ def test_hessian_vector_product_wrt_params_matches_finite_differences(net):
 def test_perturb_gives_gradient_wrt_a_layer(net):
     _, params, apply_fn, images = net
     acts = apply_fn(params, images).activations["conv3"]
-    g = jax.grad(lambda d: apply_fn(params, images, perturb={"conv3": d}).script[:, 0].sum())(jnp.zeros_like(acts))
+    g = jax.grad(lambda d: apply_fn(params, images, perturb={"conv3": d}).script[:, 0].sum())(
+        jnp.zeros_like(acts)
+    )
     assert g.shape == acts.shape and np.abs(g).sum() > 0
 
 
@@ -139,5 +146,12 @@ def test_cost_counts_parameters_and_flops(net):
     c3 = 8 * 16 * 9 * 32 * 64 * 2
     dense = 2 * (4 * 8 * 64 * 128) + 2 * 128 * 4 + 2 * 128 * 3
     assert cost["flops_per_image"] == c1 + c2 + c3 + dense
-    n = (16 * 3 * 16 + 16) + (9 * 16 * 32 + 32) + (9 * 32 * 64 + 64) + (2048 * 128 + 128) + (128 * 4 + 4) + (128 * 3 + 3)
+    n = (
+        (16 * 3 * 16 + 16)
+        + (9 * 16 * 32 + 32)
+        + (9 * 32 * 64 + 64)
+        + (2048 * 128 + 128)
+        + (128 * 4 + 4)
+        + (128 * 3 + 3)
+    )
     assert cost["params"] == n

@@ -33,12 +33,22 @@ def test_values_and_gradients_match_the_reference_with_ties(ref):
 
 def test_a_tied_window_sends_its_whole_gradient_to_the_first_maximum():
     windows = jnp.array(
-        [[[0.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [2.0, 0.0]], [[1.0, 0.0], [3.0, 3.0]], [[5.0, 1.0], [2.0, 4.0]]]
+        [
+            [[0.0, 0.0], [0.0, 0.0]],
+            [[1.0, 2.0], [2.0, 0.0]],
+            [[1.0, 0.0], [3.0, 3.0]],
+            [[5.0, 1.0], [2.0, 4.0]],
+        ]
     )  # [4, 2, 2]: all tied, a tie at (0,1)/(1,0), a tie on the bottom row, no tie
     x = windows[:, :, :, None]  # four 2x2 images, one channel
     dx = jax.grad(lambda x: _max_pool(x).sum())(x)[..., 0]
     expect = jnp.array(
-        [[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]]
+        [
+            [[1.0, 0.0], [0.0, 0.0]],
+            [[0.0, 1.0], [0.0, 0.0]],
+            [[0.0, 0.0], [1.0, 0.0]],
+            [[1.0, 0.0], [0.0, 0.0]],
+        ]
     )
     np.testing.assert_array_equal(dx, expect)
 

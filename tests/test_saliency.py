@@ -84,7 +84,9 @@ def test_linear_model_gradient_and_gradient_x_input_closed_form():
 def test_integrated_gradients_linear_model_is_exact():
     w = jax.random.normal(jax.random.key(0), (2, 4, 5, 3))
     x = jax.random.uniform(jax.random.key(1), (2, 4, 5, 3))
-    ig = S.integrated_gradients(linear_apply, {"w": w}, x, 1, steps=3, baseline="gray", reduce="none")
+    ig = S.integrated_gradients(
+        linear_apply, {"w": w}, x, 1, steps=3, baseline="gray", reduce="none"
+    )
     np.testing.assert_allclose(ig, w[1] * (x - 0.5), rtol=1e-5, atol=1e-6)
 
 
@@ -137,7 +139,11 @@ def cam_toy_apply(params, images, relu=jax.nn.relu, perturb=None):
 
 
 def test_grad_cam_hand_computed():
-    params = {"a": jnp.array([1.0, -2.0]), "b": jnp.array([0.1, 1.5]), "v": jnp.array([[1.0, 0.5], [-1.0, 2.0]])}
+    params = {
+        "a": jnp.array([1.0, -2.0]),
+        "b": jnp.array([0.1, 1.5]),
+        "v": jnp.array([[1.0, 0.5], [-1.0, 2.0]]),
+    }
     x = jax.random.uniform(jax.random.key(3), (2, 3, 4, 1))
     for c in (0, 1):
         cam = S.grad_cam(cam_toy_apply, params, x, c, layer="conv")
@@ -161,7 +167,9 @@ def test_smoothgrad_zero_noise_is_gradient_and_is_deterministic(small_net):
     sg0 = S.smoothgrad(apply_fn, params, images, targets, n_samples=4, noise=0.0)
     np.testing.assert_allclose(sg0, g, rtol=1e-5, atol=1e-7)
     a = S.smoothgrad(apply_fn, params, images, targets, n_samples=4, key=jax.random.key(7))
-    b = S.smoothgrad(apply_fn, params, images, targets, n_samples=4, key=jax.random.key(7), samples_per_call=2)
+    b = S.smoothgrad(
+        apply_fn, params, images, targets, n_samples=4, key=jax.random.key(7), samples_per_call=2
+    )
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
     assert not np.allclose(a, g)
 
@@ -169,7 +177,11 @@ def test_smoothgrad_zero_noise_is_gradient_and_is_deterministic(small_net):
 def test_all_methods_shape_and_no_recompile(small_net):
     apply_fn, params, images, targets = small_net
     # options shared with the tests above, so the jit cache is reused
-    options = {"smoothgrad": {"n_samples": 4}, "integrated_gradients": {"steps": 12}, "grad_cam": {"layer": "conv2"}}
+    options = {
+        "smoothgrad": {"n_samples": 4},
+        "integrated_gradients": {"steps": 12},
+        "grad_cam": {"layer": "conv2"},
+    }
     for method in S.METHODS:
         kw = options.get(method, {})
         m = S.saliency(apply_fn, params, images, targets, method=method, **kw)
@@ -225,10 +237,12 @@ def test_font_head_gradients_are_true_by_default(small_net):
 
     apply_fn, params, images, _ = small_net
     g_true = S.vanilla_gradient(apply_fn, params, images, 1, head="font", reduce="none")
-    g_ident = S.vanilla_gradient(functools.partial(apply_fn, lam=-1.0), params, images, 1,
-                                 head="font", reduce="none")
-    g_flip = S.vanilla_gradient(functools.partial(apply_fn, lam=1.0), params, images, 1,
-                                head="font", reduce="none")
+    g_ident = S.vanilla_gradient(
+        functools.partial(apply_fn, lam=-1.0), params, images, 1, head="font", reduce="none"
+    )
+    g_flip = S.vanilla_gradient(
+        functools.partial(apply_fn, lam=1.0), params, images, 1, head="font", reduce="none"
+    )
     np.testing.assert_allclose(g_ident, g_true, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(g_flip, -g_true, rtol=1e-5, atol=1e-7)
     v = jax.random.normal(jax.random.key(5), images.shape)
@@ -237,5 +251,9 @@ def test_font_head_gradients_are_true_by_default(small_net):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         x64, v64 = jnp.asarray(images, jnp.float64), jnp.asarray(v, jnp.float64)
         eps = 1e-5
-        fd = (apply_fn(p64, x64 + eps * v64).font[:, 1] - apply_fn(p64, x64 - eps * v64).font[:, 1]) / (2 * eps)
-    np.testing.assert_allclose((np.asarray(g_true) * np.asarray(v)).sum((1, 2, 3)), fd, rtol=1e-3, atol=1e-5)
+        fd = (
+            apply_fn(p64, x64 + eps * v64).font[:, 1] - apply_fn(p64, x64 - eps * v64).font[:, 1]
+        ) / (2 * eps)
+    np.testing.assert_allclose(
+        (np.asarray(g_true) * np.asarray(v)).sum((1, 2, 3)), fd, rtol=1e-3, atol=1e-5
+    )

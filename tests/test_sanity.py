@@ -37,7 +37,9 @@ def ssim_loop(a, b, win=7):
             ua, ub = pa.mean(), pb.mean()
             va, vb = pa.var(ddof=1), pb.var(ddof=1)
             cab = ((pa - ua) * (pb - ub)).sum() / (n - 1)
-            vals.append(((2 * ua * ub + c1) * (2 * cab + c2)) / ((ua**2 + ub**2 + c1) * (va + vb + c2)))
+            vals.append(
+                ((2 * ua * ub + c1) * (2 * cab + c2)) / ((ua**2 + ub**2 + c1) * (va + vb + c2))
+            )
     return np.mean(vals)
 
 
@@ -61,7 +63,9 @@ def test_cascade_replaces_exactly_the_named_layers_cumulatively():
     for layer, expect_fresh in [("script_head", True), ("font_head", True), ("dense", True), ("conv3", True),
                                 ("conv2", False), ("conv1", False)]:  # fmt: skip
         source = fresh if expect_fresh else params
-        np.testing.assert_array_equal(at_conv3[layer]["kernel"].value, source[layer]["kernel"].value)
+        np.testing.assert_array_equal(
+            at_conv3[layer]["kernel"].value, source[layer]["kernel"].value
+        )
     with pytest.raises(ValueError, match=r"layers \['conv7'\] are not in params"):
         Z.randomise_layers(params, fresh, ("conv7",))
 
@@ -99,7 +103,9 @@ def test_localisation_scores_hand_built():
     np.testing.assert_array_equal(s1["pointing"], [1.0, 0.0, 1.0])
     np.testing.assert_allclose(s1["pointing_chance"], [12 / 20] * 3)  # 3x4 block around the ink
     # an all-zero map sits at chance, a ValueError names bad shapes
-    np.testing.assert_allclose(L.localisation_scores(np.zeros((1, 4, 5)), masks[:1])["ink_mass"], [0.1])
+    np.testing.assert_allclose(
+        L.localisation_scores(np.zeros((1, 4, 5)), masks[:1])["ink_mass"], [0.1]
+    )
     with pytest.raises(ValueError, match="masks must be"):
         L.localisation_scores(maps, masks[:, :3])
     with pytest.raises(ValueError, match="tolerance"):
@@ -111,7 +117,9 @@ def test_localisation_table_rows():
     images = jax.random.uniform(jax.random.key(0), (2, 8, 16, 3))
     masks = np.zeros((2, 8, 16), bool)
     masks[:, 2:6, 3:12] = True
-    rows = L.localisation_table(apply_fn, params, images, masks, 0, methods=("gradient", "grad_cam"), model="m")
+    rows = L.localisation_table(
+        apply_fn, params, images, masks, 0, methods=("gradient", "grad_cam"), model="m"
+    )
     assert [r["method"] for r in rows] == ["gradient", "grad_cam"]
     for r in rows:
         assert r["model"] == "m" and 0 <= r["ink_mass"] <= 1

@@ -11,8 +11,15 @@ from scriptlab.model import ScriptNet, functional
 
 
 def _net(conditional):
-    return ScriptNet(3, 4, channels=(4, 4, 4), hidden=8, image_shape=(16, 16, 3),
-                     conditional=conditional, rngs=nnx.Rngs(0))
+    return ScriptNet(
+        3,
+        4,
+        channels=(4, 4, 4),
+        hidden=8,
+        image_shape=(16, 16, 3),
+        conditional=conditional,
+        rngs=nnx.Rngs(0),
+    )
 
 
 def test_conditional_font_head_reads_the_given_script():
@@ -46,14 +53,20 @@ def test_conditional_flip_vjp_reverses_only_the_trunk_gradient():
     plain = jax.grad(font_loss)(params, None)
     flipped = jax.grad(font_loss)(params, 0.7)
     for name in ("conv1", "conv2", "conv3", "dense"):
-        np.testing.assert_allclose(flipped[name]["kernel"].value, -0.7 * plain[name]["kernel"].value,
-                                   rtol=1e-4, atol=1e-7)
-    np.testing.assert_allclose(flipped["font_head"]["kernel"].value,
-                               plain["font_head"]["kernel"].value, rtol=1e-6)
+        np.testing.assert_allclose(
+            flipped[name]["kernel"].value, -0.7 * plain[name]["kernel"].value, rtol=1e-4, atol=1e-7
+        )
+    np.testing.assert_allclose(
+        flipped["font_head"]["kernel"].value, plain["font_head"]["kernel"].value, rtol=1e-6
+    )
     assert np.abs(plain["conv1"]["kernel"].value).max() > 0
     # a script's head only receives gradient from that script's crops
-    only0 = jax.grad(lambda p: font_loss(p, None) * 0 + jnp.sum(
-        nnx.merge(graphdef, p, rest, copy=True)(x[:1], font_script=scripts[:1]).font))(params)
+    only0 = jax.grad(
+        lambda p: (
+            font_loss(p, None) * 0
+            + jnp.sum(nnx.merge(graphdef, p, rest, copy=True)(x[:1], font_script=scripts[:1]).font)
+        )
+    )(params)
     g = np.asarray(only0["font_head"]["kernel"].value).reshape(8, 3, 4)
     assert np.abs(g[:, 0]).max() > 0 and np.all(g[:, 1:] == 0)
 
@@ -99,8 +112,11 @@ def test_new_modes_train_deterministically_and_restore(smoke, mode, tmp_path):
     cfg = train.make_train_config(mode=mode, preset="smoke", epochs=1, batch_size=32)
     a = train.train(cfg, smoke, progress=False)
     b = train.train(cfg, smoke, progress=False)
-    for x, y in zip(jax.tree.leaves(functional(a.model)[0]), jax.tree.leaves(functional(b.model)[0]),
-                    strict=True):
+    for x, y in zip(
+        jax.tree.leaves(functional(a.model)[0]),
+        jax.tree.leaves(functional(b.model)[0]),
+        strict=True,
+    ):
         assert np.array_equal(x, y)
     train.save(a, tmp_path)
     r = train.restore(tmp_path, cfg, smoke)

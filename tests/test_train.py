@@ -8,13 +8,17 @@ from scriptlab.model import functional
 
 @pytest.fixture(scope="module")
 def smoke_run(smoke):
-    cfg = train.make_train_config(mode="unlearn", preset="smoke", epochs=2, batch_size=64, snapshots=True)
+    cfg = train.make_train_config(
+        mode="unlearn", preset="smoke", epochs=2, batch_size=64, snapshots=True
+    )
     return cfg, train.train(cfg, smoke, progress=False)
 
 
 def test_dann_schedule_endpoints():
     assert float(train.dann_lambda(0.0, 2.0)) == 0.0
-    np.testing.assert_allclose(float(train.dann_lambda(1.0, 2.0)), 2.0 * (2 / (1 + np.exp(-10)) - 1), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(train.dann_lambda(1.0, 2.0)), 2.0 * (2 / (1 + np.exp(-10)) - 1), rtol=1e-6
+    )
 
 
 def test_training_is_deterministic_and_records_history(smoke, smoke_run):
@@ -49,29 +53,45 @@ def test_checkpoint_roundtrip_and_mismatch_errors(tmp_path, smoke, smoke_run):
     back = train.restore(tmp_path, cfg, smoke)
     p0, a0 = functional(result.model)
     p1, a1 = functional(back.model)
-    np.testing.assert_array_equal(a0(p0, smoke.test.images[:4] / 255.0).script,
-                                  a1(p1, smoke.test.images[:4] / 255.0).script)
+    np.testing.assert_array_equal(
+        a0(p0, smoke.test.images[:4] / 255.0).script, a1(p1, smoke.test.images[:4] / 255.0).script
+    )
     assert [e for e, _ in back.snapshots] == [0, 1, 2]
     assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.pickle"))
     with pytest.raises(ValueError, match=r"different config.*lr"):
-        train.restore(tmp_path, train.make_train_config(mode="unlearn", preset="smoke", epochs=2,
-                                                         batch_size=64, snapshots=True, lr=1.0))
-    other = smoke._replace(config=smoke.config.__class__(preset="smoke", seed=5)) if hasattr(smoke, "_replace") else None
+        train.restore(
+            tmp_path,
+            train.make_train_config(
+                mode="unlearn", preset="smoke", epochs=2, batch_size=64, snapshots=True, lr=1.0
+            ),
+        )
+    other = (
+        smoke._replace(config=smoke.config.__class__(preset="smoke", seed=5))
+        if hasattr(smoke, "_replace")
+        else None
+    )
     import dataclasses
+
     other = dataclasses.replace(smoke, config=dataclasses.replace(smoke.config, seed=5))
     with pytest.raises(ValueError, match="trained on dataset"):
         train.restore(tmp_path, cfg, other)
 
 
 def test_divergence_names_the_step_and_cause(smoke):
-    cfg = train.make_train_config(mode="baseline", preset="smoke", epochs=1, batch_size=64, lr=1e4,
-                                  warmup_steps=0)
-    with pytest.raises(train.TrainingDiverged, match=r"diverged at step \d+.*learning rate is too high"):
+    cfg = train.make_train_config(
+        mode="baseline", preset="smoke", epochs=1, batch_size=64, lr=1e4, warmup_steps=0
+    )
+    with pytest.raises(
+        train.TrainingDiverged, match=r"diverged at step \d+.*learning rate is too high"
+    ):
         train.train(cfg, smoke, progress=False)
 
 
 def test_bad_options_are_named():
-    with pytest.raises(ValueError, match=r"unknown mode 'adversarial'; allowed: baseline, multitask, unlearn, ascent"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown mode 'adversarial'; allowed: baseline, multitask, unlearn, ascent",
+    ):
         train.make_train_config(mode="adversarial")
     with pytest.raises(ValueError, match=r"unknown training option 'lrate'"):
         train.make_train_config(lrate=0.1)
@@ -90,5 +110,7 @@ def test_zoo_warm_trains_in_parallel_workers_identically(tmp_path, monkeypatch):
     cached = zoo.load("baseline", "smoke", seed=1, progress=False, **kw)  # restored, not retrained
     fresh = train.train(zoo.config("baseline", "smoke", 1, **kw), progress=False)
     # single-threaded workers give the same bits as training here
-    for a, b in zip(jax.tree.leaves(cached.params), jax.tree.leaves(functional(fresh.model)[0]), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(cached.params), jax.tree.leaves(functional(fresh.model)[0]), strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

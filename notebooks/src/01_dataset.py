@@ -19,12 +19,13 @@
 
 # %%
 # Configuration
-PRESET = "workshop"   # "smoke" for a few seconds, "full" for 100k crops
+PRESET = "workshop"  # "smoke" for a few seconds, "full" for 100k crops
 SEED = 0
 
 # %%
 import numpy as np
 import matplotlib.pyplot as plt
+
 # %config InlineBackend.figure_formats = ["jpeg"]
 plt.rcParams["figure.dpi"] = 72
 import ipywidgets as widgets
@@ -62,8 +63,10 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 for row in fonts.font_table():
-    print(f"{row['family']:<22}{row['style']:<8}{'held-out' if row['heldout'] else '':<9}"
-          f"{','.join(row['scripts']):<38}{row['package']}")
+    print(
+        f"{row['family']:<22}{row['style']:<8}{'held-out' if row['heldout'] else '':<9}"
+        f"{','.join(row['scripts']):<38}{row['package']}"
+    )
 
 # %% [markdown]
 # ## Class balance and the bias knob
@@ -81,8 +84,11 @@ counts = data.counts(ds)
 print(f"{'train':<11}" + "".join(f"{s:>8}" for s in ds.styles) + "   assigned")
 for script in ds.scripts:
     row = counts["train"][script]
-    print(f"{script:<11}" + "".join(f"{row.get(s, 0):>8}" for s in ds.styles)
-          + f"   {ds.styles[ds.bias_style(script)]}")
+    print(
+        f"{script:<11}"
+        + "".join(f"{row.get(s, 0):>8}" for s in ds.styles)
+        + f"   {ds.styles[ds.bias_style(script)]}"
+    )
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -90,7 +96,9 @@ frac = data.bias_fraction(ds)
 print("fraction of each script's training crops in its assigned style:")
 print({k: round(v, 3) for k, v in frac.items()})
 assert all(abs(f - ds.config.rho) < 0.01 for f in frac.values())
-conflict_assigned = np.mean(ds.conflict.style == np.array([ds.bias_style(s) for s in ds.scripts])[ds.conflict.script])
+conflict_assigned = np.mean(
+    ds.conflict.style == np.array([ds.bias_style(s) for s in ds.scripts])[ds.conflict.script]
+)
 print("conflict split crops in their script's assigned style:", conflict_assigned)
 assert conflict_assigned == 0
 
@@ -104,11 +112,15 @@ train_latin = np.flatnonzero(ds.train.script == latin)[:12]
 conf_latin = np.flatnonzero(ds.conflict.script == latin)[:12]
 fig, axes = plt.subplots(2, 12, figsize=(15, 1.6))
 for ax, i in zip(axes[0], train_latin):
-    ax.imshow(ds.train.images[i]); ax.set_title(ds.styles[ds.train.style[i]], fontsize=7)
+    ax.imshow(ds.train.images[i])
+    ax.set_title(ds.styles[ds.train.style[i]], fontsize=7)
 for ax, i in zip(axes[1], conf_latin):
-    ax.imshow(ds.conflict.images[i]); ax.set_title(ds.styles[ds.conflict.style[i]], fontsize=7)
-for ax in axes.ravel(): ax.set_axis_off()
-axes[0, 0].text(-5, 16, "train", ha="right"); axes[1, 0].text(-5, 16, "conflict", ha="right")
+    ax.imshow(ds.conflict.images[i])
+    ax.set_title(ds.styles[ds.conflict.style[i]], fontsize=7)
+for ax in axes.ravel():
+    ax.set_axis_off()
+axes[0, 0].text(-5, 16, "train", ha="right")
+axes[1, 0].text(-5, 16, "conflict", ha="right")
 plt.show()
 
 # %% [markdown]
@@ -120,7 +132,11 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 held = sorted({ds.families[f] for f in np.unique(ds.heldout.family)})
-seen = {ds.families[f] for name in ("train", "val", "test", "conflict") for f in np.unique(ds.split(name).family)}
+seen = {
+    ds.families[f]
+    for name in ("train", "val", "test", "conflict")
+    for f in np.unique(ds.split(name).family)
+}
 print("held-out families:", ", ".join(held))
 assert not set(held) & seen
 
@@ -141,7 +157,9 @@ s = ds.test
 dist = np.abs(s.images.astype(float) - s.color[:, None, None, :]).sum(-1)
 on = np.array([d[m].mean() for d, m in zip(dist, s.masks)])
 off = np.array([d[~m].mean() for d, m in zip(dist, s.masks)])
-print(f"ink mask closer to the text colour than the background in {np.mean(on < off):.1%} of test crops")
+print(
+    f"ink mask closer to the text colour than the background in {np.mean(on < off):.1%} of test crops"
+)
 print(f"mean ink fraction: {s.masks.mean():.3f}")
 assert np.mean(on < off) > 0.97
 
@@ -150,9 +168,11 @@ idx = np.arange(8)
 fig, axes = plt.subplots(2, 8, figsize=(13, 1.8))
 for k, i in enumerate(idx):
     # matplotlib cannot shape Thai, Arabic or Devanagari, so titles name the script and the text is printed
-    axes[0, k].imshow(s.images[i]); axes[0, k].set_title(ds.scripts[s.script[i]], fontsize=8)
+    axes[0, k].imshow(s.images[i])
+    axes[0, k].set_title(ds.scripts[s.script[i]], fontsize=8)
     axes[1, k].imshow(s.masks[i], cmap="gray")
-for ax in axes.ravel(): ax.set_axis_off()
+for ax in axes.ravel():
+    ax.set_axis_off()
 plt.show()
 print("texts:", " | ".join(s.text[idx]))
 
@@ -164,6 +184,7 @@ print("texts:", " | ".join(s.text[idx]))
 
 # %%
 pool = {name: ds.split(name) for name in ("test", "conflict", "heldout")}
+
 
 def browse(script="latin", style="hand", family="(any)", seed=0):
     rows = []
@@ -177,7 +198,8 @@ def browse(script="latin", style="hand", family="(any)", seed=0):
         return
     pick = np.random.default_rng(seed).permutation(len(rows))[:8]
     fig, axes = plt.subplots(2, 8, figsize=(13, 1.8), squeeze=False)
-    for ax in axes.ravel(): ax.set_axis_off()
+    for ax in axes.ravel():
+        ax.set_axis_off()
     for k, j in enumerate(pick):
         name, i = rows[j]
         axes[0, k].imshow(pool[name].images[i])
@@ -185,5 +207,11 @@ def browse(script="latin", style="hand", family="(any)", seed=0):
         axes[1, k].imshow(pool[name].masks[i], cmap="gray")
     plt.show()
 
-widgets.interact(browse, script=list(ds.scripts), style=list(ds.styles),
-                 family=["(any)"] + list(ds.families), seed=widgets.IntSlider(0, 0, 20));
+
+widgets.interact(
+    browse,
+    script=list(ds.scripts),
+    style=list(ds.styles),
+    family=["(any)"] + list(ds.families),
+    seed=widgets.IntSlider(0, 0, 20),
+);

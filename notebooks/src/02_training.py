@@ -18,6 +18,7 @@ SEED = 0
 # %%
 import numpy as np
 import matplotlib.pyplot as plt
+
 # %config InlineBackend.figure_formats = ["jpeg"]
 plt.rcParams["figure.dpi"] = 72
 import ipywidgets as widgets
@@ -29,7 +30,9 @@ base = zoo.load("baseline", PRESET, seed=SEED)
 # %%
 # NBVAL_CHECK_OUTPUT
 cost = base.model.cost()
-print(f"parameters: {cost['params']:,}   forward FLOPs per image: {cost['flops_per_image'] / 1e6:.1f} M")
+print(
+    f"parameters: {cost['params']:,}   forward FLOPs per image: {cost['flops_per_image'] / 1e6:.1f} M"
+)
 for name, act in base.apply_fn(base.params, ds.test.images[:2] / 255.0).activations.items():
     print(f"{name:<6} {tuple(act.shape[1:])}")
 
@@ -52,9 +55,13 @@ print({k: getattr(cfg, k) for k in ("mode", "epochs", "batch_size", "lr", "dropo
 h = base.history
 ep = [r["epoch"] for r in h]
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
-axes[0].plot(ep, [r["script_loss"] for r in h], "o-"); axes[0].set_title("training script loss")
+axes[0].plot(ep, [r["script_loss"] for r in h], "o-")
+axes[0].set_title("training script loss")
 axes[1].plot(ep, [r["val_script_acc"] for r in h], "o-", label="val script accuracy")
-axes[1].set_ylim(0, 1); axes[1].legend(); axes[0].set_xlabel("epoch"); axes[1].set_xlabel("epoch")
+axes[1].set_ylim(0, 1)
+axes[1].legend()
+axes[0].set_xlabel("epoch")
+axes[1].set_xlabel("epoch")
 plt.show()
 print(f"training time: {h[-1]['seconds']:.0f} s for {cfg.epochs} epochs")
 
@@ -76,7 +83,10 @@ print({k: round(v, 3) for k, v in acc.items()})
 # %%
 # NBVAL_CHECK_OUTPUT
 # The baseline leans on font style: accuracy drops when style and script disagree.
-print("in-distribution beats bias-conflicting by more than 10 points:", acc["test"] - acc["conflict"] > 0.10)
+print(
+    "in-distribution beats bias-conflicting by more than 10 points:",
+    acc["test"] - acc["conflict"] > 0.10,
+)
 print("well above chance (0.1) everywhere:", min(acc.values()) > 0.4)
 assert acc["test"] - acc["conflict"] > 0.10 and min(acc.values()) > 0.4
 
@@ -87,12 +97,14 @@ for ax, split in zip(axes, ("test", "conflict")):
     ax.imshow(c / c.sum(1, keepdims=True), cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(ds.scripts)), ds.scripts, rotation=90, fontsize=8)
     ax.set_yticks(range(len(ds.scripts)), ds.scripts, fontsize=8)
-    ax.set_title(f"{split}: accuracy {acc[split]:.3f}"); ax.set_xlabel("predicted")
+    ax.set_title(f"{split}: accuracy {acc[split]:.3f}")
+    ax.set_xlabel("predicted")
     for i in range(len(ds.scripts)):
         for j in range(len(ds.scripts)):
             if c[i, j] and i != j and c[i, j] / c[i].sum() > 0.05:
                 ax.text(j, i, f"{c[i, j] / c[i].sum():.2f}", ha="center", va="center", fontsize=6)
-plt.tight_layout(); plt.show()
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # Latin, Cyrillic and Greek share many letter shapes, and Chinese and Japanese share Han characters;
@@ -111,12 +123,16 @@ per_script = metrics.group_accuracy(true, p, true, ds.scripts)
 per_font = metrics.group_accuracy(true, p, fam, ds.families)
 order = sorted(per_font, key=lambda k: per_font[k][0])
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 2.2]})
-axes[0].barh(list(per_script), [v[0] for v in per_script.values()]); axes[0].set_xlim(0, 1)
+axes[0].barh(list(per_script), [v[0] for v in per_script.values()])
+axes[0].set_xlim(0, 1)
 axes[0].set_title("accuracy per script")
 colors = ["tab:red" if f == "Caveat" else "tab:blue" for f in order]
-axes[1].barh(order, [per_font[f][0] for f in order], color=colors); axes[1].set_xlim(0, 1)
-axes[1].set_title("accuracy per font family (Caveat in red)"); axes[1].tick_params(labelsize=7)
-plt.tight_layout(); plt.show()
+axes[1].barh(order, [per_font[f][0] for f in order], color=colors)
+axes[1].set_xlim(0, 1)
+axes[1].set_title("accuracy per font family (Caveat in red)")
+axes[1].tick_params(labelsize=7)
+plt.tight_layout()
+plt.show()
 print(f"Caveat: {per_font['Caveat'][0]:.3f} over {per_font['Caveat'][1]} crops")
 
 
@@ -130,12 +146,15 @@ def mistakes(split="conflict", script="cyrillic"):
     s = ds.split(split)
     wrong = np.flatnonzero((s.script == ds.scripts.index(script)) & (pred[split] != s.script))[:10]
     if len(wrong) == 0:
-        print("no mistakes"); return
+        print("no mistakes")
+        return
     fig, axes = plt.subplots(1, len(wrong), figsize=(1.4 * len(wrong), 1.3), squeeze=False)
     for ax, i in zip(axes[0], wrong):
-        ax.imshow(s.images[i]); ax.set_axis_off()
+        ax.imshow(s.images[i])
+        ax.set_axis_off()
         ax.set_title(f"→{ds.scripts[pred[split][i]]}\n{ds.families[s.family[i]]}", fontsize=7)
     plt.show()
+
 
 widgets.interact(mistakes, split=["test", "conflict", "heldout"], script=list(ds.scripts));
 

@@ -54,8 +54,9 @@ print("backward is -lam * grad:   True")
 # Cold, this trains 12 models; warm it reads them from the zoo.
 
 # %%
-results = experiment.run(PRESET, SEEDS, methods=METHODS, references=REFERENCES, lam_sweep=(),
-                         progress=False)
+results = experiment.run(
+    PRESET, SEEDS, methods=METHODS, references=REFERENCES, lam_sweep=(), progress=False
+)
 S = results["summary"]
 print(experiment.table(results))
 
@@ -75,8 +76,11 @@ preds = experiment.predictions(base, ds)
 h = ds.heldout
 bad = experiment.misread(ds, preds, "heldout", script="latin", family="PT Serif")[:6]
 pred = np.argmax(preds["heldout"].script, -1)
-fig = viz.image_row(h.images[bad], [f"read as {ds.scripts[pred[i]]}" for i in bad],
-                    suptitle="Latin in PT Serif (held out), baseline")
+fig = viz.image_row(
+    h.images[bad],
+    [f"read as {ds.scripts[pred[i]]}" for i in bad],
+    suptitle="Latin in PT Serif (held out), baseline",
+)
 plt.show()
 
 # %%
@@ -97,8 +101,12 @@ print("the oracle beats the baseline by > 0.1 on every symptom: the bias is the 
 # fresh probes on held-out halves of the conflict split:
 
 # %%
-print(experiment.table(results, ("font_probe", "font_mlp_probe", "font_cond_probe",
-                                 "font_from_script", "font_chance")))
+print(
+    experiment.table(
+        results,
+        ("font_probe", "font_mlp_probe", "font_cond_probe", "font_from_script", "font_chance"),
+    )
+)
 
 # %% [markdown]
 # ## 3 · What helps: a group-balanced script head
@@ -119,8 +127,10 @@ print(experiment.goal_table(results))
 g = results["goal"]
 best = max(g, key=lambda m: min(g[m][k]["closed"] for k in experiment.GOAL))
 print("method closing the most of its smallest gap:", best)
-print("it beats unlearn on every symptom:",
-      all(S[best][k]["mean"] > S["unlearn"][k]["mean"] for k in experiment.GOAL))
+print(
+    "it beats unlearn on every symptom:",
+    all(S[best][k]["mean"] > S["unlearn"][k]["mean"] for k in experiment.GOAL),
+)
 assert all(S[best][k]["mean"] > S["unlearn"][k]["mean"] for k in experiment.GOAL)
 half = [m for m in g if all(g[m][k]["closed"] >= 0.5 for k in experiment.GOAL)]
 print("methods closing >= 50 % of all three gaps:", half or "none")
@@ -155,12 +165,19 @@ def browse(model="baseline", script="latin", family="PT Serif"):
         idx = experiment.misread(ds, p, split, script=script, family=family)[:8]
         if len(idx):
             s, pred = ds.split(split), np.argmax(p[split].script, -1)
-            viz.image_row(s.images[idx], [ds.scripts[pred[i]] for i in idx],
-                          suptitle=f"{model}: {script} in {family} ({split}), read as")
+            viz.image_row(
+                s.images[idx],
+                [ds.scripts[pred[i]] for i in idx],
+                suptitle=f"{model}: {script} in {family} ({split}), read as",
+            )
             plt.show()
             return
     print("no misread crops in that cell")
 
 
-widgets.interact(browse, model=list(METHODS) + list(REFERENCES), script=list(ds.scripts),
-                 family=list(ds.families));
+widgets.interact(
+    browse,
+    model=list(METHODS) + list(REFERENCES),
+    script=list(ds.scripts),
+    family=list(ds.families),
+);

@@ -21,11 +21,11 @@
 # %%
 # Configuration
 MODELS = ("baseline", "unlearn")
-STEPS = 128            # ascent steps (lax.scan)
-LR = 0.05              # Adam step size
-L2 = 1e-3              # Simonyan's lambda on ||I - 0.5||^2
-JITTER = 2             # random roll in pixels before each forward pass
-TV = 2e-3              # total-variation weight
+STEPS = 128  # ascent steps (lax.scan)
+LR = 0.05  # Adam step size
+L2 = 1e-3  # Simonyan's lambda on ||I - 0.5||^2
+JITTER = 2  # random roll in pixels before each forward pass
+TV = 2e-3  # total-variation weight
 SEED = 0
 
 # %%
@@ -48,7 +48,9 @@ models = {name: zoo.load(name, progress=False) for name in MODELS}
 apply_fn = models[MODELS[0]].apply_fn
 probe = data.as_float(ds.test.images[:8])
 for m in models.values():
-    np.testing.assert_allclose(apply_fn(m.params, probe).script, m.apply_fn(m.params, probe).script, atol=1e-5)
+    np.testing.assert_allclose(
+        apply_fn(m.params, probe).script, m.apply_fn(m.params, probe).script, atol=1e-5
+    )
 READABLE = dict(steps=STEPS, lr=LR, l2=L2, jitter=JITTER, tv=TV, seed=SEED)
 # The font head sits behind the gradient flip during training (backward -lam * g); the
 # functional apply_fn applies no flip by default, so its gradients are the true ones.
@@ -59,9 +61,13 @@ READABLE = dict(steps=STEPS, lr=LR, l2=L2, jitter=JITTER, tv=TV, seed=SEED)
 # Each column is one model; each row the image that maximises one script logit.
 
 # %%
-script_viz = {name: classviz.class_model(apply_fn, m.params, objective=("head", "script"), **READABLE)
-              for name, m in models.items()}
-fig, axes = plt.subplots(len(ds.scripts), len(MODELS), figsize=(2.6 * len(MODELS), 0.75 * len(ds.scripts)))
+script_viz = {
+    name: classviz.class_model(apply_fn, m.params, objective=("head", "script"), **READABLE)
+    for name, m in models.items()
+}
+fig, axes = plt.subplots(
+    len(ds.scripts), len(MODELS), figsize=(2.6 * len(MODELS), 0.75 * len(ds.scripts))
+)
 for j, name in enumerate(MODELS):
     for i, script in enumerate(ds.scripts):
         axes[i, j].imshow(np.asarray(script_viz[name].images[i]))
@@ -81,9 +87,15 @@ def own_class_table(viz, head):
         logits = np.asarray(getattr(apply_fn(m.params, viz[name].images), head))
         prob = np.asarray(jax.nn.softmax(logits))
         k = len(logits)
-        rows[name] = (prob[np.arange(k), np.arange(k)].mean(), (logits.argmax(1) == np.arange(k)).mean(),
-                      np.asarray(viz[name].scores)[0].mean(), np.asarray(viz[name].scores)[-1].mean())
-    print(f"{'model':10s} {'own-class p':>12s} {'argmax=target':>14s} {'logit start':>12s} {'logit end':>10s}")
+        rows[name] = (
+            prob[np.arange(k), np.arange(k)].mean(),
+            (logits.argmax(1) == np.arange(k)).mean(),
+            np.asarray(viz[name].scores)[0].mean(),
+            np.asarray(viz[name].scores)[-1].mean(),
+        )
+    print(
+        f"{'model':10s} {'own-class p':>12s} {'argmax=target':>14s} {'logit start':>12s} {'logit end':>10s}"
+    )
     for name, (p, hit, s0, s1) in rows.items():
         print(f"{name:10s} {p:12.2f} {hit:14.0%} {s0:12.2f} {s1:10.2f}")
     return rows
@@ -104,9 +116,13 @@ assert all(s1 > s0 for _, _, s0, s1 in script_rows.values())
 # logit.
 
 # %%
-font_viz = {name: classviz.class_model(apply_fn, m.params, objective=("head", "font"), **READABLE)
-            for name, m in models.items()}
-fig, axes = plt.subplots(len(ds.styles), len(MODELS), figsize=(2.6 * len(MODELS), 0.75 * len(ds.styles)))
+font_viz = {
+    name: classviz.class_model(apply_fn, m.params, objective=("head", "font"), **READABLE)
+    for name, m in models.items()
+}
+fig, axes = plt.subplots(
+    len(ds.styles), len(MODELS), figsize=(2.6 * len(MODELS), 0.75 * len(ds.styles))
+)
 for j, name in enumerate(MODELS):
     for i, style in enumerate(ds.styles):
         axes[i, j].imshow(np.asarray(font_viz[name].images[i]))
@@ -152,7 +168,10 @@ RECIPES = {
     "grayscale": dict(READABLE, grayscale=True),
 }
 base = models[MODELS[0]]
-recipe_viz = {label: classviz.class_model(apply_fn, base.params, targets=[CLASS], **kw) for label, kw in RECIPES.items()}
+recipe_viz = {
+    label: classviz.class_model(apply_fn, base.params, targets=[CLASS], **kw)
+    for label, kw in RECIPES.items()
+}
 fig, axes = plt.subplots(1, len(RECIPES), figsize=(2.4 * len(RECIPES), 1.2))
 for ax, (label, r) in zip(axes, recipe_viz.items()):
     ax.imshow(np.asarray(r.images[0]))
@@ -168,11 +187,16 @@ plt.show()
 # (the activations notebook uses this again). Here eight conv2 channels of the baseline in one call.
 
 # %%
-channels = classviz.class_model(apply_fn, base.params, objective=("layer", "conv2"), targets=list(range(8)),
-                                **READABLE)
+channels = classviz.class_model(
+    apply_fn, base.params, objective=("layer", "conv2"), targets=list(range(8)), **READABLE
+)
 fig, axes = plt.subplots(1, 8, figsize=(14, 0.9))
 for c, ax in enumerate(axes):
-    ax.imshow(np.asarray(channels.images[c])), ax.axis("off"), ax.set_title(f"conv2:{c}", fontsize=8)
+    (
+        ax.imshow(np.asarray(channels.images[c])),
+        ax.axis("off"),
+        ax.set_title(f"conv2:{c}", fontsize=8),
+    )
 plt.show()
 
 
@@ -188,7 +212,9 @@ def show_class(model=MODELS[0], head="script", cls=0, l2=L2, steps=STEPS, recipe
     names = ds.scripts if head == "script" else ds.styles
     cls = min(cls, len(names) - 1)
     kw = dict(RECIPES[recipe], l2=l2, steps=steps)
-    r = classviz.class_model(apply_fn, models[model].params, objective=("head", head), targets=[cls], **kw)
+    r = classviz.class_model(
+        apply_fn, models[model].params, objective=("head", head), targets=[cls], **kw
+    )
     fig, (a, b) = plt.subplots(1, 2, figsize=(7, 1.6), gridspec_kw={"width_ratios": [2, 1.4]})
     a.imshow(np.asarray(r.images[0])), a.axis("off"), a.set_title(f"{model}: {head} '{names[cls]}'")
     b.plot(np.asarray(r.scores[:, 0])), b.set_xlabel("step"), b.set_title("target logit")
@@ -207,8 +233,16 @@ widgets.interact(
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("images per head:", tuple(script_viz[MODELS[0]].images.shape), tuple(font_viz[MODELS[0]].images.shape))
-print("scores per head:", tuple(script_viz[MODELS[0]].scores.shape), tuple(font_viz[MODELS[0]].scores.shape))
+print(
+    "images per head:",
+    tuple(script_viz[MODELS[0]].images.shape),
+    tuple(font_viz[MODELS[0]].images.shape),
+)
+print(
+    "scores per head:",
+    tuple(script_viz[MODELS[0]].scores.shape),
+    tuple(font_viz[MODELS[0]].scores.shape),
+)
 
 # %%
 print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")

@@ -26,10 +26,10 @@
 # %%
 # Configuration
 MODELS = ("baseline", "unlearn")
-N_SHOW = 4             # crops in the side-by-side figure
-N_SCORE = 64           # test crops in the localisation table
-N_SANITY = 16          # crops in the sanity checks
-TOLERANCE = 1          # pointing game: argmax within this many pixels of ink
+N_SHOW = 4  # crops in the side-by-side figure
+N_SCORE = 64  # test crops in the localisation table
+N_SANITY = 16  # crops in the sanity checks
+TOLERANCE = 1  # pointing game: argmax within this many pixels of ink
 OPTIONS = {"smoothgrad": {"n_samples": 16, "noise": 0.15}, "integrated_gradients": {"steps": 16}}
 SEED = 0
 
@@ -54,20 +54,31 @@ models = {name: zoo.load(name, progress=False) for name in (*MODELS, "shuffled")
 apply_fn = models[MODELS[0]].apply_fn
 probe = data.as_float(ds.test.images[:8])
 for m in models.values():
-    np.testing.assert_allclose(apply_fn(m.params, probe).script, m.apply_fn(m.params, probe).script, atol=1e-5)
+    np.testing.assert_allclose(
+        apply_fn(m.params, probe).script, m.apply_fn(m.params, probe).script, atol=1e-5
+    )
 
 idx = np.sort(np.random.default_rng(SEED).choice(len(ds.test), N_SCORE, replace=False))
 crops = ds.test.take(idx)
 images, masks, targets = data.as_float(crops.images), crops.masks, crops.script
-maps = {name: {meth: np.asarray(S.saliency(apply_fn, models[name].params, images, targets, method=meth,
-                                           **OPTIONS.get(meth, {})))
-               for meth in S.METHODS}
-        for name in MODELS}
+maps = {
+    name: {
+        meth: np.asarray(
+            S.saliency(
+                apply_fn, models[name].params, images, targets, method=meth, **OPTIONS.get(meth, {})
+            )
+        )
+        for meth in S.METHODS
+    }
+    for name in MODELS
+}
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{len(idx)} test crops {images.shape}, maps {maps[MODELS[0]]['gradient'].shape}, "
-      f"methods {len(S.METHODS)}, ink fraction {masks.mean():.3f}")
+print(
+    f"{len(idx)} test crops {images.shape}, maps {maps[MODELS[0]]['gradient'].shape}, "
+    f"methods {len(S.METHODS)}, ink fraction {masks.mean():.3f}"
+)
 
 
 # %% [markdown]
@@ -78,10 +89,14 @@ print(f"{len(idx)} test crops {images.shape}, maps {maps[MODELS[0]]['gradient'].
 
 # %%
 def show_block(name, rows):
-    fig, axes = plt.subplots(len(rows), len(S.METHODS) + 2, figsize=(1.9 * (len(S.METHODS) + 2), 0.95 * len(rows)))
+    fig, axes = plt.subplots(
+        len(rows), len(S.METHODS) + 2, figsize=(1.9 * (len(S.METHODS) + 2), 0.95 * len(rows))
+    )
     for r, i in enumerate(rows):
         axes[r, 0].imshow(images[i]), axes[r, 1].imshow(masks[i], cmap="gray")
-        axes[r, 0].set_ylabel(ds.scripts[targets[i]], rotation=0, ha="right", va="center", fontsize=8)
+        axes[r, 0].set_ylabel(
+            ds.scripts[targets[i]], rotation=0, ha="right", va="center", fontsize=8
+        )
         for c, meth in enumerate(S.METHODS):
             m = np.abs(maps[name][meth][i])
             axes[r, c + 2].imshow(m / max(m.max(), 1e-12), cmap="inferno")
@@ -108,15 +123,31 @@ for name in MODELS:
 # NBVAL_CHECK_OUTPUT
 rows = []
 for name in MODELS:
-    scores = {meth: localisation.localisation_scores(m, masks, tolerance=TOLERANCE) for meth, m in maps[name].items()}
+    scores = {
+        meth: localisation.localisation_scores(m, masks, tolerance=TOLERANCE)
+        for meth, m in maps[name].items()
+    }
     for meth, s in scores.items():
         mass, chance = float(s["ink_mass"].mean()), float(s["ink_fraction"].mean())
-        rows.append(dict(model=name, method=meth, ink_mass=mass, chance=chance, lift=mass / chance,
-                         pointing=float(s["pointing"].mean()), pointing_chance=float(s["pointing_chance"].mean())))
-print(f"{'model':9s} {'method':21s} {'ink mass':>8s} {'chance':>6s} {'lift':>5s} {'pointing':>8s} {'chance':>6s}")
+        rows.append(
+            dict(
+                model=name,
+                method=meth,
+                ink_mass=mass,
+                chance=chance,
+                lift=mass / chance,
+                pointing=float(s["pointing"].mean()),
+                pointing_chance=float(s["pointing_chance"].mean()),
+            )
+        )
+print(
+    f"{'model':9s} {'method':21s} {'ink mass':>8s} {'chance':>6s} {'lift':>5s} {'pointing':>8s} {'chance':>6s}"
+)
 for r in rows:
-    print(f"{r['model']:9s} {r['method']:21s} {r['ink_mass']:8.2f} {r['chance']:6.2f} {r['lift']:5.2f}"
-          f" {r['pointing']:8.2f} {r['pointing_chance']:6.2f}")
+    print(
+        f"{r['model']:9s} {r['method']:21s} {r['ink_mass']:8.2f} {r['chance']:6.2f} {r['lift']:5.2f}"
+        f" {r['pointing']:8.2f} {r['pointing_chance']:6.2f}"
+    )
 # Every method of the trained baseline puts more of its mass on ink than chance.
 assert all(r["lift"] > 1.0 for r in rows if r["model"] == MODELS[0])
 
@@ -130,7 +161,11 @@ for k, name in enumerate(MODELS):
 axes[0].axhline(rows[0]["chance"], color="k", ls=":", label="chance")
 axes[1].axhline(rows[0]["pointing_chance"], color="k", ls=":", label="chance")
 for ax, t in zip(axes, ("ink mass", f"pointing game (tolerance {TOLERANCE})")):
-    ax.set_xticks(x + 0.2, [m.replace("_", "\n") for m in S.METHODS], fontsize=7), ax.set_title(t), ax.legend(fontsize=7)
+    (
+        ax.set_xticks(x + 0.2, [m.replace("_", "\n") for m in S.METHODS], fontsize=7),
+        ax.set_title(t),
+        ax.legend(fontsize=7),
+    )
 plt.tight_layout()
 plt.show()
 
@@ -148,9 +183,12 @@ plt.show()
 sub = slice(0, N_SANITY)
 base = models[MODELS[0]]
 fresh, _ = functional(build(len(ds.scripts), len(ds.styles), seed=SEED + 1))
-cascade = sanity.cascading_check(apply_fn, base.params, fresh, images[sub], targets[sub], options=OPTIONS)
-shuffled = sanity.data_randomisation_check(apply_fn, base.params, models["shuffled"].params, images[sub], targets[sub],
-                                           options=OPTIONS)
+cascade = sanity.cascading_check(
+    apply_fn, base.params, fresh, images[sub], targets[sub], options=OPTIONS
+)
+shuffled = sanity.data_randomisation_check(
+    apply_fn, base.params, models["shuffled"].params, images[sub], targets[sub], options=OPTIONS
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -169,9 +207,13 @@ for meth in S.METHODS:
     data_val = next(r["ssim"] for r in shuffled["rows"] if r["method"] == meth)
     print(f"{meth:21s} " + " ".join(f"{v:6.2f}" for v in vals) + f" {data_val:8.2f}")
 verdicts = sanity.verdicts(cascade["rows"], shuffled["rows"], threshold=0.5, stage="dense")
-print("\nverdict (rank correlation < 0.5 once heads + dense are re-initialised, and vs the shuffled-label model)")
+print(
+    "\nverdict (rank correlation < 0.5 once heads + dense are re-initialised, and vs the shuffled-label model)"
+)
 for v in verdicts:
-    print(f"{v['method']:21s} cascade {v['cascade']:.2f}  shuffled {v['data']:.2f}  ->  {'PASS' if v['passes'] else 'FAIL'}")
+    print(
+        f"{v['method']:21s} cascade {v['cascade']:.2f}  shuffled {v['data']:.2f}  ->  {'PASS' if v['passes'] else 'FAIL'}"
+    )
 # The known result: guided backprop barely changes when the classifier is randomised.
 gbp = next(v for v in verdicts if v["method"] == "guided_backprop")
 grad = next(v for v in verdicts if v["method"] == "gradient")
@@ -180,16 +222,27 @@ assert gbp["cascade"] > grad["cascade"]
 # %%
 fig, ax = plt.subplots(figsize=(7, 3))
 for meth in S.METHODS:
-    ax.plot(range(len(stages) + 1), [1.0] + table[meth][:-1], "o-", label=meth, lw=2.5 if meth == "guided_backprop" else 1)
+    ax.plot(
+        range(len(stages) + 1),
+        [1.0] + table[meth][:-1],
+        "o-",
+        label=meth,
+        lw=2.5 if meth == "guided_backprop" else 1,
+    )
 ax.set_xticks(range(len(stages) + 1), ["trained", *[f"+{s}" for s in stages]])
 ax.axhline(0.5, color="k", ls=":")
-ax.set_ylabel("rank correlation with trained"), ax.set_title("cascading randomisation (top layer down)")
+(
+    ax.set_ylabel("rank correlation with trained"),
+    ax.set_title("cascading randomisation (top layer down)"),
+)
 ax.legend(fontsize=7, ncol=2)
 plt.tight_layout()
 plt.show()
 
 i = 0
-fig, axes = plt.subplots(len(S.METHODS), len(stages) + 2, figsize=(1.6 * (len(stages) + 2), 0.8 * len(S.METHODS)))
+fig, axes = plt.subplots(
+    len(S.METHODS), len(stages) + 2, figsize=(1.6 * (len(stages) + 2), 0.8 * len(S.METHODS))
+)
 for r, meth in enumerate(S.METHODS):
     seq = [*np.asarray(cascade["maps"][meth][:, i]), np.asarray(shuffled["maps"][meth][1][i])]
     for c, m in enumerate(seq):
@@ -215,16 +268,33 @@ def show_one(crop=0, method="gradient", target=-1):
     fig, axes = plt.subplots(1, 1 + len(MODELS), figsize=(3.2 * (1 + len(MODELS)), 1.6))
     axes[0].imshow(images[crop]), axes[0].set_title(f"true: {ds.scripts[targets[crop]]}")
     for ax, name in zip(axes[1:], MODELS):
-        m = np.abs(np.asarray(S.saliency(apply_fn, models[name].params, images[crop:crop + 1], t, method=method,
-                                         **OPTIONS.get(method, {})))[0])
-        ax.imshow(m / max(m.max(), 1e-12), cmap="inferno"), ax.set_title(f"{name}: {method} for {ds.scripts[t]}")
+        m = np.abs(
+            np.asarray(
+                S.saliency(
+                    apply_fn,
+                    models[name].params,
+                    images[crop : crop + 1],
+                    t,
+                    method=method,
+                    **OPTIONS.get(method, {}),
+                )
+            )[0]
+        )
+        (
+            ax.imshow(m / max(m.max(), 1e-12), cmap="inferno"),
+            ax.set_title(f"{name}: {method} for {ds.scripts[t]}"),
+        )
     for ax in axes:
         ax.axis("off")
     plt.show()
 
 
-widgets.interact(show_one, crop=widgets.IntSlider(0, 0, N_SCORE - 1), method=list(S.METHODS),
-                 target=widgets.IntSlider(-1, -1, len(ds.scripts) - 1, description="class (-1 true)"));
+widgets.interact(
+    show_one,
+    crop=widgets.IntSlider(0, 0, N_SCORE - 1),
+    method=list(S.METHODS),
+    target=widgets.IntSlider(-1, -1, len(ds.scripts) - 1, description="class (-1 true)"),
+);
 
 # %%
 print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")

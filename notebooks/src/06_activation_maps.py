@@ -19,8 +19,8 @@
 # %%
 # Configuration
 PRESET = "workshop"
-N_SPARSITY = 256        # test crops for the sparsity curves
-IMAGE = 3               # test crop shown in the maps
+N_SPARSITY = 256  # test crops for the sparsity curves
+IMAGE = 3  # test crop shown in the maps
 
 # %%
 import numpy as np
@@ -28,7 +28,12 @@ import matplotlib.pyplot as plt
 import ipywidgets as widgets
 from scriptlab import data, train, zoo
 from scriptlab.model import functional
-from scriptlab.interpret.activations import activation_maps, sparsity_curve, dead_filters, feature_grid
+from scriptlab.interpret.activations import (
+    activation_maps,
+    sparsity_curve,
+    dead_filters,
+    feature_grid,
+)
 
 plt.rcParams["figure.dpi"] = 72
 ds = data.load(PRESET, seed=0, progress=False)
@@ -61,24 +66,34 @@ for name, a in maps.items():
 # %%
 def show_layer(ax, a, title, columns=16):
     ax.imshow(feature_grid(np.asarray(a), columns=columns), cmap="magma", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=9); ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
 
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.2), gridspec_kw=dict(width_ratios=[1, 2.2, 2.2, 2.2]))
-axes[0].imshow(ds.test.images[IMAGE]); axes[0].set_title(f"{ds.scripts[ds.test.script[IMAGE]]} / {ds.styles[ds.test.style[IMAGE]]}", fontsize=9); axes[0].axis("off")
+axes[0].imshow(ds.test.images[IMAGE])
+axes[0].set_title(
+    f"{ds.scripts[ds.test.script[IMAGE]]} / {ds.styles[ds.test.style[IMAGE]]}", fontsize=9
+)
+axes[0].axis("off")
 for ax, name, cols in zip(axes[1:], CONVS, (4, 8, 8)):
     show_layer(ax, maps[name][IMAGE], f"{name} {tuple(maps[name].shape[1:])}", columns=cols)
-plt.tight_layout(); plt.show()
+plt.tight_layout()
+plt.show()
 
 
 # %% [markdown]
 # Explore any crop and layer (the static figure above is the same view for one crop):
 
 # %%
-@widgets.interact(layer=widgets.Dropdown(options=["conv1", "conv2", "pool2", "conv3", "pool3"], value="conv2"),
-                  image=widgets.IntSlider(value=IMAGE, min=0, max=15))
+@widgets.interact(
+    layer=widgets.Dropdown(options=["conv1", "conv2", "pool2", "conv3", "pool3"], value="conv2"),
+    image=widgets.IntSlider(value=IMAGE, min=0, max=15),
+)
 def explore(layer="conv2", image=IMAGE):
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 3), gridspec_kw=dict(width_ratios=[1, 3]))
-    a0.imshow(ds.test.images[image]); a0.axis("off")
+    a0.imshow(ds.test.images[image])
+    a0.axis("off")
     show_layer(a1, maps[layer][image], layer, columns=8)
     plt.show()
 
@@ -96,7 +111,13 @@ epochs, curve = sparsity_curve(base.apply_fn, snaps, test[:N_SPARSITY], layers=C
 rows = []
 print("epoch " + " ".join(f"{k + ' zero':>11s} {k + ' hoyer':>11s}" for k in curve))
 for t, e in enumerate(epochs):
-    print(f"{e:5d} " + " ".join(f"{float(v['zero_fraction'][t]):11.3f} {float(v['hoyer'][t]):11.3f}" for v in curve.values()))
+    print(
+        f"{e:5d} "
+        + " ".join(
+            f"{float(v['zero_fraction'][t]):11.3f} {float(v['hoyer'][t]):11.3f}"
+            for v in curve.values()
+        )
+    )
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
@@ -105,24 +126,37 @@ for k, v in curve.items():
     axes[1].plot(epochs, v["hoyer"], "o-", label=k)
 axes[0].set(xlabel="epoch", ylabel="share of zero activations", title="ReLU sparsity")
 axes[1].set(xlabel="epoch", ylabel="Hoyer sparseness per map", title="blob (0) vs spike (1)")
-axes[0].legend(fontsize=8); plt.tight_layout(); plt.show()
+axes[0].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
 
 # %%
-first = activation_maps(base.apply_fn, snaps[0][1], test[IMAGE:IMAGE + 1], layers=CONVS)
+first = activation_maps(base.apply_fn, snaps[0][1], test[IMAGE : IMAGE + 1], layers=CONVS)
 fig, axes = plt.subplots(2, 3, figsize=(14, 4.2), gridspec_kw=dict(width_ratios=[1, 2, 2]))
 for j, (name, cols) in enumerate(zip(CONVS, (4, 8, 8))):
     show_layer(axes[0, j], first[name][0], f"epoch 0 (init): {name}", cols)
     show_layer(axes[1, j], maps[name][IMAGE], f"epoch {epochs[-1]} (trained): {name}", cols)
-plt.tight_layout(); plt.show()
+plt.tight_layout()
+plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
 z = {k: np.asarray(v["zero_fraction"]) for k, v in curve.items()}
 h = {k: np.asarray(v["hoyer"]) for k, v in curve.items()}
-verdict = {k: ("sparser" if z[k][-1] > z[k][0] + 0.02 else "denser" if z[k][-1] < z[k][0] - 0.02 else "about the same")
-           for k in z}
+verdict = {
+    k: (
+        "sparser"
+        if z[k][-1] > z[k][0] + 0.02
+        else "denser"
+        if z[k][-1] < z[k][0] - 0.02
+        else "about the same"
+    )
+    for k in z
+}
 print("zero fraction, init -> trained:", verdict)
-assert all(z[k][-1] > z[k][0] + 0.05 for k in CONVS), "trained conv activations should be sparser than at init"
+assert all(z[k][-1] > z[k][0] + 0.05 for k in CONVS), (
+    "trained conv activations should be sparser than at init"
+)
 
 # %% [markdown]
 # **What we find.** At initialisation about half of every layer's activations are zero (random
@@ -142,7 +176,10 @@ assert all(z[k][-1] > z[k][0] + 0.05 for k in CONVS), "trained conv activations 
 # through `lax.map` chunks, so memory does not grow with the split.
 
 # %%
-dead = {name: dead_filters(m.apply_fn, m.params, test, layers=CONVS) for name, m in (("baseline", base), ("high_lr", hot))}
+dead = {
+    name: dead_filters(m.apply_fn, m.params, test, layers=CONVS)
+    for name, m in (("baseline", base), ("high_lr", hot))
+}
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -150,16 +187,32 @@ print(f"{'model':9s} {'lr':>7s} " + " ".join(f"{k:>7s}" for k in CONVS) + "   to
 for name, m in (("baseline", base), ("high_lr", hot)):
     d = dead[name].dead
     n = sum(int(d[k].sum()) for k in CONVS)
-    print(f"{name:9s} {m.config.lr:7.0e} " + " ".join(f"{int(d[k].sum()):3d}/{d[k].size:<3d}" for k in CONVS) + f"  {n:3d}/{sum(d[k].size for k in CONVS)}")
-assert sum(int(dead["baseline"].dead[k].sum()) for k in CONVS) == 0, "the baseline should have no dead filters"
-assert sum(int(dead["high_lr"].dead[k].sum()) for k in CONVS) > 0, "high_lr should have dead filters"
+    print(
+        f"{name:9s} {m.config.lr:7.0e} "
+        + " ".join(f"{int(d[k].sum()):3d}/{d[k].size:<3d}" for k in CONVS)
+        + f"  {n:3d}/{sum(d[k].size for k in CONVS)}"
+    )
+assert sum(int(dead["baseline"].dead[k].sum()) for k in CONVS) == 0, (
+    "the baseline should have no dead filters"
+)
+assert sum(int(dead["high_lr"].dead[k].sum()) for k in CONVS) > 0, (
+    "high_lr should have dead filters"
+)
 
 # %%
-hot_maps = activation_maps(hot.apply_fn, hot.params, test[IMAGE:IMAGE + 1], layers=("conv2", "conv3"))
+hot_maps = activation_maps(
+    hot.apply_fn, hot.params, test[IMAGE : IMAGE + 1], layers=("conv2", "conv3")
+)
 fig, axes = plt.subplots(1, 2, figsize=(12, 2.8))
 for ax, name in zip(axes, ("conv2", "conv3")):
-    show_layer(ax, hot_maps[name][0], f"high_lr {name}: {int(dead['high_lr'].dead[name].sum())} channels dead on the whole split", 16)
-plt.tight_layout(); plt.show()
+    show_layer(
+        ax,
+        hot_maps[name][0],
+        f"high_lr {name}: {int(dead['high_lr'].dead[name].sum())} channels dead on the whole split",
+        16,
+    )
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # When do they die? The same `sparsity_curve` over the `high_lr` snapshots also returns every
@@ -167,13 +220,18 @@ plt.tight_layout(); plt.show()
 # channels compared with the whole split):
 
 # %%
-hot_epochs, hot_curve = sparsity_curve(hot.apply_fn, snapshots(hot),
-                                       test[:N_SPARSITY], layers=CONVS)
+hot_epochs, hot_curve = sparsity_curve(
+    hot.apply_fn, snapshots(hot), test[:N_SPARSITY], layers=CONVS
+)
 _, base_curve = sparsity_curve(base.apply_fn, snaps, test[:N_SPARSITY], layers=CONVS)
 print("epoch  " + "  ".join(f"{'high_lr ' + k:>13s}" for k in CONVS) + "   baseline (all layers)")
 for t, e in enumerate(hot_epochs):
     n_base = sum(int((np.asarray(base_curve[k]["peak"][t]) <= 0).sum()) for k in CONVS)
-    print(f"{e:5d}  " + "  ".join(f"{int((np.asarray(hot_curve[k]['peak'][t]) <= 0).sum()):13d}" for k in CONVS) + f"   {n_base:10d}")
+    print(
+        f"{e:5d}  "
+        + "  ".join(f"{int((np.asarray(hot_curve[k]['peak'][t]) <= 0).sum()):13d}" for k in CONVS)
+        + f"   {n_base:10d}"
+    )
 
 # %% [markdown]
 # **What we find.** Over all 2,000 test crops the baseline has **no** dead filter in any layer and

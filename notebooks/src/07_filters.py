@@ -55,20 +55,29 @@ fig, axes = plt.subplots(len(checkpoints), 16, figsize=(12, 0.9 * len(checkpoint
 for i, (name, params) in enumerate(checkpoints.items()):
     imgs = filter_images(conv_kernel(params, "conv1"))
     for j in range(16):
-        axes[i, j].imshow(imgs[j], interpolation="nearest"); axes[i, j].set_xticks([]); axes[i, j].set_yticks([])
+        axes[i, j].imshow(imgs[j], interpolation="nearest")
+        axes[i, j].set_xticks([])
+        axes[i, j].set_yticks([])
     axes[i, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-plt.suptitle("conv1 filters (RGB)", fontsize=10); plt.tight_layout(pad=0.2); plt.show()
+plt.suptitle("conv1 filters (RGB)", fontsize=10)
+plt.tight_layout(pad=0.2)
+plt.show()
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 2.2))
 for ax, name in zip(axes, ("init (epoch 0)", "baseline trained")):
     ch = filter_images(conv_kernel(checkpoints[name], "conv1"), mode="channels")  # [16, 3, 4, 4]
     n, c, k, _ = ch.shape  # one k x k tile per (channel row, filter column), NaN gaps between
-    grid = np.pad(ch.transpose(1, 0, 2, 3), ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=np.nan)
+    grid = np.pad(
+        ch.transpose(1, 0, 2, 3), ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=np.nan
+    )
     grid = grid.transpose(0, 2, 1, 3).reshape(c * (k + 1), n * (k + 1))[:-1, :-1]
-    ax.imshow(grid, cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest"); ax.set_title(f"{name}: conv1 per channel (rows R, G, B)", fontsize=9)
-    ax.set_xticks([]); ax.set_yticks([])
-plt.tight_layout(); plt.show()
+    ax.imshow(grid, cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(f"{name}: conv1 per channel (rows R, G, B)", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # Deeper filters: every (output, input) 3x3 slice of conv2, one row per output filter (first 16 shown):
@@ -76,20 +85,39 @@ plt.tight_layout(); plt.show()
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 for ax, name in zip(axes, ("init (epoch 0)", "baseline trained", "overfit")):
-    ax.imshow(filter_grid(conv_kernel(checkpoints[name], "conv2"), max_in=16, max_out=16), cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(f"{name}: conv2 (rows: output, cols: input)", fontsize=9); ax.axis("off")
-plt.tight_layout(); plt.show()
+    ax.imshow(
+        filter_grid(conv_kernel(checkpoints[name], "conv2"), max_in=16, max_out=16),
+        cmap="RdBu_r",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
+    ax.set_title(f"{name}: conv2 (rows: output, cols: input)", fontsize=9)
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
 
 
 # %%
-@widgets.interact(checkpoint=list(checkpoints), layer=widgets.Dropdown(options=CONVS, value="conv2"))
+@widgets.interact(
+    checkpoint=list(checkpoints), layer=widgets.Dropdown(options=CONVS, value="conv2")
+)
 def show(checkpoint="baseline trained", layer="conv2"):
     k = conv_kernel(checkpoints[checkpoint], layer)
     rough = np.asarray(filter_noisiness(k, measure="tv"))
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(13, 3.5), gridspec_kw=dict(width_ratios=[3, 1]))
-    a0.imshow(filter_grid(k, max_in=16, max_out=16), cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest"); a0.axis("off")
+    a0.imshow(
+        filter_grid(k, max_in=16, max_out=16),
+        cmap="RdBu_r",
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
+    a0.axis("off")
     a0.set_title(f"{checkpoint}: {layer} {tuple(k.shape)}", fontsize=9)
-    a1.hist(rough, bins=20); a1.axvline(1.0, color="k", ls="--"); a1.set_title("tv per filter (1 = white noise)", fontsize=9)
+    a1.hist(rough, bins=20)
+    a1.axvline(1.0, color="k", ls="--")
+    a1.set_title("tv per filter (1 = white noise)", fontsize=9)
     plt.show()
 
 
@@ -99,8 +127,14 @@ def show(checkpoint="baseline trained", layer="conv2"):
 # Mean over the layer's filters (per filter: energy-weighted over its input-channel slices).
 
 # %%
-table = {name: {(layer, m): float(np.mean(filter_noisiness(conv_kernel(p, layer), measure=m)))
-                for layer in CONVS for m in ("tv", "hf")} for name, p in checkpoints.items()}
+table = {
+    name: {
+        (layer, m): float(np.mean(filter_noisiness(conv_kernel(p, layer), measure=m)))
+        for layer in CONVS
+        for m in ("tv", "hf")
+    }
+    for name, p in checkpoints.items()
+}
 print(f"{'checkpoint':20s} " + " ".join(f"{l + ' ' + m:>9s}" for l in CONVS for m in ("tv", "hf")))
 for name, row in table.items():
     print(f"{name:20s} " + " ".join(f"{row[(l, m)]:9.3f}" for l in CONVS for m in ("tv", "hf")))
@@ -111,7 +145,10 @@ for name, row in table.items():
 assert all(abs(table["init (epoch 0)"][(l, m)] - 1) < 0.15 for l in CONVS for m in ("tv", "hf"))
 print("init scores ~1 (white noise): ok")
 # trained deep filters are smoother than the initial noise (large margins)
-assert all(table["baseline trained"][(l, "hf")] < table["init (epoch 0)"][(l, "hf")] - 0.1 for l in ("conv2", "conv3"))
+assert all(
+    table["baseline trained"][(l, "hf")] < table["init (epoch 0)"][(l, "hf")] - 0.1
+    for l in ("conv2", "conv3")
+)
 print("trained conv2/conv3 smoother than init: ok")
 
 # %% [markdown]

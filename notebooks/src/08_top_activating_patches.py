@@ -16,9 +16,11 @@
 # %%
 # Configuration
 PRESET = "workshop"
-LAYER = "conv3"     # layer for the top-k search
-K = 9               # crops per channel
-PURITY_SPLIT = "conflict"   # style is never the script's usual one here: less script/style confounding
+LAYER = "conv3"  # layer for the top-k search
+K = 9  # crops per channel
+PURITY_SPLIT = (
+    "conflict"  # style is never the script's usual one here: less script/style confounding
+)
 
 # %%
 import numpy as np
@@ -26,13 +28,25 @@ import matplotlib.pyplot as plt
 import ipywidgets as widgets
 from scriptlab import data, zoo
 from scriptlab.model import ScriptNet
-from scriptlab.interpret.receptive import (receptive_fields, receptive_box, trunk_fn, empirical_receptive_field,
-                                           support_box, top_activating, receptive_crops, label_purity, purity_chance)
+from scriptlab.interpret.receptive import (
+    receptive_fields,
+    receptive_box,
+    trunk_fn,
+    empirical_receptive_field,
+    support_box,
+    top_activating,
+    receptive_crops,
+    label_purity,
+    purity_chance,
+)
 
 plt.rcParams["figure.dpi"] = 72
 ds = data.load(PRESET, seed=0, progress=False)
 test = data.as_float(ds.test.images)
-models = {"baseline": zoo.load("baseline", PRESET, progress=False), "unlearn": zoo.load("unlearn", PRESET, progress=False)}
+models = {
+    "baseline": zoo.load("baseline", PRESET, progress=False),
+    "unlearn": zoo.load("unlearn", PRESET, progress=False),
+}
 base = models["baseline"]
 
 # %% [markdown]
@@ -50,15 +64,24 @@ base = models["baseline"]
 H, W = test.shape[1:3]
 rfs = receptive_fields(ScriptNet.geometry(), (H, W))
 f = trunk_fn(base.model)
-print(f"{'layer':6s} {'grid':>7s} {'size':>5s} {'jump':>5s} {'left':>5s} {'start':>6s}  empirical == analytic")
+print(
+    f"{'layer':6s} {'grid':>7s} {'size':>5s} {'jump':>5s} {'left':>5s} {'start':>6s}  empirical == analytic"
+)
 all_ok = True
 for name, rf in rfs.items():
     h, w = rf.shape
     units = [(0, 0), (h - 1, w - 1), (h // 2, w // 2), (0, w - 1), (h - 1, 0)]
-    masks = empirical_receptive_field(f, (H, W, 3), name, [u[0] for u in units], [u[1] for u in units])
-    ok = all(support_box(mk) == tuple(int(v) for v in receptive_box(rf, i, j, (H, W))) for (i, j), mk in zip(units, masks))
+    masks = empirical_receptive_field(
+        f, (H, W, 3), name, [u[0] for u in units], [u[1] for u in units]
+    )
+    ok = all(
+        support_box(mk) == tuple(int(v) for v in receptive_box(rf, i, j, (H, W)))
+        for (i, j), mk in zip(units, masks)
+    )
     all_ok &= ok
-    print(f"{name:6s} {h:3d}x{w:<3d} {rf.size[0]:5d} {rf.jump[0]:5d} {rf.left[0]:5d} {rf.start[0]:6.1f}  {'yes' if ok else 'NO'} (5 units)")
+    print(
+        f"{name:6s} {h:3d}x{w:<3d} {rf.size[0]:5d} {rf.jump[0]:5d} {rf.left[0]:5d} {rf.start[0]:6.1f}  {'yes' if ok else 'NO'} (5 units)"
+    )
 assert all_ok
 
 # %%
@@ -67,11 +90,15 @@ i, j = rf.shape[0] // 2, rf.shape[1] // 2
 mask = empirical_receptive_field(f, (H, W, 3), LAYER, i, j)
 t, l, b, r = receptive_box(rf, i, j, (H, W))
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.2))
-axes[0].imshow(mask, cmap="gray"); axes[0].set_title(f"{LAYER} unit ({i}, {j}): nonzero gradient", fontsize=9)
-axes[1].imshow(ds.test.images[0]); axes[1].add_patch(plt.Rectangle((l - 0.5, t - 0.5), r - l, b - t, fill=False, ec="r", lw=2))
+axes[0].imshow(mask, cmap="gray")
+axes[0].set_title(f"{LAYER} unit ({i}, {j}): nonzero gradient", fontsize=9)
+axes[1].imshow(ds.test.images[0])
+axes[1].add_patch(plt.Rectangle((l - 0.5, t - 0.5), r - l, b - t, fill=False, ec="r", lw=2))
 axes[1].set_title(f"analytic box {rf.size[0]}x{rf.size[1]}", fontsize=9)
-for a in axes: a.axis("off")
-plt.tight_layout(); plt.show()
+for a in axes:
+    a.axis("off")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## The top-k crops of every channel, in one pass
@@ -92,32 +119,63 @@ def show_channels(channels, t, crops, title):
     for a, ch in enumerate(channels):
         for q in range(K):
             n = int(t.index[ch, q])
-            ax = axes[a, q]; ax.imshow(np.asarray(crops[ch, q])); ax.set_xticks([]); ax.set_yticks([])
-            ax.set_title(f"{ds.scripts[ds.test.script[n]][:4]}/{ds.styles[ds.test.style[n]][:4]}", fontsize=6, pad=1)
+            ax = axes[a, q]
+            ax.imshow(np.asarray(crops[ch, q]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(
+                f"{ds.scripts[ds.test.script[n]][:4]}/{ds.styles[ds.test.style[n]][:4]}",
+                fontsize=6,
+                pad=1,
+            )
         axes[a, 0].set_ylabel(f"ch {ch}", rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9); plt.tight_layout(pad=0.1); plt.show()
+    fig.suptitle(title, fontsize=9)
+    plt.tight_layout(pad=0.1)
+    plt.show()
+
 
 sp = label_purity(ds.test.script, top["baseline"].index, len(ds.scripts))
-show_channels(list(np.argsort(-sp)[:4]) + list(np.argsort(sp)[:2]), top["baseline"], crops,
-              f"baseline {LAYER}: the 4 most script-pure channels, then the 2 least")
+show_channels(
+    list(np.argsort(-sp)[:4]) + list(np.argsort(sp)[:2]),
+    top["baseline"],
+    crops,
+    f"baseline {LAYER}: the 4 most script-pure channels, then the 2 least",
+)
 
 
 # %%
-@widgets.interact(model=list(models), layer=widgets.Dropdown(options=["conv1", "conv2", "conv3", "pool3"], value=LAYER),
-                  channel=widgets.IntSlider(0, 0, 63))
+@widgets.interact(
+    model=list(models),
+    layer=widgets.Dropdown(options=["conv1", "conv2", "conv3", "pool3"], value=LAYER),
+    channel=widgets.IntSlider(0, 0, 63),
+)
 def explore(model="baseline", layer=LAYER, channel=0):
     m = models[model]
     t = top_activating(m.apply_fn, m.params, test, layer, k=K)
     channel = min(channel, t.index.shape[0] - 1)
-    c = receptive_crops(test, rfs[layer], t.index[channel:channel + 1], t.row[channel:channel + 1], t.col[channel:channel + 1])
+    c = receptive_crops(
+        test,
+        rfs[layer],
+        t.index[channel : channel + 1],
+        t.row[channel : channel + 1],
+        t.col[channel : channel + 1],
+    )
     fig, axes = plt.subplots(2, K, figsize=(K * 1.3, 2.4))
     for q in range(K):
-        n = int(t.index[channel, q]); rr, cc = int(t.row[channel, q]), int(t.col[channel, q])
+        n = int(t.index[channel, q])
+        rr, cc = int(t.row[channel, q]), int(t.col[channel, q])
         top_, left, bottom, right = receptive_box(rfs[layer], rr, cc, (H, W))
-        axes[0, q].imshow(ds.test.images[n]); axes[0, q].add_patch(plt.Rectangle((left - 0.5, top_ - 0.5), right - left, bottom - top_, fill=False, ec="r"))
+        axes[0, q].imshow(ds.test.images[n])
+        axes[0, q].add_patch(
+            plt.Rectangle((left - 0.5, top_ - 0.5), right - left, bottom - top_, fill=False, ec="r")
+        )
         axes[1, q].imshow(np.asarray(c[0, q]))
-        axes[0, q].set_title(f"{ds.scripts[ds.test.script[n]][:5]}/{ds.styles[ds.test.style[n]][:4]} {float(t.value[channel, q]):.1f}", fontsize=6)
-        for a in axes[:, q]: a.axis("off")
+        axes[0, q].set_title(
+            f"{ds.scripts[ds.test.script[n]][:5]}/{ds.styles[ds.test.style[n]][:4]} {float(t.value[channel, q]):.1f}",
+            fontsize=6,
+        )
+        for a in axes[:, q]:
+            a.axis("off")
     plt.show()
 
 
@@ -133,20 +191,37 @@ def explore(model="baseline", layer=LAYER, channel=0):
 # %%
 split = ds.split(PURITY_SPLIT)
 x = data.as_float(split.images)
-chance = {"script": purity_chance(split.script, K, len(ds.scripts)), "style": purity_chance(split.style, K, len(ds.styles))}
+chance = {
+    "script": purity_chance(split.script, K, len(ds.scripts)),
+    "style": purity_chance(split.style, K, len(ds.styles)),
+}
 rows = []
 for name, m in models.items():
     for layer in ("conv1", "conv2", "conv3"):
         t = top_activating(m.apply_fn, m.params, x, layer, k=K)
         ps = label_purity(split.script, t.index, len(ds.scripts))
         pt = label_purity(split.style, t.index, len(ds.styles))
-        rows.append(dict(model=name, layer=layer, script=ps.mean(), style=pt.mean(),
-                         script_units=int(((ps >= 0.8) & (pt < 0.8)).sum()), style_units=int(((pt >= 0.8) & (ps < 0.8)).sum()),
-                         n=len(ps)))
-print(f"chance purity of {K} random crops: script {chance['script']:.3f}, style {chance['style']:.3f}")
-print(f"{'model':9s} {'layer':6s} {'script purity':>13s} {'style purity':>12s} {'script units':>12s} {'style units':>11s}")
+        rows.append(
+            dict(
+                model=name,
+                layer=layer,
+                script=ps.mean(),
+                style=pt.mean(),
+                script_units=int(((ps >= 0.8) & (pt < 0.8)).sum()),
+                style_units=int(((pt >= 0.8) & (ps < 0.8)).sum()),
+                n=len(ps),
+            )
+        )
+print(
+    f"chance purity of {K} random crops: script {chance['script']:.3f}, style {chance['style']:.3f}"
+)
+print(
+    f"{'model':9s} {'layer':6s} {'script purity':>13s} {'style purity':>12s} {'script units':>12s} {'style units':>11s}"
+)
 for r in rows:
-    print(f"{r['model']:9s} {r['layer']:6s} {r['script']:13.3f} {r['style']:12.3f} {r['script_units']:6d}/{r['n']:<5d} {r['style_units']:5d}/{r['n']:<5d}")
+    print(
+        f"{r['model']:9s} {r['layer']:6s} {r['script']:13.3f} {r['style']:12.3f} {r['script_units']:6d}/{r['n']:<5d} {r['style_units']:5d}/{r['n']:<5d}"
+    )
 
 # %% [markdown]
 # **What we find.** Top-k crops are purer than chance in both labels, most in conv3 (conv1 and conv2

@@ -19,7 +19,7 @@
 # Configuration
 PRESET = "workshop"
 PATCH, STRIDE, FILL = 8, 2, "grey"
-N_LOCAL = 48        # test crops for the localisation table
+N_LOCAL = 48  # test crops for the localisation table
 CROP = 5
 
 # %%
@@ -38,48 +38,101 @@ targets = np.asarray(ds.test.script)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-res = occlusion(base.apply_fn, base.params, test[:8], targets[:8], patch=PATCH, stride=STRIDE, fill=FILL)
-print("windows per crop:", res.scores.shape[1:], "=", res.scores.shape[1] * res.scores.shape[2], "| heat map", res.heatmap.shape[1:])
+res = occlusion(
+    base.apply_fn, base.params, test[:8], targets[:8], patch=PATCH, stride=STRIDE, fill=FILL
+)
+print(
+    "windows per crop:",
+    res.scores.shape[1:],
+    "=",
+    res.scores.shape[1] * res.scores.shape[2],
+    "| heat map",
+    res.heatmap.shape[1:],
+)
 
 
 # %%
 def overlay(ax, img, heat, title):
-    ax.imshow(img); m = float(np.abs(heat).max()) or 1.0
-    ax.imshow(heat, cmap="RdBu_r", vmin=-m, vmax=m, alpha=0.6); ax.set_title(title, fontsize=8); ax.axis("off")
+    ax.imshow(img)
+    m = float(np.abs(heat).max()) or 1.0
+    ax.imshow(heat, cmap="RdBu_r", vmin=-m, vmax=m, alpha=0.6)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
 
 fig, axes = plt.subplots(4, 3, figsize=(11, 5.2))
 for a, i in enumerate(range(4)):
-    axes[a, 0].imshow(ds.test.images[i]); axes[a, 0].axis("off")
-    axes[a, 0].set_title(f"{ds.scripts[targets[i]]} / {ds.styles[ds.test.style[i]]}: p = {float(res.base[i]):.2f}", fontsize=8)
-    axes[a, 1].imshow(np.asarray(res.scores[i]), cmap="viridis", vmin=0, vmax=1); axes[a, 1].axis("off")
+    axes[a, 0].imshow(ds.test.images[i])
+    axes[a, 0].axis("off")
+    axes[a, 0].set_title(
+        f"{ds.scripts[targets[i]]} / {ds.styles[ds.test.style[i]]}: p = {float(res.base[i]):.2f}",
+        fontsize=8,
+    )
+    axes[a, 1].imshow(np.asarray(res.scores[i]), cmap="viridis", vmin=0, vmax=1)
+    axes[a, 1].axis("off")
     axes[a, 1].set_title("p(true script) with the window at each position", fontsize=8)
-    overlay(axes[a, 2], ds.test.images[i], np.asarray(res.heatmap[i]), "drop in p per pixel (red: needed)")
-plt.tight_layout(); plt.show()
+    overlay(
+        axes[a, 2],
+        ds.test.images[i],
+        np.asarray(res.heatmap[i]),
+        "drop in p per pixel (red: needed)",
+    )
+plt.tight_layout()
+plt.show()
 
 
 # %% [markdown]
 # Patch size, stride and fill change the picture; explore them (stride 1 at 8x8 is 1,425 windows, still one call):
 
 # %%
-@widgets.interact(crop=widgets.IntSlider(CROP, 0, 63), patch=widgets.IntSlider(PATCH, 2, 24, 2),
-                  stride=widgets.IntSlider(STRIDE, 1, 8), fill=["grey", "mean", "blur"], output=["probability", "logit"])
+@widgets.interact(
+    crop=widgets.IntSlider(CROP, 0, 63),
+    patch=widgets.IntSlider(PATCH, 2, 24, 2),
+    stride=widgets.IntSlider(STRIDE, 1, 8),
+    fill=["grey", "mean", "blur"],
+    output=["probability", "logit"],
+)
 def explore(crop=CROP, patch=PATCH, stride=STRIDE, fill=FILL, output="probability"):
-    r = occlusion(base.apply_fn, base.params, test[crop:crop + 1], targets[crop], patch=patch, stride=stride, fill=fill, output=output)
+    r = occlusion(
+        base.apply_fn,
+        base.params,
+        test[crop : crop + 1],
+        targets[crop],
+        patch=patch,
+        stride=stride,
+        fill=fill,
+        output=output,
+    )
     fig, axes = plt.subplots(1, 3, figsize=(11, 1.9))
-    axes[0].imshow(ds.test.images[crop]); axes[0].imshow(ds.test.masks[crop], cmap="gray", alpha=0.25); axes[0].axis("off")
+    axes[0].imshow(ds.test.images[crop])
+    axes[0].imshow(ds.test.masks[crop], cmap="gray", alpha=0.25)
+    axes[0].axis("off")
     axes[0].set_title(f"{ds.scripts[targets[crop]]}: {output} {float(r.base[0]):.2f}", fontsize=8)
-    axes[1].imshow(np.asarray(r.scores[0]), cmap="viridis"); axes[1].axis("off"); axes[1].set_title(f"{r.scores.shape[1]}x{r.scores.shape[2]} windows", fontsize=8)
+    axes[1].imshow(np.asarray(r.scores[0]), cmap="viridis")
+    axes[1].axis("off")
+    axes[1].set_title(f"{r.scores.shape[1]}x{r.scores.shape[2]} windows", fontsize=8)
     overlay(axes[2], ds.test.images[crop], np.asarray(r.heatmap[0]), "drop per pixel")
     plt.show()
 
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(13, 1.9))
-axes[0].imshow(ds.test.images[CROP]); axes[0].axis("off"); axes[0].set_title("crop", fontsize=8)
+axes[0].imshow(ds.test.images[CROP])
+axes[0].axis("off")
+axes[0].set_title("crop", fontsize=8)
 for ax, fill in zip(axes[1:], ("grey", "mean", "blur")):
-    r = occlusion(base.apply_fn, base.params, test[CROP:CROP + 1], targets[CROP], patch=PATCH, stride=STRIDE, fill=fill)
+    r = occlusion(
+        base.apply_fn,
+        base.params,
+        test[CROP : CROP + 1],
+        targets[CROP],
+        patch=PATCH,
+        stride=STRIDE,
+        fill=fill,
+    )
     overlay(ax, ds.test.images[CROP], np.asarray(r.heatmap[0]), f"fill = {fill}")
-plt.tight_layout(); plt.show()
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Occluding for a unit instead of a class
@@ -88,12 +141,24 @@ plt.tight_layout(); plt.show()
 # regions does this conv3 channel need?
 
 # %%
-ch = int(np.argmax(np.asarray(base.apply_fn(base.params, test[CROP:CROP + 1]).activations["conv3"][0]).max((0, 1))))
-r = occlusion(base.apply_fn, base.params, test[CROP:CROP + 1], ch, patch=6, stride=1, layer="conv3")
+ch = int(
+    np.argmax(
+        np.asarray(base.apply_fn(base.params, test[CROP : CROP + 1]).activations["conv3"][0]).max(
+            (0, 1)
+        )
+    )
+)
+r = occlusion(
+    base.apply_fn, base.params, test[CROP : CROP + 1], ch, patch=6, stride=1, layer="conv3"
+)
 fig, axes = plt.subplots(1, 2, figsize=(8, 1.9))
-axes[0].imshow(ds.test.images[CROP]); axes[0].axis("off")
-overlay(axes[1], ds.test.images[CROP], np.asarray(r.heatmap[0]), f"conv3 channel {ch}: drop of its max")
-plt.tight_layout(); plt.show()
+axes[0].imshow(ds.test.images[CROP])
+axes[0].axis("off")
+overlay(
+    axes[1], ds.test.images[CROP], np.asarray(r.heatmap[0]), f"conv3 channel {ch}: drop of its max"
+)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## Localisation against the ink, next to the saliency family
@@ -108,15 +173,37 @@ rows = []
 for fill in ("grey", "blur"):
     r = occlusion(base.apply_fn, base.params, x, t, patch=PATCH, stride=STRIDE, fill=fill)
     s = {k: float(v.mean()) for k, v in occlusion_localisation(r.heatmap, m, tolerance=1).items()}
-    rows.append(dict(method=f"occlusion {PATCH}x{PATCH}/{STRIDE} {fill}", ink_mass=s["ink_mass"], chance=s["ink_fraction"],
-                     lift=s["ink_mass"] / s["ink_fraction"], pointing=s["pointing"], pointing_chance=s["pointing_chance"]))
-rows += localisation_table(base.apply_fn, base.params, x, m, t, methods=("gradient", "integrated_gradients", "grad_cam"),
-                           tolerance=1, options={"integrated_gradients": {"steps": 16}})
-print(f"{'method':26s} {'ink mass':>8s} {'chance':>7s} {'lift':>5s} {'pointing':>8s} {'chance':>7s}")
+    rows.append(
+        dict(
+            method=f"occlusion {PATCH}x{PATCH}/{STRIDE} {fill}",
+            ink_mass=s["ink_mass"],
+            chance=s["ink_fraction"],
+            lift=s["ink_mass"] / s["ink_fraction"],
+            pointing=s["pointing"],
+            pointing_chance=s["pointing_chance"],
+        )
+    )
+rows += localisation_table(
+    base.apply_fn,
+    base.params,
+    x,
+    m,
+    t,
+    methods=("gradient", "integrated_gradients", "grad_cam"),
+    tolerance=1,
+    options={"integrated_gradients": {"steps": 16}},
+)
+print(
+    f"{'method':26s} {'ink mass':>8s} {'chance':>7s} {'lift':>5s} {'pointing':>8s} {'chance':>7s}"
+)
 for r in rows:
-    print(f"{r['method']:26s} {r['ink_mass']:8.3f} {r['chance']:7.3f} {r['lift']:5.2f} {r['pointing']:8.3f} {r['pointing_chance']:7.3f}")
+    print(
+        f"{r['method']:26s} {r['ink_mass']:8.3f} {r['chance']:7.3f} {r['lift']:5.2f} {r['pointing']:8.3f} {r['pointing_chance']:7.3f}"
+    )
 blur = next(r for r in rows if r["method"].endswith("blur"))
-assert blur["lift"] > 1.5 and blur["pointing"] > blur["pointing_chance"], "blur-fill occlusion should localise on ink"
+assert blur["lift"] > 1.5 and blur["pointing"] > blur["pointing_chance"], (
+    "blur-fill occlusion should localise on ink"
+)
 
 # %% [markdown]
 # **What we find.** The fill matters more than anything else. A **grey** 8x8 patch is a strong,
@@ -154,10 +241,22 @@ def one_window(r, c):  # the per-window reference: occlude one grey window, one 
     return jax.nn.softmax(base.apply_fn(base.params, x[None]).script[0])[t0]
 
 
-windows = [(r, c) for r in range(0, 32 - PATCH + 1, STRIDE) for c in range(0, 64 - PATCH + 1, STRIDE)]
-one_call = lambda: occlusion(base.apply_fn, base.params, test[CROP:CROP + 1], t0, patch=PATCH, stride=STRIDE).scores
+windows = [
+    (r, c) for r in range(0, 32 - PATCH + 1, STRIDE) for c in range(0, 64 - PATCH + 1, STRIDE)
+]
+one_call = lambda: (
+    occlusion(
+        base.apply_fn, base.params, test[CROP : CROP + 1], t0, patch=PATCH, stride=STRIDE
+    ).scores
+)
 one_window(0, 0).block_until_ready(), one_call().block_until_ready()  # compile both first
-t = time.perf_counter(); looped = np.array([one_window(r, c) for r, c in windows]); t_loop = time.perf_counter() - t
-t = time.perf_counter(); batched = np.asarray(one_call()).ravel(); t_call = time.perf_counter() - t
+t = time.perf_counter()
+looped = np.array([one_window(r, c) for r, c in windows])
+t_loop = time.perf_counter() - t
+t = time.perf_counter()
+batched = np.asarray(one_call()).ravel()
+t_call = time.perf_counter() - t
 assert np.allclose(looped, batched, atol=1e-5), "the batched map must equal the per-window loop"
-print(f"{len(windows)} windows, same map | loop {t_loop:.3f} s, one call {t_call:.3f} s: {t_loop / t_call:.1f}x")
+print(
+    f"{len(windows)} windows, same map | loop {t_loop:.3f} s, one call {t_call:.3f} s: {t_loop / t_call:.1f}x"
+)

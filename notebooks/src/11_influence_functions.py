@@ -23,12 +23,12 @@
 
 # %%
 # Configuration
-N_TRAIN = 2000      # training crops (a subset of ds.train keeps the notebook under 90 s)
-N_TEST = 500        # test crops to choose from
-L2 = 1e-2           # weight of (L2/2)||theta||^2 in the convex head's objective
-K_SHOW = 6          # helpful / harmful crops shown
-K_LOO = 30          # leave-one-out check: most influential + this many random
-FLIP = 0.10         # mislabel detection: fraction of script labels flipped
+N_TRAIN = 2000  # training crops (a subset of ds.train keeps the notebook under 90 s)
+N_TEST = 500  # test crops to choose from
+L2 = 1e-2  # weight of (L2/2)||theta||^2 in the convex head's objective
+K_SHOW = 6  # helpful / harmful crops shown
+K_LOO = 30  # leave-one-out check: most influential + this many random
+FLIP = 0.10  # mislabel detection: fraction of script labels flipped
 SEED = 0
 
 # %%
@@ -50,9 +50,13 @@ x = inf.embeddings(base.apply_fn, base.params, tr.images[:N_TRAIN])
 xt = inf.embeddings(base.apply_fn, base.params, te.images[:N_TEST])
 y, yt = jnp.asarray(tr.script[:N_TRAIN]), jnp.asarray(te.script[:N_TEST])
 head, gnorm = inf.fit_logistic(x, y, n_classes=len(ds.scripts), l2=L2)
-H = inf.training_hessian(inf.logistic_loss, head, x, y, l2=L2)  # 1,290 x 1,290: formed once, reused below
+H = inf.training_hessian(
+    inf.logistic_loss, head, x, y, l2=L2
+)  # 1,290 x 1,290: formed once, reused below
 acc = float((jnp.argmax(xt @ head["w"] + head["b"], 1) == yt).mean())
-print(f"convex head on {N_TRAIN} embeddings: test accuracy {acc:.3f}, |grad J| at the fit {float(gnorm):.1e}")
+print(
+    f"convex head on {N_TRAIN} embeddings: test accuracy {acc:.3f}, |grad J| at the fit {float(gnorm):.1e}"
+)
 assert float(gnorm) < 1e-4 and acc > 0.5
 
 # %% [markdown]
@@ -65,11 +69,22 @@ assert float(gnorm) < 1e-4 and acc > 0.5
 # NBVAL_CHECK_OUTPUT
 test_losses = np.asarray(inf.logistic_loss(head, xt, yt))
 TEST = int(np.argsort(test_losses)[-10])
-res = inf.influence_scores(inf.logistic_loss, head, x, y, xt[TEST:TEST + 1], yt[TEST:TEST + 1], l2=L2,
-                           method="exact", hessian=H)
+res = inf.influence_scores(
+    inf.logistic_loss,
+    head,
+    x,
+    y,
+    xt[TEST : TEST + 1],
+    yt[TEST : TEST + 1],
+    l2=L2,
+    method="exact",
+    hessian=H,
+)
 scores = np.asarray(res.scores[0])
-print(f"test crop {TEST}: script {ds.scripts[te.script[TEST]]}, style {ds.styles[te.style[TEST]]}, "
-      f"predicted {ds.scripts[int(jnp.argmax(xt[TEST] @ head['w'] + head['b']))]}")
+print(
+    f"test crop {TEST}: script {ds.scripts[te.script[TEST]]}, style {ds.styles[te.style[TEST]]}, "
+    f"predicted {ds.scripts[int(jnp.argmax(xt[TEST] @ head['w'] + head['b']))]}"
+)
 print("inverse-HVP residual below 1e-4:", bool(res.s_test.residual[0] < 1e-4))
 assert res.s_test.residual[0] < 1e-4
 
@@ -81,14 +96,18 @@ def show_influential(scores, test_index, k=K_SHOW, split=te, title=""):
     for ax in axes.ravel():
         ax.set_axis_off()
     axes[0, 0].imshow(split.images[test_index])
-    axes[0, 0].set_title(f"test: {ds.scripts[split.script[test_index]]}\n{ds.styles[split.style[test_index]]}",
-                         fontsize=7)
+    axes[0, 0].set_title(
+        f"test: {ds.scripts[split.script[test_index]]}\n{ds.styles[split.style[test_index]]}",
+        fontsize=7,
+    )
     axes[0, 1].text(0, 0.5, title, fontsize=8, va="center")
     for row, idx, name in ((1, helpful, "helpful"), (2, harmful, "harmful")):
         for c, i in enumerate(idx):
             axes[row, c].imshow(tr.images[i])
-            axes[row, c].set_title(f"{name} {scores[i]:+.2f}\n{ds.scripts[tr.script[i]]} / {ds.styles[tr.style[i]]}",
-                                   fontsize=6)
+            axes[row, c].set_title(
+                f"{name} {scores[i]:+.2f}\n{ds.scripts[tr.script[i]]} / {ds.styles[tr.style[i]]}",
+                fontsize=6,
+            )
     fig.tight_layout(pad=0.2)
     return fig
 
@@ -104,8 +123,9 @@ show_influential(scores, TEST, title="row 2: most helpful\nrow 3: most harmful")
 # %%
 # NBVAL_CHECK_OUTPUT
 hard = np.argsort(test_losses)[-100:]
-many = inf.influence_scores(inf.logistic_loss, head, x, y, xt[hard], yt[hard], l2=L2, method="exact",
-                            hessian=H).scores
+many = inf.influence_scores(
+    inf.logistic_loss, head, x, y, xt[hard], yt[hard], l2=L2, method="exact", hessian=H
+).scores
 many = np.asarray(many)
 harm20 = np.argsort(-many, axis=1)[:, :20]
 same_style = (tr.style[:N_TRAIN][harm20] == te.style[hard][:, None]).mean()
@@ -135,12 +155,24 @@ print(f"base rate of that style in the training subset:           {base_rate:.2f
 rng = np.random.default_rng(SEED)
 top = np.argsort(-np.abs(scores))[:K_LOO]
 idx = np.concatenate([top, rng.choice(np.setdiff1d(np.arange(N_TRAIN), top), K_LOO, replace=False)])
-loo = inf.loo_retrain(inf.logistic_loss, head, x, y, xt[TEST:TEST + 1], yt[TEST:TEST + 1], jnp.asarray(idx),
-                      l2=L2, steps=15, hessian=H)
+loo = inf.loo_retrain(
+    inf.logistic_loss,
+    head,
+    x,
+    y,
+    xt[TEST : TEST + 1],
+    yt[TEST : TEST + 1],
+    jnp.asarray(idx),
+    l2=L2,
+    steps=15,
+    hessian=H,
+)
 pred = np.asarray(inf.predicted_loo_change(scores[idx], N_TRAIN))
 actual = np.asarray(loo.delta_test_loss[:, 0])
 r_convex = inf.pearson(pred, actual)
-print(f"{len(idx)} leave-one-out retrains; converged (max |grad| < 1e-4): {bool(loo.grad_norm.max() < 1e-4)}")
+print(
+    f"{len(idx)} leave-one-out retrains; converged (max |grad| < 1e-4): {bool(loo.grad_norm.max() < 1e-4)}"
+)
 print(f"Pearson r (convex head) >= 0.95: {r_convex >= 0.95}")
 assert r_convex >= 0.95
 
@@ -161,18 +193,26 @@ def scatter(ax, p, a, title):
 scatter(axes[0, 0], pred, actual, f"convex head, N={N_TRAIN}: r = {r_convex:.3f}")
 if cached:
     c = cached["cnn_top"]
-    scatter(axes[0, 1], np.array(c["predicted"]), np.array(c["actual"]),
-            f"CNN last layers, N={c['n_train']} (cached): r = {c['pearson']:.3f}")
+    scatter(
+        axes[0, 1],
+        np.array(c["predicted"]),
+        np.array(c["actual"]),
+        f"CNN last layers, N={c['n_train']} (cached): r = {c['pearson']:.3f}",
+    )
 fig.tight_layout()
 print(f"convex head: r = {r_convex:.3f} over {len(idx)} removed crops")
 if cached:
     for level in ("convex", "cnn_top"):
         c = cached[level]
         slope = np.polyfit(np.array(c["predicted"]), np.array(c["actual"]), 1)[0]
-        print(f"benchmark, {level}: N_train = {c['n_train']}, {len(c['removed'])} removed, r = {c['pearson']:.3f}, "
-              f"actual/predicted slope {slope:.2f}")
-    print(f"CNN level: |grad J| after the refit {cached['cnn_top']['refine_grad_norm']:.1e}, damping "
-          f"{cached['cnn_top']['damping']}, retrains {cached['cnn_top']['loo_steps']} full-batch steps each")
+        print(
+            f"benchmark, {level}: N_train = {c['n_train']}, {len(c['removed'])} removed, r = {c['pearson']:.3f}, "
+            f"actual/predicted slope {slope:.2f}"
+        )
+    print(
+        f"CNN level: |grad J| after the refit {cached['cnn_top']['refine_grad_norm']:.1e}, damping "
+        f"{cached['cnn_top']['damping']}, retrains {cached['cnn_top']['loo_steps']} full-batch steps each"
+    )
 else:
     print("no cached CNN-level result: run python benchmarks/bench_influence.py --validate")
 
@@ -198,9 +238,22 @@ s, st = jnp.asarray(tr.style[:N_TRAIN]), jnp.asarray(te.style[:N_TEST])
 font_head, _ = inf.fit_logistic(x, s, n_classes=len(ds.styles), l2=L2)
 H_font = inf.training_hessian(inf.logistic_loss, font_head, x, s, l2=L2)
 font_acc = float((jnp.argmax(xt @ font_head["w"] + font_head["b"], 1) == st).mean())
-font_scores = np.asarray(inf.influence_scores(inf.logistic_loss, font_head, x, s, xt[TEST:TEST + 1],
-                                              st[TEST:TEST + 1], l2=L2, method="exact", hessian=H_font).scores[0])
-print(f"font probe on the embedding: test accuracy {font_acc:.2f} (chance {1 / len(ds.styles):.2f})")
+font_scores = np.asarray(
+    inf.influence_scores(
+        inf.logistic_loss,
+        font_head,
+        x,
+        s,
+        xt[TEST : TEST + 1],
+        st[TEST : TEST + 1],
+        l2=L2,
+        method="exact",
+        hessian=H_font,
+    ).scores[0]
+)
+print(
+    f"font probe on the embedding: test accuracy {font_acc:.2f} (chance {1 / len(ds.styles):.2f})"
+)
 show_influential(font_scores, TEST, title="influence on the\nFONT loss");
 
 # %% [markdown]
@@ -253,15 +306,29 @@ import ipywidgets as widgets
 
 
 def explore(test_index=TEST, head_name="script"):
-    h, hess, lab, train_lab = (head, H, yt, y) if head_name == "script" else (font_head, H_font, st, s)
-    sc = inf.influence_scores(inf.logistic_loss, h, x, train_lab, xt[test_index:test_index + 1],
-                              lab[test_index:test_index + 1], l2=L2, method="exact", hessian=hess).scores[0]
+    h, hess, lab, train_lab = (
+        (head, H, yt, y) if head_name == "script" else (font_head, H_font, st, s)
+    )
+    sc = inf.influence_scores(
+        inf.logistic_loss,
+        h,
+        x,
+        train_lab,
+        xt[test_index : test_index + 1],
+        lab[test_index : test_index + 1],
+        l2=L2,
+        method="exact",
+        hessian=hess,
+    ).scores[0]
     show_influential(np.asarray(sc), test_index, title=f"influence on the\n{head_name} loss")
     plt.show()
 
 
-widgets.interact(explore, test_index=widgets.IntSlider(value=TEST, min=0, max=N_TEST - 1),
-                 head_name=widgets.Dropdown(options=["script", "font"], value="script"));
+widgets.interact(
+    explore,
+    test_index=widgets.IntSlider(value=TEST, min=0, max=N_TEST - 1),
+    head_name=widgets.Dropdown(options=["script", "font"], value="script"),
+);
 
 # %%
 elapsed = time.perf_counter() - t0

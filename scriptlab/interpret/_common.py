@@ -170,11 +170,15 @@ def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tupl
     out = jax.eval_shape(lambda p, im: apply_fn(p, im), params, x)
     acts = getattr(out, "activations", None)
     if not isinstance(acts, dict):
-        raise ValueError("apply_fn(params, images) must return an object with an `activations` dict")
+        raise ValueError(
+            "apply_fn(params, images) must return an object with an `activations` dict"
+        )
     return {k: tuple(v.shape[1:]) for k, v in acts.items()}
 
 
-def check_layers(apply_fn, params, image_shape, layers, *, spatial: bool = False) -> tuple[str, ...]:
+def check_layers(
+    apply_fn, params, image_shape, layers, *, spatial: bool = False
+) -> tuple[str, ...]:
     """Validate layer names against the model's activations (all of them when ``layers`` is None)."""
     shapes = layer_shapes(apply_fn, params, image_shape)
     allowed = tuple(k for k, s in shapes.items() if len(s) == 3 or not spatial)
@@ -213,7 +217,9 @@ def gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
     return sum(k[i] * rows[:, :, i : i + w, :] for i in range(2 * radius + 1))
 
 
-def forward_chunks(apply_fn, params: Any, images, *, layer: str | None, batch_size: int) -> jax.Array:
+def forward_chunks(
+    apply_fn, params: Any, images, *, layer: str | None, batch_size: int
+) -> jax.Array:
     """One representation per image, float32[N, D], over memory-bounded chunks in one jitted call.
 
     Args:
@@ -245,4 +251,3 @@ def _forward_chunks(apply_fn, params, images, layer, batch_size):
         return rep.reshape(-1)
 
     return jax.lax.map(one, images, batch_size=batch_size)
-

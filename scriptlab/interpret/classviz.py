@@ -85,7 +85,11 @@ def _to_image(z: jax.Array, s: _Static) -> jax.Array:
         img = 0.5 + z
     else:
         spectrum = (z[..., 0] + 1j * z[..., 1]) * _fourier_scale(h, w)
-        x = jnp.fft.irfftn(spectrum, s=(h, w), axes=(-2, -1)).transpose(1, 2, 0) * (h * w) ** 0.5 / 4.0
+        x = (
+            jnp.fft.irfftn(spectrum, s=(h, w), axes=(-2, -1)).transpose(1, 2, 0)
+            * (h * w) ** 0.5
+            / 4.0
+        )
         if not s.grayscale:
             x = x @ _COLOR_SQRT.T
         img = jax.nn.sigmoid(x)
@@ -197,13 +201,21 @@ def class_model(
     check_choice("optimizer", optimizer, OPTIMIZERS)
     if len(image_shape) != 3 or image_shape[-1] != 3:
         raise ValueError(f"image_shape must be (H, W, 3), got {image_shape}")
-    for name, value, low in (("steps", steps, 1), ("jitter", jitter, 0), ("blur_every", blur_every, 1)):
+    for name, value, low in (
+        ("steps", steps, 1),
+        ("jitter", jitter, 0),
+        ("blur_every", blur_every, 1),
+    ):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if blur_sigma and parametrisation != "pixel":
-        raise ValueError("blur_sigma applies to parametrisation='pixel'; the Fourier one already favours low frequencies")
+        raise ValueError(
+            "blur_sigma applies to parametrisation='pixel'; the Fourier one already favours low frequencies"
+        )
     if not isinstance(objective, tuple) or objective[:1] not in (("head",), ("layer",)):
-        raise ValueError(f"objective must be ('head', name) or ('layer', name, channel), got {objective!r}")
+        raise ValueError(
+            f"objective must be ('head', name) or ('layer', name, channel), got {objective!r}"
+        )
     kind, name = objective[0], objective[1]
     probe_images = jnp.full((1, *image_shape), 0.5, jnp.float32)
     if kind == "head":
@@ -213,19 +225,25 @@ def class_model(
     else:
         out = probe_outputs(apply_fn, params, probe_images, "activations", logits=False)
         if not isinstance(out.activations, dict) or name not in out.activations:
-            raise ValueError(f"layer {name!r} is not in apply_fn's activations {list(out.activations)}")
+            raise ValueError(
+                f"layer {name!r} is not in apply_fn's activations {list(out.activations)}"
+            )
         n_targets = out.activations[name].shape[-1]
         channel = objective[2] if len(objective) > 2 else None
         if channel is not None:
             targets = [channel]
     targets = jnp.arange(n_targets) if targets is None else jnp.atleast_1d(jnp.asarray(targets))
-    targets = check_targets(targets, targets.shape[0], n_targets, name="targets (classes or channels)")
+    targets = check_targets(
+        targets, targets.shape[0], n_targets, name="targets (classes or channels)"
+    )
     static = _Static(
         kind, name, tuple(image_shape), int(steps), parametrisation, bool(grayscale),
         int(jitter), float(blur_sigma), int(blur_every), bool(clip), optimizer,
     )  # fmt: skip
     f32 = jnp.float32
-    return _ascend(apply_fn, params, targets, jax.random.key(seed), f32(lr), f32(l2), f32(tv), static=static)
+    return _ascend(
+        apply_fn, params, targets, jax.random.key(seed), f32(lr), f32(l2), f32(tv), static=static
+    )
 
 
 def final_scores(apply_fn, params, result: ClassModel, *, head: str = "script") -> jax.Array:

@@ -37,7 +37,9 @@ def dilate(masks: jax.Array, radius: int) -> jax.Array:
     if radius == 0:
         return masks
     size = 2 * radius + 1
-    grown = jax.lax.reduce_window(masks.astype(jnp.float32), 0.0, jax.lax.max, (1, size, size), (1, 1, 1), "SAME")
+    grown = jax.lax.reduce_window(
+        masks.astype(jnp.float32), 0.0, jax.lax.max, (1, size, size), (1, 1, 1), "SAME"
+    )
     return grown > 0
 
 
@@ -50,7 +52,9 @@ def _scores(maps, masks, *, tolerance):
     total = flat.sum(-1)
     # a map that is all zeros carries no information: it counts as chance
     ink_fraction = ink.mean(-1)
-    ink_mass = jnp.where(total > 0, (flat * ink).sum(-1) / jnp.where(total > 0, total, 1.0), ink_fraction)
+    ink_mass = jnp.where(
+        total > 0, (flat * ink).sum(-1) / jnp.where(total > 0, total, 1.0), ink_fraction
+    )
     peak = flat.argmax(-1)
     hit = jnp.take_along_axis(hit_zone, peak[:, None], 1)[:, 0] & (total > 0)
     return {
@@ -111,7 +115,10 @@ def localisation_table(
     rows = []
     for method in methods:  # a handful of methods, each one batched call over all images
         maps = saliency(apply_fn, params, images, targets, method=method, **options.get(method, {}))
-        s = {k: float(v.mean()) for k, v in localisation_scores(maps, masks, tolerance=tolerance).items()}
+        s = {
+            k: float(v.mean())
+            for k, v in localisation_scores(maps, masks, tolerance=tolerance).items()
+        }
         rows.append(
             {
                 "model": model,

@@ -172,7 +172,9 @@ def _gradient_map(apply_fn, params, images, targets, *, head, rule, reduce, time
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "head", "n_samples", "reduce", "chunk"))
-def _smoothgrad_map(apply_fn, params, images, targets, key, noise, *, head, n_samples, reduce, chunk):
+def _smoothgrad_map(
+    apply_fn, params, images, targets, key, noise, *, head, n_samples, reduce, chunk
+):
     span = images.max(axis=(1, 2, 3), keepdims=True) - images.min(axis=(1, 2, 3), keepdims=True)
     sigma = noise * jnp.maximum(span, 1e-6)
     keys = jax.random.split(key, n_samples)
@@ -200,7 +202,9 @@ def _ig_map(apply_fn, params, images, targets, baselines, *, head, steps, reduce
 @functools.partial(jax.jit, static_argnames=("apply_fn", "head", "layer"))
 def _grad_cam_map(apply_fn, params, images, targets, *, head, layer):
     def one(image, target):
-        act_shape = jax.eval_shape(lambda x: apply_fn(params, x).activations[layer][0], image[None]).shape
+        act_shape = jax.eval_shape(
+            lambda x: apply_fn(params, x).activations[layer][0], image[None]
+        ).shape
 
         def f(delta):
             out = apply_fn(params, image[None], perturb={layer: delta[None]})
@@ -215,7 +219,9 @@ def _grad_cam_map(apply_fn, params, images, targets, *, head, layer):
 
 
 # --------------------------------------------------------------------------- public API
-def vanilla_gradient(apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"):
+def vanilla_gradient(
+    apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"
+):
     """Image-specific class saliency: |dS_c/dI|, max over channels.
 
     Args:
@@ -233,10 +239,14 @@ def vanilla_gradient(apply_fn, params, images, targets, *, head: str = "script",
     """
     check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
-    return _gradient_map(apply_fn, params, images, targets, head=head, rule="plain", reduce=reduce, times_input=False)
+    return _gradient_map(
+        apply_fn, params, images, targets, head=head, rule="plain", reduce=reduce, times_input=False
+    )
 
 
-def gradient_x_input(apply_fn, params, images, targets, *, head: str = "script", reduce: str = "sum"):
+def gradient_x_input(
+    apply_fn, params, images, targets, *, head: str = "script", reduce: str = "sum"
+):
     """Gradient times input, summed over channels (signed).
 
     Args and Returns as ``vanilla_gradient``.
@@ -245,7 +255,9 @@ def gradient_x_input(apply_fn, params, images, targets, *, head: str = "script",
     """
     check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
-    return _gradient_map(apply_fn, params, images, targets, head=head, rule="plain", reduce=reduce, times_input=True)
+    return _gradient_map(
+        apply_fn, params, images, targets, head=head, rule="plain", reduce=reduce, times_input=True
+    )
 
 
 def smoothgrad(
@@ -292,7 +304,9 @@ def smoothgrad(
     )  # fmt: skip
 
 
-def make_baseline(images: jax.Array, baseline: str | Any = "black", *, blur_sigma: float = 4.0) -> jax.Array:
+def make_baseline(
+    images: jax.Array, baseline: str | Any = "black", *, blur_sigma: float = 4.0
+) -> jax.Array:
     """Integrated Gradients reference images, float32[N, H, W, C].
 
     ``"black"``, ``"white"`` and ``"gray"`` are constant images; ``"blur"`` is
@@ -307,7 +321,9 @@ def make_baseline(images: jax.Array, baseline: str | Any = "black", *, blur_sigm
         return jnp.full_like(images, value)
     b = jnp.asarray(baseline, images.dtype)
     if b.shape not in (images.shape, images.shape[1:]):
-        raise ValueError(f"baseline must be a name in {BASELINES} or shaped {images.shape[1:]} / {images.shape}, got {b.shape}")
+        raise ValueError(
+            f"baseline must be a name in {BASELINES} or shaped {images.shape[1:]} / {images.shape}, got {b.shape}"
+        )
     return jnp.broadcast_to(b, images.shape)
 
 
@@ -346,10 +362,22 @@ def integrated_gradients(
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
     baselines = make_baseline(images, baseline)
     chunk = _chunk(steps, samples_per_call, images.shape[0])
-    return _ig_map(apply_fn, params, images, targets, baselines, head=head, steps=steps, reduce=reduce, chunk=chunk)
+    return _ig_map(
+        apply_fn,
+        params,
+        images,
+        targets,
+        baselines,
+        head=head,
+        steps=steps,
+        reduce=reduce,
+        chunk=chunk,
+    )
 
 
-def completeness_gap(apply_fn, params, images, targets, attributions, *, head: str = "script", baseline="black"):
+def completeness_gap(
+    apply_fn, params, images, targets, attributions, *, head: str = "script", baseline="black"
+):
     """How well IG attributions add up: (sum of attributions, S_c(x) - S_c(baseline)).
 
     Args:
@@ -369,7 +397,9 @@ def completeness_gap(apply_fn, params, images, targets, attributions, *, head: s
     return total, scores(images) - scores(baselines)
 
 
-def guided_backprop(apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"):
+def guided_backprop(
+    apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"
+):
     """Guided backpropagation: at every ReLU pass the gradient only where the
     forward input and the incoming gradient are both positive.
 
@@ -380,7 +410,16 @@ def guided_backprop(apply_fn, params, images, targets, *, head: str = "script", 
     """
     check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head, relu=guided_relu)
-    return _gradient_map(apply_fn, params, images, targets, head=head, rule="guided", reduce=reduce, times_input=False)
+    return _gradient_map(
+        apply_fn,
+        params,
+        images,
+        targets,
+        head=head,
+        rule="guided",
+        reduce=reduce,
+        times_input=False,
+    )
 
 
 def deconvnet(apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"):
@@ -396,7 +435,16 @@ def deconvnet(apply_fn, params, images, targets, *, head: str = "script", reduce
     """
     check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head, relu=deconv_relu)
-    return _gradient_map(apply_fn, params, images, targets, head=head, rule="deconv", reduce=reduce, times_input=False)
+    return _gradient_map(
+        apply_fn,
+        params,
+        images,
+        targets,
+        head=head,
+        rule="deconv",
+        reduce=reduce,
+        times_input=False,
+    )
 
 
 def grad_cam(apply_fn, params, images, targets, *, head: str = "script", layer: str = "conv3"):
@@ -417,7 +465,9 @@ def grad_cam(apply_fn, params, images, targets, *, head: str = "script", layer: 
         names = list(acts) if isinstance(acts, dict) else None
         raise ValueError(f"layer={layer!r} is not in apply_fn's activations {names}")
     if len(acts[layer].shape) != 4:
-        raise ValueError(f"layer={layer!r} must be spatial [N, h, w, k], got shape {acts[layer].shape}")
+        raise ValueError(
+            f"layer={layer!r} must be spatial [N, h, w, k], got shape {acts[layer].shape}"
+        )
     return _grad_cam_map(apply_fn, params, images, targets, head=head, layer=layer)
 
 

@@ -99,7 +99,9 @@ def ssim(a: jax.Array, b: jax.Array, *, window: int = 7) -> jax.Array:
     n = window * window
 
     def mean(x):
-        return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, window, window), (1, 1, 1), "VALID") / n
+        return (
+            jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, window, window), (1, 1, 1), "VALID") / n
+        )
 
     ua, ub = mean(a), mean(b)
     cov = n / (n - 1)
@@ -134,12 +136,16 @@ def randomise_layers(params, random_params, layers: tuple[str, ...]):
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     fresh = jax.tree_util.tree_leaves(random_params)
     if len(fresh) != len(leaves):
-        raise ValueError(f"random_params must have the structure of params: {len(fresh)} leaves vs {len(leaves)}")
+        raise ValueError(
+            f"random_params must have the structure of params: {len(fresh)} leaves vs {len(leaves)}"
+        )
     known = set().union(*(_path_names(p) for p, _ in leaves))
     missing = [name for name in layers if name not in known]
     if missing:
         raise ValueError(f"layers {missing} are not in params (which has {sorted(known)})")
-    out = [f if _path_names(p) & set(layers) else x for (p, x), f in zip(leaves, fresh, strict=True)]
+    out = [
+        f if _path_names(p) & set(layers) else x for (p, x), f in zip(leaves, fresh, strict=True)
+    ]
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -192,7 +198,9 @@ def cascading_check(
         maps[method] = jnp.stack(per_stage)
         for (label, _), m in zip(stages[1:], per_stage[1:], strict=True):
             sim = similarity(per_stage[0], m)
-            rows.append({"method": method, "stage": label, **{k: float(v.mean()) for k, v in sim.items()}})
+            rows.append(
+                {"method": method, "stage": label, **{k: float(v.mean()) for k, v in sim.items()}}
+            )
     return {"stages": [label for label, _ in stages[1:]], "maps": maps, "rows": rows}
 
 

@@ -25,7 +25,10 @@ from scriptlab.interpret.influence.losses import LossFn, logistic_loss, objectiv
 
 @functools.partial(jax.jit, static_argnames=("n_classes", "steps"))
 def _fit_logistic(x, y, n_classes, l2, steps):
-    params = {"w": jnp.zeros((x.shape[1], n_classes), x.dtype), "b": jnp.zeros((n_classes,), x.dtype)}
+    params = {
+        "w": jnp.zeros((x.shape[1], n_classes), x.dtype),
+        "b": jnp.zeros((n_classes,), x.dtype),
+    }
     flat0, unravel = ravel_pytree(params)
 
     def jfun(u):
@@ -63,13 +66,17 @@ def fit_logistic(features, labels, *, n_classes: int, l2: float = 1e-2, steps: i
     if x.ndim != 2:
         raise ValueError(f"features must be float32[N, D], got shape {x.shape}")
     if int(y.max()) >= n_classes or int(y.min()) < 0:
-        raise ValueError(f"labels must lie in [0, {n_classes}), got [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}), got [{int(y.min())}, {int(y.max())}]"
+        )
     if not l2 > 0:
         raise ValueError(f"l2 must be > 0 for a strictly convex objective, got {l2!r}")
     return _fit_logistic(x.astype(jnp.float32), y, int(n_classes), float(l2), int(steps))
 
 
-def embeddings(apply_fn: Callable, params, images, *, field: str = "embedding", batch_size: int = 500):
+def embeddings(
+    apply_fn: Callable, params, images, *, field: str = "embedding", batch_size: int = 500
+):
     """Frozen features ``apply_fn(params, images).<field>`` for many images: ``embedding.embed``.
 
     Args:
@@ -86,8 +93,17 @@ def embeddings(apply_fn: Callable, params, images, *, field: str = "embedding", 
     return embed(apply_fn, params, images, layer=layer, batch_size=batch_size)
 
 
-def refine(loss_fn: LossFn, params, x, y, *, l2: float, steps: int = 300, lr: float = 0.05,
-           momentum: float = 0.9):
+def refine(
+    loss_fn: LossFn,
+    params,
+    x,
+    y,
+    *,
+    l2: float,
+    steps: int = 300,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+):
     """Full-batch heavy-ball descent on ``objective`` to bring trained params to a stationary point.
 
     Influence functions assume theta_hat minimises the objective; a network
@@ -107,5 +123,7 @@ def _refine(loss_fn, params, x, y, l2, steps, lr, momentum):
         vel = jax.tree.map(lambda v, g: momentum * v - lr * g, vel, grad_j(p))
         return (jax.tree.map(jnp.add, p, vel), vel), None
 
-    (p, _), _ = jax.lax.scan(step, (params, jax.tree.map(jnp.zeros_like, params)), None, length=steps)
+    (p, _), _ = jax.lax.scan(
+        step, (params, jax.tree.map(jnp.zeros_like, params)), None, length=steps
+    )
     return p, optax.global_norm(grad_j(p))

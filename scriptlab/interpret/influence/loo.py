@@ -41,8 +41,24 @@ class LOOResult(NamedTuple):
 @functools.partial(
     jax.jit, static_argnames=("loss_fn", "test_loss_fn", "method", "steps", "batch_size")
 )
-def _loo(loss_fn, test_loss_fn, params, x, y, xt, yt, removed, hessian, l2, method, steps, lr, momentum,
-         damping, batch_size):
+def _loo(
+    loss_fn,
+    test_loss_fn,
+    params,
+    x,
+    y,
+    xt,
+    yt,
+    removed,
+    hessian,
+    l2,
+    method,
+    steps,
+    lr,
+    momentum,
+    damping,
+    batch_size,
+):
     n = y.shape[0]
     flat0, unravel = ravel_pytree(params)
 
@@ -60,6 +76,7 @@ def _loo(loss_fn, test_loss_fn, params, x, y, xt, yt, removed, hessian, l2, meth
         def step(u, w):
             return u - jax.scipy.linalg.cho_solve(factor, grad_j(u, w))
     else:
+
         def step(c, w):
             u, vel = c
             vel = momentum * vel - lr * grad_j(u, w)
@@ -85,7 +102,9 @@ def _check_removed(removed, n: int) -> jax.Array:
             f"removed must be int[K] training indices, got dtype {removed.dtype} shape {removed.shape}"
         )
     if removed.size and (int(removed.min()) < 0 or int(removed.max()) >= n):
-        raise ValueError(f"removed must lie in [0, {n}), got [{int(removed.min())}, {int(removed.max())}]")
+        raise ValueError(
+            f"removed must lie in [0, {n}), got [{int(removed.min())}, {int(removed.max())}]"
+        )
     return removed.astype(jnp.int32)
 
 
@@ -141,9 +160,24 @@ def loo_retrain(
     check_choice("method", method, LOO_METHODS)
     removed = _check_removed(removed, train_y.shape[0])
     check_nonneg("l2", l2)
-    d, gn, gb = _loo(loss_fn, test_loss_fn or loss_fn, params, train_x, train_y, test_x, test_y, removed,
-                     check_hessian(hessian, params, "exact"), float(l2), method, int(steps), float(lr),
-                     float(momentum), float(damping), max(1, int(batch_size)))
+    d, gn, gb = _loo(
+        loss_fn,
+        test_loss_fn or loss_fn,
+        params,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        removed,
+        check_hessian(hessian, params, "exact"),
+        float(l2),
+        method,
+        int(steps),
+        float(lr),
+        float(momentum),
+        float(damping),
+        max(1, int(batch_size)),
+    )
     return LOOResult(d, gn, gb)
 
 

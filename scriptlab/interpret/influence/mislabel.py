@@ -19,7 +19,9 @@ from scriptlab.interpret.influence.solvers import damped_hessian, hessian_matrix
 @functools.partial(jax.jit, static_argnames=("loss_fn", "batch_size"))
 def _self_influence(loss_fn, params, x, y, hessian, l2, damping, batch_size):
     f = functools.partial(objective, loss_fn, x=x, y=y, l2=l2)
-    h = damped_hessian(hessian_matrix(lambda p: f(p), params) if hessian is None else hessian, damping)
+    h = damped_hessian(
+        hessian_matrix(lambda p: f(p), params) if hessian is None else hessian, damping
+    )
     chol = jnp.linalg.cholesky(h)
     g = example_grad(loss_fn)
 
@@ -30,8 +32,17 @@ def _self_influence(loss_fn, params, x, y, hessian, l2, damping, batch_size):
     return jax.lax.map(one, (x, y), batch_size=batch_size)
 
 
-def self_influence(loss_fn: LossFn, params, x, y, *, l2: float, damping: float = 0.0,
-                   batch_size: int = 256, hessian: jax.Array | None = None) -> jax.Array:
+def self_influence(
+    loss_fn: LossFn,
+    params,
+    x,
+    y,
+    *,
+    l2: float,
+    damping: float = 0.0,
+    batch_size: int = 256,
+    hessian: jax.Array | None = None,
+) -> jax.Array:
     """grad L(z_i)^T H^-1 grad L(z_i) for every training point (>= 0; = -I_up,loss(z_i, z_i)).
 
     A point whose own loss would rise most if it were left out is one the model
@@ -52,7 +63,9 @@ def self_influence(loss_fn: LossFn, params, x, y, *, l2: float, damping: float =
     check_nonneg("l2", l2)
     check_nonneg("damping", damping)
     hessian = check_hessian(hessian, params, "exact")
-    return _self_influence(loss_fn, params, x, y, hessian, float(l2), float(damping), int(batch_size))
+    return _self_influence(
+        loss_fn, params, x, y, hessian, float(l2), float(damping), int(batch_size)
+    )
 
 
 def detection_curve(ranking, flipped, fractions) -> np.ndarray:

@@ -48,13 +48,30 @@ def per_example_grads(loss_fn: LossFn, params, x, y, *, batch_size: int = 256) -
 @functools.partial(
     jax.jit, static_argnames=("loss_fn", "test_loss_fn", "method", "max_iter", "batch_size")
 )
-def _influence(loss_fn, test_loss_fn, params, x, y, xt, yt, hessian, l2, method, damping, tol,
-               max_iter, batch_size):
+def _influence(
+    loss_fn,
+    test_loss_fn,
+    params,
+    x,
+    y,
+    xt,
+    yt,
+    hessian,
+    l2,
+    method,
+    damping,
+    tol,
+    max_iter,
+    batch_size,
+):
     f = functools.partial(objective, loss_fn, x=x, y=y, l2=l2)
     _, _, matvec = flat_matvec(lambda p: f(p), params, damping)
-    g_test = jax.lax.map(lambda a: example_grad(test_loss_fn)(params, *a), (xt, yt), batch_size=batch_size)
-    s, res, k = solve_flat(lambda p: f(p), params, matvec, g_test, method, damping, tol, max_iter, None,
-                           hessian)
+    g_test = jax.lax.map(
+        lambda a: example_grad(test_loss_fn)(params, *a), (xt, yt), batch_size=batch_size
+    )
+    s, res, k = solve_flat(
+        lambda p: f(p), params, matvec, g_test, method, damping, tol, max_iter, None, hessian
+    )
     g = example_grad(loss_fn)
     scores = jax.lax.map(lambda a: -(s @ g(params, *a)), (x, y), batch_size=batch_size)  # [N, T]
     return scores.T, InverseHVPState(s, res, k, res <= tol)
@@ -113,9 +130,22 @@ def influence_scores(
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     hessian = check_hessian(hessian, params, method)
-    scores, state = _influence(loss_fn, test_loss_fn or loss_fn, params, train_x, train_y, test_x, test_y,
-                               hessian, float(l2), method, float(damping), float(tol), int(max_iter),
-                               int(batch_size))
+    scores, state = _influence(
+        loss_fn,
+        test_loss_fn or loss_fn,
+        params,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        hessian,
+        float(l2),
+        method,
+        float(damping),
+        float(tol),
+        int(max_iter),
+        int(batch_size),
+    )
     return Influence(scores, state)
 
 

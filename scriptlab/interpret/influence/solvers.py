@@ -200,7 +200,9 @@ def inverse_hvp(
     p_leaves, p_def = jax.tree.flatten(params)
     v_leaves, v_def = jax.tree.flatten(v)
     if p_def != v_def:
-        raise ValueError(f"v must have the same tree structure as params; got {v_def}, expected {p_def}")
+        raise ValueError(
+            f"v must have the same tree structure as params; got {v_def}, expected {p_def}"
+        )
     shapes = [(a.shape, b.shape) for a, b in zip(p_leaves, v_leaves, strict=True)]
     batched = all(vs[1:] == ps for ps, vs in shapes) and len({vs[0] for _, vs in shapes}) == 1
     if not batched and not all(vs == ps for ps, vs in shapes):
@@ -208,7 +210,9 @@ def inverse_hvp(
             f"v leaves must have the params' shapes or [T, *shape]; got {[s[1] for s in shapes]}, "
             f"params {[s[0] for s in shapes]}"
         )
-    return _inverse_hvp(f, params, v, method, float(damping), float(tol), int(max_iter), scale, batched)
+    return _inverse_hvp(
+        f, params, v, method, float(damping), float(tol), int(max_iter), scale, batched
+    )
 
 
 def _inverse_hvp(f, params, v, method, damping, tol, max_iter, scale, batched):
@@ -230,9 +234,15 @@ def solve_flat(f, params, matvec, vflat, method, damping, tol, max_iter, scale, 
         h = damped_hessian(hessian_matrix(f, params) if hessian is None else hessian, damping)
         factor = jax.scipy.linalg.cho_factor(h)
         x = jax.scipy.linalg.cho_solve(factor, vflat.T).T
-        res = jnp.linalg.norm(x @ h - vflat, axis=1) / jnp.maximum(jnp.linalg.norm(vflat, axis=1), 1e-30)
+        res = jnp.linalg.norm(x @ h - vflat, axis=1) / jnp.maximum(
+            jnp.linalg.norm(vflat, axis=1), 1e-30
+        )
         return x, res, jnp.ones(vflat.shape[0], jnp.int32)
     if method == "cg":
         return jax.vmap(lambda b: _cg(matvec, b, tol=tol, max_iter=max_iter))(vflat)
-    s = scale if scale is not None else 1.1 * largest_eigenvalue(matvec, vflat.shape[1], vflat.dtype)
+    s = (
+        scale
+        if scale is not None
+        else 1.1 * largest_eigenvalue(matvec, vflat.shape[1], vflat.dtype)
+    )
     return jax.vmap(lambda b: _lissa(matvec, b, scale=s, depth=max_iter, tol=tol))(vflat)

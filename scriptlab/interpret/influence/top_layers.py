@@ -29,7 +29,10 @@ def top_params(params) -> dict:
     """
 
     def lin(name):
-        return {"kernel": jnp.asarray(params[name]["kernel"][...]), "bias": jnp.asarray(params[name]["bias"][...])}
+        return {
+            "kernel": jnp.asarray(params[name]["kernel"][...]),
+            "bias": jnp.asarray(params[name]["bias"][...]),
+        }
 
     return {"dense": lin("dense"), "script_head": lin("script_head"), "font_head": lin("font_head")}
 
