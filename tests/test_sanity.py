@@ -23,8 +23,11 @@ def test_spearman_matches_scipy_with_and_without_ties():
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_rankdata_average_ties():
-    np.testing.assert_array_equal(Z.rankdata(jnp.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1.0, 3.5, 2.0])
+def test_spearman_ranks_ties_by_their_average():
+    # [3, 1, 3, 2] ranks [3.5, 1, 3.5, 2] (average method, as scipy): r = -1 / sqrt(4.5 * 5)
+    a = jnp.array([[3.0, 1.0, 3.0, 2.0]])
+    b = jnp.array([[1.0, 2.0, 3.0, 4.0]])
+    np.testing.assert_allclose(Z.spearman(a, b), [-1 / np.sqrt(4.5 * 5)], rtol=1e-6)
 
 
 def ssim_loop(a, b, win=7):

@@ -25,6 +25,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.stats import rankdata
 
 from scriptlab.interpret.saliency import METHODS, saliency
 
@@ -39,20 +40,6 @@ CASCADE: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 # --------------------------------------------------------------------------- similarity
-def rankdata(x: jax.Array) -> jax.Array:
-    """Ranks 1..n along the last axis, ties given their average rank (as scipy)."""
-    s = jnp.sort(x, axis=-1)
-
-    def one(sorted_row, row):
-        left = jnp.searchsorted(sorted_row, row, side="left")
-        right = jnp.searchsorted(sorted_row, row, side="right")
-        return (left + right + 1) / 2.0
-
-    flat_sorted = s.reshape(-1, x.shape[-1])
-    flat = x.reshape(-1, x.shape[-1])
-    return jax.vmap(one)(flat_sorted, flat).reshape(x.shape).astype(jnp.float32)
-
-
 @jax.jit
 def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
     """Spearman rank correlation of each pair of maps.
@@ -63,8 +50,9 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
     Returns:
       float32[N]; 0 where a map is constant.
     """
-    ra = rankdata(a.reshape(a.shape[0], -1))
-    rb = rankdata(b.reshape(b.shape[0], -1))
+    # average ranks for ties, as scipy.stats.spearmanr
+    ra = rankdata(a.reshape(a.shape[0], -1), axis=-1)
+    rb = rankdata(b.reshape(b.shape[0], -1), axis=-1)
     ra = ra - ra.mean(-1, keepdims=True)
     rb = rb - rb.mean(-1, keepdims=True)
     denom = jnp.sqrt((ra**2).sum(-1) * (rb**2).sum(-1))
