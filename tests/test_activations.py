@@ -9,11 +9,12 @@ from scriptlab.interpret import activations as A
 from scriptlab.interpret import filters as F
 from scriptlab.model import LAYERS, build, functional
 
+from helpers import scriptnet
+
 
 @pytest.fixture(scope="module")
 def net():
-    model = build(4, 3, seed=0)
-    params, apply_fn = functional(model)
+    model, params, apply_fn = scriptnet()
     images = jax.random.uniform(jax.random.key(1), (10, 32, 64, 3))
     return model, params, apply_fn, images
 
@@ -69,7 +70,7 @@ def test_hoyer_closed_forms():
 
 def test_sparsity_curve_equals_per_snapshot(net):
     model, params, apply_fn, images = net
-    params2, _ = functional(build(4, 3, seed=7))
+    _, params2, _ = scriptnet(seed=7)
     epochs, curve = A.sparsity_curve(
         apply_fn, [(0, params), (3, params2)], images, layers=("conv2",)
     )

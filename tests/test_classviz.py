@@ -1,30 +1,19 @@
 """Class model visualisation: closed form on a linear model, ascent on a small CNN."""
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from scriptlab.interpret import classviz as C
-from scriptlab.model import build, functional
 
-SHAPE = (8, 16, 3)
-
-
-class ToyOut(NamedTuple):
-    script: jax.Array
-    activations: dict
-
-
-def linear_apply(params, images):
-    return ToyOut(jnp.einsum("nhwc,khwc->nk", images, params["w"]), {})
+from helpers import SMALL_SHAPE as SHAPE
+from helpers import linear_apply, scriptnet
 
 
 @pytest.fixture(scope="module")
 def small_net():
-    params, apply_fn = functional(build(4, 3, seed=0, image_shape=SHAPE))
+    _, params, apply_fn = scriptnet(SHAPE)
     return apply_fn, params
 
 

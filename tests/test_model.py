@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from scriptlab.model import LAYERS, build, functional, gradient_flip
+from scriptlab.model import LAYERS, gradient_flip
+
+from helpers import scriptnet
 
 
 @pytest.fixture(scope="module")
 def net():
-    model = build(4, 3, seed=0)
-    params, apply_fn = functional(model)
+    model, params, apply_fn = scriptnet()
     images = jax.random.uniform(jax.random.key(0), (5, 32, 64, 3))
     return model, params, apply_fn, images
 

@@ -1,7 +1,5 @@
 """Occlusion sensitivity (scriptlab.interpret.occlusion) against plain loops and closed forms."""
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,16 +8,7 @@ import pytest
 from scriptlab.interpret.occlusion import fill_images, occlusion, occlusion_localisation
 from scriptlab.model import build, functional
 
-
-class _Out(NamedTuple):
-    script: jax.Array
-    activations: dict
-
-
-def _linear(params, images):
-    """logit_c = sum(w_c * x): occluding a window with grey changes logit c by sum_window w_c (0.5 - x)."""
-    logits = jnp.einsum("nhwc,khwc->nk", images, params)
-    return _Out(logits, {"map": images.sum(-1, keepdims=True)})
+from helpers import linear_apply
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +37,9 @@ def _loop_reference(score, images, targets, fills, patch, stride):
 def test_linear_model_closed_form(small):
     images, w = small
     targets = np.array([1, 3])
-    res = occlusion(_linear, w, images, targets, patch=(3, 4), stride=(2, 3), output="logit")
+    res = occlusion(
+        linear_apply, {"w": w}, images, targets, patch=(3, 4), stride=(2, 3), output="logit"
+    )
     base = np.einsum("nhwc,nhwc->n", images, w[targets])
     np.testing.assert_allclose(res.base, base, rtol=1e-5)
     for i in range(2):
@@ -64,7 +55,7 @@ def test_linear_model_closed_form(small):
 
 def test_heatmap_is_mean_drop_over_covering_windows(small):
     images, w = small
-    res = occlusion(_linear, w, images, 0, patch=3, stride=2, output="logit")
+    res = occlusion(linear_apply, {"w": w}, images, 0, patch=3, stride=2, output="logit")
     drop = np.asarray(res.base)[:, None, None] - np.asarray(res.scores)
     total, count = np.zeros((2, 8, 12)), np.zeros((8, 12))
     for a, r in enumerate(np.asarray(res.rows)):
@@ -98,14 +89,14 @@ def test_scriptnet_against_plain_loop(fill):
 
 def test_layer_unit_target(small):
     images, w = small
-    res = occlusion(_linear, w, images, 0, patch=2, stride=2, layer="map", unit=(3, 5))
+    res = occlusion(linear_apply, {"w": w}, images, 0, patch=2, stride=2, layer="map", unit=(3, 5))
     covered = np.zeros((4, 6), bool)
     covered[1, 2] = True  # window at rows 2..3, cols 4..5 is the only one covering pixel (3, 5)
     x = np.asarray(images)
     for i in range(2):
         np.testing.assert_allclose(res.scores[i][~covered], x[i, 3, 5].sum(), rtol=1e-6)
         np.testing.assert_allclose(res.scores[i][covered], 1.5, rtol=1e-6)
-    mx = occlusion(_linear, w, images, 0, patch=2, stride=2, layer="map")
+    mx = occlusion(linear_apply, {"w": w}, images, 0, patch=2, stride=2, layer="map")
     np.testing.assert_allclose(mx.base, x.sum(-1).max((1, 2)), rtol=1e-6)
 
 
@@ -121,19 +112,19 @@ def test_fills():
 def test_errors(small):
     images, w = small
     with pytest.raises(ValueError, match=r"patch must fit in the image.*\(8, 12\), got \(9, 9\)"):
-        occlusion(_linear, w, images, 0, patch=9)
+        occlusion(linear_apply, {"w": w}, images, 0, patch=9)
     with pytest.raises(ValueError, match=r"stride must be >= 1, got \(0, 0\)"):
-        occlusion(_linear, w, images, 0, stride=0)
+        occlusion(linear_apply, {"w": w}, images, 0, stride=0)
     with pytest.raises(ValueError, match="fill must be one of"):
-        occlusion(_linear, w, images, 0, fill="black")
+        occlusion(linear_apply, {"w": w}, images, 0, fill="black")
     with pytest.raises(ValueError, match=r"targets must lie in \[0, 4\)"):
-        occlusion(_linear, w, images, 4)
+        occlusion(linear_apply, {"w": w}, images, 4)
     with pytest.raises(ValueError, match="unknown layer 'conv1'"):
-        occlusion(_linear, w, images, 0, layer="conv1")
+        occlusion(linear_apply, {"w": w}, images, 0, layer="conv1")
     with pytest.raises(ValueError, match="unit must be a"):
-        occlusion(_linear, w, images, 0, layer="map", unit=(8, 0))
+        occlusion(linear_apply, {"w": w}, images, 0, layer="map", unit=(8, 0))
     with pytest.raises(ValueError, match="head must name"):
-        occlusion(_linear, w, images, 0, head="font")
+        occlusion(linear_apply, {"w": w}, images, 0, head="font")
 
 
 def test_localisation_scores_positive_part():

@@ -1,31 +1,20 @@
 """Saliency methods against finite differences, closed forms and hand computations."""
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from scriptlab.interpret import saliency as S
-from scriptlab.model import build, functional
 
-
-class ToyOut(NamedTuple):
-    script: jax.Array
-    activations: dict
-
-
-def linear_apply(params, images, relu=jax.nn.relu, perturb=None):
-    """Logits = <W_c, image>: gradient W_c, IG exactly W_c * (x - b)."""
-    return ToyOut(jnp.einsum("nhwc,khwc->nk", images, params["w"]), {})
+from helpers import SMALL_SHAPE, ToyOutputs, linear_apply, scriptnet
 
 
 def tiny_relu_apply(params, images, relu=jax.nn.relu, perturb=None):
     """One hidden ReLU layer over the flattened 1x2x1 image."""
     x = images.reshape(images.shape[0], -1)
     h = relu(x @ params["w1"].T)
-    return ToyOut(h @ params["w2"].T, {"hidden": h})
+    return ToyOutputs(h @ params["w2"].T, {"hidden": h})
 
 
 TINY = {
@@ -37,9 +26,8 @@ TINY_X = jnp.array([1.0, 0.5]).reshape(1, 1, 2, 1)
 
 @pytest.fixture(scope="module")
 def small_net():
-    model = build(4, 3, seed=0, image_shape=(8, 16, 3))
-    params, apply_fn = functional(model)
-    images = jax.random.uniform(jax.random.key(1), (3, 8, 16, 3))
+    _, params, apply_fn = scriptnet(SMALL_SHAPE)
+    images = jax.random.uniform(jax.random.key(1), (3, *SMALL_SHAPE))
     return apply_fn, params, images, jnp.array([0, 1, 3])
 
 
@@ -135,7 +123,7 @@ def cam_toy_apply(params, images, relu=jax.nn.relu, perturb=None):
     act = relu(images * params["a"] + params["b"])  # [N, H, W, 2]
     if perturb and "conv" in perturb:
         act = act + perturb["conv"]
-    return ToyOut(0.5 * jnp.einsum("nhwk,ck->nc", act**2, params["v"]), {"conv": act})
+    return ToyOutputs(0.5 * jnp.einsum("nhwk,ck->nc", act**2, params["v"]), {"conv": act})
 
 
 def test_grad_cam_hand_computed():

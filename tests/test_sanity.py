@@ -9,7 +9,8 @@ from scipy.stats import spearmanr
 
 from scriptlab.interpret import localisation as L
 from scriptlab.interpret import sanity as Z
-from scriptlab.model import build, functional
+
+from helpers import SMALL_SHAPE, scriptnet
 
 
 def test_spearman_matches_scipy_with_and_without_ties():
@@ -58,8 +59,8 @@ def test_ssim_matches_plain_loop_and_identity():
 
 
 def test_cascade_replaces_exactly_the_named_layers_cumulatively():
-    params, _ = functional(build(4, 3, seed=0, image_shape=(8, 16, 3)))
-    fresh, _ = functional(build(4, 3, seed=1, image_shape=(8, 16, 3)))
+    _, params, _ = scriptnet(SMALL_SHAPE)
+    _, fresh, _ = scriptnet(SMALL_SHAPE, seed=1)
     stages = Z.cascading_randomisation(params, fresh)
     assert [s for s, _ in stages] == ["original", "heads", "dense", "conv3", "conv2", "conv1"]
     _, at_conv3 = stages[3]
@@ -74,7 +75,7 @@ def test_cascade_replaces_exactly_the_named_layers_cumulatively():
 
 
 def test_cascading_check_rows_and_identity_stage():
-    model_params, apply_fn = functional(build(4, 3, seed=0, image_shape=(8, 16, 3)))
+    _, model_params, apply_fn = scriptnet(SMALL_SHAPE)
     images = jax.random.uniform(jax.random.key(0), (3, 8, 16, 3))
     # "re-initialising" with the same weights must leave every map unchanged
     same = Z.cascading_check(apply_fn, model_params, model_params, images, 1, methods=("gradient", "guided_backprop"),
@@ -82,7 +83,7 @@ def test_cascading_check_rows_and_identity_stage():
     assert len(same["rows"]) == 4 and same["maps"]["gradient"].shape == (3, 3, 8, 16)
     for row in same["rows"]:
         assert row["spearman_abs"] > 0.999 and row["ssim"] > 0.999, row
-    fresh, _ = functional(build(4, 3, seed=1, image_shape=(8, 16, 3)))
+    _, fresh, _ = scriptnet(SMALL_SHAPE, seed=1)
     changed = Z.cascading_check(apply_fn, model_params, fresh, images, 1, methods=("gradient",))
     assert changed["stages"] == ["heads", "dense", "conv3", "conv2", "conv1"]
     assert changed["rows"][-1]["spearman_abs"] < 0.9
@@ -116,7 +117,7 @@ def test_localisation_scores_hand_built():
 
 
 def test_localisation_table_rows():
-    params, apply_fn = functional(build(4, 3, seed=0, image_shape=(8, 16, 3)))
+    _, params, apply_fn = scriptnet(SMALL_SHAPE)
     images = jax.random.uniform(jax.random.key(0), (2, 8, 16, 3))
     masks = np.zeros((2, 8, 16), bool)
     masks[:, 2:6, 3:12] = True
