@@ -1,0 +1,55 @@
+"""Plot and table helpers (scriptlab.viz) against hand-written expected output."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from scriptlab import viz
+
+
+def test_text_table_matches_hand_formatted_lines():
+    rows = [
+        {"model": "baseline", "method": "gradient", "ink_mass": 0.2214, "lift": 1.94},
+        {"model": "unlearn", "method": "grad_cam", "ink_mass": 0.21, "lift": 11.5},
+    ]
+    columns = [("model", "model", "9s"), ("method", "method", "21s"),
+               ("ink mass", "ink_mass", "8.2f"), ("lift", "lift", "5.2f")]  # fmt: skip
+    expected = [
+        f"{'model':9s} {'method':21s} {'ink mass':>8s} {'lift':>5s}",
+        f"{'baseline':9s} {'gradient':21s} {0.2214:8.2f} {1.94:5.2f}",
+        f"{'unlearn':9s} {'grad_cam':21s} {0.21:8.2f} {11.5:5.2f}",
+    ]
+    assert viz.text_table(rows, columns) == "\n".join(expected)
+    assert viz.text_table(rows, columns, header=False) == "\n".join(expected[1:])
+    assert viz.text_table([], columns) == expected[0]
+
+
+def test_abs_scaled_divides_by_the_maximum_and_keeps_zero_maps():
+    np.testing.assert_allclose(
+        viz.abs_scaled(np.array([[-2.0, 1.0], [0.0, 0.5]])), [[1, 0.5], [0, 0.25]]
+    )
+    np.testing.assert_array_equal(viz.abs_scaled(np.zeros((2, 3))), np.zeros((2, 3)))
+
+
+def test_image_grid_layout_labels_and_colormaps():
+    rgb, grey = np.random.default_rng(0).random((4, 8, 3)), np.zeros((4, 8))
+    fig = viz.image_grid(
+        [[rgb, grey, grey], [rgb, grey, grey]],
+        row_labels=["a", "b"],
+        col_titles=["crop", "ink", "grad_cam"],
+        cmaps=(None, "gray", "inferno"),
+        cell=(2.0, 1.0),
+        suptitle="model",
+    )
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert tuple(fig.get_size_inches()) == (6.0, 2.0)
+    assert [ax.get_title() for ax in axes[0]] == ["crop", "ink", "grad cam"]
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["a", "b"]
+    assert axes[1, 1].images[0].get_cmap().name == "gray"
+    assert axes[1, 2].images[0].get_cmap().name == "inferno"
+    assert all(not ax.get_xticks().size and not ax.get_yticks().size for ax in axes.ravel())
+    assert fig._suptitle.get_text() == "model"
+    plt.close(fig)
