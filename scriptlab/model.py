@@ -18,14 +18,15 @@ XLA's CPU convolutions, not the dense layers, dominate the step time, and the
 costliest part is the first layer at full resolution with only 3 input
 channels. A strided 4x4 stem in place of conv 3x3 + pool 2x2 sees the same
 field (4x4 pixels per unit), and a reshape-based max pool avoids XLA:CPU's
-slow select-and-scatter gradient: together the train step went from 923 to
-about 2,370 images/s on 2 cores (benchmarks/bench_train.py keeps a
-re-creation of the first design for a side-by-side row). Channels (32, 64, 64)
-train about 2x slower than (16, 32, 64) for no accuracy gain on this task.
+slow select-and-scatter gradient. benchmarks/bench_train.py measures the train
+step against a re-creation of the first design, and the default channels
+(16, 32, 64) against (32, 64, 64), which train slower for no accuracy gain on
+this task.
 ``cost()`` gives the parameter count and FLOPs: 10 scripts x 5 styles ->
 0.29 M parameters and 10.8 MFLOP per image forward.
 
-References: Ganin & Lempitsky 2015 (gradient reversal); Kim et al. 2019.
+References: Ganin & Lempitsky 2015 (gradient reversal), https://arxiv.org/abs/1409.7495;
+Kim et al. 2019, https://arxiv.org/abs/1812.10352.
 """
 
 from __future__ import annotations
@@ -42,16 +43,30 @@ CONV_LAYERS = ("conv1", "conv2", "conv3")
 
 
 class Outputs(NamedTuple):
-    """What the model returns: both heads' logits, the embedding and named activations."""
+    """What the model returns: both heads' logits, the embedding and named activations.
 
-    script: jax.Array  # float32[N, n_scripts]
-    font: jax.Array  # float32[N, n_styles]
-    embedding: jax.Array  # float32[N, hidden]
-    activations: dict[str, jax.Array]  # name -> float32[N, h, w, c] or [N, hidden]
+    Attributes:
+      script: float32[N, n_scripts] logits of the script head.
+      font: float32[N, n_styles] logits of the font-style head.
+      embedding: float32[N, hidden], the penultimate representation.
+      activations: {layer name: float32[N, h, w, c] or float32[N, hidden]} in forward order.
+    """
+
+    script: jax.Array
+    font: jax.Array
+    embedding: jax.Array
+    activations: dict[str, jax.Array]
 
 
 class LayerGeometry(NamedTuple):
-    """One spatial layer of the trunk: kernel size, stride and SAME/VALID padding."""
+    """One spatial layer of the trunk: kernel size, stride and SAME/VALID padding.
+
+    Attributes:
+      name: the layer's key in ``Outputs.activations``.
+      kernel: side of the square kernel (or pooling window) in pixels.
+      stride: step between windows in pixels, the same along both axes.
+      padding: "SAME" or "VALID", as in ``jax.lax.conv_general_dilated``.
+    """
 
     name: str
     kernel: int

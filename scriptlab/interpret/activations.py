@@ -4,15 +4,17 @@ Every function takes ``(apply_fn, params, images, ...)`` with ``apply_fn`` a
 ``scriptlab.protocols.ApplyFn``; these read only its ``activations`` dict. Images are processed in one jitted ``lax.map`` over memory-bounded
 chunks (``batch_size`` images vmapped at a time), never a Python loop.
 
-The seed essay's two claims these measure: "for networks with ReLU activations,
-the activations start out as dense blobs that gradually become sparse with more
-training" (``activation_sparsity``, ``sparsity_curve``) and "dead filters
+The two claims of the essay "Understanding Convolutional Neural Networks" these
+measure: "for networks with ReLU activations, the activations start out as dense
+blobs that gradually become sparse with more training" (``activation_sparsity``, ``sparsity_curve``) and "dead filters
 (filters that result in a blank activation map for all inputs) ... are
 manifestations of high learning rates" (``dead_filters``).
 
-References: Zeiler & Fergus 2014 (visualising feature maps); Yosinski et al. 2015
-(live activations); Karpathy, cs231n "Visualizing what ConvNets learn" (dead
-filters, sparsity); Hoyer 2004 (the sparseness measure).
+References: Zeiler & Fergus 2014 (visualising feature maps),
+https://arxiv.org/abs/1311.2901; Yosinski et al. 2015 (live activations),
+https://arxiv.org/abs/1506.06579; Karpathy, cs231n "Visualizing what ConvNets learn"
+(dead filters, sparsity), https://cs231n.github.io/understanding-cnn/; Hoyer 2004 (the
+sparseness measure).
 """
 
 from __future__ import annotations
@@ -29,13 +31,18 @@ from scriptlab.interpret._common import check_batch_size, check_images, check_la
 
 
 class DeadFilters(NamedTuple):
-    """Per-layer result of ``dead_filters``: which channels never fire, and their peak."""
+    """Per-layer result of ``dead_filters``: which channels never fire, and their peak.
 
-    dead: dict[str, jax.Array]  # layer -> bool[C]: max activation over the split <= threshold
-    peak: dict[str, jax.Array]  # layer -> float32[C]: max activation over every image and position
-    fire_rate: dict[
-        str, jax.Array
-    ]  # layer -> float32[C]: share of images where the channel fires anywhere
+    Attributes:
+      dead: {layer: bool[C]}, True where the channel's max activation over the
+        images is <= threshold.
+      peak: {layer: float32[C]}, max activation over every image and position.
+      fire_rate: {layer: float32[C]}, share of images where the channel fires anywhere.
+    """
+
+    dead: dict[str, jax.Array]
+    peak: dict[str, jax.Array]
+    fire_rate: dict[str, jax.Array]
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "layers", "batch_size"))
@@ -62,7 +69,7 @@ def activation_maps(
     Returns:
       {layer: float32[N, h, w, c]} (or [N, c] for dense layers).
 
-    References: Zeiler & Fergus 2014.
+    References: Zeiler & Fergus 2014, https://arxiv.org/abs/1311.2901.
     """
     images = check_images(images)
     layers = check_layers(apply_fn, params, images.shape[1:], layers)
@@ -165,7 +172,8 @@ def sparsity_curve(
     Returns:
       (epochs int[T], {layer: {stat: float32[T] or float32[T, C]}}).
 
-    References: Hoyer 2004; the seed essay's "dense blobs that gradually become sparse".
+    References: Hoyer 2004; "Understanding Convolutional Neural Networks" ("dense blobs
+    that gradually become sparse").
     """
     images = check_images(images)
     epochs, stacked = stack_params(snapshots)
@@ -199,7 +207,8 @@ def dead_filters(
       DeadFilters(dead={layer: bool[C]}, peak={layer: float32[C]},
       fire_rate={layer: float32[C]}).
 
-    References: Karpathy, cs231n (dead ReLU filters under high learning rates).
+    References: Karpathy, cs231n (dead ReLU filters under high learning rates),
+    https://cs231n.github.io/understanding-cnn/.
     """
     images = check_images(images)
     layers = check_layers(apply_fn, params, images.shape[1:], layers, spatial=True)

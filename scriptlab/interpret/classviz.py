@@ -13,8 +13,10 @@ steps. ``apply_fn`` is a ``scriptlab.protocols.ApplyFn``: ``objective=("head",
 head)`` reads its ``head`` logits, ``objective=("layer", layer, channel)`` its
 ``out.activations[layer]``.
 
-References: Simonyan, Vedaldi & Zisserman 2013; Yosinski et al. 2015;
-Mahendran & Vedaldi 2015; Olah, Mordvintsev & Schubert 2017 (Feature Visualization).
+References: Simonyan, Vedaldi & Zisserman 2013, https://arxiv.org/abs/1312.6034;
+Yosinski et al. 2015, https://arxiv.org/abs/1506.06579; Mahendran & Vedaldi 2015,
+https://arxiv.org/abs/1412.0035; Olah, Mordvintsev & Schubert 2017 (Feature
+Visualization), https://distill.pub/2017/feature-visualization.
 """
 
 from __future__ import annotations
@@ -39,10 +41,15 @@ _COLOR_SQRT = _COLOR_SQRT / np.linalg.norm(_COLOR_SQRT, axis=0).max()
 
 
 class ClassModel(NamedTuple):
-    """Optimised images and the objective's score at every ascent step."""
+    """Optimised images and the objective's score at every ascent step.
 
-    images: jax.Array  # float32[K, H, W, 3] in [0, 1], one per target
-    scores: jax.Array  # float32[steps, K] score of the (jittered) image before each step
+    Attributes:
+      images: float32[K, H, W, 3] in [0, 1], one per target.
+      scores: float32[steps, K], the score of the (jittered) image before each step.
+    """
+
+    images: jax.Array
+    scores: jax.Array
 
 
 class _Static(NamedTuple):
@@ -194,8 +201,9 @@ def class_model(
     Returns:
       ClassModel(images float32[K, H, W, 3] in [0, 1], scores float32[steps, K]).
 
-    References: Simonyan, Vedaldi & Zisserman 2013, Deep Inside Convolutional
-    Networks; Olah, Mordvintsev & Schubert 2017, Feature Visualization.
+    References: Simonyan, Vedaldi & Zisserman 2013, Deep Inside Convolutional Networks,
+    https://arxiv.org/abs/1312.6034; Olah, Mordvintsev & Schubert 2017, Feature
+    Visualization, https://distill.pub/2017/feature-visualization.
     """
     check_choice("parametrisation", parametrisation, PARAMETRISATIONS)
     check_choice("optimizer", optimizer, OPTIMIZERS)

@@ -1,10 +1,11 @@
 """Embedding views: PCA, an exact t-SNE written in JAX, and how good a 2-D picture is.
 
-The seed essay: "A well separated embedding space suggests that the network has
-learnt to discriminate between different classes ... The most widely used method
-is t-SNE that requires tuning various parameters of the algorithm and can
-sometimes lead to confusing results." This module gives the pieces to look, and
-to check what the picture is worth:
+The essay "Understanding Convolutional Neural Networks": "A well separated
+embedding space suggests that the network has learnt to discriminate between
+different classes ... The most widely used method is t-SNE that requires tuning
+various parameters of the algorithm and can sometimes lead to confusing
+results." This module gives the pieces to look, and to check what the picture
+is worth:
 
 - ``embed``: the model's embedding (``out.embedding`` or a named activation) of a
   batch of images, computed in memory-bounded chunks.
@@ -19,17 +20,16 @@ to check what the picture is worth:
   well labels can be read off any space (the embedding, or the map).
 
 Where exact t-SNE stops being sensible: each iteration costs O(N^2) work and
-O(N * block_size) memory. On 2 CPU cores (benchmarks/bench_tsne.py) 1,000
-iterations take about 3-6 s at N = 2,000 and 20-50 s at N = 5,000, depending on
-how busy the machine is; N = 10,000 fits easily in memory (the whole process
-peaks near 420 MB) but takes minutes, about 4x the N = 5,000 time. Beyond about
-10,000 points use an approximate gradient: Barnes-Hut (O(N log N)) or
-FFT-accelerated interpolation (O(N), FIt-SNE), both in openTSNE.
+O(N * block_size) memory, so time, not memory, is the limit (benchmarks/bench_tsne.py
+measures both against scikit-learn). Beyond about 10,000 points use an
+approximate gradient: Barnes-Hut (O(N log N)) or FFT-accelerated interpolation
+(O(N), FIt-SNE), both in openTSNE.
 
 References: van der Maaten & Hinton 2008 (t-SNE, momentum and gains, early
-exaggeration); van der Maaten 2014 (kNN input affinities); Belkina et al. 2019
-and Kobak & Berens 2019 (learning rate N / exaggeration, PCA initialisation);
-Venna & Kaski 2001 (trustworthiness).
+exaggeration), https://jmlr.org/papers/v9/vandermaaten08a.html; van der Maaten 2014 (kNN
+input affinities), https://jmlr.org/papers/v15/vandermaaten14a.html; Belkina et al. 2019
+and Kobak & Berens 2019 (learning rate N / exaggeration, PCA initialisation); Venna &
+Kaski 2001 (trustworthiness).
 """
 
 from __future__ import annotations
@@ -48,30 +48,53 @@ _MIN_GAIN = 0.01
 
 
 class PCA(NamedTuple):
-    """A fitted PCA: the projection, the principal axes and the variance they explain."""
+    """A fitted PCA: the projection, the principal axes and the variance they explain.
 
-    projected: jax.Array  # float32[N, n_components]
-    components: jax.Array  # float32[n_components, D], unit rows
-    explained_variance_ratio: jax.Array  # float32[n_components]
-    mean: jax.Array  # float32[D]
+    Attributes:
+      projected: float32[N, n_components], the centred data on the principal axes.
+      components: float32[n_components, D], the principal axes as unit rows.
+      explained_variance_ratio: float32[n_components], each axis's share of the variance.
+      mean: float32[D], the mean subtracted before projecting.
+    """
+
+    projected: jax.Array
+    components: jax.Array
+    explained_variance_ratio: jax.Array
+    mean: jax.Array
 
 
 class Affinities(NamedTuple):
-    """Conditional input affinities p_{j|i} on each point's k nearest neighbours."""
+    """Conditional input affinities p_{j|i} on each point's k nearest neighbours.
 
-    neighbors: jax.Array  # int32[N, k], nearest first, self excluded
-    conditional: jax.Array  # float32[N, k], p_{j|i}; each row sums to 1
-    beta: jax.Array  # float32[N], Gaussian precision 1 / (2 sigma_i^2) on squared distances
-    entropy: jax.Array  # float32[N], achieved entropy of each row in nats (target log perplexity)
+    Attributes:
+      neighbors: int32[N, k], nearest first, self excluded.
+      conditional: float32[N, k], p_{j|i}; each row sums to 1.
+      beta: float32[N], Gaussian precision 1 / (2 sigma_i^2) on squared distances.
+      entropy: float32[N], achieved entropy of each row in nats (target: log perplexity).
+    """
+
+    neighbors: jax.Array
+    conditional: jax.Array
+    beta: jax.Array
+    entropy: jax.Array
 
 
 class TSNEResult(NamedTuple):
-    """What ``tsne`` returns: the map, its KL divergence, and the path taken."""
+    """What ``tsne`` returns: the map, its KL divergence, and the path taken.
 
-    embedding: jax.Array  # float32[N, 2], the final iterate
-    kl: jax.Array  # float32[], KL(P || Q) of the final iterate
-    kl_history: jax.Array  # float32[n_iter], KL(P || Q) (un-exaggerated P) before each update
-    trajectory: jax.Array  # float32[n_iter // record_every + 1, N, 2], init then every k-th iterate
+    Attributes:
+      embedding: float32[N, 2], the final iterate.
+      kl: float32[], KL(P || Q) of the final iterate.
+      kl_history: float32[n_iter], KL(P || Q) (un-exaggerated P) before each update.
+      trajectory: float32[n_iter // record_every + 1, N, 2], the start, then every
+        ``record_every``-th iterate.
+      affinities: the input ``Affinities`` the map was fitted to.
+    """
+
+    embedding: jax.Array
+    kl: jax.Array
+    kl_history: jax.Array
+    trajectory: jax.Array
     affinities: Affinities
 
 
@@ -257,7 +280,9 @@ def affinities(
       Affinities(neighbors int32[N, k], conditional float32[N, k], beta float32[N],
       entropy float32[N]).
 
-    References: van der Maaten & Hinton 2008; van der Maaten 2014.
+    References: van der Maaten & Hinton 2008,
+    https://jmlr.org/papers/v9/vandermaaten08a.html; van der Maaten 2014,
+    https://jmlr.org/papers/v15/vandermaaten14a.html.
     """
     arr = _check_points(x, "x")
     k = _check_perplexity(arr.shape[0], perplexity, n_neighbors)
@@ -355,7 +380,8 @@ def kl_divergence_and_gradient(
       (kl float32[], grad float32[N, 2]) with grad = 4 sum_j (e p_ij - q_ij)
       (1 + |y_i - y_j|^2)^-1 (y_i - y_j), the true gradient of the KL when e = 1.
 
-    References: van der Maaten & Hinton 2008, eq. 5.
+    References: van der Maaten & Hinton 2008, eq. 5,
+    https://jmlr.org/papers/v9/vandermaaten08a.html.
     """
     y = jnp.asarray(y, jnp.float32)
     if y.ndim != 2 or y.shape != (aff.neighbors.shape[0], 2):
@@ -481,8 +507,10 @@ def tsne(
       TSNEResult(embedding [N, 2], kl [], kl_history [n_iter], trajectory
       [n_iter // record_every + 1, N, 2], affinities).
 
-    References: van der Maaten & Hinton 2008; van der Maaten 2014; Belkina et al.
-    2019; Kobak & Berens 2019.
+    References: van der Maaten & Hinton 2008,
+    https://jmlr.org/papers/v9/vandermaaten08a.html; van der Maaten 2014,
+    https://jmlr.org/papers/v15/vandermaaten14a.html; Belkina et al. 2019; Kobak &
+    Berens 2019.
     """
     arr = _check_points(x, "x")
     n = arr.shape[0]

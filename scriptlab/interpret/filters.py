@@ -1,9 +1,10 @@
 """Convolution filters as images, and how noisy they are.
 
-The seed essay: "Visualization of convolution filters can give insights on how
-well the model is trained ... Noisy filters usually mean that the network isn't
-trained long enough, or is overfitting". ``filter_noisiness`` turns "noisy" into
-a number that can be compared across checkpoints: the roughness of each
+The essay "Understanding Convolutional Neural Networks": "Visualization of
+convolution filters can give insights on how well the model is trained ... Noisy
+filters usually mean that the network isn't trained long enough, or is
+overfitting". ``filter_noisiness`` turns "noisy" into a number that can be
+compared across checkpoints: the roughness of each
 kh x kw kernel slice relative to its own magnitude, scaled so that i.i.d.
 white noise (a freshly initialised layer) scores about 1 and a constant
 kernel scores 0.
@@ -11,8 +12,9 @@ kernel scores 0.
 Kernels are read from a params pytree as ``params[layer]["kernel"]``
 (flax NNX / Linen layout: float32[kh, kw, c_in, c_out]).
 
-References: Krizhevsky, Sutskever & Hinton 2012 (first-layer filters as
-images); Zeiler & Fergus 2014; Rudin, Osher & Fatemi 1992 (total variation).
+References: Krizhevsky, Sutskever & Hinton 2012 (first-layer filters as images); Zeiler
+& Fergus 2014, https://arxiv.org/abs/1311.2901; Rudin, Osher & Fatemi 1992 (total
+variation).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ by chance. Two scores, both per image and then averaged:
 - pointing game (Zhang et al. 2016): is the map's argmax on ink, or within
   ``tolerance`` pixels of it (chance: the share of pixels that count as a hit).
 
-References: Zhang et al. 2016, Top-down Neural Attention by Excitation
-Backprop (the pointing game); Simonyan et al. 2013 (saliency as weak localisation).
+References: Zhang et al. 2016, Top-down Neural Attention by Excitation Backprop (the
+pointing game), https://arxiv.org/abs/1608.00507; Simonyan et al. 2013 (saliency as weak
+localisation), https://arxiv.org/abs/1312.6034.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def localisation_scores(maps, masks, *, tolerance: int = 0) -> dict[str, jax.Arr
       dict of float32[N]: "ink_mass", "ink_fraction" (its chance level),
       "pointing" (1.0 for a hit) and "pointing_chance".
 
-    References: Zhang et al. 2016 (pointing game).
+    References: Zhang et al. 2016 (pointing game), https://arxiv.org/abs/1608.00507.
     """
     if int(tolerance) != tolerance or tolerance < 0:
         raise ValueError(f"tolerance must be an integer >= 0, got {tolerance!r}")

@@ -14,8 +14,9 @@ forward per window, and Captum with ``perturbations_per_eval``).
 ``apply_fn`` is a ``scriptlab.protocols.ApplyFn``; occlusion reads its
 ``head`` logits or, for a layer target, ``out.activations[layer]``.
 
-References: Zeiler & Fergus 2014, Visualizing and Understanding Convolutional
-Networks (occlusion sensitivity); Zhang et al. 2016 (pointing game).
+References: Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks
+(occlusion sensitivity), https://arxiv.org/abs/1311.2901; Zhang et al. 2016 (pointing
+game), https://arxiv.org/abs/1608.00507.
 """
 
 from __future__ import annotations
@@ -41,17 +42,23 @@ OUTPUTS = ("probability", "logit")
 
 
 class Occlusion(NamedTuple):
-    """Result of ``occlusion``: scores per window position, the clean score and a per-pixel heat map."""
+    """Result of ``occlusion``: scores per window position, the clean score and a per-pixel heat map.
 
-    scores: (
-        jax.Array
-    )  # float32[N, nh, nw] target score with the window at (r*stride, c*stride) occluded
-    base: jax.Array  # float32[N] target score of the unoccluded image
-    heatmap: (
-        jax.Array
-    )  # float32[N, H, W] mean drop (base - score) over the windows covering each pixel
-    rows: jax.Array  # int32[nh] top row of each window
-    cols: jax.Array  # int32[nw] left column of each window
+    Attributes:
+      scores: float32[N, nh, nw], the target score with the window at
+        (rows[a], cols[b]) occluded.
+      base: float32[N], the target score of the unoccluded image.
+      heatmap: float32[N, H, W], the mean drop (base - score) over the windows
+        covering each pixel.
+      rows: int32[nh], the top row of each window.
+      cols: int32[nw], the left column of each window.
+    """
+
+    scores: jax.Array
+    base: jax.Array
+    heatmap: jax.Array
+    rows: jax.Array
+    cols: jax.Array
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -199,7 +206,7 @@ def occlusion(
       drop ``base - score`` over the windows covering each pixel (positive:
       hiding the pixel lowers the score).
 
-    References: Zeiler & Fergus 2014.
+    References: Zeiler & Fergus 2014, https://arxiv.org/abs/1311.2901.
     """
     images = check_images(images)
     n, h, w, _ = images.shape
@@ -264,7 +271,7 @@ def occlusion_localisation(heatmaps, masks, *, tolerance: int = 1) -> dict[str, 
     Returns:
       dict of float32[N]: ink_mass, ink_fraction (chance), pointing, pointing_chance.
 
-    References: Zhang et al. 2016 (pointing game).
+    References: Zhang et al. 2016 (pointing game), https://arxiv.org/abs/1608.00507.
     """
     from scriptlab.interpret.localisation import localisation_scores
 

@@ -19,9 +19,11 @@ receptive field that matters for "what in the image drives this unit" is the
 conv/pool stack's, so the empirical check differentiates the stack
 (``trunk_fn``) rather than the full ``apply_fn``.
 
-References: Zeiler & Fergus 2014 (top-activating patches); Araujo, Norris & Sim
-2019, "Computing Receptive Fields of Convolutional Neural Networks" (Distill);
-Luo et al. 2016 (effective receptive field).
+References: Zeiler & Fergus 2014 (top-activating patches),
+https://arxiv.org/abs/1311.2901; Araujo, Norris & Sim 2019, "Computing Receptive Fields
+of Convolutional Neural Networks" (Distill),
+https://distill.pub/2019/computing-receptive-fields; Luo et al. 2016 (effective
+receptive field), https://arxiv.org/abs/1701.04128.
 """
 
 from __future__ import annotations
@@ -38,23 +40,39 @@ from scriptlab.interpret._common import check_batch_size, check_images, check_la
 
 
 class ReceptiveField(NamedTuple):
-    """Receptive-field geometry of one layer, per axis (rows, cols), in input pixels."""
+    """Receptive-field geometry of one layer, per axis (rows, cols), in input pixels.
+
+    Attributes:
+      name: the layer's key in the model's activations.
+      size: the receptive-field extent of one unit.
+      jump: input pixels between neighbouring units (the cumulative stride).
+      left: input row/col of unit 0's first receptive-field pixel (< 0: padding).
+      start: input row/col of unit 0's receptive-field centre.
+      shape: the layer's spatial output shape (h, w).
+    """
 
     name: str
-    size: tuple[int, int]  # RF extent of one unit
-    jump: tuple[int, int]  # input pixels between neighbouring units (cumulative stride)
-    left: tuple[int, int]  # input row/col of unit 0's first RF pixel (< 0: padding)
-    start: tuple[float, float]  # input row/col of unit 0's RF centre
-    shape: tuple[int, int]  # the layer's spatial output shape (h, w)
+    size: tuple[int, int]
+    jump: tuple[int, int]
+    left: tuple[int, int]
+    start: tuple[float, float]
+    shape: tuple[int, int]
 
 
 class TopPatches(NamedTuple):
-    """Result of ``top_activating``: for each channel, the k images that drive it hardest."""
+    """Result of ``top_activating``: for each channel, the k images that drive it hardest.
 
-    index: jax.Array  # int32[C, k] image indices, strongest first
-    value: jax.Array  # float32[C, k] the channel's max activation in that image
-    row: jax.Array  # int32[C, k] position of that max in the layer's grid
-    col: jax.Array  # int32[C, k]
+    Attributes:
+      index: int32[C, k], image indices, strongest first.
+      value: float32[C, k], the channel's max activation in that image.
+      row: int32[C, k], the row of that max in the layer's grid.
+      col: int32[C, k], its column.
+    """
+
+    index: jax.Array
+    value: jax.Array
+    row: jax.Array
+    col: jax.Array
 
 
 def _same_pad(n: int, k: int, s: int) -> tuple[int, int]:
@@ -74,7 +92,8 @@ def receptive_fields(geometry, image_hw: Sequence[int]) -> dict[str, ReceptiveFi
     Returns:
       {layer name: ReceptiveField}, in order.
 
-    References: Araujo, Norris & Sim 2019 (Distill).
+    References: Araujo, Norris & Sim 2019 (Distill),
+    https://distill.pub/2019/computing-receptive-fields.
     """
     if len(image_hw) != 2 or min(image_hw) < 1:
         raise ValueError(f"image_hw must be (H, W) with H, W >= 1, got {tuple(image_hw)}")
@@ -240,7 +259,8 @@ def top_activating(
     Returns:
       TopPatches(index, value, row, col), each [C, k], strongest first.
 
-    References: Zeiler & Fergus 2014; Girshick et al. 2014 (top-activating regions).
+    References: Zeiler & Fergus 2014, https://arxiv.org/abs/1311.2901; Girshick et al.
+    2014 (top-activating regions), https://arxiv.org/abs/1311.2524.
     """
     images = check_images(images)
     (layer,) = check_layers(apply_fn, params, images.shape[1:], layer, spatial=True)

@@ -17,10 +17,14 @@ with a ``lax.scan`` over vmapped chunks, never a Python loop.
 scored on its own (``apply_fn`` sees batches of 1 under ``vmap``), so models
 that mix images in a batch (train-mode batch norm) still give per-image maps.
 
-References: Simonyan, Vedaldi & Zisserman 2013 (gradient saliency); Shrikumar et
-al. 2016 (gradient x input); Smilkov et al. 2017 (SmoothGrad); Sundararajan,
-Taly & Yan 2017 (Integrated Gradients); Springenberg et al. 2014 (guided
-backprop); Zeiler & Fergus 2014 (deconvnet); Selvaraju et al. 2017 (Grad-CAM).
+References: Simonyan, Vedaldi & Zisserman 2013 (gradient saliency),
+https://arxiv.org/abs/1312.6034; Shrikumar et al. 2016 (gradient x input),
+https://arxiv.org/abs/1605.01713; Smilkov et al. 2017 (SmoothGrad),
+https://arxiv.org/abs/1706.03825; Sundararajan, Taly & Yan 2017 (Integrated Gradients),
+https://arxiv.org/abs/1703.01365; Springenberg et al. 2014 (guided backprop),
+https://arxiv.org/abs/1412.6806; Zeiler & Fergus 2014 (deconvnet),
+https://arxiv.org/abs/1311.2901; Selvaraju et al. 2017 (Grad-CAM),
+https://arxiv.org/abs/1610.02391.
 """
 
 from __future__ import annotations
@@ -150,9 +154,9 @@ def _mean_over_samples(fn, xs: jax.Array, chunk: int) -> jax.Array:
     """Mean of fn(x) over the leading axis of xs: a scan over vmapped chunks.
 
     Keeps memory at ``chunk`` evaluations while each call is one big batch. Up to
-    64 chunks the scan is unrolled: XLA:CPU ran the rolled loop's body about 2.7x
-    slower than the same batched gradient outside a loop, unrolled IG with 16 steps
-    costs 0.7x sixteen plain gradient calls (benchmarks/bench_saliency.py).
+    64 chunks the scan is unrolled, because XLA:CPU runs a rolled loop's body
+    slower than the same batched gradient outside a loop
+    (benchmarks/bench_saliency.py prints IG's cost against plain gradient calls).
     """
     k = xs.shape[0]
     xs = xs.reshape((k // chunk, chunk) + xs.shape[1:])
@@ -235,7 +239,8 @@ def vanilla_gradient(
     Returns:
       float32[N, H, W] saliency maps.
 
-    References: Simonyan, Vedaldi & Zisserman 2013, Deep Inside Convolutional Networks.
+    References: Simonyan, Vedaldi & Zisserman 2013, Deep Inside Convolutional Networks,
+    https://arxiv.org/abs/1312.6034.
     """
     check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
@@ -251,7 +256,8 @@ def gradient_x_input(
 
     Args and Returns as ``vanilla_gradient``.
 
-    References: Shrikumar et al. 2016, Not Just a Black Box.
+    References: Shrikumar et al. 2016, Not Just a Black Box,
+    https://arxiv.org/abs/1605.01713.
     """
     check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
@@ -288,7 +294,8 @@ def smoothgrad(
     Returns:
       float32[N, H, W].
 
-    References: Smilkov et al. 2017, SmoothGrad: removing noise by adding noise.
+    References: Smilkov et al. 2017, SmoothGrad: removing noise by adding noise,
+    https://arxiv.org/abs/1706.03825.
     """
     check_choice("reduce", reduce, REDUCTIONS)
     if n_samples < 1:
@@ -354,7 +361,8 @@ def integrated_gradients(
     Returns:
       float32[N, H, W].
 
-    References: Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks.
+    References: Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks,
+    https://arxiv.org/abs/1703.01365.
     """
     check_choice("reduce", reduce, REDUCTIONS)
     if steps < 1:
@@ -406,7 +414,8 @@ def guided_backprop(
     ``apply_fn`` must accept ``relu=`` (the rule is swapped in; no rebuild).
     Args and Returns as ``vanilla_gradient``.
 
-    References: Springenberg, Dosovitskiy, Brox & Riedmiller 2014, Striving for Simplicity.
+    References: Springenberg, Dosovitskiy, Brox & Riedmiller 2014, Striving for
+    Simplicity, https://arxiv.org/abs/1412.6806.
     """
     check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head, relu=guided_relu)
@@ -431,7 +440,8 @@ def deconvnet(apply_fn, params, images, targets, *, head: str = "script", reduce
 
     ``apply_fn`` must accept ``relu=``. Args and Returns as ``vanilla_gradient``.
 
-    References: Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks.
+    References: Zeiler & Fergus 2014, Visualizing and Understanding Convolutional
+    Networks, https://arxiv.org/abs/1311.2901.
     """
     check_choice("reduce", reduce, REDUCTIONS)
     images, targets, _ = _validate(apply_fn, params, images, targets, head, relu=deconv_relu)
@@ -457,7 +467,7 @@ def grad_cam(apply_fn, params, images, targets, *, head: str = "script", layer: 
     Returns:
       float32[N, H, W], non-negative.
 
-    References: Selvaraju et al. 2017, Grad-CAM.
+    References: Selvaraju et al. 2017, Grad-CAM, https://arxiv.org/abs/1610.02391.
     """
     images, targets, out = _validate(apply_fn, params, images, targets, head)
     acts = getattr(out, "activations", None)

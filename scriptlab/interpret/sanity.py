@@ -15,8 +15,9 @@ are computed per image, batched. High similarity after randomisation means the
 method shows the image (edges, ink), not what the network learned: guided
 backpropagation is the known failure.
 
-References: Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim 2018, Sanity
-Checks for Saliency Maps; Wang, Bovik, Sheikh & Simoncelli 2004 (SSIM).
+References: Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim 2018, Sanity Checks for
+Saliency Maps, https://arxiv.org/abs/1810.03292; Wang, Bovik, Sheikh & Simoncelli 2004
+(SSIM).
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def cascading_check(
       {"stages": labels after "original", "maps": {method: float32[S+1, N, H, W]},
        "rows": one dict per (method, stage) with mean spearman, spearman_abs, ssim}.
 
-    References: Adebayo et al. 2018, Sanity Checks for Saliency Maps.
+    References: Adebayo et al. 2018, Sanity Checks for Saliency Maps,
+    https://arxiv.org/abs/1810.03292.
     """
     stages = cascading_randomisation(params, random_params, cascade)
     maps, rows = {}, []
@@ -214,7 +216,8 @@ def data_randomisation_check(
       {"maps": {method: (original float32[N, H, W], shuffled float32[N, H, W])},
        "rows": one dict per method with mean spearman, spearman_abs, ssim}.
 
-    References: Adebayo et al. 2018, Sanity Checks for Saliency Maps.
+    References: Adebayo et al. 2018, Sanity Checks for Saliency Maps,
+    https://arxiv.org/abs/1810.03292.
     """
     shuffled_apply_fn = shuffled_apply_fn or apply_fn
     maps, rows = {}, []

@@ -14,9 +14,11 @@ the training objective at its optimum. The package, one concern per module:
   top_layers  ScriptNet's dense layer and heads on frozen pool3 features
   cache       cached validation results
 
-References: Koh & Liang 2017 (arXiv:1703.04730); Agarwal, Bullins & Hazan 2017
-(LiSSA); Pearlmutter 1994 (fast exact HVP); Basu, Pope & Feizi 2021; Bae et al.
-2022; Grosse et al. 2023 (self-influence for mislabel detection).
+References: Koh & Liang 2017, https://arxiv.org/abs/1703.04730; Agarwal, Bullins & Hazan
+2017 (LiSSA), https://arxiv.org/abs/1602.03943; Pearlmutter 1994 (fast exact HVP); Basu,
+Pope & Feizi 2021, https://arxiv.org/abs/2006.14651; Bae et al. 2022,
+https://arxiv.org/abs/2209.05364; Grosse et al. 2023 (self-influence for mislabel
+detection), https://arxiv.org/abs/2308.03296.
 """
 
 from scriptlab.interpret.influence.cache import load_result, results_path, save_result

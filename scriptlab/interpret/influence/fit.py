@@ -5,7 +5,8 @@ refit on frozen features (``embeddings``), where H is positive definite and
 the first-order theory is accurate. ``refine`` brings any trained params to a
 stationary point of the objective by full-batch heavy-ball descent.
 
-References: Koh & Liang 2017 (arXiv:1703.04730); Basu, Pope & Feizi 2021.
+References: Koh & Liang 2017, https://arxiv.org/abs/1703.04730; Basu, Pope & Feizi 2021,
+https://arxiv.org/abs/2006.14651.
 """
 
 from __future__ import annotations

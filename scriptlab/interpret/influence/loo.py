@@ -4,7 +4,7 @@ Every retrain starts at the optimum and minimises the masked objective
 J(theta; w) with w_i = 0 for its removed point (Koh & Liang's protocol),
 vmapped over the removed points.
 
-References: Koh & Liang 2017, section 5.1 (Figure 2).
+References: Koh & Liang 2017, section 5.1 (Figure 2), https://arxiv.org/abs/1703.04730.
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ def loo_retrain(
       LOOResult(delta_test_loss float32[K, T], grad_norm float32[K],
       base_grad_norm). Small gradient norms mean converged retrains.
 
-    References: Koh & Liang 2017, section 5.1 (Figure 2).
+    References: Koh & Liang 2017, section 5.1 (Figure 2),
+    https://arxiv.org/abs/1703.04730.
     """
     train_x, train_y = check_xy(train_x, train_y, "train")
     test_x, test_y = check_xy(test_x, test_y, "test")

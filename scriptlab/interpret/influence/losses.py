@@ -9,7 +9,7 @@ training objective everywhere in the package is
 with w = 1; leave-one-out sets one w_i to 0 and keeps the 1/n (Koh & Liang's
 convention, so removal is exactly epsilon = -1/n).
 
-References: Koh & Liang 2017 (arXiv:1703.04730).
+References: Koh & Liang 2017, https://arxiv.org/abs/1703.04730.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Mislabel detection: self-influence ranks the training points the model had to bend towards.
 
-References: Koh & Liang 2017, section 5.4; Grosse et al. 2023 (self-influence).
+References: Koh & Liang 2017, section 5.4, https://arxiv.org/abs/1703.04730; Grosse et
+al. 2023 (self-influence), https://arxiv.org/abs/2308.03296.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def self_influence(
     Returns:
       float32[N].
 
-    References: Koh & Liang 2017, section 5.4; Grosse et al. 2023.
+    References: Koh & Liang 2017, section 5.4, https://arxiv.org/abs/1703.04730; Grosse
+    et al. 2023, https://arxiv.org/abs/2308.03296.
     """
     x, y = check_xy(x, y, "train")
     check_nonneg("l2", l2)

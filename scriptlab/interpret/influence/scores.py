@@ -7,7 +7,7 @@ where H is the Hessian of the training objective (``losses.objective``) at its
 optimum. Negative scores are *helpful* training points (up-weighting them
 lowers the test loss), positive ones *harmful*.
 
-References: Koh & Liang 2017 (arXiv:1703.04730).
+References: Koh & Liang 2017, https://arxiv.org/abs/1703.04730.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def influence_scores(
       i helps test point t (removing it raises the test loss by about
       -scores[t, i] / N); > 0: it harms. ``s_test.x`` is float32[T, P].
 
-    References: Koh & Liang 2017, eq. 2.
+    References: Koh & Liang 2017, eq. 2, https://arxiv.org/abs/1703.04730.
     """
     train_x, train_y = check_xy(train_x, train_y, "train")
     test_x, test_y = check_xy(test_x, test_y, "test")

@@ -5,8 +5,9 @@ All over any params pytree. ``hvp`` is forward-over-reverse (``jax.jvp`` of
 right-hand sides, and report the true relative residual
 ||(H + damping I) x - v|| / ||v||, the iteration count and a converged flag.
 
-References: Pearlmutter 1994 (fast exact HVP); Koh & Liang 2017 (CG and LiSSA
-for s_test); Agarwal, Bullins & Hazan 2017 (LiSSA).
+References: Pearlmutter 1994 (fast exact HVP); Koh & Liang 2017 (CG and LiSSA for
+s_test), https://arxiv.org/abs/1703.04730; Agarwal, Bullins & Hazan 2017 (LiSSA),
+https://arxiv.org/abs/1602.03943.
 """
 
 from __future__ import annotations
@@ -189,7 +190,9 @@ def inverse_hvp(
       true relative residual recomputed with one extra HVP (not CG's recursive
       estimate); check ``converged`` before trusting ``x``.
 
-    References: Koh & Liang 2017 (CG and LiSSA for s_test); Agarwal et al. 2017.
+    References: Koh & Liang 2017 (CG and LiSSA for s_test),
+    https://arxiv.org/abs/1703.04730; Agarwal et al. 2017,
+    https://arxiv.org/abs/1602.03943.
     """
     check_choice("method", method, METHODS)
     check_nonneg("damping", damping)

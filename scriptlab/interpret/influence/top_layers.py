@@ -7,7 +7,8 @@ non-convex; use damping, and read the result as an approximation (Basu et al.
 leave-one-out). It hard-codes ScriptNet's layer names, so it belongs next to
 the model (issue 14, item 3).
 
-References: Basu, Pope & Feizi 2021; Bae et al. 2022.
+References: Basu, Pope & Feizi 2021, https://arxiv.org/abs/2006.14651; Bae et al. 2022,
+https://arxiv.org/abs/2209.05364.
 """
 
 from __future__ import annotations
