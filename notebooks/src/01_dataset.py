@@ -5,7 +5,7 @@
 # > image text like latin, chinese, japanese, etc. ... Some layers might be "wasted" in learning the
 # > color and font-style of the image text! ... for a particular font-style like "Caveat" the model
 # > makes mistakes! How do we make our script detection model invariant of font-style?*
-# > (the first seed essay, "Dissecting the Blackbox")
+# > ("Dissecting the Blackbox")
 #
 # Script detection is a step of a real OCR pipeline: a crop known to contain text, and the question
 # *which writing system is this?* The answer should depend on the shapes of the letters, not on the

@@ -4,7 +4,7 @@
 # > *Let $S_c(I)$ be the score of class $c$ ... This method tries to find $I$ that maximises $S_c$ ...
 # > the weights are frozen, but the image is updated in each step ... Images that are gibberish mean
 # > that the network hasn't learned to discriminate that class well.*
-# > (the seed essay, "Generating an image that maximises a class score")
+# > ("Understanding Convolutional Neural Networks", "Generating an image that maximises a class score")
 #
 # Simonyan et al. (2013) climb $S_c(I) - \lambda \lVert I \rVert_2^2$ from the zero (mean) image by
 # gradient ascent on the **unnormalised** score (the logit, not the softmax: the softmax can rise by

@@ -5,7 +5,7 @@
 # > activations, the activations start out as dense blobs that gradually become sparse with more
 # > training. This technique can be used to watch out for dead-filters (filters that result in a
 # > blank activation map for all inputs) and are manifestations of high learning rates.*
-# > (the seed essay)
+# > ("Understanding Convolutional Neural Networks")
 #
 # Two claims, both measured here with `scriptlab.interpret.activations`:
 #

@@ -4,7 +4,7 @@
 # > *Visualization of convolution filters can give insights on how well the model is trained, though
 # > they are by themselves hard to interpret. Noisy filters usually mean that the network isn't trained
 # > long enough, or is overfitting due to various reasons (small dataset, low regularization, etc).*
-# > (the seed essay)
+# > ("Understanding Convolutional Neural Networks")
 #
 # `scriptlab.interpret.filters` shows first-layer kernels as colour images and per input channel,
 # deeper kernels as grids, and measures "noisy" with two scale-free roughness scores per filter:

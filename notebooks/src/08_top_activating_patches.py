@@ -3,7 +3,8 @@
 #
 # > *Every neuron is associated with its receptive field. Finding what in its receptive field maximally
 # > activates a neuron can shed some light on what in the image is important for a neuron. However in
-# > many cases, there is no single neuron special to a visual feature of the image.* (the seed essay)
+# > many cases, there is no single neuron special to a visual feature of the image.*
+# > ("Understanding Convolutional Neural Networks")
 #
 # `scriptlab.interpret.receptive` computes every layer's receptive field analytically from
 # `ScriptNet.geometry()` (XLA's SAME padding included) and checks it against the empirical one: the

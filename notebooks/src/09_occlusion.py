@@ -5,7 +5,7 @@
 # > image is occluded. We can then sweep this occlusion through the image to see what part matters
 # > the most by looking at regions that result in the smallest score for the class of interest. A plot
 # > of these class scores as a function of position of occlusion produces an inverse heat map.*
-# > (the seed essay, after Zeiler & Fergus 2014)
+# > ("Understanding Convolutional Neural Networks", after Zeiler & Fergus 2014)
 #
 # `scriptlab.interpret.occlusion.occlusion` slides a window (size, stride, fill: grey, the crop's mean
 # colour, or its blur) over every crop and scores all windows of all crops in **one** jitted call

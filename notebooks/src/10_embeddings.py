@@ -5,7 +5,7 @@
 # > using a linear classifier ... A well separated embedding space suggests that the network has
 # > learnt to discriminate between different classes ... The most widely used method is t-SNE that
 # > requires tuning various parameters of the algorithm and can sometimes lead to confusing results.*
-# > (the seed essay, "Visualising embeddings")
+# > ("Understanding Convolutional Neural Networks", "Visualising embeddings")
 #
 # The model's embedding is the 128-d post-ReLU dense layer (`apply_fn(params, images).embedding`).
 # We look at it for two zoo models: **baseline** (script loss only) and **unlearn** (script loss plus a
