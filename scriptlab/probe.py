@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from scriptlab.interpret._common import check_array, check_indices, check_int, check_number
+
 
 class Probe(NamedTuple):
     """A fitted multinomial logistic regression on standardised features."""
@@ -52,6 +54,7 @@ def fit_probe(
         mean), e.g. ``train.balanced_probabilities`` for a group-balanced refit.
     """
     x, y = _check(features, labels, n_classes)
+    _check_fit(l2, steps)
     mean, scale = x.mean(0), x.std(0) + 1e-6
     if weights is not None:
         w = np.asarray(weights, np.float32)
@@ -92,23 +95,32 @@ def _fit(z, y, n_classes, l2, steps):
     return Probe(p[0], p[1], jnp.zeros(z.shape[1]), jnp.ones(z.shape[1]))
 
 
-def _check(features, labels, n_classes: int):
-    x = jnp.asarray(features, jnp.float32)
+def _check(features, labels, n_classes: int, *, name: str = "features", dim: int | None = None):
+    """Finite features [N, D] (D = ``dim`` for a test set, which may be empty; N >= 1 to
+    fit on) and int labels in [0, n_classes)."""
+    check_int("n_classes", n_classes, 1)
+    x = check_array(name, features, shape=(None, dim) if dim else None, ndim=2)
     y = np.asarray(labels)
-    if x.ndim != 2 or len(x) != len(y):
+    if (len(x) == 0 and dim is None) or y.shape != (len(x),):
         raise ValueError(
-            f"features must be [N, D] with N = len(labels); got {x.shape} and {y.shape}"
+            f"{name} must be [N, D] with N = len(labels) (N >= 1 to fit on); "
+            f"got {x.shape} and {y.shape}"
         )
-    if len(y) and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(
-            f"labels must lie in [0, n_classes={n_classes}), got [{y.min()}, {y.max()}]"
-        )
-    return x, jnp.asarray(y)
+    y = check_indices(f"labels of {name}", y, n_classes, what="classes")
+    return x, jnp.asarray(y, jnp.int32)
+
+
+def _check_fit(l2, steps, **ints) -> None:
+    check_number("l2", l2, low=0.0)
+    check_int("steps", steps, 1)
+    for name, value in ints.items():
+        check_int(name, value, 1)
 
 
 def probe_accuracy(train_x, train_y, test_x, test_y, n_classes: int) -> float:
     """Accuracy on (test_x, test_y) of a probe fitted on (train_x, train_y)."""
     probe = fit_probe(train_x, train_y, n_classes)
+    test_x, test_y = _check(test_x, test_y, n_classes, name="test_x", dim=probe.weights.shape[0])
     return float(np.mean(probe.predict(test_x) == np.asarray(test_y)))
 
 
@@ -148,6 +160,8 @@ def fit_mlp_probe(
       seed: initialisation seed.
     """
     x, y = _check(features, labels, n_classes)
+    _check_fit(l2, steps, hidden=hidden)
+    check_int("seed", seed)
     mean, scale = x.mean(0), x.std(0) + 1e-6
     p = _fit_mlp((x - mean) / scale, y, jax.random.key(seed), n_classes, hidden, l2, steps)
     return MLPProbe(*p, mean, scale)
@@ -174,6 +188,7 @@ def _fit_mlp(z, y, key, n_classes, hidden, l2, steps):
 def mlp_probe_accuracy(train_x, train_y, test_x, test_y, n_classes: int) -> float:
     """Accuracy on (test_x, test_y) of an MLP probe fitted on (train_x, train_y)."""
     probe = fit_mlp_probe(train_x, train_y, n_classes)
+    test_x, test_y = _check(test_x, test_y, n_classes, name="test_x", dim=probe.w1.shape[0])
     return float(np.mean(probe.predict(test_x) == np.asarray(test_y)))
 
 
@@ -203,12 +218,14 @@ def conditional_probe_accuracy(
       Accuracy over all test crops; compare with the majority class within each
       condition, not with the overall majority.
     """
-    x, y = _check(train_x, train_y, n_classes)
-    xt, yt = _check(test_x, test_y, n_classes)
+    x, y = _check(train_x, train_y, n_classes, name="train_x")
+    xt, yt = _check(test_x, test_y, n_classes, name="test_x", dim=x.shape[1])
+    _check_fit(l2, steps, n_conditions=n_conditions)
     c, ct = np.asarray(train_c), np.asarray(test_c)
     for name, a in (("train_c", c), ("test_c", ct)):
-        if a.shape != (len(a),) or (len(a) and (a.min() < 0 or a.max() >= n_conditions)):
-            raise ValueError(f"{name} must be int[N] in [0, n_conditions={n_conditions})")
+        if a.shape != (len(a),):
+            raise ValueError(f"{name} must be int[N], got shape {a.shape}")
+        check_indices(name, a, n_conditions, what="conditions")
     if len(c) != len(x) or len(ct) != len(xt):
         raise ValueError(
             f"conditions must match the features: {len(c)} vs {len(x)}, {len(ct)} vs {len(xt)}"

@@ -15,6 +15,15 @@ what a method reads   who reads it
 ``perturb=``          Grad-CAM
 ====================  ====================================================
 
+Images, the one convention: every public function that takes ``images``
+(every ``scriptlab.interpret`` method, ``train.predict``, ``train.evaluate``)
+accepts float images in [0, 1] or uint8 images in 0..255, which it divides by
+255 in float32 (``_common.uint8_to_float``: within one ulp of ``data.as_float``,
+so a uint8 batch and its ``as_float`` give the same maps to float32 rounding).
+Any other dtype (int32, bool) and float values outside [0, 1] (0..255 floats)
+are rejected, as are NaN and infinite pixels; ``apply_fn`` itself always sees
+float32 in [0, 1]. The checks are ``scriptlab.interpret._common.check_images``.
+
 ``apply_fn`` is passed to ``jax.jit`` as a static argument, so it must hash and
 compare by value: two apply_fns of the same architecture should be equal, or
 every new instance recompiles every method. ``scriptlab.model.functional``

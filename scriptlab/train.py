@@ -254,12 +254,21 @@ def predict(apply_fn, params, images, *, batch_size: int = 250):
     Returns:
       (script_logits float32[N, S], font_logits float32[N, F], embedding float32[N, D]).
     """
-    return _predict(apply_fn, params, jnp.asarray(images), batch_size)
+    from scriptlab.interpret._common import check_batch_size, check_images, probe_outputs
+
+    batch_size = check_batch_size(batch_size)
+    if np.shape(images)[:1] == (0,):  # an empty split predicts nothing
+        return _predict(apply_fn, params, jnp.asarray(images), batch_size)
+    images = check_images(images, keep_uint8=True)  # the convention of scriptlab.protocols
+    probe_outputs(apply_fn, params, jnp.zeros((1, *images.shape[1:]), jnp.float32), "script")
+    return _predict(apply_fn, params, images, batch_size)
 
 
 @jax.jit(static_argnums=(0, 3))
 def _predict(apply_fn, params, images, batch_size):
-    x = images.astype(jnp.float32) / 255.0 if images.dtype == jnp.uint8 else images
+    from scriptlab.interpret._common import uint8_to_float
+
+    x = uint8_to_float(images) if images.dtype == jnp.uint8 else images
     n = x.shape[0]
     n_batches = -(-n // batch_size)
     x = jnp.pad(x, ((0, n_batches * batch_size - n),) + ((0, 0),) * (x.ndim - 1))
@@ -278,6 +287,13 @@ def evaluate(apply_fn, params, split: data_lib.Split) -> dict[str, float]:
     if len(split) == 0:
         return {"script_acc": float("nan"), "font_acc": float("nan")}
     s, f, _ = predict(apply_fn, params, split.images)
+    for name, labels, logits in (("script", split.script, s), ("style", split.style, f)):
+        if int(np.max(labels)) >= logits.shape[1] or int(np.min(labels)) < 0:
+            raise ValueError(
+                f"split.{name} labels lie in [{np.min(labels)}, {np.max(labels)}], but the model's "
+                f"{'font' if name == 'style' else name} head has {logits.shape[1]} classes "
+                f"(a model trained on another dataset?)"
+            )
     return {
         "script_acc": float(np.mean(np.argmax(s, -1) == split.script)),
         "font_acc": float(np.mean(np.argmax(f, -1) == split.style)),

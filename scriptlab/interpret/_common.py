@@ -35,21 +35,142 @@ def check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """An integer in [low, high) (either bound may be None), returned as int.
+
+    Floats are accepted only when integral (2.0, never 2.5: nothing is
+    truncated); bools and arrays of more than one value are rejected.
+    """
+    if np.ndim(value) == 0 and hasattr(value, "dtype") and is_concrete(value):
+        value = value.item()  # a 0-d numpy/jax array
+    ok = _is_real(value) and np.isfinite(value) and int(value) == value
+    ok = ok and (low is None or value >= low) and (high is None or value < high)
+    if not ok:
+        allowed = {
+            (False, False): "an integer",
+            (True, False): f"an integer >= {low}",
+            (False, True): f"an integer < {high}",
+            (True, True): f"an integer in [{low}, {high})",
+        }[low is not None, high is not None]
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return int(value)
+
+
 def check_batch_size(batch_size, *, name: str = "batch_size") -> int:
     """An integer >= 1, returned as int."""
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {batch_size!r}")
-    return int(batch_size)
+    return check_int(name, batch_size, 1)
+
+
+def check_number(
+    name: str, value, *, low: float | None = None, high: float | None = None, open_low=False
+) -> float:
+    """A finite real number in [low, high] ((low, high] with ``open_low``), returned as float.
+
+    Traced values (a learning rate swept under jit) pass unchecked.
+    """
+    if not is_concrete(value):
+        return value
+    if np.ndim(value) == 0 and hasattr(value, "dtype"):
+        value = value.item()
+    ok = _is_real(value) and bool(np.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    ok = ok and (high is None or value <= high)
+    if not ok:
+        lo = "" if low is None else f"{'>' if open_low else '>='} {low}"
+        hi = "" if high is None else f"<= {high}"
+        bound = " and ".join(b for b in (lo, hi) if b)
+        raise ValueError(
+            f"{name} must be a finite number{' ' + bound if bound else ''}, got {value!r}"
+        )
+    return float(value)
 
 
 def check_nonneg(name: str, value: float) -> None:
     """Raise unless ``value`` is a finite number >= 0."""
-    if not (value >= 0 and np.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    check_number(name, value, low=0.0)
+
+
+def check_steps(steps, lr, momentum) -> None:
+    """An optimiser's settings: steps an integer >= 1, lr > 0 and momentum in [0, 1), finite."""
+    check_int("steps", steps, 1)
+    check_number("lr", lr, low=0.0, open_low=True)
+    check_number("momentum", momentum, low=0.0)
+    if is_concrete(momentum) and momentum >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+
+
+def check_array(name: str, x, *, shape=None, ndim: int | None = None) -> jax.Array:
+    """A finite real array; ``shape`` (None entries match anything) or ``ndim`` checked.
+
+    Returns float32 (or the tracer as given: its values cannot be checked).
+    """
+    if is_concrete(x) and not hasattr(x, "shape"):
+        x = np.asarray(x)
+    got = tuple(getattr(x, "shape", ()))
+    want = None if shape is None else tuple(shape)
+    if (ndim is not None and len(got) != ndim) or (
+        want is not None
+        and (
+            len(got) != len(want)
+            or any(w is not None and g != w for g, w in zip(got, want, strict=True))
+        )
+    ):
+        dims = ", ".join("*" if w is None else str(w) for w in want or ())
+        expected = f"shape [{dims}]" if want is not None else f"rank {ndim}"
+        raise ValueError(f"{name} must have {expected}, got shape {got}")
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+        raise ValueError(f"{name} must be a real array, got dtype {x.dtype}")
+    if not is_concrete(x):
+        return x
+    x = jnp.asarray(x, jnp.float32)
+    if not bool(jnp.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_indices(name: str, values, size: int, *, what: str = "") -> np.ndarray:
+    """Integer indices in [0, size) as int64 (no negative wrap-around, no float truncation).
+
+    Args:
+      name: the argument's name.
+      values: an int or an int array (any shape).
+      size: the length of the axis the indices select from.
+      what: what the axis is, for the message ("images", "rows of conv1").
+    """
+    v = np.asarray(values)
+    if v.dtype == np.bool_ or not np.issubdtype(v.dtype, np.integer):
+        raise ValueError(f"{name} must be integer indices, got dtype {v.dtype}")
+    if v.size and (v.min() < 0 or v.max() >= size):
+        over = f" (the number of {what})" if what else ""
+        raise ValueError(
+            f"{name} must lie in [0, {size}){over}, got values in [{v.min()}, {v.max()}]"
+        )
+    return v.astype(np.int64)
+
+
+def uint8_to_float(images) -> jax.Array:
+    """uint8 0..255 -> float32 in [0, 1]: the library's one conversion (``scriptlab.protocols``).
+
+    XLA divides by 255 as a multiplication by 1/255, so a few values differ by
+    one float32 ulp from numpy's ``data.as_float``; eager and jitted calls agree.
+    """
+    return jnp.asarray(images).astype(jnp.float32) / 255.0
 
 
 def check_images(images, *, name: str = "images", keep_uint8: bool = False) -> jax.Array:
-    """Validate a batch of images: float[N, H, W, C] with N >= 1, finite.
+    """Validate a batch of images under the library's one image convention.
+
+    The convention (``scriptlab.protocols``): float images lie in [0, 1];
+    uint8 images are 0..255 and are divided by 255 (as ``data.as_float``
+    does); any other dtype (int32, bool, ...) is rejected, since its scale is
+    a guess. Concrete images are checked to be finite and inside [0, 1].
 
     Args:
       images: an array (or a tracer) of rank 4.
@@ -58,7 +179,7 @@ def check_images(images, *, name: str = "images", keep_uint8: bool = False) -> j
         divides them by 255 chunk by chunk, so N images never exist as float32).
 
     Returns:
-      float32[N, H, W, C] (or the uint8 array, with ``keep_uint8``).
+      float32[N, H, W, C] in [0, 1] (or the uint8 array, with ``keep_uint8``).
     """
     if is_concrete(images) and not hasattr(images, "shape"):
         images = np.asarray(images)
@@ -70,11 +191,22 @@ def check_images(images, *, name: str = "images", keep_uint8: bool = False) -> j
         )
     if shape[0] == 0:
         raise ValueError(f"{name} is empty: shape {shape}")
-    if keep_uint8 and images.dtype == np.uint8:
-        return jnp.asarray(images)
+    if images.dtype == np.uint8:
+        return jnp.asarray(images) if keep_uint8 else uint8_to_float(images)
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(
+            f"{name} must be float in [0, 1] or uint8 in 0..255, got dtype {images.dtype}"
+        )
     images = jnp.asarray(images, jnp.float32) if is_concrete(images) else images.astype(jnp.float32)
-    if is_concrete(images) and not bool(jnp.isfinite(images).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    if is_concrete(images):
+        if not bool(jnp.isfinite(images).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"{name} must lie in [0, 1] (float) or be uint8 0..255, got float values in "
+                f"[{lo:g}, {hi:g}]; divide 0..255 floats by 255"
+            )
     return images
 
 
@@ -102,9 +234,13 @@ def check_xy(x, y, name: str) -> tuple[jax.Array, jax.Array]:
             f"{name} inputs must be an array with a leading batch axis N >= 1, got shape {xs}"
         )
     y = jnp.asarray(y)
-    if not jnp.issubdtype(y.dtype, jnp.integer) or y.shape != (xs[0],):
+    if (
+        not jnp.issubdtype(y.dtype, jnp.integer)
+        or y.shape != (xs[0],)
+        or (is_concrete(y) and int(y.min()) < 0)
+    ):
         raise ValueError(
-            f"{name} targets must be int[{xs[0]}] (one class id per input), "
+            f"{name} targets must be int[{xs[0]}] (one class id >= 0 per input), "
             f"got dtype {y.dtype} shape {y.shape}"
         )
     x = jnp.asarray(x)
@@ -234,13 +370,24 @@ def forward_chunks(
       float32[N, D].
     """
     images = check_images(images, keep_uint8=True)
-    return _forward_chunks(apply_fn, params, images, layer, check_batch_size(batch_size))
+    batch_size = check_batch_size(batch_size)
+    probe = jnp.zeros((1, *images.shape[1:]), jnp.float32)
+    out = probe_outputs(apply_fn, params, probe, "embedding", logits=False)
+    if layer is not None:
+        fields = [f for f in getattr(out, "_fields", ()) if f != "activations"]
+        allowed = fields + list(getattr(out, "activations", None) or {})
+        if layer not in allowed:
+            raise ValueError(
+                f"layer={layer!r} is neither an output field nor an activation of apply_fn; "
+                f"allowed: {', '.join(allowed)}"
+            )
+    return _forward_chunks(apply_fn, params, images, layer, batch_size)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4))
 def _forward_chunks(apply_fn, params, images, layer, batch_size):
     def one(image):
-        image = image.astype(jnp.float32) / 255.0 if image.dtype == jnp.uint8 else image
+        image = uint8_to_float(image) if image.dtype == jnp.uint8 else image
         out = apply_fn(params, image[None])
         if layer is None:
             rep = out.embedding

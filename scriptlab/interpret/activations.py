@@ -27,7 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scriptlab.interpret._common import check_batch_size, check_images, check_layers
+from scriptlab.interpret._common import (
+    check_array,
+    check_batch_size,
+    check_images,
+    check_layers,
+    check_number,
+)
 
 
 class DeadFilters(NamedTuple):
@@ -213,6 +219,7 @@ def dead_filters(
     images = check_images(images)
     layers = check_layers(apply_fn, params, images.shape[1:], layers, spatial=True)
     check_batch_size(batch_size)
+    threshold = check_number("threshold", threshold)
     stats = _stats(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
     peak = {k: v["peak"] for k, v in stats.items()}
     return DeadFilters(
@@ -237,6 +244,7 @@ def feature_grid(maps, *, columns: int = 8, pad: int = 1, normalise: str = "chan
     maps = np.asarray(maps, np.float32)
     if maps.ndim != 3:
         raise ValueError(f"maps must be float32[h, w, C] (one image), got shape {maps.shape}")
+    maps = np.asarray(check_array("maps", maps))
     if normalise not in ("channel", "layer", "none"):
         raise ValueError(f"normalise must be 'channel', 'layer' or 'none', got {normalise!r}")
     h, w, c = maps.shape

@@ -29,7 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scriptlab.interpret._common import check_choice, check_targets, gaussian_blur, probe_outputs
+from scriptlab.interpret._common import (
+    check_choice,
+    check_int,
+    check_number,
+    check_targets,
+    gaussian_blur,
+    probe_outputs,
+)
 
 PARAMETRISATIONS = ("pixel", "fourier")
 OPTIMIZERS = ("sgd", "adam")
@@ -214,8 +221,10 @@ def class_model(
         ("jitter", jitter, 0),
         ("blur_every", blur_every, 1),
     ):
-        if int(value) != value or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_int(name, value, low)
+    for name, value in (("lr", lr), ("l2", l2), ("tv", tv), ("blur_sigma", blur_sigma)):
+        check_number(name, value, low=0.0, open_low=name == "lr")
+    check_int("seed", seed)
     if blur_sigma and parametrisation != "pixel":
         raise ValueError(
             "blur_sigma applies to parametrisation='pixel'; the Fourier one already favours low frequencies"

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from scriptlab.interpret._common import check_array
+
 MEASURES = ("tv", "hf")
 
 
@@ -52,7 +54,7 @@ def _check_kernel(kernel) -> jax.Array:
     kernel = jnp.asarray(kernel, jnp.float32)
     if kernel.ndim != 4:
         raise ValueError(f"kernel must be float32[kh, kw, c_in, c_out], got shape {kernel.shape}")
-    return kernel
+    return check_array("kernel", kernel)
 
 
 def filter_images(kernel, *, mode: str = "rgb") -> np.ndarray:

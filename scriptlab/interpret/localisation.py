@@ -21,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from scriptlab.interpret._common import check_array
 from scriptlab.interpret.saliency import METHODS, saliency
 
 
@@ -30,7 +31,7 @@ def _check_maps_masks(maps, masks) -> tuple[jax.Array, jax.Array]:
         raise ValueError(f"maps must be float32[N, H, W], got shape {maps.shape}")
     if masks.shape != maps.shape:
         raise ValueError(f"masks must be bool{list(maps.shape)} like maps, got shape {masks.shape}")
-    return maps, masks.astype(bool)
+    return check_array("maps", maps), masks.astype(bool)
 
 
 def dilate(masks: jax.Array, radius: int) -> jax.Array:

@@ -26,11 +26,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scriptlab.interpret._common import (
     check_batch_size,
     check_choice,
     check_images,
+    check_int,
+    check_number,
     check_targets,
     gaussian_blur,
     layer_shapes,
@@ -62,10 +65,10 @@ class Occlusion(NamedTuple):
 
 
 def _pair(value, name: str) -> tuple[int, int]:
-    v = (value, value) if isinstance(value, int) else tuple(value)
-    if len(v) != 2 or any(int(a) != a for a in v):
+    v = (value, value) if np.ndim(value) == 0 else tuple(np.ravel(value))
+    if len(v) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(v[0]), int(v[1])
+    return check_int(name, v[0]), check_int(name, v[1])
 
 
 def fill_images(images: jax.Array, fill: str, *, sigma: float) -> jax.Array:
@@ -220,9 +223,9 @@ def occlusion(
         raise ValueError(f"stride must be >= 1, got {(sh, sw)}")
     check_choice("fill", fill, FILLS)
     check_choice("output", output, OUTPUTS)
-    sigma = float(max(ph, pw) / 4 if sigma is None else sigma)
-    if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+    sigma = check_number(
+        "sigma", max(ph, pw) / 4 if sigma is None else sigma, low=0.0, open_low=True
+    )
     check_batch_size(batch_size)
     if layer is None:
         n_targets = getattr(probe_outputs(apply_fn, params, images, head), head).shape[-1]

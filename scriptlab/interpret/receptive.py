@@ -36,7 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scriptlab.interpret._common import check_batch_size, check_images, check_layers
+from scriptlab.interpret._common import (
+    check_batch_size,
+    check_images,
+    check_indices,
+    check_int,
+    check_layers,
+    check_number,
+)
 
 
 class ReceptiveField(NamedTuple):
@@ -132,8 +139,10 @@ def receptive_box(rf: ReceptiveField, row, col, image_hw: Sequence[int] | None =
 
     Works on ints or integer arrays (broadcast). With ``image_hw`` the box is clipped to the image.
     """
-    top = rf.left[0] + np.asarray(row) * rf.jump[0]
-    lft = rf.left[1] + np.asarray(col) * rf.jump[1]
+    row = check_indices("row", row, rf.shape[0], what=f"rows of {rf.name}")
+    col = check_indices("col", col, rf.shape[1], what=f"columns of {rf.name}")
+    top = rf.left[0] + row * rf.jump[0]
+    lft = rf.left[1] + col * rf.jump[1]
     bottom, right = top + rf.size[0], lft + rf.size[1]
     if image_hw is not None:
         h, w = image_hw
@@ -200,6 +209,15 @@ def empirical_receptive_field(
       d unit / d pixel != 0 in any input channel.
     """
     scalar = np.ndim(rows) == 0
+    shapes = jax.eval_shape(feature_fn, jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+    if layer not in shapes:
+        raise ValueError(f"unknown layer {layer!r}; allowed: {', '.join(shapes)}")
+    _, h, w, c = shapes[layer].shape
+    rows = check_indices("rows", rows, h, what=f"rows of {layer}")
+    cols = check_indices("cols", cols, w, what=f"columns of {layer}")
+    if rows.shape != cols.shape:
+        raise ValueError(f"rows and cols must have one shape, got {rows.shape} and {cols.shape}")
+    channel = check_int("channel", channel, 0, c)
     rows, cols = jnp.atleast_1d(jnp.asarray(rows)), jnp.atleast_1d(jnp.asarray(cols))
     x = jax.random.uniform(jax.random.key(seed), (1, *image_shape))
 
@@ -264,10 +282,7 @@ def top_activating(
     """
     images = check_images(images)
     (layer,) = check_layers(apply_fn, params, images.shape[1:], layer, spatial=True)
-    if int(k) != k or not 1 <= k <= images.shape[0]:
-        raise ValueError(
-            f"k must be an integer in [1, {images.shape[0]}] (the number of images), got {k!r}"
-        )
+    k = check_int("k", k, 1, images.shape[0] + 1)  # at most the number of images
     check_batch_size(batch_size)
     value, index, row, col = _top(
         apply_fn, params, images, layer=layer, k=int(k), batch_size=int(batch_size)
@@ -299,6 +314,14 @@ def receptive_crops(images, rf: ReceptiveField, index, row, col, *, fill: float 
       float32[..., size_h, size_w, C], one crop per unit, vmapped.
     """
     images = check_images(images)
+    index = check_indices("index", index, images.shape[0], what="images")
+    row = check_indices("row", row, rf.shape[0], what=f"rows of {rf.name}")
+    col = check_indices("col", col, rf.shape[1], what=f"columns of {rf.name}")
+    if not index.shape == row.shape == col.shape:
+        raise ValueError(
+            f"index, row and col must have one shape, got {index.shape}, {row.shape}, {col.shape}"
+        )
+    fill = check_number("fill", fill)
     index, row, col = (jnp.asarray(a, jnp.int32) for a in (index, row, col))
     top = rf.left[0] + row * rf.jump[0]
     left = rf.left[1] + col * rf.jump[1]
@@ -325,7 +348,12 @@ def label_purity(labels, index, n_classes: int) -> np.ndarray:
     Returns:
       float32[C] in [1/min(k, n_classes), 1]: 1.0 means all k share one label.
     """
-    lab = np.asarray(labels)[np.asarray(index)]  # [C, k]
+    n_classes = check_int("n_classes", n_classes, 1)
+    labels = check_indices("labels", labels, n_classes, what="classes")
+    index = check_indices("index", index, len(labels), what="labels")
+    if index.ndim != 2:
+        raise ValueError(f"index must be int[C, k] (TopPatches.index), got shape {index.shape}")
+    lab = labels[index]  # [C, k]
     counts = (lab[..., None] == np.arange(n_classes)).sum(1)  # [C, n_classes]
     return (counts.max(-1) / lab.shape[1]).astype(np.float32)
 

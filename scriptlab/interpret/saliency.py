@@ -37,8 +37,11 @@ import jax
 import jax.numpy as jnp
 
 from scriptlab.interpret._common import (
+    check_array,
     check_choice,
     check_images,
+    check_int,
+    check_number,
     check_targets,
     gaussian_blur,
     probe_outputs,
@@ -137,6 +140,12 @@ def _batch_grad(apply_fn, params, images, targets, head, relu):
     """d score_n / d image_n for every image: float32[N, H, W, C], one batched call."""
     grad = jax.grad(_score(apply_fn, head, relu), argnums=1)
     return jax.vmap(grad, in_axes=(None, 0, 0))(params, images, targets)
+
+
+def _check_per_call(samples_per_call) -> int | None:
+    if samples_per_call is None:
+        return None
+    return check_int("samples_per_call", samples_per_call, 1)
 
 
 def _chunk(k: int, samples_per_call: int | None, n: int) -> int:
@@ -298,10 +307,9 @@ def smoothgrad(
     https://arxiv.org/abs/1706.03825.
     """
     check_choice("reduce", reduce, REDUCTIONS)
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    n_samples = check_int("n_samples", n_samples, 1)
+    noise = check_number("noise", noise, low=0.0)
+    samples_per_call = _check_per_call(samples_per_call)
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
     key = jax.random.key(0) if key is None else key
     chunk = _chunk(n_samples, samples_per_call, images.shape[0])
@@ -323,7 +331,9 @@ def make_baseline(
     if isinstance(baseline, str):
         check_choice("baseline", baseline, BASELINES)
         if baseline == "blur":
-            return gaussian_blur(images, blur_sigma)
+            return gaussian_blur(
+                images, check_number("blur_sigma", blur_sigma, low=0.0, open_low=True)
+            )
         value = {"black": 0.0, "white": 1.0, "gray": 0.5}[baseline]
         return jnp.full_like(images, value)
     b = jnp.asarray(baseline, images.dtype)
@@ -331,7 +341,7 @@ def make_baseline(
         raise ValueError(
             f"baseline must be a name in {BASELINES} or shaped {images.shape[1:]} / {images.shape}, got {b.shape}"
         )
-    return jnp.broadcast_to(b, images.shape)
+    return jnp.broadcast_to(check_array("baseline", b), images.shape)
 
 
 def integrated_gradients(
@@ -365,8 +375,8 @@ def integrated_gradients(
     https://arxiv.org/abs/1703.01365.
     """
     check_choice("reduce", reduce, REDUCTIONS)
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    steps = check_int("steps", steps, 1)
+    samples_per_call = _check_per_call(samples_per_call)
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
     baselines = make_baseline(images, baseline)
     chunk = _chunk(steps, samples_per_call, images.shape[0])
@@ -395,6 +405,9 @@ def completeness_gap(
       (float32[N], float32[N]); completeness says they are equal.
     """
     images, targets, _ = _validate(apply_fn, params, images, targets, head)
+    n, h, w, c = images.shape
+    shape = (n, h, w) if jnp.ndim(attributions) == 3 else (n, h, w, c)
+    attributions = check_array("attributions", attributions, shape=shape)
     baselines = make_baseline(images, baseline)
 
     def scores(x):

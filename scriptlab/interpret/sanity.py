@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import rankdata
 
+from scriptlab.interpret._common import check_array, check_int
 from scriptlab.interpret.saliency import METHODS, saliency
 
 # Top layer down; each stage re-initialises its layers on top of the previous ones.
@@ -41,7 +42,17 @@ CASCADE: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 # --------------------------------------------------------------------------- similarity
-@jax.jit
+def _check_maps(a, b, *, ndim: int | None = None):
+    """Two batches of maps of one shape [N, ...], finite."""
+    a = check_array("a", a, ndim=ndim)
+    b = check_array("b", b, shape=a.shape)
+    if a.ndim < 2:
+        raise ValueError(
+            f"a and b must be maps float[N, ...] with a batch axis, got shape {a.shape}"
+        )
+    return a, b
+
+
 def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
     """Spearman rank correlation of each pair of maps.
 
@@ -51,6 +62,12 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
     Returns:
       float32[N]; 0 where a map is constant.
     """
+    a, b = _check_maps(a, b)
+    return _spearman(a, b)
+
+
+@jax.jit
+def _spearman(a, b):
     # average ranks for ties, as scipy.stats.spearmanr
     ra = rankdata(a.reshape(a.shape[0], -1), axis=-1)
     rb = rankdata(b.reshape(b.shape[0], -1), axis=-1)
@@ -68,7 +85,6 @@ def normalise(maps: jax.Array) -> jax.Array:
     return jnp.where(span > 0, (m - lo) / jnp.where(span > 0, span, 1.0), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("window",))
 def ssim(a: jax.Array, b: jax.Array, *, window: int = 7) -> jax.Array:
     """Mean structural similarity of each pair of maps with values in [0, 1].
 
@@ -84,6 +100,13 @@ def ssim(a: jax.Array, b: jax.Array, *, window: int = 7) -> jax.Array:
     References: Wang et al. 2004, Image Quality Assessment: From Error Visibility
     to Structural Similarity.
     """
+    a, b = _check_maps(a, b, ndim=3)
+    check_int("window", window, 2, min(a.shape[1:]) + 1)
+    return _ssim(a, b, window=int(window))
+
+
+@functools.partial(jax.jit, static_argnames=("window",))
+def _ssim(a, b, *, window):
     c1, c2 = 0.01**2, 0.03**2
     n = window * window
 

@@ -17,7 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from scriptlab.interpret._common import check_choice, check_hessian, check_nonneg, check_xy
+from scriptlab.interpret._common import (
+    check_choice,
+    check_hessian,
+    check_nonneg,
+    check_steps,
+    check_xy,
+)
 from scriptlab.interpret.influence.losses import LossFn, objective
 from scriptlab.interpret.influence.solvers import damped_hessian
 
@@ -161,6 +167,8 @@ def loo_retrain(
     check_choice("method", method, LOO_METHODS)
     removed = _check_removed(removed, train_y.shape[0])
     check_nonneg("l2", l2)
+    check_steps(steps, lr, momentum)
+    check_nonneg("damping", damping)
     d, gn, gb = _loo(
         loss_fn,
         test_loss_fn or loss_fn,

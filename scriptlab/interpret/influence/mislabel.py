@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scriptlab.interpret._common import check_hessian, check_nonneg, check_xy
+from scriptlab.interpret._common import check_batch_size, check_hessian, check_nonneg, check_xy
 from scriptlab.interpret.influence.losses import LossFn, example_grad, objective
 from scriptlab.interpret.influence.solvers import damped_hessian, hessian_matrix
 
@@ -64,6 +64,7 @@ def self_influence(
     x, y = check_xy(x, y, "train")
     check_nonneg("l2", l2)
     check_nonneg("damping", damping)
+    check_batch_size(batch_size)
     hessian = check_hessian(hessian, params, "exact")
     return _self_influence(
         loss_fn, params, x, y, hessian, float(l2), float(damping), int(batch_size)

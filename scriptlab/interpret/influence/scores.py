@@ -18,7 +18,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from scriptlab.interpret._common import check_choice, check_hessian, check_nonneg, check_xy
+from scriptlab.interpret._common import (
+    check_batch_size,
+    check_choice,
+    check_hessian,
+    check_int,
+    check_nonneg,
+    check_number,
+    check_xy,
+)
 from scriptlab.interpret.influence.losses import LossFn, example_grad, objective
 from scriptlab.interpret.influence.solvers import METHODS, InverseHVPState, flat_matvec, solve_flat
 
@@ -127,8 +135,9 @@ def influence_scores(
     check_choice("method", method, METHODS)
     check_nonneg("l2", l2)
     check_nonneg("damping", damping)
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    check_batch_size(batch_size)
+    check_number("tol", tol, low=0.0, open_low=True)
+    check_int("max_iter", max_iter, 1)
     hessian = check_hessian(hessian, params, method)
     scores, state = _influence(
         loss_fn,

@@ -20,7 +20,14 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from scriptlab.interpret._common import check_choice, check_nonneg, check_xy
+from scriptlab.interpret._common import (
+    check_array,
+    check_choice,
+    check_int,
+    check_nonneg,
+    check_number,
+    check_xy,
+)
 from scriptlab.interpret.influence.losses import LossFn, objective
 
 METHODS = ("cg", "lissa", "exact")
@@ -196,10 +203,12 @@ def inverse_hvp(
     """
     check_choice("method", method, METHODS)
     check_nonneg("damping", damping)
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol!r}")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter!r}")
+    check_number("tol", tol, low=0.0, open_low=True)
+    check_int("max_iter", max_iter, 1)
+    if scale is not None:
+        check_number("scale", scale, low=0.0, open_low=True)
+    for leaf in jax.tree.leaves(v):
+        check_array("v", leaf)
     p_leaves, p_def = jax.tree.flatten(params)
     v_leaves, v_def = jax.tree.flatten(v)
     if p_def != v_def:

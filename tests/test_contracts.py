@@ -1,0 +1,323 @@
+"""The input contract of the public API, as one table: (function, argument, bad value, message).
+
+Every public transform validates before it traces (issue 13): non-finite
+images and hyperparameters, out-of-range labels / indices / layers / units,
+floats where integers are meant and shape mismatches each raise the library's
+own ValueError naming the argument. Each function's default call is run too,
+so a failure below is caused by the bad value, not by the call.
+"""
+
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scriptlab import probe, train
+from scriptlab.data import as_float
+from scriptlab.interpret import activations as A
+from scriptlab.interpret import classviz as C
+from scriptlab.interpret import embedding as E
+from scriptlab.interpret import filters as F
+from scriptlab.interpret import localisation as L
+from scriptlab.interpret import occlusion as O
+from scriptlab.interpret import receptive as R
+from scriptlab.interpret import saliency as S
+from scriptlab.interpret import sanity as SA
+from scriptlab.interpret._common import uint8_to_float
+from scriptlab.interpret.influence import fit as IF
+from scriptlab.interpret.influence import losses as IL
+from scriptlab.interpret.influence import mislabel as IM
+from scriptlab.interpret.influence import scores as IS
+from scriptlab.interpret.influence import solvers as IV
+from scriptlab.model import build, functional
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def c():
+    """A tiny random-init ScriptNet (5 scripts, 3 styles, 16x16 images) and a few inputs."""
+    model = build(5, 3, seed=0, image_shape=(16, 16, 3))
+    params, fn = functional(model)
+    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+    feats = np.asarray(jax.random.normal(jax.random.key(1), (12, 3)))
+    labels = np.arange(12) % 2
+    lp = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+    rf = R.receptive_fields(model.geometry(), (16, 16))["conv1"]
+    return SimpleNamespace(
+        model=model, params=params, fn=fn, x=x, t=np.array([0, 1]), feats=feats,
+        labels=labels, lp=lp, rf=rf, maps=jnp.zeros((2, 8, 8)),
+    )  # fmt: skip
+
+
+def _img(c):
+    return dict(apply_fn=c.fn, params=c.params, images=c.x)
+
+
+def _sal(c):
+    return dict(_img(c), targets=c.t)
+
+
+def _xy(c):
+    return dict(loss_fn=IL.logistic_loss, params=c.lp, l2=0.1)
+
+
+# function -> (callable, default keyword arguments of the fixture)
+CALLS = {
+    "vanilla_gradient": (S.vanilla_gradient, _sal),
+    "smoothgrad": (S.smoothgrad, lambda c: dict(_sal(c), n_samples=2)),
+    "integrated_gradients": (S.integrated_gradients, lambda c: dict(_sal(c), steps=2)),
+    "grad_cam": (S.grad_cam, _sal),
+    "completeness_gap": (
+        S.completeness_gap,
+        lambda c: dict(_sal(c), attributions=jnp.zeros((2, 16, 16))),
+    ),
+    "occlusion": (O.occlusion, lambda c: dict(_sal(c), patch=8, stride=8)),
+    "occlusion_layer": (
+        O.occlusion,
+        lambda c: dict(_img(c), targets=0, patch=8, stride=8, layer="conv1", unit=(0, 0)),
+    ),
+    "activation_maps": (A.activation_maps, _img),
+    "dead_filters": (A.dead_filters, _img),
+    "feature_grid": (A.feature_grid, lambda c: dict(maps=jnp.ones((4, 4, 3)))),
+    "top_activating": (R.top_activating, lambda c: dict(_img(c), layer="conv1", k=1)),
+    "receptive_crops": (
+        R.receptive_crops,
+        lambda c: dict(images=c.x, rf=c.rf, index=[0], row=[0], col=[0]),
+    ),
+    "receptive_box": (R.receptive_box, lambda c: dict(rf=c.rf, row=0, col=0)),
+    "empirical_receptive_field": (
+        R.empirical_receptive_field,
+        lambda c: dict(
+            feature_fn=R.trunk_fn(c.model), image_shape=(16, 16, 3), layer="conv1", rows=0, cols=0
+        ),
+    ),
+    "label_purity": (
+        R.label_purity,
+        lambda c: dict(labels=np.array([0, 1]), index=np.array([[0, 1]]), n_classes=2),
+    ),
+    "embed": (E.embed, _img),
+    "class_model": (
+        C.class_model,
+        lambda c: dict(apply_fn=c.fn, params=c.params, image_shape=(16, 16, 3), steps=2),
+    ),
+    "filter_noisiness": (F.filter_noisiness, lambda c: dict(kernel=jnp.ones((3, 3, 3, 4)))),
+    "localisation_scores": (
+        L.localisation_scores,
+        lambda c: dict(maps=c.maps, masks=jnp.ones((2, 8, 8), bool)),
+    ),
+    "spearman": (SA.spearman, lambda c: dict(a=c.maps, b=c.maps)),
+    "ssim": (SA.ssim, lambda c: dict(a=c.maps, b=c.maps)),
+    "predict": (train.predict, _img),
+    "fit_probe": (
+        probe.fit_probe,
+        lambda c: dict(features=c.feats, labels=c.labels, n_classes=2, steps=2),
+    ),
+    "probe_accuracy": (
+        probe.probe_accuracy,
+        lambda c: dict(
+            train_x=c.feats, train_y=c.labels, test_x=c.feats, test_y=c.labels, n_classes=2
+        ),
+    ),
+    "conditional_probe_accuracy": (
+        probe.conditional_probe_accuracy,
+        lambda c: dict(
+            train_x=c.feats,
+            train_y=c.labels,
+            train_c=c.labels,
+            test_x=c.feats,
+            test_y=c.labels,
+            test_c=c.labels,
+            n_classes=2,
+            n_conditions=2,
+            steps=2,
+        ),
+    ),  # fmt: skip
+    "fit_logistic": (
+        IF.fit_logistic,
+        lambda c: dict(features=c.feats, labels=c.labels, n_classes=2, steps=1),
+    ),
+    "influence_scores": (
+        IS.influence_scores,
+        lambda c: dict(
+            _xy(c), train_x=c.feats, train_y=c.labels, test_x=c.feats[:2], test_y=c.labels[:2]
+        ),
+    ),
+    "self_influence": (IM.self_influence, lambda c: dict(_xy(c), x=c.feats, y=c.labels)),
+    "inverse_hvp": (
+        IV.inverse_hvp,
+        lambda c: dict(
+            f=lambda p: IL.objective(IL.logistic_loss, p, c.feats, c.labels, l2=0.1),
+            params=c.lp,
+            v=c.lp,
+            max_iter=2,
+        ),
+    ),
+}
+
+NAN_IMAGE = lambda c: c.x.at[0, 1, 2, 0].set(NAN)  # noqa: E731
+BAD = [
+    # images: non-finite, out of the [0, 1] convention, unscaled dtypes, wrong rank / size
+    *[(f, "images", NAN_IMAGE, "NaN") for f in
+      ("vanilla_gradient", "smoothgrad", "integrated_gradients", "grad_cam", "occlusion",
+       "activation_maps", "dead_filters", "top_activating", "receptive_crops", "embed", "predict")],
+    *[(f, "images", lambda c: c.x * 255, r"\[0, 1\]") for f in
+      ("vanilla_gradient", "occlusion", "activation_maps", "embed", "predict")],
+    *[(f, "images", lambda c: (c.x * 255).astype(jnp.int32), "dtype int32") for f in
+      ("vanilla_gradient", "occlusion", "dead_filters", "embed", "predict")],
+    ("vanilla_gradient", "images", lambda c: c.x > 0.5, "dtype bool"),
+    ("predict", "images", lambda c: c.x[0], "rank 4"),
+    ("predict", "images", lambda c: jnp.zeros((2, 8, 8, 3)), "could not run"),
+    ("embed", "images", lambda c: jnp.zeros((2, 16, 16, 1)), "could not run"),
+    # targets, labels, indices: out of range, negative, float, bool, wrong length
+    ("vanilla_gradient", "targets", lambda c: np.array([0, 5]), r"\[0, 5\)"),
+    ("vanilla_gradient", "targets", lambda c: np.array([-1, 0]), r"\[0, 5\)"),
+    ("vanilla_gradient", "targets", lambda c: np.array([0.0, 1.5]), "integer"),
+    ("vanilla_gradient", "targets", lambda c: True, "integer"),
+    ("occlusion", "targets", lambda c: np.array([0, 1, 2]), "int\\[2\\]"),
+    ("occlusion_layer", "targets", lambda c: 16, "targets"),
+    ("occlusion_layer", "unit", lambda c: (-1, 0), "unit"),
+    ("occlusion_layer", "unit", lambda c: (8, 0), "unit"),
+    ("occlusion_layer", "unit", lambda c: (1.5, 0), "unit"),
+    ("occlusion_layer", "layer", lambda c: "nope", "nope"),
+    ("receptive_crops", "index", lambda c: [-1], "index"),
+    ("receptive_crops", "index", lambda c: [2], "index"),
+    ("receptive_crops", "index", lambda c: [0.7], "index"),
+    ("receptive_crops", "row", lambda c: [8], "row"),
+    ("receptive_box", "row", lambda c: -1, "row"),
+    ("receptive_box", "col", lambda c: 8, "col"),
+    ("empirical_receptive_field", "layer", lambda c: "nope", "nope"),
+    ("empirical_receptive_field", "rows", lambda c: 8, "rows"),
+    ("empirical_receptive_field", "cols", lambda c: -1, "cols"),
+    ("empirical_receptive_field", "channel", lambda c: 16, "channel"),
+    ("label_purity", "index", lambda c: np.array([[0, -1]]), "index"),
+    ("label_purity", "labels", lambda c: np.array([0, 2]), "labels"),
+    ("class_model", "targets", lambda c: [-1], "targets"),
+    ("class_model", "objective", lambda c: ("layer", "conv1", 16), "targets"),
+    ("class_model", "objective", lambda c: ("layer", "nope"), "nope"),
+    ("fit_probe", "labels", lambda c: c.labels + 0.5, "labels"),
+    ("fit_probe", "labels", lambda c: c.labels - 1, "labels"),
+    ("probe_accuracy", "test_y", lambda c: c.labels * 3, "labels of test_x"),
+    ("conditional_probe_accuracy", "train_c", lambda c: c.labels * 2, "train_c"),
+    ("conditional_probe_accuracy", "test_c", lambda c: c.labels + 0.5, "test_c"),
+    ("fit_logistic", "labels", lambda c: c.labels * 2, "labels"),
+    ("self_influence", "y", lambda c: c.labels - 1, "targets"),
+    # layer and head names
+    ("grad_cam", "layer", lambda c: "nope", "nope"),
+    ("grad_cam", "head", lambda c: "nope", "head"),
+    ("activation_maps", "layers", lambda c: ("nope",), "nope"),
+    ("top_activating", "layer", lambda c: "dense", "dense"),
+    ("embed", "layer", lambda c: "nope", "nope"),
+    # hyperparameters: non-finite, out of range, non-integral
+    ("smoothgrad", "noise", lambda c: NAN, "noise"),
+    ("smoothgrad", "noise", lambda c: INF, "noise"),
+    ("smoothgrad", "noise", lambda c: -0.1, "noise"),
+    ("smoothgrad", "n_samples", lambda c: 1.5, "n_samples"),
+    ("smoothgrad", "samples_per_call", lambda c: 0, "samples_per_call"),
+    ("integrated_gradients", "steps", lambda c: 2.5, "steps"),
+    ("integrated_gradients", "baseline", lambda c: jnp.full((16, 16, 3), NAN), "baseline"),
+    ("integrated_gradients", "baseline", lambda c: jnp.zeros((8, 8, 3)), "baseline"),
+    ("completeness_gap", "attributions", lambda c: jnp.zeros((3, 16, 16)), "attributions"),
+    ("completeness_gap", "attributions", lambda c: jnp.full((2, 16, 16), NAN), "attributions"),
+    ("occlusion", "patch", lambda c: 1.5, "patch"),
+    ("occlusion", "patch", lambda c: True, "patch"),
+    ("occlusion", "patch", lambda c: 17, "patch"),
+    ("occlusion", "stride", lambda c: 0, "stride"),
+    ("occlusion", "sigma", lambda c: NAN, "sigma"),
+    ("occlusion", "batch_size", lambda c: 0, "batch_size"),
+    ("dead_filters", "threshold", lambda c: NAN, "threshold"),
+    ("feature_grid", "maps", lambda c: jnp.full((4, 4, 3), NAN), "maps"),
+    ("top_activating", "k", lambda c: 3, "k"),
+    ("top_activating", "k", lambda c: 1.5, "k"),
+    ("receptive_crops", "fill", lambda c: NAN, "fill"),
+    ("embed", "batch_size", lambda c: 0, "batch_size"),
+    ("class_model", "lr", lambda c: NAN, "lr"),
+    ("class_model", "l2", lambda c: INF, "l2"),
+    ("class_model", "tv", lambda c: -1.0, "tv"),
+    ("class_model", "blur_sigma", lambda c: NAN, "blur_sigma"),
+    ("class_model", "steps", lambda c: 1.5, "steps"),
+    ("filter_noisiness", "kernel", lambda c: jnp.full((3, 3, 3, 4), NAN), "kernel"),
+    ("localisation_scores", "maps", lambda c: jnp.full((2, 8, 8), NAN), "maps"),
+    ("spearman", "b", lambda c: jnp.zeros((3, 8, 8)), "b must have shape"),
+    ("spearman", "a", lambda c: c.maps.at[0, 0, 0].set(NAN), "NaN"),
+    ("ssim", "window", lambda c: 0, "window"),
+    ("ssim", "window", lambda c: 9, "window"),
+    ("predict", "batch_size", lambda c: 0, "batch_size"),
+    ("fit_probe", "features", lambda c: np.full((12, 3), NAN), "features"),
+    ("fit_probe", "l2", lambda c: NAN, "l2"),
+    ("fit_probe", "steps", lambda c: 0, "steps"),
+    ("fit_probe", "n_classes", lambda c: 0, "n_classes"),
+    ("probe_accuracy", "test_x", lambda c: np.zeros((12, 5)), "test_x"),
+    ("fit_logistic", "l2", lambda c: INF, "l2"),
+    ("influence_scores", "damping", lambda c: NAN, "damping"),
+    ("influence_scores", "l2", lambda c: -1.0, "l2"),
+    ("influence_scores", "tol", lambda c: NAN, "tol"),
+    ("influence_scores", "max_iter", lambda c: 2.5, "max_iter"),
+    ("influence_scores", "test_y", lambda c: np.array([0]), "targets"),
+    ("self_influence", "damping", lambda c: INF, "damping"),
+    ("self_influence", "batch_size", lambda c: 0.5, "batch_size"),
+    ("inverse_hvp", "damping", lambda c: NAN, "damping"),
+    ("inverse_hvp", "max_iter", lambda c: 1.5, "max_iter"),
+    ("inverse_hvp", "v", lambda c: jax.tree.map(lambda a: a + NAN, c.lp), "NaN"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_default_call_runs(c, name):
+    fn, kwargs = CALLS[name]
+    fn(**kwargs(c))
+
+
+@pytest.mark.parametrize(
+    ("name", "arg", "bad", "match"),
+    BAD,
+    ids=[f"{n}-{a}-{i}" for i, (n, a, _, _) in enumerate(BAD)],
+)
+def test_bad_input_is_a_clear_error(c, name, arg, bad, match):
+    fn, kwargs = CALLS[name]
+    kw = kwargs(c)
+    kw[arg] = bad(c)
+    with pytest.raises(ValueError, match=match):
+        fn(**kw)
+
+
+def test_table_covers_every_call():
+    assert {n for n, *_ in BAD} == set(CALLS)
+
+
+# --------------------------------------------------------------------------- one uint8 convention
+@pytest.mark.parametrize(
+    "name", ["vanilla_gradient", "occlusion", "activation_maps", "dead_filters", "embed", "predict"]
+)
+def test_uint8_is_divided_by_255_by_every_entry_point(c, name):
+    """uint8 gives the maps of the same images as floats in [0, 1] (issue 13: not 209x smaller).
+
+    Where the image is converted eagerly the bits are equal; the chunked passes
+    (embed, predict) convert inside their jitted loop, where XLA may fuse the
+    division into the first layer, so they agree to float32 rounding.
+    """
+    u8 = np.asarray(c.x * 255).astype(np.uint8)
+    f = jnp.asarray(u8).astype(jnp.float32) / 255.0
+    fn, kwargs = CALLS[name]
+    a, b = fn(**dict(kwargs(c), images=u8)), fn(**dict(kwargs(c), images=f))
+    for la, lb in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if name in ("embed", "predict"):
+            np.testing.assert_allclose(la, lb, rtol=1e-4, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(la, lb)
+
+
+def test_uint8_agrees_with_as_float_to_an_ulp():
+    """The one conversion (jitted or eager) and numpy's data.as_float differ by at most one ulp."""
+    u8 = np.arange(256, dtype=np.uint8)
+    np.testing.assert_array_max_ulp(np.asarray(uint8_to_float(u8)), as_float(u8), maxulp=1)
+    np.testing.assert_array_equal(uint8_to_float(u8), jax.jit(uint8_to_float)(u8))
+
+
+def test_evaluate_rejects_a_head_smaller_than_the_labels(c, smoke):
+    small_head = functional(build(2, 2, seed=0, image_shape=(*smoke.config.image_size, 3)))
+    split = smoke.split("test").take(np.arange(8))
+    with pytest.raises(ValueError, match="script head has 2 classes"):
+        train.evaluate(small_head[1], small_head[0], split)
