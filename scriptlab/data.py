@@ -161,15 +161,25 @@ def make_config(preset: str = "workshop", seed: int = 0, **overrides) -> DataCon
 
 
 class Split(NamedTuple):
-    """One split: images, ink masks and labels, all row-aligned."""
+    """One split: images, ink masks and labels, all row-aligned.
 
-    images: np.ndarray  # uint8[N, H, W, 3]
-    masks: np.ndarray  # bool[N, H, W]: glyph ink before blur and noise
-    script: np.ndarray  # int32[N], index into Dataset.scripts
-    style: np.ndarray  # int32[N], index into Dataset.styles
-    family: np.ndarray  # int32[N], index into Dataset.families
-    text: np.ndarray  # str[N]
-    color: np.ndarray  # uint8[N, 3] text colour
+    Attributes:
+      images: uint8[N, H, W, 3]
+      masks: bool[N, H, W]: glyph ink before blur and noise
+      script: int32[N], index into Dataset.scripts
+      style: int32[N], index into Dataset.styles
+      family: int32[N], index into Dataset.families
+      text: str[N]
+      color: uint8[N, 3] text colour
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    script: np.ndarray
+    style: np.ndarray
+    family: np.ndarray
+    text: np.ndarray
+    color: np.ndarray
 
     def __len__(self) -> int:
         return len(self.script)

@@ -90,7 +90,14 @@ EVAL_SPLITS = ("test", "conflict", "val_conflict", "heldout")
 
 
 class Predictions(NamedTuple):
-    """One model's outputs on one split: script logits, font logits (or None), embedding."""
+    """One model's outputs on one split: script logits, font logits (or None), embedding.
+
+    Attributes:
+      script: float32[N, n_scripts] script logits.
+      font: float32[N, n_styles] font logits, or None where a post-hoc head
+        replaces the script head only.
+      embedding: float32[N, D], the representation the script head reads.
+    """
 
     script: np.ndarray
     font: np.ndarray | None

@@ -35,16 +35,27 @@ STYLES: tuple[str, ...] = ("sans", "serif", "mono", "hand", "display")
 
 
 class Face(NamedTuple):
-    """One renderable face: a font file (at one variable weight) with its labels."""
+    """One renderable face: a font file (at one variable weight) with its labels.
+
+    Attributes:
+      family: the font family's name.
+      style: its font-style label, one of ``STYLES``.
+      package: the pip distribution that ships it
+      module: its import name
+      file: path inside the module
+      weight: wght axis value for variable fonts, None for static files
+      scripts: the scripts it renders.
+      heldout: held-out-fonts split only, never in train/val/test
+    """
 
     family: str
     style: str
-    package: str  # the pip distribution that ships it
-    module: str  # its import name
-    file: str  # path inside the module
-    weight: int | None  # wght axis value for variable fonts, None for static files
+    package: str
+    module: str
+    file: str
+    weight: int | None
     scripts: tuple[str, ...]
-    heldout: bool = False  # held-out-fonts split only, never in train/val/test
+    heldout: bool = False
 
 
 LAT, CYR, GRK = "latin", "cyrillic", "greek"

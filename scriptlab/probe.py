@@ -25,12 +25,19 @@ from scriptlab.interpret._common import check_array, check_indices, check_int, c
 
 
 class Probe(NamedTuple):
-    """A fitted multinomial logistic regression on standardised features."""
+    """A fitted multinomial logistic regression on standardised features.
 
-    weights: jax.Array  # float32[D, K]
-    bias: jax.Array  # float32[K]
-    mean: jax.Array  # float32[D]
-    scale: jax.Array  # float32[D]
+    Attributes:
+      weights: float32[D, K]
+      bias: float32[K]
+      mean: float32[D]
+      scale: float32[D]
+    """
+
+    weights: jax.Array
+    bias: jax.Array
+    mean: jax.Array
+    scale: jax.Array
 
     def logits(self, features) -> jax.Array:
         """float32[N, K] class scores of float32[N, D] features."""
@@ -125,14 +132,23 @@ def probe_accuracy(train_x, train_y, test_x, test_y, n_classes: int) -> float:
 
 
 class MLPProbe(NamedTuple):
-    """A fitted one-hidden-layer ReLU probe on standardised features."""
+    """A fitted one-hidden-layer ReLU probe on standardised features.
 
-    w1: jax.Array  # float32[D, H]
-    b1: jax.Array  # float32[H]
-    w2: jax.Array  # float32[H, K]
-    b2: jax.Array  # float32[K]
-    mean: jax.Array  # float32[D]
-    scale: jax.Array  # float32[D]
+    Attributes:
+      w1: float32[D, H]
+      b1: float32[H]
+      w2: float32[H, K]
+      b2: float32[K]
+      mean: float32[D]
+      scale: float32[D]
+    """
+
+    w1: jax.Array
+    b1: jax.Array
+    w2: jax.Array
+    b2: jax.Array
+    mean: jax.Array
+    scale: jax.Array
 
     def predict(self, features) -> np.ndarray:
         z = (jnp.asarray(features) - self.mean) / self.scale

@@ -139,13 +139,21 @@ class TrainState(NamedTuple):
 
 
 class Result(NamedTuple):
-    """A trained model with its configuration and per-epoch metrics."""
+    """A trained model with its configuration and per-epoch metrics.
+
+    Attributes:
+      model: the trained ScriptNet.
+      config: the ``TrainConfig`` it was trained with.
+      history: one dict of losses and validation accuracies per epoch.
+      data_key: the cache key of the dataset it was trained on.
+      snapshots: (epoch, params) when config.snapshots
+    """
 
     model: ScriptNet
     config: TrainConfig
     history: list[dict]
     data_key: str
-    snapshots: list[tuple[int, Any]]  # (epoch, params) when config.snapshots
+    snapshots: list[tuple[int, Any]]
 
 
 def dann_lambda(progress, lam_max: float = 1.0):

@@ -61,7 +61,17 @@ ZOO: dict[str, dict[str, Any]] = {
 
 
 class ZooModel(NamedTuple):
-    """A trained model, its functional view, its recipe and its training curves."""
+    """A trained model, its functional view, its recipe and its training curves.
+
+    Attributes:
+      name: its key in ``ZOO``.
+      model: the trained ScriptNet.
+      params: its parameters, as split by ``model.functional``.
+      apply_fn: the ``scriptlab.protocols.ApplyFn`` of its architecture.
+      config: the ``train.TrainConfig`` it was trained with.
+      history: one dict of losses and validation accuracies per epoch.
+      data_key: the cache key of the dataset it was trained on.
+    """
 
     name: str
     model: ScriptNet
