@@ -21,11 +21,13 @@ worker processes: each chunk of 256 crops has its own seed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 import zipfile
@@ -115,6 +117,12 @@ class DataConfig:
                 "version": DATA_VERSION,
                 "pillow": PIL.__version__,
                 "faces": [list(f) for f in fonts.FACES],
+                # the bytes of the files used, so a changed font package is a new dataset
+                "font_files": fonts.file_digests(
+                    f
+                    for f in fonts.FACES
+                    if f.style in self.styles and set(f.scripts) & set(self.scripts)
+                ),
                 "bias": BIAS,
             },
             sort_keys=True,
@@ -462,6 +470,38 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+_TEMPORARY = re.compile(r"\.(\d+)\.tmp(\.npz)?$")
+
+
+def write_atomic(path: Path, blob: bytes) -> None:
+    """Write ``blob`` through a unique temporary file and rename it: no reader sees half a file.
+
+    A symbolic link at ``path`` is refused rather than followed out of its folder.
+    """
+    if path.is_symlink():
+        raise ValueError(f"refusing to write through the symbolic link {path}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def clean_temporaries(folder: Path) -> None:
+    """Delete the temporary files of killed writers in ``folder`` (their process is gone)."""
+    for tmp in folder.glob("*.tmp*") if folder.is_dir() else ():
+        match = _TEMPORARY.search(tmp.name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 def _digest(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
@@ -476,6 +516,7 @@ def _save(ds: Dataset, path: Path) -> None:
     arrays = {
         f"{split}/{field}": v for split, s in ds.splits.items() for field, v in s._asdict().items()
     }
+    arrays["key"] = np.array(ds.config.key())  # whose file this is (a legacy file has none)
     arrays["digest"] = np.array(_digest(arrays))
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # unique: writers may race
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -489,10 +530,42 @@ def _load(cfg: DataConfig, path: Path) -> Dataset:
     digest = str(arrays.pop("digest"))
     if digest != _digest(arrays):
         raise ValueError(f"checksum mismatch in {path}")
+    key = str(arrays.pop("key", cfg.key()))
+    if key != cfg.key():
+        raise ValueError(f"{path} holds dataset {key}, not this config's {cfg.key()}")
     splits = {
         split: Split(**{f: arrays[f"{split}/{f}"] for f in Split._fields}) for split in SPLITS
     }
+    _check_schema(cfg, splits, path)
     return Dataset(cfg, splits, cfg.scripts, cfg.styles, fonts.FAMILIES)
+
+
+def _check_schema(cfg: DataConfig, splits: dict[str, Split], path: Path) -> None:
+    """Every split has this config's size, image size, dtypes and label ranges."""
+    h, w = cfg.image_size
+    for split, s in splits.items():
+        n = cfg.sizes()[split]
+        want = {
+            "images": (np.uint8, (n, h, w, 3)),
+            "masks": (np.bool_, (n, h, w)),
+            "script": (np.int32, (n,)),
+            "style": (np.int32, (n,)),
+            "family": (np.int32, (n,)),
+            "color": (np.uint8, (n, 3)),
+        }
+        for field, (dtype, shape) in want.items():
+            a = getattr(s, field)
+            if a.dtype != dtype or a.shape != shape:
+                raise ValueError(
+                    f"{path}: {split}/{field} is {a.dtype}{list(a.shape)}, this config needs "
+                    f"{np.dtype(dtype)}{list(shape)}"
+                )
+        if s.text.shape != (n,) or s.text.dtype.kind != "U":
+            raise ValueError(f"{path}: {split}/text must be str[{n}], got {s.text.dtype}")
+        for field, size in (("script", len(cfg.scripts)), ("style", len(cfg.styles))):
+            a = getattr(s, field)
+            if n and (a.min() < 0 or a.max() >= size):
+                raise ValueError(f"{path}: {split}/{field} labels outside [0, {size})")
 
 
 def dataset_path(cfg: DataConfig) -> Path:
@@ -522,16 +595,64 @@ def load(
     """
     cfg = make_config(preset, seed, **overrides)
     path = dataset_path(cfg)
-    if cache and path.exists():
+    if not cache:
+        return _generate(cfg, workers, progress)
+    if (ds := _try_load(cfg, path)) is not None:
+        return ds
+    with cache_lock(path) as writable:
+        # another process may have rendered it while this one waited for the lock
+        if (ds := _try_load(cfg, path)) is not None:
+            return ds
+        clean_temporaries(path.parent)
+        ds = _generate(cfg, workers, progress)
         try:
-            return _load(cfg, path)
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            warnings.warn(f"dataset cache {path} is unreadable ({err}); regenerating", stacklevel=2)
-            path.unlink(missing_ok=True)
-    ds = _generate(cfg, workers, progress)
-    if cache:
-        _save(ds, path)
+            if not writable:
+                raise PermissionError("no lock could be taken")
+            _save(ds, path)
+        except OSError as err:
+            warnings.warn(
+                f"dataset cache {path.parent} is read-only ({err}); not cached", stacklevel=2
+            )
     return ds
+
+
+def _try_load(cfg: DataConfig, path: Path) -> Dataset | None:
+    """The cached dataset, or None (a damaged file is reported and removed)."""
+    if not path.exists():
+        return None
+    try:
+        return _load(cfg, path)
+    except (ValueError, OSError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as err:
+        warnings.warn(f"dataset cache {path} is unreadable ({err}); regenerating", stacklevel=3)
+        with contextlib.suppress(OSError):  # a read-only cache keeps it
+            path.unlink(missing_ok=True)
+    return None
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path):
+    """Hold an exclusive lock on ``path``'s cache entry; yields False when the cache is read-only.
+
+    Writers of one entry (datasets, zoo models) take it in turn, so two processes
+    asking for the same entry produce it once. A cache folder that cannot be
+    written (a read-only mount) is still read: no lock is needed to read files
+    that are only ever replaced atomically.
+    """
+    import fcntl
+
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a")  # noqa: SIM115 (held across the yield)
+    except OSError:
+        yield False
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- summaries

@@ -13,6 +13,7 @@ no tofu boxes and no .notdef glyphs, ever.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 from pathlib import Path
 from typing import NamedTuple
@@ -414,6 +415,14 @@ class FontCoverageError(ValueError):
     """A (script, style) cell has no face that covers it."""
 
 
+class FontPackageError(FontCoverageError):
+    """A pinned font package is missing or one of its files cannot be loaded.
+
+    Never skipped: a cell that silently lost its faces would render (and cache)
+    a different dataset under the same name.
+    """
+
+
 def check_name(kind: str, value: str, allowed: tuple[str, ...]) -> str:
     """Raise a ValueError naming ``kind`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
@@ -426,14 +435,24 @@ def font_path(face: Face) -> Path:
     """Absolute path of a face's file inside its installed package."""
     spec = importlib.util.find_spec(face.module)
     if spec is None or not spec.submodule_search_locations:
-        raise FontCoverageError(
+        raise FontPackageError(
             f"font package {face.package!r} (for {face.family}) is not installed; "
             f"`pip install {face.package}` or reinstall scriptlab"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / face.file
     if not path.exists():
-        raise FontCoverageError(f"{face.package} has no file {face.file!r}")
+        raise FontPackageError(f"{face.package} has no file {face.file!r}")
     return path
+
+
+@functools.cache
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def file_digests(faces) -> dict[str, str]:
+    """{package/file: sha256 prefix} of the font files behind ``faces``: what a dataset was drawn with."""
+    return {f"{f.package}/{f.file}": _file_digest(font_path(f)) for f in faces}
 
 
 @functools.cache
@@ -446,7 +465,14 @@ def _cmap(path: Path) -> frozenset[int]:
 
 def covers(face: Face, text: str) -> bool:
     """True when every non-space character of ``text`` is in the face's cmap."""
-    cmap = _cmap(font_path(face))
+    path = font_path(face)
+    try:
+        cmap = _cmap(path)
+    except Exception as err:  # fontTools raises many types on a damaged file
+        raise FontPackageError(
+            f"font file {path} of package {face.package!r} cannot be loaded ({err}); "
+            f"reinstall it with `pip install --force-reinstall {face.package}`"
+        ) from err
     return all(ord(ch) in cmap for ch in text if not ch.isspace())
 
 
@@ -493,6 +519,8 @@ def styles_for(script: str, *, heldout: bool = False) -> tuple[str, ...]:
     for style in STYLES:
         try:
             faces_for(script, style, heldout=heldout)
+        except FontPackageError:
+            raise  # a broken install, not an uncovered cell
         except FontCoverageError:
             continue
         out.append(style)

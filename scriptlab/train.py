@@ -445,19 +445,28 @@ def save(result: Result, directory: str | Path) -> Path:
     from flax import serialization
 
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"cannot save a checkpoint into {directory}: it is a file, not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    state = nnx.state(result.model, nnx.Param).to_pure_dict()
-    (directory / "checkpoint.msgpack").write_bytes(serialization.msgpack_serialize(state))
+    data_lib.clean_temporaries(directory)
+    blobs = {"checkpoint.msgpack": nnx.state(result.model, nnx.Param).to_pure_dict()}
     for epoch, params in result.snapshots:
-        blob = serialization.msgpack_serialize(params.to_pure_dict())
-        (directory / f"epoch_{epoch:03d}.msgpack").write_bytes(blob)
+        blobs[f"epoch_{epoch:03d}.msgpack"] = params.to_pure_dict()
+    digests = {}
+    for name, tree in blobs.items():
+        blob = serialization.msgpack_serialize(tree)
+        digests[name] = hashlib.sha256(blob).hexdigest()
+        data_lib.write_atomic(directory / name, blob)
     meta = {
         "config": dataclasses.asdict(result.config),
+        "config_key": result.config.key(),
         "data_key": result.data_key,
         "history": result.history,
         "snapshots": [e for e, _ in result.snapshots],
+        "sha256": digests,
     }
-    (directory / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+    # written last: a checkpoint.json means every file it names is complete
+    data_lib.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
     return directory
 
 
@@ -481,8 +490,7 @@ def restore(
     meta_path = directory / "checkpoint.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"no checkpoint.json in {directory}")
-    meta = json.loads(meta_path.read_text())
-    stored = _config_from_json(meta["config"])
+    meta, stored = _read_meta(meta_path)
     if cfg is not None and cfg != stored:
         diff = {
             f.name: (getattr(stored, f.name), getattr(cfg, f.name))
@@ -497,9 +505,15 @@ def restore(
         raise ValueError(
             f"checkpoint in {directory} was trained on dataset {meta['data_key']}, not {ds.key}"
         )
-    n_scripts, n_font_logits = _head_sizes(directory / "checkpoint.msgpack")
+    loaded = _read(directory / "checkpoint.msgpack", meta)
+    n_scripts, n_font_logits = _head_sizes(loaded, directory)
     conditional = stored.mode == "cdann"
     n_styles = n_font_logits // n_scripts if conditional else n_font_logits
+    if ds is not None and (n_scripts, n_styles) != (len(ds.scripts), len(ds.styles)):
+        raise ValueError(
+            f"checkpoint in {directory} has heads for {n_scripts} scripts and {n_styles} styles; "
+            f"the dataset has {len(ds.scripts)} scripts and {len(ds.styles)} styles"
+        )
     h, w = data_lib.make_config(stored.preset).image_size
     abstract = nnx.eval_shape(
         lambda: ScriptNet(
@@ -513,15 +527,13 @@ def restore(
         )
     )
     graphdef, state = nnx.split(abstract)
-    _check_shapes(
-        state.to_pure_dict(), loaded := _read(directory / "checkpoint.msgpack"), directory
-    )
+    _check_shapes(state.to_pure_dict(), loaded, directory)
     nnx.replace_by_pure_dict(state, loaded)
     model = nnx.merge(graphdef, state)
     snaps = []
     for epoch in meta.get("snapshots", []):
         params = nnx.state(model, nnx.Param)
-        blob = _read(directory / f"epoch_{epoch:03d}.msgpack")
+        blob = _read(directory / f"epoch_{epoch:03d}.msgpack", meta)
         _check_shapes(params.to_pure_dict(), blob, directory)
         params = jax.tree.map(lambda x: x, params)
         nnx.replace_by_pure_dict(params, blob)
@@ -529,15 +541,64 @@ def restore(
     return Result(model, stored, meta["history"], meta["data_key"], snaps)
 
 
-def _read(path: Path) -> dict:
+_META = {"config": dict, "data_key": str, "history": list, "snapshots": list}
+
+
+def _read_meta(path: Path) -> tuple[dict, TrainConfig]:
+    """checkpoint.json and its config, checked for structure and against its config key."""
+    try:
+        meta = json.loads(path.read_text())
+        if not isinstance(meta, dict):
+            raise TypeError(f"the top level is a {type(meta).__name__}, not an object")
+        for key, kind in _META.items():
+            if not isinstance(meta.get(key), kind):
+                raise TypeError(f"{key!r} must be a {kind.__name__}, got {meta.get(key)!r:.60}")
+        stored = _config_from_json(meta["config"])
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path} is malformed: {err}") from err
+    if "config_key" in meta and stored.key() != meta["config_key"]:
+        raise ValueError(
+            f"{path}: the stored config hashes to {stored.key()}, not its recorded "
+            f"config_key {meta['config_key']} (edited or corrupt)"
+        )
+    return meta, stored
+
+
+def _read(path: Path, meta: dict) -> dict:
+    """A msgpack parameter file, checked against its sha256 and for finite float32 arrays.
+
+    Checkpoints saved before checksums were recorded (no "sha256" in the meta)
+    are still read; their arrays are checked all the same.
+    """
     from flax import serialization
 
-    return serialization.msgpack_restore(path.read_bytes())
+    blob = path.read_bytes()
+    want = meta.get("sha256", {}).get(path.name) if isinstance(meta.get("sha256"), dict) else None
+    if "sha256" in meta and hashlib.sha256(blob).hexdigest() != want:
+        raise ValueError(f"checksum mismatch in {path}: the file is corrupt or was replaced")
+    try:
+        tree = serialization.msgpack_restore(blob)
+    except Exception as err:  # msgpack raises several types on truncated input
+        raise ValueError(f"{path} is not a readable msgpack file: {err}") from err
+    if not isinstance(tree, dict):
+        raise ValueError(f"{path} does not hold a parameter dict")
+    for where, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = jax.tree_util.keystr(where)
+        if not isinstance(leaf, np.ndarray) or leaf.dtype != np.float32:
+            raise ValueError(
+                f"{path}: parameter {name} must be a float32 array, got "
+                f"{getattr(leaf, 'dtype', type(leaf).__name__)}"
+            )
+        if not np.isfinite(leaf).all():
+            raise ValueError(f"{path}: parameter {name} contains NaN or infinite values")
+    return tree
 
 
-def _head_sizes(path: Path) -> tuple[int, int]:
-    raw = _read(path)
-    return raw["script_head"]["bias"].shape[0], raw["font_head"]["bias"].shape[0]
+def _head_sizes(raw: dict, where: Path) -> tuple[int, int]:
+    try:
+        return raw["script_head"]["bias"].shape[0], raw["font_head"]["bias"].shape[0]
+    except (KeyError, TypeError, AttributeError, IndexError) as err:
+        raise ValueError(f"checkpoint in {where} lacks the script/font head biases") from err
 
 
 def _check_shapes(template: dict, loaded: dict, where: Path, prefix: str = "") -> None:
