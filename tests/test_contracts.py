@@ -7,6 +7,7 @@ own ValueError naming the argument. Each function's default call is run too,
 so a failure below is caused by the bad value, not by the call.
 """
 
+import json
 from types import SimpleNamespace
 
 import jax
@@ -321,3 +322,114 @@ def test_evaluate_rejects_a_head_smaller_than_the_labels(c, smoke):
     split = smoke.split("test").take(np.arange(8))
     with pytest.raises(ValueError, match="script head has 2 classes"):
         train.evaluate(small_head[1], small_head[0], split)
+
+
+# --------------------------------------------------------------------------- the command line
+def _cli(argv, capsys):
+    """(exit status, stderr lines) of ``scriptlab argv``, in process."""
+    from scriptlab import cli
+
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line]
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Record any rendering or training the CLI starts."""
+    from scriptlab import data
+
+    started = []
+
+    def record(*a, **k):
+        started.append(a)
+        raise RuntimeError("work started")
+
+    monkeypatch.setattr(data, "load", record)
+    monkeypatch.setattr(train, "train", record)
+    return started
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["experiment", "--seeds", "0"], "--seeds"),
+        (["experiment", "--seeds", "-2"], "--seeds"),
+        (["experiment", "--seeds", "1.5"], "--seeds"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--seed", "-1"], "--seed"),
+        (["train", "--mode", "nope"], "--mode"),
+        (["dataset", "--workers", "0"], "--workers"),
+        (["dataset", "--preset", "nope"], "--preset"),
+        (["dataset", "--seed", "x"], "--seed"),
+    ],
+)
+def test_cli_rejects_bad_arguments_in_one_line(capsys, no_work, argv, match):
+    code, err = _cli(argv, capsys)
+    assert code == 2 and len(err) == 1 and match in err[0], err
+    assert no_work == []
+
+
+@pytest.mark.parametrize("command", ["dataset", "train", "experiment"])
+def test_cli_checks_the_output_folder_before_any_work(tmp_path, capsys, no_work, command):
+    existing = tmp_path / "file"
+    existing.write_text("x")
+    code, err = _cli([command, "--preset", "smoke", "--out", str(existing)], capsys)
+    assert code == 2 and err == [
+        f"scriptlab {command}: error: --out {existing} exists and is not a folder"
+    ]
+    code, err = _cli([command, "--preset", "smoke", "--out", str(existing / "sub")], capsys)
+    assert code == 2 and "cannot create" in err[0]
+    assert no_work == []
+
+
+def test_cli_refuses_a_symlink_out_of_the_output_folder(tmp_path, capsys, no_work):
+    outside = tmp_path / "precious.json"
+    outside.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").symlink_to(outside)
+    code, err = _cli(["dataset", "--preset", "smoke", "--out", str(out)], capsys)
+    assert code == 2 and "symbolic link" in err[0]
+    assert outside.read_text() == "keep" and no_work == []
+
+
+def test_cli_runtime_errors_are_one_line_unless_debug(tmp_path, capsys, monkeypatch):
+    from scriptlab import data
+
+    def fail(*a, **k):
+        raise ValueError("the cache\nis gone")
+
+    monkeypatch.setattr(data, "load", fail)
+    argv = ["dataset", "--preset", "smoke", "--out", str(tmp_path / "o")]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err == ["scriptlab dataset: error: the cache is gone"]
+    with pytest.raises(ValueError, match="the cache"):
+        _cli(["--debug", *argv], capsys)
+
+
+def test_cli_version(capsys):
+    from scriptlab import __version__, cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"scriptlab {__version__}"
+
+
+def test_cli_train_writes_strict_json(tmp_path, capsys, monkeypatch, smoke):
+    model = build(len(smoke.scripts), len(smoke.styles), image_shape=(*smoke.config.image_size, 3))
+    history = [{"epoch": 1, "val_script_acc": float("nan"), "val_font_acc": 0.5}]
+    fake = train.Result(model, train.make_train_config(preset="smoke"), history, smoke.key, [])
+    monkeypatch.setattr(train, "train", lambda cfg: fake._replace(config=cfg))
+    code, _ = _cli(["train", "--preset", "smoke", "--out", str(tmp_path / "t")], capsys)
+    assert code == 0
+
+    def no_constants(name):
+        raise AssertionError(f"bare {name} in metrics.json")
+
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text(), parse_constant=no_constants)
+    assert metrics[0]["val_script_acc"] is None
+    train.restore(tmp_path / "t")
