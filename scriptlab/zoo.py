@@ -96,7 +96,23 @@ def path(cfg: train_lib.TrainConfig, name: str) -> Path:
     return cache_dir() / "zoo" / f"{name}-{cfg.preset}-s{cfg.seed}-{cfg.key()}"
 
 
+_NO_MAIN_GUARD = (
+    "a zoo worker process re-imported the script that started it, and the script loads or "
+    "trains zoo models at import time; put that code under `if __name__ == '__main__':` "
+    "(worker processes are spawned, so they import the main script)"
+)
+
+
+def _check_not_bootstrapping() -> None:
+    """Fail fast (instead of training, or waiting on a lock) inside a spawned worker's re-import."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(_NO_MAIN_GUARD)
+
+
 def _result(name: str, preset: str, seed: int, progress: bool, overrides) -> train_lib.Result:
+    _check_not_bootstrapping()
     cfg = config(name, preset, seed, **overrides)
     where = path(cfg, name)
     with cache_lock(where) as writable:
@@ -170,7 +186,10 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     """
     import os
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
+
+    _check_not_bootstrapping()
 
     from tqdm.auto import tqdm
 
@@ -195,14 +214,19 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     with ProcessPoolExecutor(
         workers, mp_context=get_context("spawn"), initializer=_limit_threads, initargs=(threads,)
     ) as pool:
-        for _ in tqdm(
-            pool.map(_train_job, missing),
-            total=len(missing),
-            desc="zoo: training",
-            unit="model",
-            disable=not progress,
-        ):
-            pass
+        try:
+            for _ in tqdm(
+                pool.map(_train_job, missing),
+                total=len(missing),
+                desc="zoo: training",
+                unit="model",
+                disable=not progress,
+            ):
+                pass
+        except BrokenProcessPool as err:
+            raise RuntimeError(
+                f"zoo.warm: a worker died ({err}); a common cause: {_NO_MAIN_GUARD}"
+            ) from err
     return where
 
 

@@ -376,3 +376,45 @@ def test_dataset_key_depends_on_the_font_bytes(monkeypatch):
     key = data.make_config("smoke", 0).key()
     monkeypatch.setattr(fonts, "_file_digest", lambda path: "0" * 16)
     assert data.make_config("smoke", 0).key() != key
+
+
+# --------------------------------------------------------------------------- scripts without a main guard
+def test_script_without_main_guard_fails_clearly_instead_of_hanging(tmp_path, smoke):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SCRIPTLAB_CACHE": str(tmp_path), "XLA_FLAGS": ""}
+    os.environ["SCRIPTLAB_CACHE"], old = str(tmp_path), os.environ.get("SCRIPTLAB_CACHE")
+    try:
+        data._save(smoke, data.dataset_path(smoke.config))  # nothing to render
+    finally:
+        if old is None:
+            del os.environ["SCRIPTLAB_CACHE"]
+        else:
+            os.environ["SCRIPTLAB_CACHE"] = old
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from scriptlab import zoo\n"
+        "zoo.warm([('baseline', 'smoke', 0, {}), ('multitask', 'smoke', 0, {})],"
+        " workers=2, progress=False)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode != 0
+    assert "__name__ == '__main__'" in run.stderr
+    assert not list((tmp_path / "zoo").glob("*/checkpoint.json"))  # nothing was trained
+
+
+def test_zoo_refuses_to_load_while_a_worker_imports_the_main_script(zoo_cache, monkeypatch):
+    """What a spawned worker sees when an unguarded script calls zoo.load at import time:
+    a clear error before any lock, restore or training."""
+    import multiprocessing
+
+    _, calls = zoo_cache
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    with pytest.raises(RuntimeError, match="__name__ == '__main__'"):
+        zoo.load("baseline", "smoke", progress=False)
+    with pytest.raises(RuntimeError, match="__name__ == '__main__'"):
+        zoo.warm([("multitask", "smoke", 0, {})], workers=1, progress=False)
+    assert calls == []
