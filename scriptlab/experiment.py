@@ -1,13 +1,15 @@
 """The font-style shortcut experiment: every method x several seeds, measured so nothing hides.
 
-Methods (``scriptlab.train``'s modes, plus one post-hoc method):
+Methods (``scriptlab.train``'s modes, plus post-hoc heads on frozen trunks):
   baseline, multitask, unlearn, ascent   the first essay's recipes;
   cdann                                  conditional adversary (one font head per script);
   balanced, groupdro                     group-balanced sampling, group DRO;
+  balanced_unlearn, balanced_cdann       the two flips under group-balanced sampling;
   leace, dfr, leace_dfr,                 post-hoc: a new linear script head on a frozen
   unlearn_dfr, cdann_dfr                 trunk, after LEACE erasure of style and/or fitted
-                                         on the group-balanced training distribution
-                                         (``posthoc_predictions``).
+                                         on the group-balanced training distribution;
+  dfr_val, unlearn_dfr_val, ...          the group-balanced head fitted on held-out crops
+                                         (val + val_conflict) instead (``fit_posthoc``).
 References (the same recipe on other training data, the same evaluation splits):
   oracle   styles uniform within each script (rho 0.2): no shortcut to learn;
   rho99    a stronger bias than the default 0.9.
@@ -20,7 +22,7 @@ left in the embedding: the model's own font head and FRESH probes (linear, MLP,
 per-script) fitted on one half of the conflict split and scored on the other
 (Elazar & Goldberg 2018), next to two chance levels (majority style, and style
 guessed from the script). Nothing is tuned on test, conflict or held-out:
-``selection`` chooses hyperparameters on ``val_conflict``.
+hyperparameters are chosen on ``val_conflict``.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ import numpy as np
 
 from scriptlab import zoo
 from scriptlab.data import Dataset, cache_dir
-from scriptlab.erasure import erase, fit_leace
+from scriptlab.erasure import Eraser, erase, fit_leace
 from scriptlab.fonts import LCG
 from scriptlab.probe import (
+    Probe,
     conditional_probe_accuracy,
     fit_probe,
     mlp_probe_accuracy,
@@ -51,12 +54,18 @@ METHODS = (
     "cdann",
     "balanced",
     "groupdro",
+    "balanced_unlearn",
     "balanced_cdann",
     "leace",
     "dfr",
     "leace_dfr",
     "unlearn_dfr",
     "cdann_dfr",
+    "dfr_val",
+    "unlearn_dfr_val",
+    "cdann_dfr_val",
+    "balanced_unlearn_dfr_val",
+    "balanced_cdann_dfr_val",
     "multitask",
     "ascent",
 )
@@ -112,47 +121,141 @@ def predictions(m: zoo.ZooModel, ds: Dataset, splits=EVAL_SPLITS) -> dict[str, P
     }
 
 
-# Post-hoc methods on a trained trunk, frozen: (trunk, erase style?, group-balanced head?).
+class Posthoc(NamedTuple):
+    """A post-hoc method: a new linear script head on a trained model's frozen embedding.
+
+    Attributes:
+      trunk: the zoo model whose embedding is reused.
+      erase: LEACE-erase style from the embedding before the head is fitted.
+      balanced: weight every (script, style) group equally in the fit.
+      heldout: fit on held-out crops (``val`` and ``val_conflict``) instead of the
+        training crops, with ``l2`` chosen on a half of ``val_conflict`` left out of
+        that choice's fit; ``val_conflict`` then scores in-sample and is not reported.
+    """
+
+    trunk: str
+    erase: bool
+    balanced: bool
+    heldout: bool = False
+
+
 POSTHOC = {
-    "leace": ("baseline", True, False),
-    "dfr": ("baseline", False, True),
-    "leace_dfr": ("baseline", True, True),
-    "unlearn_dfr": ("unlearn", False, True),
-    "cdann_dfr": ("cdann", False, True),
+    "leace": Posthoc("baseline", erase=True, balanced=False),
+    "dfr": Posthoc("baseline", erase=False, balanced=True),
+    "leace_dfr": Posthoc("baseline", erase=True, balanced=True),
+    "unlearn_dfr": Posthoc("unlearn", erase=False, balanced=True),
+    "cdann_dfr": Posthoc("cdann", erase=False, balanced=True),
+    "dfr_val": Posthoc("baseline", erase=False, balanced=True, heldout=True),
+    "unlearn_dfr_val": Posthoc("unlearn", erase=False, balanced=True, heldout=True),
+    "cdann_dfr_val": Posthoc("cdann", erase=False, balanced=True, heldout=True),
+    "balanced_unlearn_dfr_val": Posthoc(
+        "balanced_unlearn", erase=False, balanced=True, heldout=True
+    ),
+    "balanced_cdann_dfr_val": Posthoc("balanced_cdann", erase=False, balanced=True, heldout=True),
 }
+L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the held-out fits choose their l2 from these
 
 
-def posthoc_predictions(
-    m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float = 1e-3
-) -> dict[str, Predictions]:
-    """A new linear script head on a trained model's frozen embedding.
+class PosthocHead(NamedTuple):
+    """A fitted post-hoc head.
+
+    Attributes:
+      head: the linear script head (``probe.Probe``) on the (erased) embedding.
+      eraser: the LEACE eraser, or None.
+      l2: the weight penalty used.
+      selection: {l2: worst (script, style) cell accuracy on the selection half of
+        ``val_conflict``} for held-out fits, else {}.
+    """
+
+    head: Probe
+    eraser: Eraser | None
+    l2: float
+    selection: dict
+
+    def view(self, embedding) -> np.ndarray:
+        """The embedding the head reads: erased if there is an eraser."""
+        return embedding if self.eraser is None else np.asarray(erase(self.eraser, embedding))
+
+
+def fit_posthoc(
+    m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float | None = None
+) -> PosthocHead:
+    """Fit the head of post-hoc ``method`` (a key of ``POSTHOC``) on model ``m``.
 
     ``leace`` erases style from the embedding (LEACE) and refits the head;
     ``dfr`` refits the head on the group-balanced training distribution, the
     training-set variant of deep feature reweighting (Kirichenko et al. 2022,
     https://arxiv.org/abs/2204.02937); ``leace_dfr`` does both, the eraser too
     fitted on the balanced distribution (under which style is independent of
-    script, so erasing style removes no script information). Everything is
-    fitted on the training crops only.
+    script, so erasing style removes no script information). The ``*_val``
+    methods are DFR as Kirichenko et al. define it: the group-balanced refit uses
+    held-out crops the trunk never trained on (``val`` plus ``val_conflict``,
+    3,500 crops in the workshop preset), so the head sees how the trunk represents
+    minority-style crops it has not memorised.
+
+    Args:
+      m: the trunk (any zoo model with an embedding).
+      ds: its dataset.
+      method: a key of ``POSTHOC``.
+      l2: the head's weight penalty; default 1e-3 for training-set fits, and chosen
+        from ``L2_GRID`` on half of ``val_conflict`` for held-out fits.
+    """
+    if method not in POSTHOC:
+        raise ValueError(f"unknown post-hoc method {method!r}; allowed: {', '.join(POSTHOC)}")
+    spec = POSTHOC[method]
+    n_styles, n_scripts = len(ds.styles), len(ds.scripts)
+    if spec.heldout:
+        parts = [ds.val, ds.val_conflict]
+        embs = [predictions(m, ds, (s,))[s].embedding for s in ("val", "val_conflict")]
+    else:
+        parts, embs = [ds.train], [predictions(m, ds, ("train",))["train"].embedding]
+    emb = np.concatenate(embs)
+    script = np.concatenate([p.script for p in parts])
+    style = np.concatenate([p.style for p in parts])
+
+    def fit(rows, penalty):
+        w = None
+        if spec.balanced:
+            w = balanced_probabilities(group_ids(script[rows], style[rows], n_styles))
+        eraser = fit_leace(emb[rows], style[rows], n_styles, weights=w) if spec.erase else None
+        z = emb[rows] if eraser is None else np.asarray(erase(eraser, emb[rows]))
+        head = fit_probe(z, script[rows], n_scripts, l2=penalty, weights=w)
+        return PosthocHead(head, eraser, penalty, {})
+
+    everything = np.arange(len(emb))
+    if not spec.heldout:
+        return fit(everything, 1e-3 if l2 is None else l2)
+    if l2 is not None:
+        return fit(everything, l2)
+    # choose l2: fit on val + one half of val_conflict, score the other half's worst cell
+    n_val, vc = len(ds.val), ds.val_conflict
+    fit_half, select_half = _halves(len(vc))
+    rows = np.concatenate([np.arange(n_val), n_val + fit_half])
+    held = vc.take(select_half)
+    selection = {}
+    for penalty in L2_GRID:
+        h = fit(rows, penalty)
+        hit = h.head.predict(h.view(emb[n_val + select_half])) == held.script
+        acc, n = _cells(hit, held.script, held.style, n_scripts, n_styles)
+        selection[penalty] = _worst(acc, n, ds.scripts, ds.styles, MIN_CELL)[0]
+    # ties (and no cell big enough to score: None) go to the stronger penalty
+    best = max(L2_GRID, key=lambda k: (-1.0 if selection[k] is None else selection[k], k))
+    return fit(everything, best)._replace(selection=selection)
+
+
+def posthoc_predictions(
+    m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float | None = None
+) -> dict[str, Predictions]:
+    """The predictions of post-hoc ``method`` (``fit_posthoc``) on the evaluation splits.
 
     Returns:
       {split: Predictions} whose embedding is the (erased) one and font logits None.
     """
-    if method not in POSTHOC:
-        raise ValueError(f"unknown post-hoc method {method!r}; allowed: {', '.join(POSTHOC)}")
-    _, erase_style, balanced = POSTHOC[method]
-    tr = ds.train
-    emb = np.asarray(predict(m.apply_fn, m.params, tr.images)[2])
-    weights = (
-        balanced_probabilities(group_ids(tr.script, tr.style, len(ds.styles))) if balanced else None
-    )
-    eraser = fit_leace(emb, tr.style, len(ds.styles), weights=weights) if erase_style else None
-    view = (lambda x: np.asarray(erase(eraser, x))) if erase_style else (lambda x: x)
-    head = fit_probe(view(emb), tr.script, len(ds.scripts), l2=l2, weights=weights)
+    fitted = fit_posthoc(m, ds, method, l2=l2)
     out = {}
     for split, p in predictions(m, ds).items():
-        z = view(p.embedding)
-        out[split] = Predictions(np.asarray(head.logits(z)), None, z)
+        z = fitted.view(p.embedding)
+        out[split] = Predictions(np.asarray(fitted.head.logits(z)), None, z)
     return out
 
 
@@ -313,14 +416,25 @@ def goal(summary: dict, baseline: str = "baseline", oracle: str = "oracle") -> d
     return out
 
 
+def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str) -> dict:
+    fitted = fit_posthoc(m, ds, method)
+    preds = {}
+    for split, p in predictions(m, ds).items():
+        z = fitted.view(p.embedding)
+        preds[split] = Predictions(np.asarray(fitted.head.logits(z)), None, z)
+    row = score(preds, ds)
+    row["l2"] = fitted.l2
+    if POSTHOC[method].heldout:  # fitted on val_conflict: its scores are in-sample
+        row["val_conflict"] = row["val_conflict_worst"] = row["val_conflict_worst_cell"] = None
+        row["l2_selection"] = {str(k): v for k, v in fitted.selection.items()}
+    return row
+
+
 def _rows(name: str, preset: str, seeds: int, ds: Dataset, progress: bool) -> list[dict]:
     if name in POSTHOC:
-        trunk = POSTHOC[name][0]
+        trunk = POSTHOC[name].trunk
         return [
-            score(
-                posthoc_predictions(zoo.load(trunk, preset, seed=s, progress=progress), ds, name),
-                ds,
-            )
+            _posthoc_row(zoo.load(trunk, preset, seed=s, progress=progress), ds, name)
             for s in range(seeds)
         ]
     return [measure(zoo.load(name, preset, seed=s, progress=progress), ds) for s in range(seeds)]
@@ -358,7 +472,7 @@ def run(
         if name not in REFERENCES:
             raise ValueError(f"unknown reference {name!r}; allowed: {', '.join(REFERENCES)}")
     names = [n for n in (*methods, *references) if n not in POSTHOC]
-    names += [POSTHOC[n][0] for n in methods if n in POSTHOC and POSTHOC[n][0] not in names]
+    names += [POSTHOC[n].trunk for n in methods if n in POSTHOC and POSTHOC[n].trunk not in names]
     cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
     key = hashlib.sha256(
         json.dumps(

@@ -92,3 +92,79 @@ def test_misread_selects_exactly_the_wrong_crops_of_a_cell(smoke):
     idx = experiment.misread(smoke, preds, "conflict", script="latin")
     assert np.array_equal(idx, np.flatnonzero(smoke.conflict.script == lat))
     assert len(experiment.misread(smoke, preds, "conflict", script="greek")) == 0
+
+
+def _trunk(ds):
+    """An untrained ScriptNet for ``ds``, wrapped as a zoo model (post-hoc heads need a trunk)."""
+    from scriptlab import train, zoo
+    from scriptlab.model import functional
+
+    cfg = train.make_train_config(mode="baseline", preset="smoke")
+    model = train.build_model(cfg, ds)
+    params, apply_fn = functional(model)
+    return zoo.ZooModel("trunk", model, params, apply_fn, cfg, [], ds.key)
+
+
+def _balanced_head(emb, script, style, ds, l2):
+    from scriptlab.probe import fit_probe
+    from scriptlab.train import balanced_probabilities, group_ids
+
+    w = balanced_probabilities(group_ids(script, style, len(ds.styles)))
+    return fit_probe(emb, script, len(ds.scripts), l2=l2, weights=w)
+
+
+def test_heldout_dfr_is_the_balanced_refit_on_val_and_val_conflict_only(smoke):
+    import dataclasses
+
+    from scriptlab.train import predict
+
+    m = _trunk(smoke)
+    fitted = experiment.fit_posthoc(m, smoke, "dfr_val", l2=1e-2)
+    parts = (smoke.val, smoke.val_conflict)
+    emb = np.concatenate([np.asarray(predict(m.apply_fn, m.params, p.images)[2]) for p in parts])
+    script = np.concatenate([p.script for p in parts])
+    style = np.concatenate([p.style for p in parts])
+    expected = _balanced_head(emb, script, style, smoke, 1e-2)
+    np.testing.assert_allclose(fitted.head.weights, expected.weights, rtol=1e-5, atol=1e-6)
+    # the training crops are never read: other training crops give the same head ...
+    other = dataclasses.replace(smoke, splits={**smoke.splits, "train": smoke.test})
+    again = experiment.fit_posthoc(m, other, "dfr_val", l2=1e-2)
+    np.testing.assert_array_equal(again.head.weights, fitted.head.weights)
+    # ... while the training-set refit does read them
+    a = experiment.fit_posthoc(m, smoke, "dfr", l2=1e-2).head.weights
+    b = experiment.fit_posthoc(m, other, "dfr", l2=1e-2).head.weights
+    assert not np.allclose(a, b)
+
+
+def test_heldout_dfr_chooses_l2_on_the_half_it_did_not_fit(smoke, monkeypatch):
+    from scriptlab.train import predict
+
+    monkeypatch.setattr(experiment, "MIN_CELL", 1)  # smoke's cells are tiny
+    m = _trunk(smoke)
+    fitted = experiment.fit_posthoc(m, smoke, "dfr_val")
+    assert set(fitted.selection) == set(experiment.L2_GRID)
+    assert fitted.selection[fitted.l2] == max(fitted.selection.values())
+    vc, v = smoke.val_conflict, smoke.val
+    fit_half, select_half = experiment._halves(len(vc))
+    emb_v, emb_vc = (np.asarray(predict(m.apply_fn, m.params, p.images)[2]) for p in (v, vc))
+    l2 = experiment.L2_GRID[1]
+    head = _balanced_head(
+        np.concatenate([emb_v, emb_vc[fit_half]]),
+        np.concatenate([v.script, vc.script[fit_half]]),
+        np.concatenate([v.style, vc.style[fit_half]]),
+        smoke,
+        l2,
+    )
+    held = vc.take(select_half)
+    hit = head.predict(emb_vc[select_half]) == held.script
+    cells = {}
+    for s, f, h in zip(held.script, held.style, hit, strict=True):
+        cells.setdefault((s, f), []).append(h)
+    assert fitted.selection[l2] == min(np.mean(c) for c in cells.values())
+
+
+def test_heldout_rows_do_not_report_the_split_they_were_fitted_on(smoke):
+    row = experiment._posthoc_row(_trunk(smoke), smoke, "dfr_val")
+    assert row["val_conflict"] is None and row["val_conflict_worst"] is None
+    assert row["l2"] in experiment.L2_GRID and row["conflict"] is not None
+    assert experiment._posthoc_row(_trunk(smoke), smoke, "dfr")["val_conflict"] is not None
