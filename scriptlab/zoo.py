@@ -172,8 +172,8 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     """Train every missing zoo entry of ``requests``, several at once.
 
     On a small CPU one XLA process per core trains independent models faster
-    than one process using all cores (2 cores: about 1.3x, measured in
-    benchmarks/bench_train.py), so the unlearning experiment's dozen models are
+    than one process using all cores (benchmarks/bench_train.py prints the
+    ratio), so the unlearning experiment's dozen models are
     trained by ``workers`` spawned processes (default: one per core), each with
     its share of the cores. Entries already cached are left alone.
 
