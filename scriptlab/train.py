@@ -8,8 +8,9 @@ Modes (the font head always sees ordinary gradients unless stated):
              head learns to read style while the trunk is pushed to hide it.
              The first ``adv_warmup`` of training keeps lam = 0 (pre-training
              before the reversal bites stabilises it, as Kim et al. 2019 found).
-  ascent     the first seed's literal recipe: script loss MINUS font loss, so
-             the font head and the trunk both climb the font loss.
+  ascent     the literal recipe of the essay "Dissecting the Blackbox": script
+             loss MINUS font loss, so the font head and the trunk both climb the
+             font loss.
   cdann      ``unlearn`` with one font head per script, each read at the crop's
              true script (Li et al. 2018): the flip then removes style *given*
              the script (conditional invariance) instead of all the style that
