@@ -31,9 +31,11 @@ The step is a plain ``jax.jit`` over a (params, opt_state) pytree (Flax's
 performance guide: no graph walking per step); ``lam`` is a traced scalar, so
 the schedule never recompiles.
 
-References: Ganin & Lempitsky 2015; Kim et al. 2019; Elazar & Goldberg 2018;
-Li et al. 2018 (conditional invariant adversarial networks); Sagawa et al. 2020
-(group DRO, arXiv:1911.08731); Idrissi et al. 2022 (arXiv:2110.14503).
+References: Ganin & Lempitsky 2015, https://arxiv.org/abs/1409.7495; Kim et al.
+2019, https://arxiv.org/abs/1812.10352; Elazar & Goldberg 2018,
+https://arxiv.org/abs/1808.06640; Li et al. 2018 (conditional invariant adversarial
+networks, ECCV); Sagawa et al. 2020 (group DRO), https://arxiv.org/abs/1911.08731;
+Idrissi et al. 2022, https://arxiv.org/abs/2110.14503.
 """
 
 from __future__ import annotations
