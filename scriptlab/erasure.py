@@ -116,4 +116,6 @@ def erase(eraser: Eraser, features) -> jax.Array:
     d = eraser.mean.shape[0]
     if x.ndim != 2 or x.shape[1] != d:
         raise ValueError(f"features must be float[N, {d}] to match the eraser, got shape {x.shape}")
+    if not isinstance(x, jax.core.Tracer) and not bool(jnp.isfinite(x).all()):
+        raise ValueError("features contain NaN or inf")
     return x - (x - eraser.mean) @ eraser.proj.T

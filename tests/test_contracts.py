@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scriptlab import probe, train
+from scriptlab import erasure, probe, train
 from scriptlab.data import as_float
 from scriptlab.interpret import activations as A
 from scriptlab.interpret import classviz as C
@@ -28,6 +28,7 @@ from scriptlab.interpret import saliency as S
 from scriptlab.interpret import sanity as SA
 from scriptlab.interpret._common import uint8_to_float
 from scriptlab.interpret.influence import fit as IF
+from scriptlab.interpret.influence import loo as ILO
 from scriptlab.interpret.influence import losses as IL
 from scriptlab.interpret.influence import mislabel as IM
 from scriptlab.interpret.influence import scores as IS
@@ -47,7 +48,9 @@ def c():
     labels = np.arange(12) % 2
     lp = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
     rf = R.receptive_fields(model.geometry(), (16, 16))["conv1"]
+    aff = E.affinities(feats, perplexity=2.0)
     return SimpleNamespace(
+        aff=aff,
         model=model, params=params, fn=fn, x=x, t=np.array([0, 1]), feats=feats,
         labels=labels, lp=lp, rf=rf, maps=jnp.zeros((2, 8, 8)),
     )  # fmt: skip
@@ -156,6 +159,95 @@ CALLS = {
             max_iter=2,
         ),
     ),
+    "sparsity_curve": (
+        A.sparsity_curve,
+        lambda c: dict(apply_fn=c.fn, snapshots=[(0, c.params)], images=c.x),
+    ),
+    "filter_grid": (F.filter_grid, lambda c: dict(kernel=jnp.ones((3, 3, 3, 4)))),
+    "dilate": (L.dilate, lambda c: dict(masks=jnp.ones((2, 8, 8), bool), radius=1)),
+    "verdicts": (
+        SA.verdicts,
+        lambda c: dict(
+            cascade_rows=[{"method": "gradient", "stage": "dense", "spearman_abs": 0.1}]
+        ),
+    ),
+    "normalise": (SA.normalise, lambda c: dict(maps=c.maps)),
+    "tsne": (E.tsne, lambda c: dict(x=c.feats, perplexity=2.0, n_iter=10, exaggeration_iter=5)),
+    "kl_divergence_and_gradient": (
+        E.kl_divergence_and_gradient,
+        lambda c: dict(aff=c.aff, y=np.zeros((12, 2))),
+    ),
+    "knn_accuracy": (E.knn_accuracy, lambda c: dict(x=c.feats, labels=c.labels, k=2)),
+    "purity_chance": (
+        R.purity_chance,
+        lambda c: dict(labels=np.array([0, 1, 0, 1]), k=2, n_classes=2, draws=10),
+    ),
+    "receptive_fields": (
+        R.receptive_fields,
+        lambda c: dict(geometry=c.model.geometry(), image_hw=(16, 16)),
+    ),
+    "support_box": (R.support_box, lambda c: dict(mask=np.ones((3, 3), bool))),
+    "final_scores": (
+        C.final_scores,
+        lambda c: dict(
+            apply_fn=c.fn,
+            params=c.params,
+            result=C.ClassModel(jnp.full((1, 16, 16, 3), 0.5), jnp.zeros((2, 1))),
+        ),
+    ),
+    "hvp": (
+        IV.hvp,
+        lambda c: dict(
+            f=lambda p: IL.objective(IL.logistic_loss, p, c.feats, c.labels, l2=0.1),
+            params=c.lp,
+            v=c.lp,
+        ),
+    ),
+    "per_example_grads": (
+        IS.per_example_grads,
+        lambda c: dict(loss_fn=IL.logistic_loss, params=c.lp, x=c.feats, y=c.labels),
+    ),
+    "predicted_loo_change": (
+        IS.predicted_loo_change,
+        lambda c: dict(scores=jnp.ones((2, 12)), n_train=12),
+    ),
+    "detection_curve": (
+        IM.detection_curve,
+        lambda c: dict(ranking=np.arange(12), flipped=c.labels.astype(bool), fractions=[0.5]),
+    ),
+    "flip_labels": (IM.flip_labels, lambda c: dict(labels=c.labels, n_classes=2, fraction=0.5)),
+    "training_hessian": (
+        IV.training_hessian,
+        lambda c: dict(loss_fn=IL.logistic_loss, params=c.lp, x=c.feats, y=c.labels, l2=0.1),
+    ),
+    "damped_hessian": (IV.damped_hessian, lambda c: dict(h=jnp.eye(3), damping=0.1)),
+    "largest_eigenvalue": (
+        IV.largest_eigenvalue,
+        lambda c: dict(matvec=lambda v: v, n=3, dtype=jnp.float32),
+    ),
+    "pearson": (ILO.pearson, lambda c: dict(a=[1.0, 2.0, 3.0], b=[1.0, 2.0, 4.0])),
+    "loo_retrain": (
+        ILO.loo_retrain,
+        lambda c: dict(
+            _xy(c),
+            train_x=c.feats,
+            train_y=c.labels,
+            test_x=c.feats[:2],
+            test_y=c.labels[:2],
+            removed=np.array([0]),
+            steps=2,
+        ),
+    ),  # fmt: skip
+    "refine": (
+        IF.refine,
+        lambda c: dict(
+            loss_fn=IL.logistic_loss, params=c.lp, x=c.feats, y=c.labels, l2=0.1, steps=2
+        ),
+    ),
+    "erase": (
+        erasure.erase,
+        lambda c: dict(eraser=erasure.fit_leace(c.feats, c.labels, 2), features=c.feats),
+    ),
 }
 
 NAN_IMAGE = lambda c: c.x.at[0, 1, 2, 0].set(NAN)  # noqa: E731
@@ -262,6 +354,57 @@ BAD = [
     ("inverse_hvp", "damping", lambda c: NAN, "damping"),
     ("inverse_hvp", "max_iter", lambda c: 1.5, "max_iter"),
     ("inverse_hvp", "v", lambda c: jax.tree.map(lambda a: a + NAN, c.lp), "NaN"),
+    # the rest of the public API
+    ("sparsity_curve", "snapshots", lambda c: [(0.5, c.params)], "epoch"),
+    ("feature_grid", "columns", lambda c: 0, "columns"),
+    ("feature_grid", "pad", lambda c: -1, "pad"),
+    ("filter_grid", "max_in", lambda c: 0, "max_in"),
+    ("filter_grid", "pad", lambda c: -1, "pad"),
+    ("dilate", "radius", lambda c: -1, "radius"),
+    ("dilate", "radius", lambda c: 1.5, "radius"),
+    ("verdicts", "threshold", lambda c: NAN, "threshold"),
+    ("verdicts", "metric", lambda c: "nope", "metric"),
+    ("verdicts", "stage", lambda c: "conv9", "stage"),
+    ("normalise", "maps", lambda c: c.maps.at[0, 0, 0].set(INF), "maps"),
+    ("tsne", "momentum", lambda c: (NAN, 0.8), "momentum"),
+    ("tsne", "momentum", lambda c: (0.5,), "momentum"),
+    ("tsne", "early_exaggeration", lambda c: NAN, "early_exaggeration"),
+    ("tsne", "init", lambda c: np.full((12, 2), NAN), "init"),
+    ("tsne", "n_iter", lambda c: 10.5, "n_iter"),
+    ("kl_divergence_and_gradient", "y", lambda c: np.full((12, 2), NAN), "y"),
+    ("kl_divergence_and_gradient", "exaggeration", lambda c: NAN, "exaggeration"),
+    ("knn_accuracy", "k", lambda c: 1.5, "k"),
+    ("purity_chance", "k", lambda c: 0, "k"),
+    ("purity_chance", "k", lambda c: 5, "k"),
+    ("purity_chance", "draws", lambda c: 0, "draws"),
+    ("receptive_fields", "image_hw", lambda c: (16.5, 16), "image_hw"),
+    ("support_box", "mask", lambda c: np.ones((2, 3, 3), bool), "mask"),
+    ("final_scores", "result", lambda c: C.ClassModel(jnp.full((1, 16, 16, 3), NAN), jnp.zeros((2, 1))), "NaN"),
+    ("hvp", "v", lambda c: jax.tree.map(lambda a: a + NAN, c.lp), "NaN"),
+    ("hvp", "v", lambda c: {"w": c.lp["w"]}, "tree structure"),
+    ("per_example_grads", "batch_size", lambda c: 0, "batch_size"),
+    ("per_example_grads", "y", lambda c: c.labels - 1, "targets"),
+    ("predicted_loo_change", "n_train", lambda c: 0, "n_train"),
+    ("predicted_loo_change", "scores", lambda c: jnp.full((2, 12), NAN), "scores"),
+    ("detection_curve", "fractions", lambda c: [2.0], "fractions"),
+    ("detection_curve", "ranking", lambda c: np.arange(12) + 1, "ranking"),
+    ("flip_labels", "fraction", lambda c: 1.5, "fraction"),
+    ("flip_labels", "fraction", lambda c: NAN, "fraction"),
+    ("flip_labels", "n_classes", lambda c: 1, "n_classes"),
+    ("flip_labels", "labels", lambda c: c.labels - 1, "labels"),
+    ("training_hessian", "l2", lambda c: NAN, "l2"),
+    ("damped_hessian", "damping", lambda c: NAN, "damping"),
+    ("largest_eigenvalue", "iters", lambda c: 0, "iters"),
+    ("pearson", "a", lambda c: [1.0, NAN, 3.0], "NaN"),
+    ("pearson", "b", lambda c: [1.0, 2.0], "b must have shape"),
+    ("loo_retrain", "lr", lambda c: NAN, "lr"),
+    ("loo_retrain", "momentum", lambda c: 1.0, "momentum"),
+    ("loo_retrain", "removed", lambda c: np.array([0.5]), "removed"),
+    ("loo_retrain", "removed", lambda c: np.array([12]), "removed"),
+    ("refine", "momentum", lambda c: 1.0, "momentum"),
+    ("refine", "steps", lambda c: 0, "steps"),
+    ("erase", "features", lambda c: np.full((3, 3), NAN), "NaN"),
+    ("erase", "features", lambda c: np.zeros((3, 5)), "features"),
 ]  # fmt: skip
 
 

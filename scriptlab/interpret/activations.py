@@ -31,6 +31,7 @@ from scriptlab.interpret._common import (
     check_array,
     check_batch_size,
     check_images,
+    check_int,
     check_layers,
     check_number,
 )
@@ -153,7 +154,7 @@ def stack_params(snapshots: Sequence[tuple[int, Any]]) -> tuple[np.ndarray, Any]
     """(epochs int[T], params stacked along a new leading axis) from (epoch, params) pairs."""
     if not snapshots:
         raise ValueError("snapshots is empty; expected a list of (epoch, params) pairs")
-    epochs = np.array([e for e, _ in snapshots])
+    epochs = np.array([check_int("snapshot epoch", e, 0) for e, _ in snapshots])
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[p for _, p in snapshots])
     return epochs, stacked
 
@@ -245,6 +246,7 @@ def feature_grid(maps, *, columns: int = 8, pad: int = 1, normalise: str = "chan
     if maps.ndim != 3:
         raise ValueError(f"maps must be float32[h, w, C] (one image), got shape {maps.shape}")
     maps = np.asarray(check_array("maps", maps))
+    columns, pad = check_int("columns", columns, 1), check_int("pad", pad, 0)
     if normalise not in ("channel", "layer", "none"):
         raise ValueError(f"normalise must be 'channel', 'layer' or 'none', got {normalise!r}")
     h, w, c = maps.shape

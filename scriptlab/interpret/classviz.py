@@ -31,6 +31,7 @@ import optax
 
 from scriptlab.interpret._common import (
     check_choice,
+    check_images,
     check_int,
     check_number,
     check_targets,
@@ -265,4 +266,6 @@ def class_model(
 
 def final_scores(apply_fn, params, result: ClassModel, *, head: str = "script") -> jax.Array:
     """Logits of the optimised images (no jitter): float32[K, n_classes]."""
-    return getattr(apply_fn(params, result.images), head)
+    images = check_images(result.images, name="result.images")
+    probe_outputs(apply_fn, params, images, head)
+    return getattr(apply_fn(params, images), head)

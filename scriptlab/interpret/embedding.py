@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scriptlab.interpret._common import forward_chunks
+from scriptlab.interpret._common import check_array, check_int, check_number, forward_chunks
 
 _MIN_GAIN = 0.01
 
@@ -386,6 +386,8 @@ def kl_divergence_and_gradient(
     y = jnp.asarray(y, jnp.float32)
     if y.ndim != 2 or y.shape != (aff.neighbors.shape[0], 2):
         raise ValueError(f"y must be float32[N = {aff.neighbors.shape[0]}, 2], got shape {y.shape}")
+    y = check_array("y", y)
+    check_number("exaggeration", exaggeration, low=0.0, open_low=True)
     return _kl_grad_jit(aff, y, jnp.float32(exaggeration), block_size)
 
 
@@ -520,8 +522,13 @@ def tsne(
         ("record_every", record_every),
         ("block_size", block_size),
     ):
-        if int(value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+        check_int(name, value, 1)
+    check_int("exaggeration_iter", exaggeration_iter, 0)
+    check_number("early_exaggeration", early_exaggeration, low=0.0, open_low=True)
+    if np.shape(momentum) != (2,):
+        raise ValueError(f"momentum must be a pair (during exaggeration, after), got {momentum!r}")
+    for m in momentum:
+        check_number("momentum", m, low=0.0, high=1.0)
     if n_iter % record_every:
         raise ValueError(f"record_every must divide n_iter = {n_iter}, got {record_every}")
     if not 0 <= exaggeration_iter <= n_iter:
@@ -545,6 +552,7 @@ def tsne(
         y0 = jnp.asarray(init, jnp.float32)
         if y0.shape != (n, 2):
             raise ValueError(f"init array must have shape (N, 2) = ({n}, 2), got {y0.shape}")
+        y0 = check_array("init", y0)
     return _tsne(
         xj,
         y0,
@@ -683,6 +691,7 @@ def knn_accuracy(
     if lab.min() < 0:
         raise ValueError(f"labels must be >= 0, got minimum {lab.min()}")
     grp = np.zeros(n, np.int32) if groups is None else np.asarray(groups)
+    k = check_int("k", k, 1)
     if grp.shape != (n,) or not np.issubdtype(grp.dtype, np.integer):
         raise ValueError(f"groups must be int[N = {n}] or None, got {grp.dtype}{list(grp.shape)}")
     if not 1 <= k < n:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scriptlab.interpret._common import check_array
+from scriptlab.interpret._common import check_array, check_int
 
 MEASURES = ("tv", "hf")
 
@@ -92,6 +92,8 @@ def filter_grid(kernel, *, max_in: int = 16, max_out: int = 32, pad: int = 1) ->
     Returns:
       float32 2-D array in [0, 1] (0.5 = zero weight, each output filter scaled by its max |w|), NaN gaps.
     """
+    max_in, max_out = check_int("max_in", max_in, 1), check_int("max_out", max_out, 1)
+    pad = check_int("pad", pad, 0)
     imgs = filter_images(kernel, mode="channels")[:max_out, :max_in]  # [cout, cin, kh, kw]
     co, ci, kh, kw = imgs.shape
     grid = np.full((co, ci, kh + pad, kw + pad), np.nan, np.float32)

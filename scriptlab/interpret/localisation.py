@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from scriptlab.interpret._common import check_array
+from scriptlab.interpret._common import check_array, check_int
 from scriptlab.interpret.saliency import METHODS, saliency
 
 
@@ -36,6 +36,7 @@ def _check_maps_masks(maps, masks) -> tuple[jax.Array, jax.Array]:
 
 def dilate(masks: jax.Array, radius: int) -> jax.Array:
     """Grow bool[N, H, W] masks by ``radius`` pixels (square neighbourhood)."""
+    radius = check_int("radius", radius, 0)
     if radius == 0:
         return masks
     size = 2 * radius + 1

@@ -102,8 +102,9 @@ def receptive_fields(geometry, image_hw: Sequence[int]) -> dict[str, ReceptiveFi
     References: Araujo, Norris & Sim 2019 (Distill),
     https://distill.pub/2019/computing-receptive-fields.
     """
-    if len(image_hw) != 2 or min(image_hw) < 1:
+    if len(image_hw) != 2:
         raise ValueError(f"image_hw must be (H, W) with H, W >= 1, got {tuple(image_hw)}")
+    image_hw = tuple(check_int("image_hw", v, 1) for v in image_hw)
     size, jump, left, n = [1, 1], [1, 1], [0, 0], list(image_hw)
     out = {}
     for g in geometry:
@@ -236,6 +237,8 @@ def empirical_receptive_field(
 
 def support_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) bounding box of a bool[H, W] mask (bottom/right exclusive)."""
+    if np.ndim(mask) != 2:
+        raise ValueError(f"mask must be bool[H, W], got shape {np.shape(mask)}")
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return (0, 0, 0, 0)
@@ -360,7 +363,9 @@ def label_purity(labels, index, n_classes: int) -> np.ndarray:
 
 def purity_chance(labels, k: int, n_classes: int, *, draws: int = 2000, seed: int = 0) -> float:
     """Mean ``label_purity`` of k images drawn at random without replacement (the chance level)."""
-    rng = np.random.default_rng(seed)
     n = len(labels)
+    k = check_int("k", k, 1, n + 1)  # at most the number of labels
+    draws = check_int("draws", draws, 1)
+    rng = np.random.default_rng(seed)
     index = np.argsort(rng.random((draws, n)), axis=1)[:, :k]
     return float(label_purity(labels, index, n_classes).mean())

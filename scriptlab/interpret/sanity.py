@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import rankdata
 
-from scriptlab.interpret._common import check_array, check_int
+from scriptlab.interpret._common import check_array, check_choice, check_int, check_number
 from scriptlab.interpret.saliency import METHODS, saliency
 
 # Top layer down; each stage re-initialises its layers on top of the previous ones.
@@ -79,7 +79,7 @@ def _spearman(a, b):
 
 def normalise(maps: jax.Array) -> jax.Array:
     """Each map of |maps| scaled to [0, 1] (constant maps become 0)."""
-    m = jnp.abs(maps)
+    m = jnp.abs(check_array("maps", maps))
     lo = m.min(axis=(-2, -1), keepdims=True)
     span = m.max(axis=(-2, -1), keepdims=True) - lo
     return jnp.where(span > 0, (m - lo) / jnp.where(span > 0, span, 1.0), 0.0)
@@ -263,6 +263,11 @@ def verdicts(cascade_rows: list[dict], data_rows: list[dict] | None = None, *, t
       One dict per method: method, cascade (similarity at ``stage``),
       cascade_pass, data (similarity), data_pass, passes.
     """
+    check_number("threshold", threshold)
+    check_choice("metric", metric, ("spearman", "spearman_abs", "ssim"))
+    stages = {row["stage"] for row in cascade_rows}
+    if cascade_rows and stage not in stages:
+        raise ValueError(f"stage must be one of {sorted(stages)}, got {stage!r}")
     out = []
     data = {r["method"]: r[metric] for r in (data_rows or [])}
     for row in cascade_rows:

@@ -12,6 +12,7 @@ https://arxiv.org/abs/2006.14651.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from scriptlab.interpret._common import check_int, check_nonneg, check_number, check_steps, check_xy
+from scriptlab.interpret._common import check_int, check_nonneg, check_steps, check_xy
 from scriptlab.interpret.embedding import embed
 from scriptlab.interpret.influence.losses import LossFn, logistic_loss, objective
 
@@ -70,7 +71,8 @@ def fit_logistic(features, labels, *, n_classes: int, l2: float = 1e-2, steps: i
         raise ValueError(
             f"labels must lie in [0, {n_classes}), got [{int(y.min())}, {int(y.max())}]"
         )
-    check_number("l2 (> 0: a strictly convex objective)", l2, low=0.0, open_low=True)
+    if not (l2 > 0 and math.isfinite(l2)):
+        raise ValueError(f"l2 must be > 0 and finite for a strictly convex objective, got {l2!r}")
     check_int("steps", steps, 1)
     return _fit_logistic(x.astype(jnp.float32), y, int(n_classes), float(l2), int(steps))
 

@@ -18,6 +18,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from scriptlab.interpret._common import (
+    check_array,
     check_choice,
     check_hessian,
     check_nonneg,
@@ -192,6 +193,8 @@ def loo_retrain(
 
 def pearson(a, b) -> float:
     """Pearson correlation of two flat arrays (predicted against actual changes)."""
+    check_array("a", a)  # finite; the values below keep their own precision
+    check_array("b", b, shape=np.shape(a))
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
     return float(np.corrcoef(a, b)[0, 1])

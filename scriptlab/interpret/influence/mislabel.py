@@ -12,7 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scriptlab.interpret._common import check_batch_size, check_hessian, check_nonneg, check_xy
+from scriptlab.interpret._common import (
+    check_batch_size,
+    check_hessian,
+    check_indices,
+    check_int,
+    check_nonneg,
+    check_number,
+    check_xy,
+)
 from scriptlab.interpret.influence.losses import LossFn, example_grad, objective
 from scriptlab.interpret.influence.solvers import damped_hessian, hessian_matrix
 
@@ -82,8 +90,11 @@ def detection_curve(ranking, flipped, fractions) -> np.ndarray:
     Returns:
       float[F]: found / total flipped.
     """
-    ranking = np.asarray(ranking)
     flipped = np.asarray(flipped, bool)
+    ranking = check_indices("ranking", ranking, len(flipped), what="training points")
+    f = np.asarray(fractions, np.float64)
+    if not (np.isfinite(f).all() and (f >= 0).all() and (f <= 1).all()):
+        raise ValueError(f"fractions must lie in [0, 1], got {f}")
     hits = np.concatenate([[0], np.cumsum(flipped[ranking])])
     k = np.round(np.asarray(fractions) * len(ranking)).astype(int)
     return hits[k] / max(int(flipped.sum()), 1)
@@ -91,7 +102,9 @@ def detection_curve(ranking, flipped, fractions) -> np.ndarray:
 
 def flip_labels(labels, n_classes: int, fraction: float, *, seed: int = 0):
     """Give a random ``fraction`` of labels a different random class. Returns (new labels, flipped mask)."""
-    labels = np.asarray(labels)
+    n_classes = check_int("n_classes", n_classes, 2)
+    labels = check_indices("labels", labels, n_classes, what="classes")
+    check_number("fraction", fraction, low=0.0, high=1.0)
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(labels), int(round(fraction * len(labels))), replace=False)
     new = labels.copy()

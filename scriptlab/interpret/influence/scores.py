@@ -16,9 +16,9 @@ import functools
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from scriptlab.interpret._common import (
+    check_array,
     check_batch_size,
     check_choice,
     check_hessian,
@@ -49,6 +49,8 @@ def per_example_grads(loss_fn: LossFn, params, x, y, *, batch_size: int = 256) -
     Materialises N x P numbers: for many points on a big model use
     ``influence_scores``, which contracts each chunk right away.
     """
+    x, y = check_xy(x, y, "train")
+    batch_size = check_batch_size(batch_size)
     g = example_grad(loss_fn)
     return jax.lax.map(lambda a: g(params, *a), (x, y), batch_size=batch_size)
 
@@ -160,4 +162,5 @@ def influence_scores(
 
 def predicted_loo_change(scores: jax.Array, n_train: int) -> jax.Array:
     """Predicted L_test(theta_-i) - L_test(theta_hat) on removing point i: -scores / n."""
-    return -jnp.asarray(scores) / n_train
+    check_int("n_train", n_train, 1)
+    return -check_array("scores", scores) / n_train

@@ -63,6 +63,13 @@ def hvp(f: Callable[[Any], jax.Array], params, v):
 
     References: Pearlmutter 1994; JAX autodiff cookbook (jvp of grad).
     """
+    if jax.tree.structure(v) != jax.tree.structure(params):
+        raise ValueError(
+            f"v must have the tree structure of params; got {jax.tree.structure(v)}, "
+            f"expected {jax.tree.structure(params)}"
+        )
+    for leaf in jax.tree.leaves(v):
+        check_array("v", leaf)
     return jax.jvp(jax.grad(f), (params,), (v,))[1]
 
 
@@ -104,6 +111,7 @@ def _cg(matvec, b, *, tol, max_iter):
 
 def largest_eigenvalue(matvec, n: int, dtype, iters: int = 30) -> jax.Array:
     """Largest |eigenvalue| of a symmetric operator on float[n] by power iteration (LiSSA's scale)."""
+    check_int("iters", iters, 1)
     u = jnp.ones((n,), dtype) / jnp.sqrt(n)
 
     def body(_, u):
@@ -155,11 +163,13 @@ def training_hessian(loss_fn: LossFn, params, x, y, *, l2: float) -> jax.Array:
     ``l2`` is traced: a sweep over it compiles once.
     """
     x, y = check_xy(x, y, "train")
+    check_nonneg("l2", l2)
     return _training_hessian(loss_fn, params, x, y, float(l2))
 
 
 def damped_hessian(h: jax.Array, damping) -> jax.Array:
     """The symmetrised Hessian plus damping on the diagonal: 0.5 (H + H^T) + damping I."""
+    check_number("damping", damping, low=0.0)
     return 0.5 * (h + h.T) + damping * jnp.eye(h.shape[0], dtype=h.dtype)
 
 
