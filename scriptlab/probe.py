@@ -41,7 +41,8 @@ class Probe(NamedTuple):
 
     def logits(self, features) -> jax.Array:
         """float32[N, K] class scores of float32[N, D] features."""
-        return (jnp.asarray(features) - self.mean) / self.scale @ self.weights + self.bias
+        features = check_array("features", features, shape=(None, self.weights.shape[0]))
+        return (features - self.mean) / self.scale @ self.weights + self.bias
 
     def predict(self, features) -> np.ndarray:
         return np.asarray(jnp.argmax(self.logits(features), -1))
@@ -151,7 +152,8 @@ class MLPProbe(NamedTuple):
     scale: jax.Array
 
     def predict(self, features) -> np.ndarray:
-        z = (jnp.asarray(features) - self.mean) / self.scale
+        features = check_array("features", features, shape=(None, self.w1.shape[0]))
+        z = (features - self.mean) / self.scale
         return np.asarray(jnp.argmax(jax.nn.relu(z @ self.w1 + self.b1) @ self.w2 + self.b2, -1))
 
 

@@ -244,6 +244,14 @@ CALLS = {
             loss_fn=IL.logistic_loss, params=c.lp, x=c.feats, y=c.labels, l2=0.1, steps=2
         ),
     ),
+    "Probe.logits": (
+        lambda fitted, features: fitted.logits(features),
+        lambda c: dict(fitted=probe.fit_probe(c.feats, c.labels, 2, steps=2), features=c.feats),
+    ),
+    "MLPProbe.predict": (
+        lambda fitted, features: fitted.predict(features),
+        lambda c: dict(fitted=probe.fit_mlp_probe(c.feats, c.labels, 2, steps=2), features=c.feats),
+    ),
     "erase": (
         erasure.erase,
         lambda c: dict(eraser=erasure.fit_leace(c.feats, c.labels, 2), features=c.feats),
@@ -404,6 +412,9 @@ BAD = [
     ("refine", "momentum", lambda c: 1.0, "momentum"),
     ("refine", "steps", lambda c: 0, "steps"),
     ("erase", "features", lambda c: np.full((3, 3), NAN), "NaN"),
+    ("Probe.logits", "features", lambda c: np.zeros((3, 5)), "features"),
+    ("Probe.logits", "features", lambda c: np.full((3, 3), INF), "NaN"),
+    ("MLPProbe.predict", "features", lambda c: np.zeros((3, 5)), "features"),
     ("erase", "features", lambda c: np.zeros((3, 5)), "features"),
 ]  # fmt: skip
 
