@@ -418,3 +418,25 @@ def test_zoo_refuses_to_load_while_a_worker_imports_the_main_script(zoo_cache, m
     with pytest.raises(RuntimeError, match="__name__ == '__main__'"):
         zoo.warm([("multitask", "smoke", 0, {})], workers=1, progress=False)
     assert calls == []
+
+
+# --------------------------------------------------------------------------- influence results cache
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "{", ""])
+def test_influence_cache_reader_recovers_from_a_wrong_file(tmp_path, monkeypatch, content):
+    from scriptlab.interpret import influence as inf
+
+    monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path))
+    inf.save_result("loo", {"r": 0.5})
+    assert inf.load_result("loo") == {"r": 0.5}
+    inf.results_path("loo").write_text(content)
+    assert inf.load_result("loo") is None  # the caller recomputes
+
+
+def test_influence_cache_names_stay_inside_the_cache(tmp_path, monkeypatch):
+    from scriptlab.interpret import influence as inf
+
+    monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path / "cache"))
+    for name in ("../escape", "/abs", ".hidden", "a/b"):
+        with pytest.raises(ValueError, match="plain file name"):
+            inf.save_result(name, {"r": 1})
+    assert not (tmp_path / "escape.json").exists()
