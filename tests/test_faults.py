@@ -440,3 +440,34 @@ def test_influence_cache_names_stay_inside_the_cache(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="plain file name"):
             inf.save_result(name, {"r": 1})
     assert not (tmp_path / "escape.json").exists()
+
+
+def test_two_concurrent_zoo_loads_train_once(tmp_path, monkeypatch, smoke):
+    """Two threads ask for one missing model: the lock (one flock per open file, so it
+    also separates threads) makes the second restore what the first trained."""
+    import threading
+    import time
+
+    monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path))
+    calls = []
+
+    def slow_train(c, progress=True):
+        calls.append(c)
+        time.sleep(0.5)  # the other thread arrives while this one holds the lock
+        return _result(smoke, c)
+
+    monkeypatch.setattr(train, "train", slow_train)
+    errors = []
+
+    def load():
+        try:
+            zoo.load("baseline", "smoke", progress=False)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(calls) == 1
