@@ -471,3 +471,26 @@ def test_two_concurrent_zoo_loads_train_once(tmp_path, monkeypatch, smoke):
     for t in threads:
         t.join()
     assert errors == [] and len(calls) == 1
+
+
+@pytest.mark.parametrize("damage", ["bit_flip", "truncate", "other_arrays", "other_config"])
+def test_damaged_dataset_file_is_regenerated_identically(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path))
+    kw = dict(progress=False, workers=1, **TINY)
+    first = data.load("smoke", 3, **kw)
+    path = data.dataset_path(first.config)
+    if damage == "bit_flip":
+        _flip_byte(path, offset=path.stat().st_size - 4096)
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "other_arrays":
+        np.savez(path, digest=np.array(data._digest({"x": np.zeros(3)})), x=np.zeros(3))
+    else:
+        other = data.load("smoke", 4, **kw)
+        os.replace(data.dataset_path(other.config), path)
+    with pytest.warns(UserWarning, match="unreadable"):
+        second = data.load("smoke", 3, **kw)
+    for name in first.splits:
+        for field in first.test._fields:
+            a, b = getattr(first.split(name), field), getattr(second.split(name), field)
+            assert np.array_equal(a, b), (name, field)
