@@ -64,6 +64,7 @@ METHODS = (
     "dfr_val",
     "unlearn_dfr_val",
     "cdann_dfr_val",
+    "balanced_dfr_val",
     "balanced_unlearn_dfr_val",
     "balanced_cdann_dfr_val",
     "multitask",
@@ -148,6 +149,7 @@ POSTHOC = {
     "dfr_val": Posthoc("baseline", erase=False, balanced=True, heldout=True),
     "unlearn_dfr_val": Posthoc("unlearn", erase=False, balanced=True, heldout=True),
     "cdann_dfr_val": Posthoc("cdann", erase=False, balanced=True, heldout=True),
+    "balanced_dfr_val": Posthoc("balanced", erase=False, balanced=True, heldout=True),
     "balanced_unlearn_dfr_val": Posthoc(
         "balanced_unlearn", erase=False, balanced=True, heldout=True
     ),
@@ -578,6 +580,35 @@ def goal_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def family_table(
+    results: dict, names: tuple[str, ...] | None = None, scripts: tuple[str, ...] | None = None
+) -> str:
+    """Held-out accuracy per (script, font family) cell, mean over seeds, one column per model.
+
+    Args:
+      results: ``run``'s output.
+      names: models (columns); default every model in the results.
+      scripts: only these scripts' rows (e.g. ``fonts.LCG``); default all.
+    """
+    names = tuple(results["summary"]) if names is None else names
+    for n in names:
+        if n not in results["per_seed"]:
+            raise ValueError(f"unknown model {n!r}; allowed: {', '.join(results['per_seed'])}")
+    cells = results["per_seed"][names[0]][0]["tables"]["heldout_cells"]
+    rows = [c for c in cells if scripts is None or c.split("/")[0] in scripts]
+    width = max([len(c) for c in rows] + [len("script/family")]) + 2
+    col = max(8, *(len(n) + 1 for n in names))
+    head = f"{'script/family':<{width}}{'crops':>6}" + "".join(f"{n:>{col}}" for n in names)
+    lines = [head, "-" * len(head)]
+    for c in rows:
+        means = [
+            np.mean([r["tables"]["heldout_cells"][c][0] for r in results["per_seed"][n]])
+            for n in names
+        ]
+        lines.append(f"{c:<{width}}{cells[c][1]:>6}" + "".join(f"{v:>{col}.3f}" for v in means))
+    return "\n".join(lines)
+
+
 def figure(results: dict):
     """Bar charts: script accuracy on the shortcut's symptoms, and style decodability."""
     import matplotlib.pyplot as plt
@@ -620,6 +651,7 @@ def write(results: dict, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", results)
     text = table(results) + ("\n\n" + goal_table(results) if results.get("goal") else "")
+    text += "\n\nHeld-out font families, script accuracy per cell:\n" + family_table(results)
     (out / "results.txt").write_text(text + "\n")
     figure(results).savefig(out / "results.png", dpi=90)
     return out

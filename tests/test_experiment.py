@@ -168,3 +168,22 @@ def test_heldout_rows_do_not_report_the_split_they_were_fitted_on(smoke):
     assert row["val_conflict"] is None and row["val_conflict_worst"] is None
     assert row["l2"] in experiment.L2_GRID and row["conflict"] is not None
     assert experiment._posthoc_row(_trunk(smoke), smoke, "dfr")["val_conflict"] is not None
+
+
+def test_family_table_averages_seeds_per_heldout_cell(smoke):
+    lat = smoke.scripts.index("latin")
+    right = experiment.score(_preds(smoke), smoke, min_cell=1)
+    wrong = experiment.score(_preds(smoke, lambda split, s: s.script == lat), smoke, min_cell=1)
+    results = {
+        "summary": {"a": {}, "b": {}},
+        "per_seed": {"a": [right, right], "b": [right, wrong]},
+    }
+    lines = experiment.family_table(results).splitlines()
+    assert lines[0].split()[-2:] == ["a", "b"]
+    rows = {cell: rest for cell, *rest in (line.rsplit(None, 3) for line in lines[2:])}
+    assert set(rows) == set(right["tables"]["heldout_cells"])
+    for cell, (crops, a, b) in rows.items():
+        assert int(crops) == right["tables"]["heldout_cells"][cell][1]
+        assert float(a) == 1.0 and float(b) == (0.5 if cell.startswith("latin/") else 1.0)
+    only = experiment.family_table(results, ("b",), scripts=("latin",)).splitlines()[2:]
+    assert only and all(line.startswith("latin/") for line in only)
