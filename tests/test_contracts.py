@@ -404,7 +404,7 @@ BAD = [
     ("damped_hessian", "damping", lambda c: NAN, "damping"),
     ("largest_eigenvalue", "iters", lambda c: 0, "iters"),
     ("pearson", "a", lambda c: [1.0, NAN, 3.0], "NaN"),
-    ("pearson", "b", lambda c: [1.0, 2.0], "b must have shape"),
+    ("pearson", "b", lambda c: [1.0, 2.0], "as many values"),
     ("loo_retrain", "lr", lambda c: NAN, "lr"),
     ("loo_retrain", "momentum", lambda c: 1.0, "momentum"),
     ("loo_retrain", "removed", lambda c: np.array([0.5]), "removed"),

@@ -194,7 +194,11 @@ def loo_retrain(
 def pearson(a, b) -> float:
     """Pearson correlation of two flat arrays (predicted against actual changes)."""
     check_array("a", a)  # finite; the values below keep their own precision
-    check_array("b", b, shape=np.shape(a))
+    check_array("b", b)
+    if np.size(a) != np.size(b):
+        raise ValueError(
+            f"a and b must hold as many values, got shapes {np.shape(a)} and {np.shape(b)}"
+        )
     a = np.asarray(a, np.float64).ravel()
     b = np.asarray(b, np.float64).ravel()
     return float(np.corrcoef(a, b)[0, 1])
