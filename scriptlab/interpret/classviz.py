@@ -30,8 +30,8 @@ import numpy as np
 import optax
 
 from scriptlab.interpret._common import (
+    check_array,
     check_choice,
-    check_images,
     check_int,
     check_number,
     check_targets,
@@ -266,6 +266,7 @@ def class_model(
 
 def final_scores(apply_fn, params, result: ClassModel, *, head: str = "script") -> jax.Array:
     """Logits of the optimised images (no jitter): float32[K, n_classes]."""
-    images = check_images(result.images, name="result.images")
+    # finite, but not range-checked: clip=False images may leave [0, 1]
+    images = check_array("result.images", result.images, ndim=4)
     probe_outputs(apply_fn, params, images, head)
     return getattr(apply_fn(params, images), head)
