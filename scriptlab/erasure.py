@@ -72,6 +72,8 @@ def fit_leace(features, concept, n_classes: int, *, weights=None, tol: float = 1
         raise ValueError(
             f"concept labels must lie in [0, n_classes={n_classes}), got [{z.min()}, {z.max()}]"
         )
+    if not (tol > 0 and np.isfinite(tol)):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
     w = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
     if w.shape != (len(x),) or not np.all(np.isfinite(w)) or w.min() < 0 or w.sum() <= 0:
         raise ValueError(f"weights must be {len(x)} finite numbers >= 0 with a positive sum")

@@ -252,6 +252,41 @@ CALLS = {
         lambda fitted, features: fitted.predict(features),
         lambda c: dict(fitted=probe.fit_mlp_probe(c.feats, c.labels, 2, steps=2), features=c.feats),
     ),
+    "localisation_table": (
+        L.localisation_table,
+        lambda c: dict(
+            _sal(c),
+            masks=jnp.ones((2, 16, 16), bool),
+            methods=("gradient",),
+            options={"smoothgrad": {"n_samples": 2}},
+        ),
+    ),  # fmt: skip
+    "cascading_check": (
+        SA.cascading_check,
+        lambda c: dict(_sal(c), random_params=c.params, methods=("gradient",)),
+    ),
+    "objective": (
+        IL.objective,
+        lambda c: dict(
+            loss_fn=IL.logistic_loss,
+            params=c.lp,
+            x=c.feats,
+            y=c.labels,
+            l2=0.1,
+            weights=jnp.ones(12),
+        ),
+    ),  # fmt: skip
+    "cross_entropy": (
+        lambda head, c: IL.cross_entropy(c.fn, head)(c.params, c.x, c.t),
+        lambda c: dict(head="script", c=c),
+    ),
+    "pca": (E.pca, lambda c: dict(x=c.feats)),
+    "affinities": (E.affinities, lambda c: dict(x=c.feats, perplexity=2.0)),
+    "trustworthiness": (E.trustworthiness, lambda c: dict(x=c.feats, y=c.feats[:, :2])),
+    "fit_leace": (
+        erasure.fit_leace,
+        lambda c: dict(features=c.feats, concept=c.labels, n_classes=2),
+    ),
     "erase": (
         erasure.erase,
         lambda c: dict(eraser=erasure.fit_leace(c.feats, c.labels, 2), features=c.feats),
@@ -412,6 +447,16 @@ BAD = [
     ("refine", "momentum", lambda c: 1.0, "momentum"),
     ("refine", "steps", lambda c: 0, "steps"),
     ("erase", "features", lambda c: np.full((3, 3), NAN), "NaN"),
+    ("localisation_table", "options", lambda c: {"smoothgrads": {"n_samples": 2}}, "smoothgrads"),
+    ("cascading_check", "options", lambda c: {"gradient": 3}, "options"),
+    ("objective", "weights", lambda c: jnp.full(12, NAN), "weights"),
+    ("objective", "weights", lambda c: jnp.ones(3), "weights"),
+    ("cross_entropy", "head", lambda c: "nope", "head"),
+    ("pca", "n_components", lambda c: 1.5, "n_components"),
+    ("affinities", "block_size", lambda c: 0, "block_size"),
+    ("trustworthiness", "n_neighbors", lambda c: 1.5, "n_neighbors"),
+    ("fit_leace", "tol", lambda c: NAN, "tol"),
+    ("fit_leace", "concept", lambda c: c.labels - 1, "concept"),
     ("Probe.logits", "features", lambda c: np.zeros((3, 5)), "features"),
     ("Probe.logits", "features", lambda c: np.full((3, 3), INF), "NaN"),
     ("MLPProbe.predict", "features", lambda c: np.zeros((3, 5)), "features"),

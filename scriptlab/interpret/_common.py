@@ -97,6 +97,20 @@ def check_nonneg(name: str, value: float) -> None:
     check_number(name, value, low=0.0)
 
 
+def check_method_options(options, methods) -> dict:
+    """Per-method keyword options {method: {option: value}}: every key names a method.
+
+    A misspelt method would otherwise be ignored and its defaults used silently.
+    """
+    options = {} if options is None else options
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise ValueError(f"options must be a dict {{method: {{option: value}}}}, got {options!r}")
+    unknown = sorted(set(options) - set(methods))
+    if unknown:
+        raise ValueError(f"options name unknown methods {unknown}; allowed: {', '.join(methods)}")
+    return options
+
+
 def check_steps(steps, lr, momentum) -> None:
     """An optimiser's settings: steps an integer >= 1, lr > 0 and momentum in [0, 1), finite."""
     check_int("steps", steps, 1)

@@ -175,6 +175,7 @@ def pca(x: jax.Array, *, n_components: int = 2) -> PCA:
     References: Pearson 1901; Hotelling 1933.
     """
     arr = _check_points(x, "x", min_points=2)
+    check_int("n_components", n_components)
     if not 1 <= n_components <= min(arr.shape):
         raise ValueError(
             f"n_components must be in [1, min(N, D) = {min(arr.shape)}], got {n_components}"
@@ -286,6 +287,7 @@ def affinities(
     """
     arr = _check_points(x, "x")
     k = _check_perplexity(arr.shape[0], perplexity, n_neighbors)
+    check_int("block_size", block_size, 1)
     return _affinities(jnp.asarray(arr, jnp.float32), jnp.float32(perplexity), k, block_size)
 
 
@@ -612,6 +614,8 @@ def trustworthiness(
     References: Venna & Kaski 2001.
     """
     ax, ay = _check_points(x, "x", min_points=2), _check_points(y, "y", min_points=2)
+    check_int("n_neighbors", n_neighbors, 1)
+    check_int("block_size", block_size, 1)
     if ax.shape[0] != ay.shape[0]:
         raise ValueError(
             f"x and y must have the same number of rows, got {ax.shape[0]} and {ay.shape[0]}"

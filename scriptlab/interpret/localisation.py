@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from scriptlab.interpret._common import check_array, check_int
+from scriptlab.interpret._common import check_array, check_int, check_method_options
 from scriptlab.interpret.saliency import METHODS, saliency
 
 
@@ -114,7 +114,7 @@ def localisation_table(
       One dict per method, means over images: model, method, ink_mass, chance
       (the ink fraction), lift (ink_mass / chance), pointing, pointing_chance.
     """
-    options = options or {}
+    options = check_method_options(options, METHODS)
     rows = []
     for method in methods:  # a handful of methods, each one batched call over all images
         maps = saliency(apply_fn, params, images, targets, method=method, **options.get(method, {}))

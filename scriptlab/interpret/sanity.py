@@ -28,7 +28,13 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.stats import rankdata
 
-from scriptlab.interpret._common import check_array, check_choice, check_int, check_number
+from scriptlab.interpret._common import (
+    check_array,
+    check_choice,
+    check_int,
+    check_method_options,
+    check_number,
+)
 from scriptlab.interpret.saliency import METHODS, saliency
 
 # Top layer down; each stage re-initialises its layers on top of the previous ones.
@@ -172,7 +178,7 @@ def cascading_randomisation(params, random_params, cascade=CASCADE) -> list[tupl
 
 
 def _method_options(method: str, options: dict | None) -> dict:
-    return (options or {}).get(method, {})
+    return check_method_options(options, METHODS).get(method, {})
 
 
 def cascading_check(

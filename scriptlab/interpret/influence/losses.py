@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from scriptlab.interpret._common import check_array
+
 LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
@@ -38,7 +40,13 @@ def cross_entropy(apply_fn: Callable, head: str = "script") -> LossFn:
     """
 
     def loss_fn(params, x, y):
-        logits = getattr(apply_fn(params, x), head)
+        out = apply_fn(params, x)
+        if not isinstance(head, str) or head.startswith("_") or not hasattr(out, head):
+            fields = getattr(out, "_fields", None)
+            raise ValueError(
+                f"head must name a logits field of apply_fn's output {fields}, got {head!r}"
+            )
+        logits = getattr(out, head)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
     return loss_fn
@@ -66,6 +74,7 @@ def objective(loss_fn: LossFn, params, x, y, *, l2, weights=None) -> jax.Array:
     """
     losses = loss_fn(params, x, y)
     if weights is not None:
+        check_array("weights", weights, shape=(y.shape[0],))  # finite, one per example
         losses = losses * weights
     sq = sum(jnp.vdot(p, p) for p in jax.tree.leaves(params))
     return losses.sum() / y.shape[0] + 0.5 * l2 * sq
