@@ -223,8 +223,8 @@ def class_model(
         ("blur_every", blur_every, 1),
     ):
         check_int(name, value, low)
-    for name, value in (("lr", lr), ("l2", l2), ("tv", tv), ("blur_sigma", blur_sigma)):
-        check_number(name, value, low=0.0, open_low=name == "lr")
+    for knob, x in (("lr", lr), ("l2", l2), ("tv", tv), ("blur_sigma", blur_sigma)):
+        check_number(knob, x, low=0.0, open_low=knob == "lr")
     check_int("seed", seed)
     if blur_sigma and parametrisation != "pixel":
         raise ValueError(
