@@ -544,6 +544,23 @@ def restore(
     return Result(model, stored, meta["history"], meta["data_key"], snaps)
 
 
+def add_checksums(directory: str | Path) -> bool:
+    """Record sha256 and config key in a checkpoint saved before they existed; True if it did.
+
+    The files' present bytes become the reference (call it after a successful
+    ``restore``), so a later bit flip is caught. Checkpoints that have them are left alone.
+    """
+    directory = Path(directory)
+    meta, stored = _read_meta(directory / "checkpoint.json")
+    if "sha256" in meta:
+        return False
+    names = ["checkpoint.msgpack", *(f"epoch_{e:03d}.msgpack" for e in meta["snapshots"])]
+    meta["sha256"] = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in names}
+    meta["config_key"] = stored.key()
+    data_lib.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
+    return True
+
+
 _META = {"config": dict, "data_key": str, "history": list, "snapshots": list}
 
 

@@ -8,6 +8,7 @@ change of recipe never returns a stale model.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -118,7 +119,11 @@ def _result(name: str, preset: str, seed: int, progress: bool, overrides) -> tra
     with cache_lock(where) as writable:
         if (where / "checkpoint.json").exists():
             try:
-                return train_lib.restore(where, cfg)
+                result = train_lib.restore(where, cfg)
+                if writable:
+                    with contextlib.suppress(OSError):  # a read-only folder keeps its old json
+                        train_lib.add_checksums(where)
+                return result
             except (ValueError, OSError, KeyError, TypeError, AttributeError) as err:
                 warnings.warn(
                     f"zoo: cached {name} at {where} is unreadable ({err}); retraining", stacklevel=3

@@ -494,3 +494,19 @@ def test_damaged_dataset_file_is_regenerated_identically(tmp_path, monkeypatch, 
         for field in first.test._fields:
             a, b = getattr(first.split(name), field), getattr(second.split(name), field)
             assert np.array_equal(a, b), (name, field)
+
+
+def test_zoo_adds_checksums_to_a_legacy_checkpoint_it_restores(zoo_cache):
+    where, calls = zoo_cache
+    meta = json.loads((where / "checkpoint.json").read_text())
+    del meta["sha256"], meta["config_key"]
+    (where / "checkpoint.json").write_text(json.dumps(meta))
+    blob = (where / "checkpoint.msgpack").read_bytes()
+    zoo.load("baseline", "smoke", progress=False)
+    sealed = json.loads((where / "checkpoint.json").read_text())
+    assert "sha256" in sealed and sealed["config_key"] == zoo.config("baseline", "smoke").key()
+    assert (where / "checkpoint.msgpack").read_bytes() == blob  # parameters untouched
+    _flip_byte(where / "checkpoint.msgpack")
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        train.restore(where)
+    assert calls == []
