@@ -632,3 +632,39 @@ def test_cli_train_writes_strict_json(tmp_path, capsys, monkeypatch, smoke):
     metrics = json.loads((tmp_path / "t" / "metrics.json").read_text(), parse_constant=no_constants)
     assert metrics[0]["val_script_acc"] is None
     train.restore(tmp_path / "t")
+
+
+FIVE = jax.random.uniform(jax.random.key(5), (5, 16, 16, 3))  # a batch size no other test uses
+
+
+@pytest.mark.parametrize(
+    ("name", "arg", "bad", "jitted"),
+    [
+        ("vanilla_gradient", "targets", lambda c: np.array([0, 1, 2, 3, 9]), "_gradient_map"),
+        ("vanilla_gradient", "images", lambda c: FIVE.at[0, 0, 0, 0].set(NAN), "_gradient_map"),
+        ("occlusion", "targets", lambda c: np.array([0, 1, 2, 3, -1]), "_occlusion"),
+        ("occlusion", "images", lambda c: FIVE * 255, "_occlusion"),
+        ("predict", "images", lambda c: FIVE.at[0, 0, 0, 0].set(INF), "_predict"),
+        ("embed", "images", lambda c: FIVE.at[0, 0, 0, 0].set(NAN), "_forward_chunks"),
+    ],
+)
+def test_bad_input_is_rejected_before_tracing(c, name, arg, bad, jitted):
+    """The checks run eagerly: a rejected call traces and compiles nothing (the batch of
+    five is a shape no other call has compiled, so any trace would grow the cache)."""
+    from scriptlab.interpret import _common
+
+    jitted = {
+        "_gradient_map": S._gradient_map,
+        "_occlusion": O._occlusion,
+        "_predict": train._predict,
+        "_forward_chunks": _common._forward_chunks,
+    }[jitted]
+    fn, kwargs = CALLS[name]
+    kw = dict(kwargs(c), images=FIVE)
+    if "targets" in kw:
+        kw["targets"] = np.zeros(5, int)
+    kw[arg] = bad(c)
+    before = jitted._cache_size()
+    with pytest.raises(ValueError):
+        fn(**kw)
+    assert jitted._cache_size() == before
