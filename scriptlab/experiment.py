@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from scriptlab import zoo
-from scriptlab.data import Dataset, cache_dir
+from scriptlab.data import Dataset, cache_dir, clean_temporaries
 from scriptlab.erasure import Eraser, erase, fit_leace
 from scriptlab.fonts import LCG
 from scriptlab.probe import (
@@ -484,9 +484,17 @@ def run(
     where = cache_dir() / "experiments" / f"{preset}-{seeds}-{key}.json"
     if cache and where.exists():
         try:
-            return json.loads(where.read_text())
+            cached = json.loads(where.read_text())
+            # valid JSON of the wrong shape (or another run's) is as unusable as a truncated file
+            if not isinstance(cached, dict) or not {"per_seed", "summary"} <= cached.keys():
+                raise ValueError("not a results object")
+            if (cached.get("preset"), cached.get("seeds")) != (preset, seeds):
+                raise ValueError(f"holds preset/seeds {cached.get('preset')}/{cached.get('seeds')}")
+            return cached
         except (OSError, ValueError) as err:
             print(f"experiment: cached results {where} are unreadable ({err}); recomputing")
+    if cache:
+        clean_temporaries(where.parent)  # half-written results of killed runs
     ds = dataset_for(zoo.config("baseline", preset), progress=progress)
     zoo.warm(
         [(n, preset, s, {}) for n in names for s in range(seeds)]

@@ -510,3 +510,37 @@ def test_zoo_adds_checksums_to_a_legacy_checkpoint_it_restores(zoo_cache):
     with pytest.raises(ValueError, match="checksum mismatch"):
         train.restore(where)
     assert calls == []
+
+
+# --------------------------------------------------------------------------- experiment results cache
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        '{"per_seed": {}}',
+        '{"preset": "smoke", "seeds": 9, "per_seed": {}, "summary": {}}',
+        "{",
+    ],
+)
+def test_experiment_cache_reader_recomputes_over_a_wrong_file(
+    tmp_path, monkeypatch, smoke, content
+):
+    from scriptlab import experiment
+
+    monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path))
+    computed = []
+    monkeypatch.setattr(experiment, "dataset_for", lambda cfg, progress=True: smoke)
+    monkeypatch.setattr(experiment.zoo, "warm", lambda *a, **k: [])
+    monkeypatch.setattr(
+        experiment, "_rows", lambda *a: computed.append(a) or [{"worst_group": 0.5}]
+    )
+    kw = dict(methods=("baseline",), references=(), lam_sweep=(), progress=False)
+    first = json.loads(json.dumps(experiment.run("smoke", 1, **kw), default=str))  # as stored
+    assert experiment.run("smoke", 1, **kw) == first and len(computed) == 1  # served from cache
+    (where,) = (tmp_path / "experiments").glob("*.json")
+    stale = where.with_name(f"{where.name}.{_dead_pid()}.tmp")
+    stale.write_text("half")
+    where.write_text(content)
+    again = json.loads(json.dumps(experiment.run("smoke", 1, **kw), default=str))
+    assert len(computed) == 2 and again == first and not stale.exists()
+    assert experiment.run("smoke", 1, **kw) == first and len(computed) == 2  # repaired
