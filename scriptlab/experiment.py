@@ -665,6 +665,36 @@ def write(results: dict, out: str | Path) -> Path:
     return out
 
 
+def minority_accuracy(
+    ds: Dataset, script_logits, split: str, *, min_cell: int = MIN_CELL
+) -> tuple[float, float | None, str | None]:
+    """Script accuracy on a split's crops drawn in a style other than their script's assigned one.
+
+    Args:
+      ds: the dataset.
+      script_logits: float[N, S] a model's script logits on ``split``.
+      split: a split name.
+      min_cell: the worst cell ignores (script, style) cells with fewer crops.
+
+    Returns:
+      (mean accuracy over those crops, the worst (script, style) cell's accuracy, its name).
+    """
+    s = ds.split(split)
+    logits = np.asarray(script_logits)
+    if logits.shape != (len(s), len(ds.scripts)):
+        raise ValueError(
+            f"script_logits must be float[{len(s)}, {len(ds.scripts)}] for split {split!r}, "
+            f"got shape {logits.shape}"
+        )
+    assigned = np.array([ds.bias_style(name) for name in ds.scripts])
+    off = s.style != assigned[s.script]
+    if not off.any():
+        raise ValueError(f"split {split!r} has no crops in a minority style")
+    hit = np.argmax(logits, -1)[off] == s.script[off]
+    acc, n = _cells(hit, s.script[off], s.style[off], len(ds.scripts), len(ds.styles))
+    return (float(hit.mean()), *_worst(acc, n, ds.scripts, ds.styles, min_cell))
+
+
 def misread(
     ds: Dataset,
     preds: dict[str, Predictions],

@@ -187,3 +187,18 @@ def test_family_table_averages_seeds_per_heldout_cell(smoke):
         assert float(a) == 1.0 and float(b) == (0.5 if cell.startswith("latin/") else 1.0)
     only = experiment.family_table(results, ("b",), scripts=("latin",)).splitlines()[2:]
     assert only and all(line.startswith("latin/") for line in only)
+
+
+def test_minority_accuracy_reads_only_the_minority_style_crops(smoke):
+    lat = smoke.scripts.index("latin")
+    assigned = np.array([smoke.bias_style(n) for n in smoke.scripts])
+    t = smoke.train
+    off = t.style != assigned[t.script]
+    y = t.script.copy()
+    y[(t.script == lat) & off] = (lat + 1) % len(smoke.scripts)  # misread minority Latin only
+    y[~off] = (y[~off] + 1) % len(smoke.scripts)  # and every assigned-style crop
+    mean, worst, cell = experiment.minority_accuracy(
+        smoke, np.eye(len(smoke.scripts))[y], "train", min_cell=1
+    )
+    assert mean == np.mean(t.script[off] != lat)  # assigned-style misreads do not count
+    assert worst == 0.0 and cell.startswith("latin/")

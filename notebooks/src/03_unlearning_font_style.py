@@ -14,7 +14,18 @@
 # Configuration
 PRESET = "workshop"
 SEEDS = 3
-METHODS = ("baseline", "unlearn", "cdann", "dfr", "unlearn_dfr", "cdann_dfr")
+METHODS = (
+    "baseline",
+    "unlearn",
+    "cdann",
+    "balanced_cdann",
+    "dfr",
+    "unlearn_dfr",
+    "cdann_dfr",
+    "dfr_val",
+    "cdann_dfr_val",
+    "balanced_cdann_dfr_val",
+)
 REFERENCES = ("oracle",)
 
 # %%
@@ -25,6 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scriptlab import data, experiment, viz, zoo
+from scriptlab.fonts import LCG
 from scriptlab.model import gradient_flip
 
 # %config InlineBackend.figure_formats = ["jpeg"]
@@ -51,7 +63,7 @@ print("backward is -lam * grad:   True")
 # bias-conflicting split, the Latin/Cyrillic/Greek crops of the held-out font families, and
 # Caveat's Cyrillic crops (the essay's Caveat failure). The **oracle** is the same recipe trained
 # with styles uniform within each script: it shows what the data allows without the bias.
-# Cold, this trains 12 models; warm it reads them from the zoo.
+# Cold, this trains 15 models; warm it reads them from the zoo.
 
 # %%
 results = experiment.run(
@@ -67,7 +79,7 @@ print(experiment.table(results))
 # holes sit where a script is drawn in another script's assigned style.
 
 # %%
-fig = experiment.heatmaps(results, ("baseline", "unlearn", "cdann_dfr", "oracle"))
+fig = experiment.heatmaps(results, ("baseline", "unlearn", "balanced_cdann_dfr_val", "oracle"))
 plt.show()
 
 # %%
@@ -84,7 +96,8 @@ fig = viz.image_row(
 plt.show()
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# Models trained on another machine can give slightly different numbers (the same smoke run reads
+# 0.227 on one of ours and 0.240 on CI), so CI checks the assertions, not the printed digits.
 b, o = S["baseline"], S["oracle"]
 for k in experiment.GOAL:
     print(f"{k:<16} baseline {b[k]['mean']:.3f}   oracle {o[k]['mean']:.3f}")
@@ -109,15 +122,45 @@ print(
 )
 
 # %% [markdown]
-# ## 3 · What helps: a group-balanced script head
+# Is it the marginal flip fighting the task? Drawing every (script, style) group equally often
+# makes style independent of script, so there the marginal and the conditional flip ask the same
+# thing and neither fights the task. `balanced_cdann` (the conditional flip on group-balanced
+# batches) still leaves most of each gap open: the flip is not enough, whatever it is conditioned on.
+
+# %%
+for k in experiment.GOAL:
+    print(
+        f"{k:<16} cdann {S['cdann'][k]['mean']:.3f}   balanced_cdann {S['balanced_cdann'][k]['mean']:.3f}"
+        f"   oracle {S['oracle'][k]['mean']:.3f}"
+    )
+assert all(S["balanced_cdann"][k]["mean"] < S["oracle"][k]["mean"] - 0.1 for k in experiment.GOAL)
+print("balanced_cdann stays more than 0.1 below the oracle on every symptom")
+
+# %% [markdown]
+# ## 3 · What works: a group-balanced head fitted on crops the trunk never saw
 #
-# The trunk is not where the shortcut lives: refitting only the linear script head on the
-# group-balanced training distribution (every (script, style) group weighs the same; deep feature
-# reweighting, Kirichenko et al. 2022) closes about half of every gap, on the baseline's trunk
-# (`dfr`) and more on the trunks the flips trained (`unlearn_dfr`, `cdann_dfr`). The table gives
-# the share of each baseline-to-oracle gap a method closes (`*`: its worst seed beats the
-# baseline's best). The rest of the gap is data: a minority cell has about 75 training crops
-# where the oracle has about 600.
+# Refitting only the linear script head so that every (script, style) group weighs the same (deep
+# feature reweighting, Kirichenko et al. 2022) closes about half of each gap when the head is fitted
+# on the training crops (`dfr`, `unlearn_dfr`, `cdann_dfr`). But the trunk has fitted its own
+# training crops: on them its minority-style errors are fewer, and not the errors it makes on new
+# crops. The baseline's accuracy on crops drawn in a minority style:
+
+# %%
+minority = {}
+for split in ("train", "val_conflict"):
+    logits = experiment.predictions(base, ds, (split,))[split].script
+    minority[split] = experiment.minority_accuracy(ds, logits, split)
+    mean, worst, cell = minority[split]
+    print(f"{split:<13} mean {mean:.2f}   worst cell {worst:.2f} ({cell})")
+assert minority["train"][1] > minority["val_conflict"][1]
+
+# %% [markdown]
+# DFR as its authors define it fits the balanced head on held-out crops instead: `*_val` refits it
+# on `val` plus `val_conflict` (3,500 crops the trunk never trained on), its weight penalty chosen
+# on the half of `val_conflict` that the choice's fit left out. On the group-balanced trunk with the
+# conditional flip (`balanced_cdann_dfr_val`) that closes more than half of all three gaps. The
+# table gives the share of each baseline-to-oracle gap a method closes (`*`: its worst seed beats
+# the baseline's best).
 
 # %%
 print(experiment.goal_table(results))
@@ -126,18 +169,42 @@ print(experiment.goal_table(results))
 # NBVAL_CHECK_OUTPUT
 g = results["goal"]
 best = max(g, key=lambda m: min(g[m][k]["closed"] for k in experiment.GOAL))
-print("method closing the most of its smallest gap:", best)
-print(
-    "it beats unlearn on every symptom:",
-    all(S[best][k]["mean"] > S["unlearn"][k]["mean"] for k in experiment.GOAL),
-)
-assert all(S[best][k]["mean"] > S["unlearn"][k]["mean"] for k in experiment.GOAL)
-half = [m for m in g if all(g[m][k]["closed"] >= 0.5 for k in experiment.GOAL)]
-print("methods closing >= 50 % of all three gaps:", half or "none")
+ok = all(g[best][k]["closed"] >= 0.5 and g[best][k]["separated"] for k in experiment.GOAL)
+print("a method closes >= 50 % of all three gaps, every seed above the baseline's best:", ok)
+assert ok
+for k in ("conflict_worst", "caveat_cyrillic"):
+    assert S["dfr_val"][k]["mean"] > S["dfr"][k]["mean"] + 0.05  # held-out fit beats train fit
 
 # %%
-cost = S["baseline"]["test"]["mean"] - S[best]["test"]["mean"]
-print(f"in-distribution cost of {best}: {cost:+.3f} test accuracy")
+half = [m for m in g if all(g[m][k]["closed"] >= 0.5 for k in experiment.GOAL)]
+print("method closing the most of its smallest gap:", best)
+print("methods closing >= 50 % of all three gaps:", ", ".join(half))
+
+# %% [markdown]
+# ## 4 · What it costs
+#
+# The shortcut is right 90 % of the time in-distribution, so giving it up costs test accuracy; the
+# oracle, trained without the bias, pays about the same. The rest of the gap is data: a minority
+# cell has about 75 training crops where the oracle has about 600, and held-out font families
+# (Roboto, PT Serif, ...) are new to every model.
+
+# %%
+for name in ("baseline", "dfr_val", best, "oracle"):
+    print(
+        f"{name:<24} test {S[name]['test']['mean']:.3f}   conflict {S[name]['conflict']['mean']:.3f}"
+        f"   held-out {S[name]['heldout']['mean']:.3f}"
+    )
+
+# %% [markdown]
+# Held-out font families, Latin, Cyrillic and Greek: script accuracy per (script, family) cell,
+# mean over seeds (`experiment.family_table`; `scriptlab experiment` writes every script's rows).
+
+# %%
+print(
+    experiment.family_table(
+        results, ("baseline", "unlearn", "dfr_val", best, "oracle"), scripts=LCG
+    )
+)
 
 # %% [markdown]
 # ## Browse the misread crops
