@@ -159,8 +159,10 @@ assert minority["train"][1] > minority["val_conflict"][1]
 # on `val` plus `val_conflict` (3,500 crops the trunk never trained on), its weight penalty chosen
 # on the half of `val_conflict` that the choice's fit left out. On the group-balanced trunk with the
 # conditional flip (`balanced_cdann_dfr_val`) that closes more than half of all three gaps. The
-# table gives the share of each baseline-to-oracle gap a method closes (`*`: its worst seed beats
-# the baseline's best).
+# full table (`scriptlab experiment`, in the README) has the same head on the balanced trunk
+# without any flip (`balanced_dfr_val`): it does at least as well, so the flip is not what helps.
+# The table gives the share of each baseline-to-oracle gap a method closes (`*`: its worst seed
+# beats the baseline's best).
 
 # %%
 print(experiment.goal_table(results))
