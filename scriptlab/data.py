@@ -426,7 +426,13 @@ def _generate(cfg: DataConfig, workers: int | None, progress: bool) -> Dataset:
             jobs.append((cfg, [cfg.seed, s_idx, c + 1], script[sl], face[sl]))
     total = sum(len(j[2]) for j in jobs)
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=total, desc=f"rendering {cfg.preset}", unit="crop", disable=not progress)
+    bar = tqdm(
+        total=total,
+        desc=f"rendering {cfg.preset}",
+        unit="crop",
+        disable=not progress,
+        mininterval=1.0,  # as train.train's bar: few messages for a notebook kernel to send
+    )
     if workers == 1 or total <= 2 * CHUNK:
         results = []
         for job in jobs:

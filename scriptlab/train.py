@@ -385,7 +385,11 @@ def train(
     # copy: nnx.update at the end writes the trained weights into the split-off Variables
     snapshots = [(0, jax.tree.map(jnp.copy, params))] if cfg.snapshots else []
     history: list[dict] = []
-    bar = tqdm(total=total_steps, desc=f"{cfg.mode}", unit="step", disable=not progress)
+    # one refresh a second: a notebook kernel sends every refresh as a message, and ten a
+    # second over a cold training run can keep a busy kernel's output queue behind
+    bar = tqdm(
+        total=total_steps, desc=f"{cfg.mode}", unit="step", disable=not progress, mininterval=1.0
+    )
     t0 = time.perf_counter()
     k = 0
     for epoch in range(1, cfg.epochs + 1):
