@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 
 from scriptlab import zoo
-from scriptlab.data import Dataset, cache_dir, clean_temporaries
+from scriptlab.data import Dataset, cache_dir, clean_temporaries, write_atomic
 from scriptlab.erasure import Eraser, erase, fit_leace
 from scriptlab.fonts import LCG
 from scriptlab.probe import (
@@ -527,13 +527,9 @@ def run(
 
 
 def _write_json(path: Path, obj) -> None:
-    """Strict JSON (no bare NaN), written atomically."""
-    import os
-
+    """Strict JSON (no bare NaN), written atomically (``data.write_atomic``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str, allow_nan=False))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, default=str, allow_nan=False).encode())
 
 
 def _cell(stat: dict | None) -> str:
@@ -660,8 +656,16 @@ def write(results: dict, out: str | Path) -> Path:
     _write_json(out / "results.json", results)
     text = table(results) + ("\n\n" + goal_table(results) if results.get("goal") else "")
     text += "\n\nHeld-out font families, script accuracy per cell:\n" + family_table(results)
-    (out / "results.txt").write_text(text + "\n")
-    figure(results).savefig(out / "results.png", dpi=90)
+    write_atomic(out / "results.txt", (text + "\n").encode())
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = figure(results)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90)
+    plt.close(fig)
+    write_atomic(out / "results.png", png.getvalue())
     return out
 
 

@@ -202,3 +202,17 @@ def test_minority_accuracy_reads_only_the_minority_style_crops(smoke):
     )
     assert mean == np.mean(t.script[off] != lat)  # assigned-style misreads do not count
     assert worst == 0.0 and cell.startswith("latin/")
+
+
+def test_write_leaves_whole_files_and_no_temporaries(smoke, tmp_path):
+    rows = [experiment.score(_preds(smoke), smoke) for _ in range(2)]
+    results = {
+        "summary": {"baseline": experiment._aggregate(rows)},
+        "per_seed": {"baseline": rows},
+        "goal": {},
+    }
+    out = experiment.write(results, tmp_path / "out")
+    assert json.loads((out / "results.json").read_text())["per_seed"]["baseline"][0]["test"] == 1.0
+    assert "Held-out font families" in (out / "results.txt").read_text()
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.png", "results.txt"]
