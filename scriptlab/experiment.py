@@ -253,7 +253,10 @@ def posthoc_predictions(
     Returns:
       {split: Predictions} whose embedding is the (erased) one and font logits None.
     """
-    fitted = fit_posthoc(m, ds, method, l2=l2)
+    return _apply_posthoc(m, ds, fit_posthoc(m, ds, method, l2=l2))
+
+
+def _apply_posthoc(m: zoo.ZooModel, ds: Dataset, fitted: PosthocHead) -> dict[str, Predictions]:
     out = {}
     for split, p in predictions(m, ds).items():
         z = fitted.view(p.embedding)
@@ -420,11 +423,7 @@ def goal(summary: dict, baseline: str = "baseline", oracle: str = "oracle") -> d
 
 def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str) -> dict:
     fitted = fit_posthoc(m, ds, method)
-    preds = {}
-    for split, p in predictions(m, ds).items():
-        z = fitted.view(p.embedding)
-        preds[split] = Predictions(np.asarray(fitted.head.logits(z)), None, z)
-    row = score(preds, ds)
+    row = score(_apply_posthoc(m, ds, fitted), ds)
     row["l2"] = fitted.l2
     if POSTHOC[method].heldout:  # fitted on val_conflict: its scores are in-sample
         row["val_conflict"] = row["val_conflict_worst"] = row["val_conflict_worst_cell"] = None
