@@ -129,3 +129,21 @@ def test_localisation_table_rows():
         assert r["model"] == "m" and 0 <= r["ink_mass"] <= 1
         np.testing.assert_allclose(r["chance"], 36 / 128)
         np.testing.assert_allclose(r["lift"], r["ink_mass"] / r["chance"])
+
+
+def test_localisation_rows_against_plain_numpy():
+    rng = np.random.default_rng(0)
+    masks = rng.random((3, 6, 7)) < 0.3
+    maps = {"a": rng.normal(size=(3, 6, 7)).astype(np.float32), "b": np.zeros((3, 6, 7))}
+    rows = L.localisation_rows(maps, masks, tolerance=0, model="m")
+    assert [(r["model"], r["method"]) for r in rows] == [("m", "a"), ("m", "b")]
+    mag = np.abs(maps["a"]).reshape(3, -1)
+    ink = masks.reshape(3, -1)
+    mass = np.mean([(mag[i] * ink[i]).sum() / mag[i].sum() for i in range(3)])
+    np.testing.assert_allclose(rows[0]["ink_mass"], mass, rtol=1e-5)
+    np.testing.assert_allclose(rows[0]["pointing"], np.mean(ink[np.arange(3), mag.argmax(1)]))
+    # an all-zero map scores exactly chance, and points nowhere
+    np.testing.assert_allclose(rows[1]["lift"], 1.0, rtol=1e-6)
+    assert rows[1]["pointing"] == 0.0
+    with pytest.raises(ValueError, match="maps must be a non-empty dict"):
+        L.localisation_rows(maps["a"], masks)

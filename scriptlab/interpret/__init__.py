@@ -45,7 +45,11 @@ from scriptlab.interpret.influence import (
     loo_retrain,
     self_influence,
 )
-from scriptlab.interpret.localisation import localisation_scores, localisation_table
+from scriptlab.interpret.localisation import (
+    localisation_rows,
+    localisation_scores,
+    localisation_table,
+)
 from scriptlab.interpret.occlusion import Occlusion, occlusion_localisation
 from scriptlab.interpret.occlusion import occlusion as occlusion_map
 from scriptlab.interpret.receptive import (
@@ -113,6 +117,7 @@ __all__ = [
     "kl_divergence_and_gradient",
     "knn_accuracy",
     "label_purity",
+    "localisation_rows",
     "localisation_scores",
     "localisation_table",
     "loo_retrain",

@@ -115,12 +115,36 @@ def localisation_table(
       (the ink fraction), lift (ink_mass / chance), pointing, pointing_chance.
     """
     options = check_method_options(options, METHODS)
+    maps = {  # a handful of methods, each one batched call over all images
+        method: saliency(
+            apply_fn, params, images, targets, method=method, **options.get(method, {})
+        )
+        for method in methods
+    }
+    return localisation_rows(maps, masks, tolerance=tolerance, model=model)
+
+
+def localisation_rows(maps, masks, *, tolerance: int = 1, model: str = "") -> list[dict]:
+    """``localisation_table`` for maps already computed: one row of mean scores per method.
+
+    Args:
+      maps: {method name: float32[N, H, W] saliency maps}, in the order the rows should follow.
+      masks: bool[N, H, W] ink masks of the images the maps explain.
+      tolerance: pointing-game tolerance in pixels.
+      model: a label copied into every row.
+
+    Returns:
+      One dict per method, as ``localisation_table``.
+    """
+    if not isinstance(maps, dict) or not maps:
+        raise ValueError(
+            f"maps must be a non-empty dict {{method name: float32[N, H, W]}}, got {type(maps).__name__}"
+        )
     rows = []
-    for method in methods:  # a handful of methods, each one batched call over all images
-        maps = saliency(apply_fn, params, images, targets, method=method, **options.get(method, {}))
+    for method, m in maps.items():
         s = {
             k: float(v.mean())
-            for k, v in localisation_scores(maps, masks, tolerance=tolerance).items()
+            for k, v in localisation_scores(m, masks, tolerance=tolerance).items()
         }
         rows.append(
             {
