@@ -13,6 +13,9 @@ the training objective at its optimum. The package, one concern per module:
   fit         the convex logistic head (``fit_logistic``, ``embeddings``) and ``refine``
   top_layers  ScriptNet's dense layer and heads on frozen pool3 features
   cache       cached validation results
+  layers      ScriptNet as linear layers: inputs, pre-activation gradients, ``ScriptNetLoss``
+  tracin      ``tracin_scores`` over epoch snapshots (Pruthi et al. 2020), every parameter
+  ekfac       ``fit_ekfac`` and ``ekfac_scores``: EK-FAC inverse Gauss-Newton, every layer
 
 References: Koh & Liang 2017, https://arxiv.org/abs/1703.04730; Agarwal, Bullins & Hazan
 2017 (LiSSA), https://arxiv.org/abs/1602.03943; Pearlmutter 1994 (fast exact HVP); Basu,
@@ -22,7 +25,15 @@ detection), https://arxiv.org/abs/2308.03296.
 """
 
 from scriptlab.interpret.influence.cache import load_result, results_path, save_result
+from scriptlab.interpret.influence.ekfac import (
+    EKFACFactors,
+    ekfac_s_test,
+    ekfac_scores,
+    ekfac_self_influence,
+    fit_ekfac,
+)
 from scriptlab.interpret.influence.fit import embeddings, fit_logistic, refine
+from scriptlab.interpret.influence.layers import ScriptNetLoss
 from scriptlab.interpret.influence.loo import LOO_METHODS, LOOResult, loo_retrain, pearson
 from scriptlab.interpret.influence.losses import (
     LossFn,
@@ -49,8 +60,22 @@ from scriptlab.interpret.influence.solvers import (
     training_hessian,
 )
 from scriptlab.interpret.influence.top_layers import TopOutputs, top_apply, top_loss, top_params
+from scriptlab.interpret.influence.tracin import (
+    epoch_learning_rates,
+    tracin_scores,
+    tracin_self_influence,
+)
 
 __all__ = [
+    "EKFACFactors",
+    "ekfac_s_test",
+    "ekfac_scores",
+    "ekfac_self_influence",
+    "epoch_learning_rates",
+    "fit_ekfac",
+    "ScriptNetLoss",
+    "tracin_scores",
+    "tracin_self_influence",
     "cross_entropy",
     "damped_hessian",
     "detection_curve",

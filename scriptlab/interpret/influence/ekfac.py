@@ -1,0 +1,387 @@
+"""EK-FAC: an eigenvalue-corrected Kronecker-factored inverse Gauss-Newton for every layer.
+
+For a linear layer s = W a (conv: at every position), the Gauss-Newton block
+is approximated by a Kronecker product A (x) S with A = E[a a^T] (inputs, a 1
+for the bias) and S = E[g g^T] (pre-activation gradients, labels sampled from
+the model's own predictive distribution, so this is the Gauss-Newton matrix,
+not the empirical Fisher). K-FAC inverts A (x) S; EK-FAC keeps its eigenbasis
+Q_A (x) Q_S and replaces its eigenvalues by the exact diagonal of the
+Gauss-Newton matrix in that basis, Lambda = E[(Q_A^T G Q_S)^2] over
+per-example gradients G. Then
+
+    (GN + lambda I)^-1 v  ~=  Q_A [ (Q_A^T V Q_S) / (Lambda + lambda) ] Q_S^T
+
+layer by layer (block diagonal). The factors are fitted once
+(``fit_ekfac``) and reused for any number of test points (``ekfac_scores``,
+``ekfac_s_test``, ``ekfac_self_influence``).
+
+Conventions follow ``losses.objective``: the curvature is that of the mean
+training loss, lambda = l2 + damping, and scores are I_up,loss (< 0 helps),
+comparable to ``influence_scores``. With ``damping=None`` each layer gets
+0.1 x the mean of its corrected eigenvalues (Grosse et al. 2023's heuristic,
+kronfluence's default).
+
+References: George, Laurent, Bouthillier, Ballas & Vincent 2018 (EK-FAC),
+https://arxiv.org/abs/1806.03884; Martens & Grosse 2015 (K-FAC),
+https://arxiv.org/abs/1503.05671; Grosse & Martens 2016 (KFC, conv layers),
+https://arxiv.org/abs/1602.01407; Grosse et al. 2023 (EK-FAC influence
+functions), https://arxiv.org/abs/2308.03296; kronfluence (reference
+implementation), https://github.com/pomonam/kronfluence.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from scriptlab.interpret._common import (
+    check_batch_size,
+    check_choice,
+    check_images,
+    check_int,
+    check_nonneg,
+    check_xy,
+)
+from scriptlab.interpret.influence.layers import (
+    ScriptNetLoss,
+    layer_inputs_and_vjp,
+    layers_for,
+    logit_residual,
+    matrices_to_params,
+)
+from scriptlab.interpret.influence.losses import map_chunks
+
+LABELS = ("sampled", "expected", "true")
+
+
+class EKFACFactors(NamedTuple):
+    """Per-layer Kronecker eigenbases and corrected eigenvalues, keyed by layer name.
+
+    Attributes:
+      q_a: {layer: float32[d_in + 1, d_in + 1]} eigenvectors of E[a a^T].
+      q_s: {layer: float32[out, out]} eigenvectors of E[g g^T].
+      eigenvalues: {layer: float32[d_in + 1, out]} E[(Q_A^T G Q_S)^2], the
+        Gauss-Newton diagonal in the Kronecker eigenbasis.
+      n: float32[], the number of examples the factors were fitted on.
+    """
+
+    q_a: dict
+    q_s: dict
+    eigenvalues: dict
+    n: jax.Array
+
+
+# --------------------------------------------------------------------------- one layer
+def kronecker_factors(a: jax.Array, g: jax.Array, valid: jax.Array | None = None):
+    """Sums of input and gradient outer products over examples, samples and positions.
+
+    Args:
+      a: float32[N, S, d_in + 1] layer inputs.
+      g: float32[N, K, S, out] pre-activation gradients for K label draws.
+      valid: float32[N] 0/1 weights (padding rows 0); default all 1.
+
+    Returns:
+      (A float32[d, d], S float32[out, out]): sum_n sum_s a a^T and
+      sum_n sum_k sum_s g g^T (divide by N for the means; only the
+      eigenvectors are used, so the scale does not matter).
+    """
+    w = jnp.ones(a.shape[0], a.dtype) if valid is None else valid
+    return jnp.einsum("nsi,nsj,n->ij", a, a, w), jnp.einsum("nksi,nksj,n->ij", g, g, w)
+
+
+def rotated_grads(q_a: jax.Array, q_s: jax.Array, a: jax.Array, g: jax.Array) -> jax.Array:
+    """Per-example gradients in the Kronecker eigenbasis: Q_A^T (sum_s a_s g_s^T) Q_S, float32[N, K, d, out]."""
+    if a.shape[1] == 1:  # dense: rotate the factors, then one outer product
+        return jnp.einsum("ni,nko->nkio", a[:, 0] @ q_a, g[:, :, 0] @ q_s)
+    grad = jnp.einsum("nsi,nkso->nkio", a, g)  # conv: sum over positions first (cheaper)
+    return jnp.einsum("ij,nkio,op->nkjp", q_a, grad, q_s)
+
+
+def precondition(q_a, q_s, eigenvalues, grads: jax.Array, damping) -> jax.Array:
+    """(Q_A (x) Q_S) diag(eigenvalues + damping)^-1 (Q_A (x) Q_S)^T applied to float32[T, d, out]."""
+    rot = jnp.einsum("ij,tio,op->tjp", q_a, grads, q_s) / (eigenvalues + damping)
+    return jnp.einsum("ij,tjp,op->tio", q_a, rot, q_s)
+
+
+# --------------------------------------------------------------------------- ScriptNet
+def _cotangents(logits, labels_mode, key, idx, targets):
+    """Logit cotangents float32[B, K, C] whose outer products average to the output Hessian."""
+    p = jax.nn.softmax(logits)
+    if labels_mode == "expected":  # sum_c p_c (p - e_c)(p - e_c)^T = diag(p) - p p^T, exactly
+        eye = jnp.eye(p.shape[-1], dtype=p.dtype)
+        return jnp.sqrt(p)[:, :, None] * (p[:, None, :] - eye[None])
+    if labels_mode == "true":
+        return logit_residual(logits, targets)[:, None]
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+    y = jax.vmap(jax.random.categorical)(keys, logits)
+    return logit_residual(logits, y)[:, None]
+
+
+def _layer_data(apply_fn, head, labels_mode, params, key, chunk):
+    images, targets, idx, valid = chunk
+    inputs, logits, backward = layer_inputs_and_vjp(apply_fn, params, images, head)
+    r = _cotangents(logits, labels_mode, key, idx, targets)
+    grads = jax.vmap(backward, in_axes=1, out_axes=1)(r)  # [B, K, S, out] per layer
+    return inputs, grads, valid
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "head", "labels_mode"))
+def _covariance_chunk(apply_fn, head, labels_mode, params, key, chunk):
+    inputs, grads, valid = _layer_data(apply_fn, head, labels_mode, params, key, chunk)
+    out = [kronecker_factors(a, g, valid) for a, g in zip(inputs, grads, strict=True)]
+    return jax.tree.map(lambda x: x[None], out)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "head", "labels_mode"))
+def _eigenvalue_chunk(apply_fn, head, labels_mode, params, key, q_a, q_s, chunk):
+    inputs, grads, valid = _layer_data(apply_fn, head, labels_mode, params, key, chunk)
+    out = [
+        jnp.einsum("nkio,n->io", rotated_grads(qa, qs, a, g) ** 2, valid)
+        for qa, qs, a, g in zip(q_a, q_s, inputs, grads, strict=True)
+    ]
+    return jax.tree.map(lambda x: x[None], out)
+
+
+def fit_ekfac(
+    apply_fn: Callable,
+    params,
+    images,
+    targets=None,
+    *,
+    head: str = "script",
+    labels: str = "sampled",
+    seed: int = 0,
+    batch_size: int = 128,
+) -> EKFACFactors:
+    """Fit EK-FAC factors for every conv and dense layer of a ScriptNet: two passes over ``images``.
+
+    Pass 1 accumulates A and S and eigendecomposes them; pass 2 projects
+    per-example gradients onto the eigenbasis for the corrected eigenvalues.
+    Both passes draw the same labels (deterministic in ``seed``).
+
+    Args:
+      apply_fn: a ScriptNet ``Functional`` (``model.functional``).
+      params: its params (the trained model).
+      images: float32[N, H, W, 3] in [0, 1] or uint8 (the training crops).
+      targets: int[N] true labels; needed only for ``labels="true"``.
+      head: "script" or "font": whose cross-entropy the curvature is of.
+      labels: "sampled" (one label per example from the model's softmax: the
+        Gauss-Newton matrix, Grosse et al. 2023), "expected" (all C labels
+        weighted by their probability: the exact Gauss-Newton, C times the
+        cost) or "true" (the empirical Fisher).
+      seed: seed of the sampled labels.
+      batch_size: examples per jitted chunk.
+
+    Returns:
+      EKFACFactors (layers ``layers.layers_for(head)``).
+
+    References: George et al. 2018, https://arxiv.org/abs/1806.03884; Grosse et al.
+    2023, section 2.2, https://arxiv.org/abs/2308.03296.
+    """
+    check_choice("head", head, ("script", "font"))
+    check_choice("labels", labels, LABELS)
+    seed = check_int("seed", seed)
+    batch_size = check_batch_size(batch_size)
+    images = check_images(images, keep_uint8=True)
+    n = images.shape[0]
+    if labels == "true":
+        if targets is None:
+            raise ValueError('labels="true" needs targets (int[N] true labels), got None')
+        images, targets = check_xy(images, targets, "images")
+    else:
+        targets = jnp.zeros(n, jnp.int32)
+    chunk = (images, targets, jnp.arange(n), jnp.ones(n, jnp.float32))
+    key = jax.random.key(seed)
+    fn = functools.partial(_covariance_chunk, apply_fn, head, labels)
+    sums = jax.tree.map(lambda x: x.sum(0), map_chunks(fn, chunk, batch_size, params, key))
+    q_a = [jnp.linalg.eigh(a / n)[1] for a, _ in sums]
+    q_s = [jnp.linalg.eigh(s / n)[1] for _, s in sums]
+    fn = functools.partial(_eigenvalue_chunk, apply_fn, head, labels)
+    lam = map_chunks(fn, chunk, batch_size, params, key, q_a, q_s)
+    names = [layer.name for layer in layers_for(head)]
+    return EKFACFactors(
+        dict(zip(names, q_a, strict=True)),
+        dict(zip(names, q_s, strict=True)),
+        {name: x.sum(0) / n for name, x in zip(names, lam, strict=True)},
+        jnp.float32(n),
+    )
+
+
+def _damping(factors: EKFACFactors, l2, damping) -> dict:
+    if damping is None:
+        return {k: l2 + 0.1 * jnp.mean(v) for k, v in factors.eigenvalues.items()}
+    return {k: l2 + damping for k in factors.eigenvalues}
+
+
+def _check_factors(factors, head):
+    names = {layer.name for layer in layers_for(head)}
+    if not isinstance(factors, EKFACFactors) or set(factors.eigenvalues) != names:
+        raise ValueError(
+            f"factors must be EKFACFactors from fit_ekfac(..., head={head!r}) with layers "
+            f"{sorted(names)}, got {type(factors).__name__}"
+            + (f" with {sorted(factors.eigenvalues)}" if isinstance(factors, EKFACFactors) else "")
+        )
+
+
+def _check_damping(l2, damping):
+    check_nonneg("l2", l2)
+    if damping is not None:
+        check_nonneg("damping", damping)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
+def _preconditioned_test(apply_fn, head, factors, lam, params, xt, yt):
+    grads = ScriptNetLoss(apply_fn, head).layer_grads(params, xt, yt)
+    out = {}
+    for name, gr in grads.items():
+        if isinstance(gr, tuple):  # dense: materialise a g^T for the T test points
+            gr = jnp.einsum("ti,to->tio", *gr)
+        out[name] = precondition(
+            factors.q_a[name], factors.q_s[name], factors.eigenvalues[name], gr, lam[name]
+        )
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
+def _score_chunk(apply_fn, head, params, w_test, chunk):
+    grads = ScriptNetLoss(apply_fn, head).layer_grads(params, *chunk)
+    total = 0.0
+    for name, gr in grads.items():
+        w = w_test[name]
+        if isinstance(gr, tuple):  # a^T W_t g for each (train, test) pair
+            total = total + jnp.einsum("ni,tio,no->nt", gr[0], w, gr[1])
+        else:
+            total = total + gr.reshape(gr.shape[0], -1) @ w.reshape(w.shape[0], -1).T
+    return -total
+
+
+def ekfac_s_test(
+    factors: EKFACFactors,
+    apply_fn: Callable,
+    params,
+    test_x,
+    test_y,
+    *,
+    head: str = "script",
+    l2: float = 0.0,
+    damping: float | None = None,
+):
+    """s_test = (GN + lambda I)^-1 grad L(z_test) for T test points, as a params-shaped pytree.
+
+    Args:
+      factors: from ``fit_ekfac`` (same head).
+      apply_fn, params: the ScriptNet.
+      test_x: float32[T, H, W, 3]; test_y: int[T].
+      head: as in ``fit_ekfac``.
+      l2: the objective's L2 weight (0 for a network trained with decoupled
+        weight decay); lambda = l2 + damping.
+      damping: added to every eigenvalue; None: 0.1 x each layer's mean eigenvalue.
+
+    Returns:
+      A pytree like ``params`` with a leading T axis on every leaf (zeros for
+      the other head, which the loss does not reach); pass it to
+      ``perturbation_influence`` for I_pert,loss.
+    """
+    _check_factors(factors, head)
+    _check_damping(l2, damping)
+    test_x = check_images(test_x, keep_uint8=True)
+    test_x, test_y = check_xy(test_x, test_y, "test")
+    w = _preconditioned_test(
+        apply_fn, head, factors, _damping(factors, l2, damping), params, test_x, test_y
+    )
+    return matrices_to_params(params, w, layers_for(head), (test_y.shape[0],))
+
+
+def ekfac_scores(
+    factors: EKFACFactors,
+    apply_fn: Callable,
+    params,
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    *,
+    head: str = "script",
+    l2: float = 0.0,
+    damping: float | None = None,
+    batch_size: int = 128,
+) -> jax.Array:
+    """I_up,loss of every training crop on every test crop, over every parameter, with EK-FAC.
+
+    The T test gradients are preconditioned once; each chunk of training
+    crops costs one forward and backward pass plus one contraction per layer
+    (a dense layer's per-example gradient stays factored: a^T W_t g).
+
+    Args:
+      factors, apply_fn, params, head, l2, damping: as in ``ekfac_s_test``.
+      train_x: float32[N, H, W, 3] or uint8; train_y: int[N].
+      test_x, test_y: [T] test crops and labels.
+      batch_size: training crops per jitted chunk.
+
+    Returns:
+      float32[T, N]: -grad L(test)^T (GN + lambda I)^-1 grad L(train); < 0 helps
+      (the sign of ``influence_scores``).
+
+    References: Koh & Liang 2017, eq. 2; Grosse et al. 2023, eq. 26.
+    """
+    _check_factors(factors, head)
+    _check_damping(l2, damping)
+    batch_size = check_batch_size(batch_size)
+    train_x, test_x = (
+        check_images(train_x, name="train_x", keep_uint8=True),
+        check_images(test_x, name="test_x", keep_uint8=True),
+    )
+    train_x, train_y = check_xy(train_x, train_y, "train")
+    test_x, test_y = check_xy(test_x, test_y, "test")
+    w = _preconditioned_test(
+        apply_fn, head, factors, _damping(factors, l2, damping), params, test_x, test_y
+    )
+    fn = functools.partial(_score_chunk, apply_fn, head)
+    return map_chunks(fn, (train_x, train_y), batch_size, params, w).T
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
+def _self_chunk(apply_fn, head, factors, lam, params, chunk):
+    images, targets = chunk
+    inputs, logits, backward = layer_inputs_and_vjp(apply_fn, params, images, head)
+    grads = backward(logit_residual(logits, targets))
+    total = 0.0
+    for layer, a, g in zip(layers_for(head), inputs, grads, strict=True):
+        n = layer.name
+        rot = rotated_grads(factors.q_a[n], factors.q_s[n], a, g[:, None])[:, 0]
+        total = total + jnp.sum(rot**2 / (factors.eigenvalues[n] + lam[n]), axis=(1, 2))
+    return total
+
+
+def ekfac_self_influence(
+    factors: EKFACFactors,
+    apply_fn: Callable,
+    params,
+    x,
+    y,
+    *,
+    head: str = "script",
+    l2: float = 0.0,
+    damping: float | None = None,
+    batch_size: int = 128,
+) -> jax.Array:
+    """grad L(z_i)^T (GN + lambda I)^-1 grad L(z_i) for every training crop (mislabel ranking).
+
+    Args: as in ``ekfac_scores``.
+
+    Returns:
+      float32[N] >= 0.
+
+    References: Grosse et al. 2023 (self-influence), https://arxiv.org/abs/2308.03296.
+    """
+    _check_factors(factors, head)
+    _check_damping(l2, damping)
+    batch_size = check_batch_size(batch_size)
+    x = check_images(x, name="x", keep_uint8=True)
+    x, y = check_xy(x, y, "train")
+    fn = functools.partial(_self_chunk, apply_fn, head)
+    return map_chunks(fn, (x, y), batch_size, factors, _damping(factors, l2, damping), params)

@@ -1,0 +1,217 @@
+"""Whole-network influence (TracIn, EK-FAC), I_pert,loss and the training-set attack on tiny models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from scriptlab import model as M
+from scriptlab.interpret import influence as inf
+from scriptlab.interpret.influence import ekfac as ek
+from scriptlab.interpret.influence import layers as L
+
+
+def _tiny(seed=0):
+    m = M.build(3, 2, seed=seed, channels=(2, 3, 4), hidden=5, image_shape=(8, 16, 3))
+    return M.functional(m)
+
+
+def _data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.uniform(size=(n, 8, 16, 3)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, n), jnp.int32)
+    return x, y
+
+
+def _loop_grad(loss, params, x, y):
+    return ravel_pytree(jax.grad(lambda p: loss(p, x[None], y[None])[0])(params))[0]
+
+
+@pytest.mark.parametrize("head", ["script", "font"])
+def test_layer_grads_equal_jax_grad_for_every_parameter(head):
+    params, apply_fn = _tiny()
+    x, y = _data(4)
+    y = y % (3 if head == "script" else 2)
+    fast = L.ScriptNetLoss(apply_fn, head).example_grads(params, x, y)
+    ref = inf.cross_entropy(apply_fn, head)
+    want = np.stack([_loop_grad(ref, params, x[i], y[i]) for i in range(4)])
+    np.testing.assert_allclose(fast, want, rtol=1e-4, atol=1e-6)
+    u = L.ScriptNetLoss(apply_fn, head).layer_grads(params, x, y)
+    np.testing.assert_allclose(L.ScriptNetLoss.grad_dots(u, u), want @ want.T, rtol=1e-4, atol=1e-6)
+
+
+def _checkpoints():
+    params, apply_fn = _tiny()
+    ckpts = [_tiny(seed)[0] for seed in (1, 2, 3)]
+    return apply_fn, ckpts, np.array([0.3, 0.1, 0.02])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_tracin_matches_plain_python_loop(fast):
+    apply_fn, ckpts, lrs = _checkpoints()
+    x, y = _data(7, seed=1)
+    xt, yt = _data(2, seed=2)
+    ref = inf.cross_entropy(apply_fn, "script")
+    loss = L.ScriptNetLoss(apply_fn, "script") if fast else ref
+    got = inf.tracin_scores(loss, ckpts, lrs, x, y, xt, yt, batch_size=3)  # 7 = 3 + 3 + 1 padded
+    want = np.zeros((2, 7))
+    for p, lr in zip(ckpts, lrs, strict=True):
+        for t in range(2):
+            for i in range(7):
+                want[t, i] += lr * float(
+                    _loop_grad(ref, p, xt[t], yt[t]) @ _loop_grad(ref, p, x[i], y[i])
+                )
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    self_inf = inf.tracin_self_influence(loss, ckpts, lrs, x, y, batch_size=4)
+    want_self = [
+        sum(
+            lr * float(jnp.sum(_loop_grad(ref, p, x[i], y[i]) ** 2))
+            for p, lr in zip(ckpts, lrs, strict=True)
+        )
+        for i in range(7)
+    ]
+    np.testing.assert_allclose(self_inf, want_self, rtol=1e-4)
+
+
+def test_tracin_rejects_bad_checkpoints():
+    apply_fn, ckpts, lrs = _checkpoints()
+    x, y = _data(3)
+    loss = L.ScriptNetLoss(apply_fn)
+    with pytest.raises(ValueError, match="learning_rates"):
+        inf.tracin_scores(loss, ckpts, lrs[:2], x, y, x, y)
+    with pytest.raises(ValueError, match="learning_rates must be >= 0"):
+        inf.tracin_scores(loss, ckpts, -lrs, x, y, x, y)
+    with pytest.raises(ValueError, match="checkpoints"):
+        inf.tracin_scores(loss, [], [], x, y, x, y)
+    with pytest.raises(ValueError, match=r"checkpoints\[1\]"):
+        inf.tracin_scores(loss, [ckpts[0], {"w": jnp.ones(2)}], [1.0, 1.0], x, y, x, y)
+
+
+def test_epoch_learning_rates_average_the_training_schedule():
+    from scriptlab.train import TrainConfig, lr_schedule
+
+    cfg = TrainConfig(epochs=3, batch_size=10, warmup_steps=5, lr=1e-2)
+    got = inf.epoch_learning_rates(cfg, 100, [0, 1, 3])
+    sched = lr_schedule(cfg, 30)
+    assert got[0] == 0.0
+    np.testing.assert_allclose(got[1], np.mean([sched(i) for i in range(10)]), rtol=1e-6)
+    np.testing.assert_allclose(got[2], np.mean([sched(i) for i in range(20, 30)]), rtol=1e-6)
+    with pytest.raises(ValueError, match="epochs"):
+        inf.epoch_learning_rates(cfg, 100, [4])
+
+
+# --------------------------------------------------------------------------- EK-FAC
+def _logreg_layer(n, d=4, c=3, seed=0):
+    """One dense layer (multinomial logistic regression): inputs with a 1, expected-label cotangents."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    w = rng.normal(size=(d + 1, c)) * 0.5
+    a = np.concatenate([x, np.ones((n, 1))], 1)
+    p = jax.nn.softmax(jnp.asarray(a @ w))
+    r = np.sqrt(np.asarray(p))[:, :, None] * (np.asarray(p)[:, None, :] - np.eye(c)[None])
+    fisher = np.stack([np.diag(q) - np.outer(q, q) for q in np.asarray(p)])
+    # exact Gauss-Newton (= Hessian of the mean cross-entropy for a linear model), (d, out) layout
+    ggn = np.einsum("ni,nj,nab->iajb", a, a, fisher).reshape((d + 1) * c, (d + 1) * c) / n
+    return jnp.asarray(a[:, None], jnp.float32), jnp.asarray(r[:, :, None], jnp.float32), ggn
+
+
+def _ekfac_one_layer(a, g):
+    n = a.shape[0]
+    big_a, big_s = ek.kronecker_factors(a, g)
+    q_a, q_s = jnp.linalg.eigh(big_a / n)[1], jnp.linalg.eigh(big_s / n)[1]
+    lam = jnp.sum(ek.rotated_grads(q_a, q_s, a, g) ** 2, axis=(0, 1)) / n
+    return q_a, q_s, lam
+
+
+def test_ekfac_is_the_exact_damped_inverse_for_one_dense_layer_and_one_example():
+    a, g, ggn = _logreg_layer(1)
+    q_a, q_s, lam = _ekfac_one_layer(a, g)
+    v = np.random.default_rng(1).normal(size=(2, 5, 3))
+    got = ek.precondition(q_a, q_s, lam, jnp.asarray(v, jnp.float32), 0.1)
+    want = np.linalg.solve(ggn + 0.1 * np.eye(15), v.reshape(2, 15).T).T.reshape(2, 5, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_ekfac_eigenvalues_are_the_gauss_newton_diagonal_in_the_kronecker_basis():
+    a, g, ggn = _logreg_layer(40, seed=3)
+    q_a, q_s, lam = _ekfac_one_layer(a, g)
+    basis = np.kron(np.asarray(q_a, np.float64), np.asarray(q_s, np.float64))
+    np.testing.assert_allclose(lam.ravel(), np.diag(basis.T @ ggn @ basis), rtol=1e-3, atol=1e-6)
+    # with 40 examples the Kronecker approximation is no longer exact: the test above can fail
+    v = np.random.default_rng(1).normal(size=(1, 5, 3))
+    got = np.asarray(ek.precondition(q_a, q_s, lam, jnp.asarray(v, jnp.float32), 0.01)).ravel()
+    want = np.linalg.solve(ggn + 0.01 * np.eye(15), v.ravel())
+    assert np.abs(got - want).max() > 1e-3 * np.abs(want).max()
+
+
+def _replace_layer(params, layers, name, mat):
+    mats = {**L.params_to_matrices(params, layers), name: mat}
+    return L.matrices_to_params(params, mats, layers, ())
+
+
+@pytest.mark.parametrize("name", ["conv1", "conv3", "dense", "script_head"])
+def test_fit_ekfac_eigenvalues_match_exact_gauss_newton_of_each_scriptnet_layer(name):
+    params, apply_fn = _tiny()
+    x, _ = _data(5, seed=4)
+    f = ek.fit_ekfac(apply_fn, params, x, labels="expected", batch_size=2)
+    layers = L.layers_for("script")
+    m0 = L.params_to_matrices(params, layers)[name]
+    jac = jax.jacobian(lambda m: apply_fn(_replace_layer(params, layers, name, m), x).script)(m0)
+    p = np.asarray(jax.nn.softmax(apply_fn(params, x).script), np.float64)
+    fisher = np.stack([np.diag(q) - np.outer(q, q) for q in p])
+    rot = np.einsum("ij,ncio,op->ncjp", f.q_a[name], np.asarray(jac, np.float64), f.q_s[name])
+    want = np.einsum("ncjp,ncd,ndjp->jp", rot, fisher, rot) / 5
+    np.testing.assert_allclose(f.eigenvalues[name], want, rtol=2e-3, atol=1e-7)
+
+
+def _dense_ekfac_inverse(f, params, lam):
+    """The EK-FAC (GN + lam I)^-1 as a dense matrix over ravel_pytree(params), block by block."""
+    layers = L.layers_for("script")
+    flat, unravel = ravel_pytree(params)
+    eye = np.eye(flat.size, dtype=np.float32)
+
+    def apply(u):
+        mats = L.params_to_matrices(unravel(u), layers)
+        out = {
+            k: ek.precondition(f.q_a[k], f.q_s[k], f.eigenvalues[k], v[None], lam)[0]
+            for k, v in mats.items()
+        }
+        return ravel_pytree(L.matrices_to_params(params, out, layers, ()))[0]
+
+    return np.asarray(jax.vmap(apply)(jnp.asarray(eye))).T
+
+
+def test_ekfac_scores_s_test_and_self_influence_use_one_inverse():
+    params, apply_fn = _tiny()
+    x, y = _data(6, seed=5)
+    xt, yt = _data(2, seed=6)
+    f = ek.fit_ekfac(apply_fn, params, x, labels="sampled", seed=1, batch_size=4)
+    hinv = _dense_ekfac_inverse(f, params, 0.05)
+    ref = inf.cross_entropy(apply_fn, "script")
+    g = np.stack([_loop_grad(ref, params, x[i], y[i]) for i in range(6)])
+    gt = np.stack([_loop_grad(ref, params, xt[i], yt[i]) for i in range(2)])
+    scores = inf.ekfac_scores(f, apply_fn, params, x, y, xt, yt, damping=0.05, batch_size=4)
+    np.testing.assert_allclose(scores, -gt @ hinv @ g.T, rtol=2e-3, atol=1e-5)
+    s = inf.ekfac_s_test(f, apply_fn, params, xt, yt, damping=0.05)
+    flat_s = jax.vmap(lambda t: ravel_pytree(t)[0])(s)
+    np.testing.assert_allclose(flat_s, gt @ hinv.T, rtol=2e-3, atol=1e-5)
+    si = inf.ekfac_self_influence(f, apply_fn, params, x, y, damping=0.05, batch_size=4)
+    np.testing.assert_allclose(si, np.einsum("np,pq,nq->n", g, hinv, g), rtol=2e-3, atol=1e-5)
+    # l2 and damping add: the same inverse
+    s2 = inf.ekfac_scores(f, apply_fn, params, x, y, xt, yt, l2=0.02, damping=0.03, batch_size=4)
+    np.testing.assert_allclose(s2, scores, rtol=1e-5, atol=1e-7)
+
+
+def test_ekfac_rejects_bad_arguments():
+    params, apply_fn = _tiny()
+    x, y = _data(3)
+    with pytest.raises(ValueError, match="labels"):
+        ek.fit_ekfac(apply_fn, params, x, labels="empirical")
+    with pytest.raises(ValueError, match="targets"):
+        ek.fit_ekfac(apply_fn, params, x, labels="true")
+    f = ek.fit_ekfac(apply_fn, params, x, batch_size=3)
+    with pytest.raises(ValueError, match="damping"):
+        inf.ekfac_scores(f, apply_fn, params, x, y, x, y, damping=-1.0)
+    with pytest.raises(ValueError, match="head='font'"):
+        inf.ekfac_scores(f, apply_fn, params, x, y, x, y, head="font")
