@@ -10,6 +10,8 @@ worker processes never load JAX):
   zoo         named trained models, cached on first use
   probe       linear probes on frozen features
   experiment  the font-style unlearning experiment
+  workshop    what the notebooks need, prepared once (``scriptlab prepare``)
+  archive     one file of trained zoo models (``scriptlab cache export / import``)
   interpret   saliency, class models, activations, occlusion, embeddings, influence
   viz         plotting helpers
 """
@@ -17,7 +19,19 @@ worker processes never load JAX):
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "experiment", "fonts", "interpret", "model", "probe", "train", "viz", "zoo"]
+__all__ = [
+    "archive",
+    "data",
+    "experiment",
+    "fonts",
+    "interpret",
+    "model",
+    "probe",
+    "train",
+    "viz",
+    "workshop",
+    "zoo",
+]
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""Command line: ``scriptlab dataset | train | experiment`` (also ``python -m scriptlab``).
+"""Command line: ``scriptlab dataset | train | experiment | prepare | cache`` (also ``python -m scriptlab``).
 
 Every argument, the output folder included, is checked before any rendering or
 training. An error prints one line and exits with status 2 (``--debug`` shows
@@ -135,6 +135,59 @@ def _experiment(args) -> None:
     print(f"wrote {out}/results.json, results.txt, results.png")
 
 
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _prepare(args) -> None:
+    from scriptlab import data, workshop
+
+    print(f"prepare: {len(workshop.requests(args.preset))} zoo models ({args.preset} preset)")
+    done = workshop.prepare(args.preset, workers=args.workers)
+    parts = ", ".join(f"{k} {_megabytes(v)}" for k, v in done.disk.items())
+    print(
+        f"prepare: {done.trained} models trained, {done.cached} already cached, "
+        f"in {done.seconds:.0f} s; cache {data.cache_dir()}: "
+        f"{_megabytes(sum(done.disk.values()))} ({parts})"
+    )
+
+
+def _check_archive_out(file: Path) -> None:
+    """FILE may be written: not a folder or a symbolic link, in a folder that exists."""
+    if file.is_symlink():
+        raise UsageError(f"FILE {file} is a symbolic link; refusing to write through it")
+    if file.is_dir():
+        raise UsageError(f"FILE {file} is a folder; expected an archive file name")
+    if not file.parent.is_dir() or not os.access(file.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"FILE {file}: its folder {file.parent} does not exist or is not writable")
+
+
+def _cache_export(args) -> None:
+    from scriptlab import archive, workshop
+
+    file = Path(args.file)
+    _check_archive_out(file)
+    entries = archive.export_models(file, workshop.requests(args.preset))
+    print(
+        f"cache export: {len(entries)} zoo models ({args.preset} preset) -> {file} "
+        f"({_megabytes(file.stat().st_size)})"
+    )
+
+
+def _cache_import(args) -> None:
+    from scriptlab import archive
+
+    file = Path(args.file)
+    if not file.is_file():
+        raise UsageError(f"FILE {file} does not exist or is not a file")
+    done = archive.import_models(file, replace=args.replace)
+    how = "replaced" if args.replace else "kept (already cached; --replace overwrites them)"
+    print(
+        f"cache import: {len(done.written)} zoo models written, {len(done.kept)} {how}; "
+        f"checksums, version {__version__} and config keys verified"
+    )
+
+
 def _integer(text: str, low: int) -> int:
     try:
         value = int(text)
@@ -186,9 +239,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="out/experiment")
     p.set_defaults(func=_experiment)
 
+    p = sub.add_parser(
+        "prepare",
+        help="render the notebooks' dataset, train every zoo model they load (skips cached ones)",
+    )
+    p.add_argument("--preset", default="workshop", choices=["smoke", "workshop", "full"])
+    p.add_argument("--workers", type=_positive, default=None, help="training processes (>= 1)")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("cache", help="share trained zoo models: export / import one archive")
+    cache_sub = p.add_subparsers(
+        dest="action", metavar="{export,import}", required=True, parser_class=_Parser
+    )
+    q = cache_sub.add_parser("export", help="write the notebooks' zoo models into FILE (.tar.gz)")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--preset", default="workshop", choices=["smoke", "workshop", "full"])
+    q.set_defaults(func=_cache_export)
+    q = cache_sub.add_parser("import", help="verify FILE and install its zoo models")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--replace", action="store_true", help="overwrite models already cached")
+    q.set_defaults(func=_cache_import)
+
     args = parser.parse_args(argv)
     try:
-        _check_out(Path(args.out), OUTPUTS[args.command])
+        if args.command in OUTPUTS:
+            _check_out(Path(args.out), OUTPUTS[args.command])
         args.func(args)
     except KeyboardInterrupt:
         raise

@@ -441,6 +441,29 @@ def _rows(name: str, preset: str, seeds: int, ds: Dataset, progress: bool) -> li
     return [measure(zoo.load(name, preset, seed=s, progress=progress), ds) for s in range(seeds)]
 
 
+def trained_models(methods: tuple[str, ...], references: tuple[str, ...]) -> list[str]:
+    """The zoo entries ``run`` trains for ``methods`` and ``references``, in order.
+
+    A post-hoc method (a key of ``POSTHOC``) trains nothing of its own: its trunk is listed.
+    """
+    names = [n for n in (*methods, *references) if n not in POSTHOC]
+    names += [POSTHOC[n].trunk for n in methods if n in POSTHOC and POSTHOC[n].trunk not in names]
+    return names
+
+
+def zoo_requests(
+    preset: str,
+    seeds: int,
+    methods: tuple[str, ...] = METHODS,
+    references: tuple[str, ...] = REFERENCES,
+    lam_sweep: tuple[float, ...] = (0.1, 1.0),
+) -> list[tuple[str, str, int, dict]]:
+    """The ``zoo.warm`` requests of ``run`` with the same arguments: every model it needs."""
+    return [
+        (n, preset, s, {}) for n in trained_models(methods, references) for s in range(seeds)
+    ] + [("unlearn", preset, 0, {"lam_max": lam}) for lam in lam_sweep]
+
+
 def run(
     preset: str = "workshop",
     seeds: int = 3,
@@ -472,8 +495,7 @@ def run(
     for name in references:
         if name not in REFERENCES:
             raise ValueError(f"unknown reference {name!r}; allowed: {', '.join(REFERENCES)}")
-    names = [n for n in (*methods, *references) if n not in POSTHOC]
-    names += [POSTHOC[n].trunk for n in methods if n in POSTHOC and POSTHOC[n].trunk not in names]
+    names = trained_models(methods, references)
     cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
     key = hashlib.sha256(
         json.dumps(
@@ -495,11 +517,7 @@ def run(
     if cache:
         clean_temporaries(where.parent)  # half-written results of killed runs
     ds = dataset_for(zoo.config("baseline", preset), progress=progress)
-    zoo.warm(
-        [(n, preset, s, {}) for n in names for s in range(seeds)]
-        + [("unlearn", preset, 0, {"lam_max": lam}) for lam in lam_sweep],
-        progress=progress,
-    )
+    zoo.warm(zoo_requests(preset, seeds, methods, references, lam_sweep), progress=progress)
     per_seed = {n: _rows(n, preset, seeds, ds, progress) for n in (*methods, *references)}
     summary = {n: _aggregate(rows) for n, rows in per_seed.items()}
     sweep = [
