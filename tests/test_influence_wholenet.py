@@ -215,3 +215,130 @@ def test_ekfac_rejects_bad_arguments():
         inf.ekfac_scores(f, apply_fn, params, x, y, x, y, damping=-1.0)
     with pytest.raises(ValueError, match="head='font'"):
         inf.ekfac_scores(f, apply_fn, params, x, y, x, y, head="font")
+
+
+# --------------------------------------------------------------------------- I_pert,loss
+def _fd_along(f, x, direction, h=1e-3):
+    """Central difference of f at x along direction, in float64."""
+    with jax.enable_x64(True):
+        x64, d64 = jnp.asarray(x, jnp.float64), jnp.asarray(direction, jnp.float64)
+        return float((f(x64 + h * d64) - f(x64 - h * d64)) / (2 * h))
+
+
+def test_pert_influence_of_the_convex_model_is_the_derivative_of_the_exact_influence():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(30, 4)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, 30), jnp.int32)
+    params, _ = inf.fit_logistic(x, y, n_classes=3, l2=0.1, steps=20)
+    res = inf.influence_scores(
+        inf.logistic_loss, params, x, y, x[:2], y[:2], l2=0.1, method="exact"
+    )
+    got = inf.perturbation_influence(inf.logistic_loss, params, res.s_test.x, x[5:8], y[5:8])
+    assert got.shape == (3, 2, 4)
+    h = np.asarray(inf.training_hessian(inf.logistic_loss, params, x, y, l2=0.1), np.float64)
+    p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    xt64, xs64 = np.asarray(x[:2], np.float64), np.asarray(x, np.float64)
+
+    def exact_influence(xi, i, t):  # -g_test^T H^-1 grad_theta L(x_i), H fixed at the optimum
+        def flat_grad(xx, yy):
+            g = jax.grad(lambda p: inf.logistic_loss(p, xx[None], yy[None])[0])(p64)
+            return jnp.concatenate([g["b"].ravel(), g["w"].ravel()])  # ravel_pytree's order
+
+        return -flat_grad(xt64[t], y[t]) @ jnp.linalg.solve(h, flat_grad(xi, y[i]))
+
+    d = rng.normal(size=4)
+    for i in (5, 6, 7):
+        for t in (0, 1):
+            want = _fd_along(lambda xi, i=i, t=t: exact_influence(xi, i, t), xs64[i], d)
+            np.testing.assert_allclose(float(got[i - 5, t] @ d), want, rtol=2e-3, atol=1e-6)
+
+
+def test_pert_influence_of_the_whole_network_matches_finite_differences():
+    params, apply_fn = _tiny()
+    x, y = _data(4, seed=7)
+    f = ek.fit_ekfac(apply_fn, params, x, batch_size=4)
+    s = inf.ekfac_s_test(f, apply_fn, params, x[:1], y[:1], damping=0.1)
+    loss = inf.cross_entropy(apply_fn, "script")
+    got = inf.perturbation_influence(loss, params, s, x, y, batch_size=3)
+    assert got.shape == (4, 1, 8, 16, 3)
+    s0 = jax.tree.map(lambda a: a[0], s)
+    d = np.random.default_rng(1).normal(size=(8, 16, 3))
+    for i in (1, 3):
+
+        def fn(xi, i=i):
+            p64 = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+            s64 = jax.tree.map(lambda a: a.astype(jnp.float64), s0)
+            g = jax.grad(lambda p: loss(p, xi[None], y[i : i + 1])[0])(p64)
+            return -sum(
+                jnp.vdot(a, b)
+                for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(s64), strict=True)
+            )
+
+        want = _fd_along(fn, np.asarray(x[i], np.float64), d, h=1e-4)
+        np.testing.assert_allclose(float(jnp.vdot(got[i, 0], d)), want, rtol=1e-2, atol=1e-6)
+
+
+def test_pert_influence_reaches_pixels_through_a_frozen_trunk():
+    trunk, apply_fn = _tiny()
+    x, y = _data(5, seed=8)
+    feats = apply_fn(trunk, x).embedding
+    head = {"w": jnp.full((5, 3), 0.1), "b": jnp.zeros(3)}
+    s = jnp.asarray(np.random.default_rng(2).normal(size=(2, 18)), jnp.float32)
+    got = inf.perturbation_influence(
+        inf.logistic_loss, head, s, x, y, apply_fn=apply_fn, trunk_params=trunk
+    )
+    unravel = ravel_pytree(head)[1]
+    d = np.random.default_rng(3).normal(size=(8, 16, 3))
+
+    def fn(xi, t):
+        with jax.enable_x64(True):
+            t64 = jax.tree.map(lambda a: a.astype(jnp.float64), trunk)
+            e = apply_fn(t64, xi[None]).embedding
+            g = jax.grad(lambda p: inf.logistic_loss(p, e, y[2:3])[0])(
+                jax.tree.map(lambda a: a.astype(jnp.float64), head)
+            )
+            return -ravel_pytree(g)[0] @ ravel_pytree(unravel(s[t]))[0].astype(jnp.float64)
+
+    assert feats.shape == (5, 5)
+    for t in (0, 1):
+        want = _fd_along(lambda xi, t=t: fn(xi, t), np.asarray(x[2], np.float64), d, h=1e-4)
+        np.testing.assert_allclose(float(jnp.vdot(got[2, t], d)), want, rtol=1e-2, atol=1e-6)
+    with pytest.raises(ValueError, match="s_test"):
+        inf.perturbation_influence(
+            inf.logistic_loss, head, s[:, :5], x, y, apply_fn=apply_fn, trunk_params=trunk
+        )
+    with pytest.raises(ValueError, match="trunk_params"):
+        inf.perturbation_influence(inf.logistic_loss, head, s, x, y, apply_fn=apply_fn)
+
+
+# --------------------------------------------------------------------------- the attack
+def test_training_set_attack_stays_in_budget_and_its_retrain_is_an_exact_refit():
+    trunk, apply_fn = _tiny()
+    rng = np.random.default_rng(9)
+    imgs = rng.integers(0, 256, size=(40, 8, 16, 3)).astype(np.uint8)
+    y = jnp.asarray(rng.integers(0, 3, 40), jnp.int32)
+    feats = inf.embeddings(apply_fn, trunk, imgs)
+    head, _ = inf.fit_logistic(feats, y, n_classes=3, l2=0.05, steps=30)
+    h = inf.training_hessian(inf.logistic_loss, head, feats, y, l2=0.05)
+    target = imgs[:1].astype(np.float32) / 255.0
+    kw = dict(k=3, epsilon=2 / 255, l2=0.05, hessian=h)
+    res = inf.training_set_attack(apply_fn, trunk, head, imgs, y, feats, target, y[:1], **kw)
+    ctl = inf.training_set_attack(
+        apply_fn, trunk, head, imgs, y, feats, target, y[:1], direction="random", **kw
+    )
+    assert float(jnp.abs(res.delta).max()) <= 2 / 255 + 1e-6
+    np.testing.assert_allclose(res.images * 255, np.round(res.images * 255), atol=1e-3)
+    assert float(res.grad_norm) < 1e-4 and float(ctl.grad_norm) < 1e-4
+    np.testing.assert_array_equal(res.indices, ctl.indices)
+    # the refit is the minimiser on the poisoned set: compare with an independent Newton fit
+    poisoned = np.asarray(imgs, np.float32) / 255.0
+    poisoned[np.asarray(res.indices)] = np.asarray(res.images)
+    f2 = inf.embeddings(apply_fn, trunk, poisoned)
+    ref, _ = inf.fit_logistic(f2, y, n_classes=3, l2=0.05, steps=30)
+    want = inf.logistic_loss(ref, apply_fn(trunk, target).embedding, y[:1])[0]
+    np.testing.assert_allclose(res.loss_after, want, rtol=1e-3, atol=1e-6)
+    assert float(res.loss_after - res.loss_before) > float(ctl.loss_after - ctl.loss_before)
+    with pytest.raises(ValueError, match="direction"):
+        inf.training_set_attack(
+            apply_fn, trunk, head, imgs, y, feats, target, y[:1], direction="up", **kw
+        )

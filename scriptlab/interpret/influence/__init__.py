@@ -16,6 +16,8 @@ the training objective at its optimum. The package, one concern per module:
   layers      ScriptNet as linear layers: inputs, pre-activation gradients, ``ScriptNetLoss``
   tracin      ``tracin_scores`` over epoch snapshots (Pruthi et al. 2020), every parameter
   ekfac       ``fit_ekfac`` and ``ekfac_scores``: EK-FAC inverse Gauss-Newton, every layer
+  perturb     ``perturbation_influence``: I_pert,loss, the pixels of a training crop that move a test loss
+  attack      ``training_set_attack``: Koh & Liang's section 5.2 attack, validated by retraining
 
 References: Koh & Liang 2017, https://arxiv.org/abs/1703.04730; Agarwal, Bullins & Hazan
 2017 (LiSSA), https://arxiv.org/abs/1602.03943; Pearlmutter 1994 (fast exact HVP); Basu,
@@ -24,6 +26,7 @@ https://arxiv.org/abs/2209.05364; Grosse et al. 2023 (self-influence for mislabe
 detection), https://arxiv.org/abs/2308.03296.
 """
 
+from scriptlab.interpret.influence.attack import AttackResult, training_set_attack
 from scriptlab.interpret.influence.cache import load_result, results_path, save_result
 from scriptlab.interpret.influence.ekfac import (
     EKFACFactors,
@@ -43,6 +46,7 @@ from scriptlab.interpret.influence.losses import (
     objective,
 )
 from scriptlab.interpret.influence.mislabel import detection_curve, flip_labels, self_influence
+from scriptlab.interpret.influence.perturb import perturbation_influence
 from scriptlab.interpret.influence.scores import (
     Influence,
     influence_scores,
@@ -67,6 +71,9 @@ from scriptlab.interpret.influence.tracin import (
 )
 
 __all__ = [
+    "AttackResult",
+    "perturbation_influence",
+    "training_set_attack",
     "EKFACFactors",
     "ekfac_s_test",
     "ekfac_scores",
