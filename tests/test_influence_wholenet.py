@@ -342,3 +342,57 @@ def test_training_set_attack_stays_in_budget_and_its_retrain_is_an_exact_refit()
         inf.training_set_attack(
             apply_fn, trunk, head, imgs, y, feats, target, y[:1], direction="up", **kw
         )
+
+
+# --------------------------------------------------------------------------- validation fixes
+def _logreg(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(n, 3)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 3, n), jnp.int32)
+    params, gnorm = inf.fit_logistic(x, y, n_classes=3, l2=0.05, steps=30)
+    return x, y, params, float(gnorm)
+
+
+def test_options_tuple_is_the_same_as_the_keywords_and_not_both():
+    x, y, params, _ = _logreg()
+    opts = inf.InfluenceOptions(l2=0.05, damping=0.01)
+    a = inf.influence_scores(inf.logistic_loss, params, x, y, x[:2], y[:2], options=opts)
+    b = inf.influence_scores(inf.logistic_loss, params, x, y, x[:2], y[:2], l2=0.05, damping=0.01)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    la = inf.loo_retrain(inf.logistic_loss, params, x, y, x[:2], y[:2], jnp.arange(3), options=opts)
+    lb = inf.loo_retrain(
+        inf.logistic_loss, params, x, y, x[:2], y[:2], jnp.arange(3), l2=0.05, damping=0.01
+    )
+    np.testing.assert_array_equal(la.delta_test_loss, lb.delta_test_loss)
+    with pytest.raises(ValueError, match="not both"):
+        inf.influence_scores(inf.logistic_loss, params, x, y, x, y, l2=0.05, options=opts)
+    with pytest.raises(ValueError, match="l2 must be given"):
+        inf.loo_retrain(inf.logistic_loss, params, x, y, x, y, jnp.arange(2))
+
+
+def test_self_term_correction_removes_the_first_order_bias_and_float64_resolves_tiny_changes():
+    x, y, params, gnorm = _logreg(n=30, seed=1)
+    assert gnorm < 1e-5  # a converged start
+    idx = jnp.arange(30)
+    loo = inf.loo_retrain(
+        inf.logistic_loss, params, x, y, x[:3], y[:3], idx, l2=0.05, steps=30, precision="float64"
+    )
+    assert loo.delta_test_loss.dtype == np.float64 and float(loo.grad_norm.max()) < 1e-10
+    actual = loo.delta_test_loss
+    first = inf.predicted_loo_change(
+        inf.influence_scores(
+            inf.logistic_loss, params, x, y, x[:3], y[:3], l2=0.05, method="exact"
+        ).scores.T,
+        30,
+    )
+    newton = inf.predicted_loo_change_newton(
+        inf.logistic_loss, params, x, y, x[:3], y[:3], idx, l2=0.05
+    )
+    err_first = np.abs(np.asarray(first) - actual).max()
+    err_newton = np.abs(np.asarray(newton) - actual).max()
+    assert err_newton < 0.7 * err_first  # n = 30: large changes, test loss curvature remains
+    assert abs(inf.slope(newton, actual) - 1) < abs(inf.slope(first, actual) - 1)
+    # float32 retrains agree with the float64 reference to float32's resolution
+    f32 = inf.loo_retrain(inf.logistic_loss, params, x, y, x[:3], y[:3], idx, l2=0.05, steps=30)
+    np.testing.assert_allclose(f32.delta_test_loss, actual, atol=2e-6)
+    assert inf.slope([1.0, 2.0], [2.0, 4.0]) == pytest.approx(2.0)

@@ -8,7 +8,9 @@ the training objective at its optimum. The package, one concern per module:
   losses      loss functions and the objective J(theta; w) (``objective``)
   solvers     ``hvp`` and ``inverse_hvp`` (CG, LiSSA, Cholesky), ``training_hessian``
   scores      ``influence_scores`` of every training point on every test point
-  loo         ``loo_retrain``: actual leave-one-out retraining, to check the scores
+  options     ``InfluenceOptions``: the settings influence_scores and loo_retrain share
+  loo         ``loo_retrain``: actual leave-one-out retraining (float32 or a float64
+              reference), to check the scores; ``predicted_loo_change_newton``
   mislabel    ``self_influence`` and the detection curve of flipped labels
   fit         the convex logistic head (``fit_logistic``, ``embeddings``) and ``refine``
   top_layers  ScriptNet's dense layer and heads on frozen pool3 features
@@ -37,7 +39,14 @@ from scriptlab.interpret.influence.ekfac import (
 )
 from scriptlab.interpret.influence.fit import embeddings, fit_logistic, refine
 from scriptlab.interpret.influence.layers import ScriptNetLoss
-from scriptlab.interpret.influence.loo import LOO_METHODS, LOOResult, loo_retrain, pearson
+from scriptlab.interpret.influence.loo import (
+    LOO_METHODS,
+    LOOResult,
+    loo_retrain,
+    pearson,
+    predicted_loo_change_newton,
+    slope,
+)
 from scriptlab.interpret.influence.losses import (
     LossFn,
     cross_entropy,
@@ -46,6 +55,7 @@ from scriptlab.interpret.influence.losses import (
     objective,
 )
 from scriptlab.interpret.influence.mislabel import detection_curve, flip_labels, self_influence
+from scriptlab.interpret.influence.options import InfluenceOptions
 from scriptlab.interpret.influence.perturb import perturbation_influence
 from scriptlab.interpret.influence.scores import (
     Influence,
@@ -71,6 +81,9 @@ from scriptlab.interpret.influence.tracin import (
 )
 
 __all__ = [
+    "InfluenceOptions",
+    "predicted_loo_change_newton",
+    "slope",
     "AttackResult",
     "perturbation_influence",
     "training_set_attack",

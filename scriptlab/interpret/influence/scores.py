@@ -28,6 +28,7 @@ from scriptlab.interpret._common import (
     check_xy,
 )
 from scriptlab.interpret.influence.losses import LossFn, example_grad, objective
+from scriptlab.interpret.influence.options import InfluenceOptions, resolve_options
 from scriptlab.interpret.influence.solvers import METHODS, InverseHVPState, flat_matvec, solve_flat
 
 
@@ -95,7 +96,7 @@ def influence_scores(
     test_x,
     test_y,
     *,
-    l2: float,
+    l2: float | None = None,
     test_loss_fn: LossFn | None = None,
     method: str = "cg",
     damping: float = 0.0,
@@ -103,6 +104,7 @@ def influence_scores(
     max_iter: int = 500,
     batch_size: int = 256,
     hessian: jax.Array | None = None,
+    options: InfluenceOptions | None = None,
 ) -> Influence:
     """I_up,loss of every training point on every test point, one jitted pass.
 
@@ -124,6 +126,8 @@ def influence_scores(
       hessian: optional precomputed float32[P, P] Hessian of the objective
         (``training_hessian``) for method="exact": pass it when scoring many test
         points one call at a time (a widget), so H is formed once.
+      options: ``InfluenceOptions(l2, damping, test_loss_fn, hessian)`` in
+        place of those four keywords (the same tuple goes to ``loo_retrain``).
 
     Returns:
       Influence(scores float32[T, N], s_test). scores[t, i] < 0: training point
@@ -132,6 +136,9 @@ def influence_scores(
 
     References: Koh & Liang 2017, eq. 2, https://arxiv.org/abs/1703.04730.
     """
+    l2, damping, test_loss_fn, hessian = resolve_options(
+        options, l2=l2, damping=damping, test_loss_fn=test_loss_fn, hessian=hessian
+    )
     train_x, train_y = check_xy(train_x, train_y, "train")
     test_x, test_y = check_xy(test_x, test_y, "test")
     check_choice("method", method, METHODS)
