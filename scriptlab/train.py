@@ -53,8 +53,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from scriptlab import data as data_lib
+from scriptlab import distributed
 from scriptlab.fonts import check_name
 from scriptlab.model import ScriptNet, functional
 
@@ -239,11 +241,23 @@ def _loss_fn(graphdef, rest, cfg: TrainConfig, n_groups: int):
     return loss_fn
 
 
-def make_step(graphdef, rest, cfg: TrainConfig, tx: optax.GradientTransformation, n_groups: int):
-    """The jitted train step: (state, images uint8, script, style, group, lam, key) -> (state, losses)."""
+def make_step(
+    graphdef,
+    rest,
+    cfg: TrainConfig,
+    tx: optax.GradientTransformation,
+    n_groups: int,
+    mesh: Mesh | None = None,
+):
+    """The jitted train step: (state, images uint8, script, style, group, lam, key) -> (state, losses).
+
+    With a ``mesh`` the batch comes split along its ``data`` axis and the state
+    replicated (``scriptlab.distributed``); the state and losses leave
+    replicated, so the compiler averages the gradients across devices. The
+    step's code is the same either way.
+    """
     loss_fn = _loss_fn(graphdef, rest, cfg, n_groups)
 
-    @jax.jit
     def step(state: TrainState, images, script, style, group, lam, key):
         x = images.astype(jnp.float32) / 255.0
         (total, (sl, fl, q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -253,7 +267,14 @@ def make_step(graphdef, rest, cfg: TrainConfig, tx: optax.GradientTransformation
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, q), jnp.stack([total, sl, fl])
 
-    return step
+    if mesh is None:
+        return jax.jit(step)
+    whole, rows = (NamedSharding(mesh, PartitionSpec(*s)) for s in ((), (distributed.DATA,)))
+    return jax.jit(
+        step,
+        in_shardings=(whole, rows, rows, rows, rows, whole, whole),
+        out_shardings=(whole, whole),
+    )
 
 
 def predict(apply_fn, params, images, *, batch_size: int = 250):
@@ -277,7 +298,7 @@ def predict(apply_fn, params, images, *, batch_size: int = 250):
 
 @jax.jit(static_argnums=(0, 3))
 def _predict(apply_fn, params, images, batch_size):
-    from scriptlab.interpret._common import uint8_to_float
+    from scriptlab.interpret._common import map_rows, uint8_to_float
 
     x = uint8_to_float(images) if images.dtype == jnp.uint8 else images
     n = x.shape[0]
@@ -289,7 +310,7 @@ def _predict(apply_fn, params, images, batch_size):
         out = apply_fn(params, batch)
         return out.script, out.font, out.embedding
 
-    outs = jax.lax.map(one, x)
+    outs = map_rows(one, x)
     return tuple(o.reshape(n_batches * batch_size, *o.shape[2:])[:n] for o in outs)
 
 
@@ -358,6 +379,9 @@ def train(
     from tqdm.auto import tqdm
 
     cfg = cfg or TrainConfig()
+    mesh = distributed.active_mesh()
+    if mesh is not None:
+        distributed.check_divides("batch_size", cfg.batch_size, mesh)
     ds = ds or dataset_for(cfg, progress=progress)
     train_split = ds.train if cfg.n_train is None else ds.train.take(slice(0, cfg.n_train))
     n = len(train_split)
@@ -382,13 +406,15 @@ def train(
     probs = balanced_probabilities(groups) if cfg.balance or cfg.mode in BALANCED else None
     dro_q = jnp.full(n_groups, 1.0 / n_groups) if cfg.mode == "groupdro" else None
     state = TrainState(params, tx.init(params), dro_q)
-    step = make_step(graphdef, rest, cfg, tx, n_groups)
+    step = make_step(graphdef, rest, cfg, tx, n_groups, mesh)
+    if mesh is not None:
+        state = distributed.replicate(state, mesh)
     _, apply_fn = functional(model)
 
-    images = jnp.asarray(train_split.images)
-    scripts = jnp.asarray(script_labels)
-    styles = jnp.asarray(train_split.style)
-    group_arr = jnp.asarray(groups.astype(np.int32))
+    batch = _feeder(
+        mesh, cfg.batch_size, train_split.images, script_labels, train_split.style,
+        groups.astype(np.int32),
+    )  # fmt: skip
     key = jax.random.key(cfg.seed)
     # copy: nnx.update at the end writes the trained weights into the split-off Variables
     snapshots = [(0, jax.tree.map(jnp.copy, params))] if cfg.snapshots else []
@@ -396,7 +422,11 @@ def train(
     # one refresh a second: a notebook kernel sends every refresh as a message, and ten a
     # second over a cold training run can keep a busy kernel's output queue behind
     bar = tqdm(
-        total=total_steps, desc=f"{cfg.mode}", unit="step", disable=not progress, mininterval=1.0
+        total=total_steps,
+        desc=f"{cfg.mode}",
+        unit="step",
+        disable=not progress or not distributed.is_main_process(),
+        mininterval=1.0,
     )
     t0 = time.perf_counter()
     k = 0
@@ -410,9 +440,7 @@ def train(
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             lam = _lam(cfg, k / max(total_steps - 1, 1))
             key, sub = jax.random.split(key)
-            state, loss = step(
-                state, images[idx], scripts[idx], styles[idx], group_arr[idx], jnp.float32(lam), sub
-            )
+            state, loss = step(state, *batch(idx), jnp.float32(lam), sub)
             loss = np.asarray(loss)
             if not np.all(np.isfinite(loss)) or loss[1] > cfg.max_loss:
                 bar.close()
@@ -429,7 +457,7 @@ def train(
             losses.append(loss)
             k += 1
             bar.update(1)
-        params = state.params
+        params = state.params if mesh is None else _on_host(state.params)
         val = evaluate(apply_fn, params, ds.val)
         mean = np.mean(losses, 0)
         history.append(
@@ -448,18 +476,55 @@ def train(
         if cfg.snapshots:
             snapshots.append((epoch, params))
     bar.close()
-    nnx.update(model, state.params)
+    nnx.update(model, params)
     return Result(model, cfg, history, ds.key, snapshots)
+
+
+def _feeder(mesh: Mesh | None, size: int, *columns):
+    """batch(idx) -> the step's inputs for the global rows ``idx`` (int[size]) of ``columns``.
+
+    One device: a gather from the columns held on the device. A mesh: each
+    process gathers its own rows of the batch on the host, and they become one
+    array split along ``data`` (``distributed.shard_batch``).
+    """
+    if mesh is None:
+        on_device = [jnp.asarray(c) for c in columns]
+        return lambda idx: tuple(c[idx] for c in on_device)
+    mine = distributed.local_rows(size, mesh)
+    host = [np.asarray(c) for c in columns]
+
+    def batch(idx):
+        rows = np.asarray(idx)[mine]
+        return distributed.shard_batch(tuple(c[rows] for c in host), mesh, size)
+
+    return batch
+
+
+def _on_host(tree):
+    """A replicated state as plain single-device arrays: what a one-device run returns
+    (``jax.device_put``: under ``jax.set_mesh`` ``jnp.asarray`` would replicate them)."""
+    return jax.tree.map(jax.device_put, distributed.to_host(tree))
 
 
 # --------------------------------------------------------------------------- checkpoints
 
 
 def save(result: Result, directory: str | Path) -> Path:
-    """Write checkpoint.msgpack (flax serialization, no pickle) and checkpoint.json."""
+    """Write checkpoint.msgpack (flax serialization, no pickle) and checkpoint.json.
+
+    In a multi-process run process 0 writes and every process returns once it has
+    (each holds the same trained model; every process may then ``restore``).
+    """
+    directory = Path(directory)
+    if distributed.is_main_process():
+        _write_checkpoint(result, directory)
+    distributed.sync(f"scriptlab.train.save:{directory}")
+    return directory
+
+
+def _write_checkpoint(result: Result, directory: Path) -> None:
     from flax import serialization
 
-    directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"cannot save a checkpoint into {directory}: it is a file, not a folder")
     directory.mkdir(parents=True, exist_ok=True)
@@ -482,7 +547,6 @@ def save(result: Result, directory: str | Path) -> Path:
     }
     # written last: a checkpoint.json means every file it names is complete
     data_lib.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
-    return directory
 
 
 def _config_from_json(d: dict) -> TrainConfig:

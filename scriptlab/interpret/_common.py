@@ -22,6 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+# The two ways a transform's independent work is split across devices: re-exported
+# here so that every method module takes its helpers from this one module.
+from scriptlab.distributed import map_rows as map_rows
+from scriptlab.distributed import split_rows as split_rows
+
 
 def is_concrete(x) -> bool:
     """True unless ``x`` is a tracer (then only its shape and dtype can be checked)."""
@@ -411,4 +416,4 @@ def _forward_chunks(apply_fn, params, images, layer, batch_size):
             rep = out.activations[layer]
         return rep.reshape(-1)
 
-    return jax.lax.map(one, images, batch_size=batch_size)
+    return map_rows(one, images, batch_size=batch_size)

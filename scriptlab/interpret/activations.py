@@ -34,6 +34,7 @@ from scriptlab.interpret._common import (
     check_int,
     check_layers,
     check_number,
+    map_rows,
 )
 
 
@@ -58,7 +59,7 @@ def _maps(apply_fn, params, images, *, layers, batch_size):
         acts = apply_fn(params, x[None]).activations
         return {k: acts[k][0] for k in layers}
 
-    return jax.lax.map(one, images, batch_size=batch_size)
+    return map_rows(one, images, batch_size=batch_size)
 
 
 def activation_maps(
@@ -112,7 +113,7 @@ def _image_stats(apply_fn, params, layers, x):
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "layers", "batch_size"))
 def _stats(apply_fn, params, images, *, layers, batch_size):
-    per_image = jax.lax.map(
+    per_image = map_rows(
         functools.partial(_image_stats, apply_fn, params, layers), images, batch_size=batch_size
     )
     return {

@@ -37,6 +37,7 @@ from scriptlab.interpret._common import (
     check_targets,
     gaussian_blur,
     probe_outputs,
+    split_rows,
 )
 
 PARAMETRISATIONS = ("pixel", "fourier")
@@ -117,7 +118,15 @@ def _total_variation(img: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "static"))
 def _ascend(apply_fn, params, targets, key, lr, l2, tv, *, static: _Static) -> ClassModel:
-    s = static
+    # the targets are independent: split across devices, scores [K, steps] while split
+    result = split_rows(
+        lambda t: _ascend_targets(apply_fn, params, t, key, lr, l2, tv, static), targets
+    )
+    return ClassModel(result.images, result.scores.T)
+
+
+def _ascend_targets(apply_fn, params, targets, key, lr, l2, tv, s: _Static) -> ClassModel:
+    """ClassModel(images float32[K, H, W, 3], scores float32[K, steps]) of K targets."""
     init_key, jitter_key = jax.random.split(key)
     z0 = _init(init_key, targets.shape[0], s)
     opt = optax.sgd(lr) if s.optimizer == "sgd" else optax.adam(lr)
@@ -153,7 +162,7 @@ def _ascend(apply_fn, params, targets, key, lr, l2, tv, *, static: _Static) -> C
 
     xs = (jnp.arange(s.steps), jax.random.split(jitter_key, s.steps))
     (z, _), scores = jax.lax.scan(step, (z0, opt.init(z0)), xs)
-    return ClassModel(jax.vmap(lambda zi: _to_image(zi, s))(z), scores)
+    return ClassModel(jax.vmap(lambda zi: _to_image(zi, s))(z), scores.T)
 
 
 def class_model(

@@ -37,6 +37,7 @@ from scriptlab.interpret._common import (
     check_targets,
     gaussian_blur,
     layer_shapes,
+    map_rows,
     probe_outputs,
 )
 
@@ -133,7 +134,7 @@ def _occlusion(
     cols = jnp.arange(0, w - pw + 1, sw, dtype=jnp.int32)
     fills = fill_images(images, fill, sigma=sigma)
     score = _score_fn(apply_fn, params, head=head, output=output, layer=layer, unit=unit)
-    base = jax.lax.map(lambda job: score(*job), (images, targets), batch_size=batch_size)
+    base = map_rows(lambda job: score(*job), (images, targets), batch_size=batch_size)
 
     # window membership per axis: row_in[r, i] is True when pixel row i lies in window r
     row_in = (jnp.arange(h)[None, :] >= rows[:, None]) & (
@@ -154,7 +155,7 @@ def _occlusion(
         inside = row_in[r][:, None, None] & col_in[c][None, :, None]
         return score(jnp.where(inside, fills[i], images[i]), targets[i])
 
-    scores = jax.lax.map(one, (img_i, row_i, col_i), batch_size=batch_size).reshape(
+    scores = map_rows(one, (img_i, row_i, col_i), batch_size=batch_size).reshape(
         n, rows.size, cols.size
     )
     drop = base[:, None, None] - scores

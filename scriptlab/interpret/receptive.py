@@ -43,6 +43,7 @@ from scriptlab.interpret._common import (
     check_int,
     check_layers,
     check_number,
+    map_rows,
 )
 
 
@@ -253,7 +254,7 @@ def _top(apply_fn, params, images, *, layer, k, batch_size):
         flat = a.reshape(-1, a.shape[-1])
         return flat.max(0), flat.argmax(0).astype(jnp.int32)
 
-    peak, where = jax.lax.map(one, images, batch_size=batch_size)  # [N, C], [N, C]
+    peak, where = map_rows(one, images, batch_size=batch_size)  # [N, C], [N, C]
     value, index = jax.lax.top_k(peak.T, k)  # [C, k]
     pos = jnp.take_along_axis(where.T, index, axis=1)
     w = apply_fn(params, images[:1]).activations[layer].shape[2]

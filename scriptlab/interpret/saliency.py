@@ -45,6 +45,7 @@ from scriptlab.interpret._common import (
     check_targets,
     gaussian_blur,
     probe_outputs,
+    split_rows,
 )
 
 METHODS = (
@@ -180,23 +181,31 @@ def _mean_over_samples(fn, xs: jax.Array, chunk: int) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "head", "rule", "reduce", "times_input"))
 def _gradient_map(apply_fn, params, images, targets, *, head, rule, reduce, times_input):
-    g = _batch_grad(apply_fn, params, images, targets, head, _RELUS[rule])
-    return reduce_channels(g * images if times_input else g, reduce)
+    def maps(batch):
+        x, t = batch
+        g = _batch_grad(apply_fn, params, x, t, head, _RELUS[rule])
+        return reduce_channels(g * x if times_input else g, reduce)
+
+    return split_rows(maps, (images, targets))
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "head", "n_samples", "reduce", "chunk"))
 def _smoothgrad_map(
     apply_fn, params, images, targets, key, noise, *, head, n_samples, reduce, chunk
 ):
-    span = images.max(axis=(1, 2, 3), keepdims=True) - images.min(axis=(1, 2, 3), keepdims=True)
-    sigma = noise * jnp.maximum(span, 1e-6)
-    keys = jax.random.split(key, n_samples)
+    def maps(batch):
+        x, t = batch
+        span = x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True)
+        sigma = noise * jnp.maximum(span, 1e-6)
+        keys = jax.random.split(key, n_samples)
 
-    def one_sample(k):
-        eps = jax.random.normal(k, images.shape, images.dtype)
-        return _batch_grad(apply_fn, params, images + sigma * eps, targets, head, None)
+        def one_sample(k):
+            eps = jax.random.normal(k, x.shape, x.dtype)
+            return _batch_grad(apply_fn, params, x + sigma * eps, t, head, None)
 
-    return reduce_channels(_mean_over_samples(one_sample, keys, chunk), reduce)
+        return reduce_channels(_mean_over_samples(one_sample, keys, chunk), reduce)
+
+    return split_rows(maps, (images, targets))
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "head", "steps", "reduce", "chunk"))
@@ -204,12 +213,17 @@ def _ig_map(apply_fn, params, images, targets, baselines, *, head, steps, reduce
     # Midpoint Riemann sum: error O(1/steps^2) with `steps` gradient calls, and it
     # never evaluates the baseline itself (where a constant image has no spread).
     alphas = (jnp.arange(steps, dtype=images.dtype) + 0.5) / steps
-    diff = images - baselines
 
-    def at(alpha):
-        return _batch_grad(apply_fn, params, baselines + alpha * diff, targets, head, None)
+    def maps(batch):
+        x, t, b = batch
+        diff = x - b
 
-    return reduce_channels(_mean_over_samples(at, alphas, chunk) * diff, reduce)
+        def at(alpha):
+            return _batch_grad(apply_fn, params, b + alpha * diff, t, head, None)
+
+        return reduce_channels(_mean_over_samples(at, alphas, chunk) * diff, reduce)
+
+    return split_rows(maps, (images, targets, baselines))
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "head", "layer"))
@@ -228,7 +242,7 @@ def _grad_cam_map(apply_fn, params, images, targets, *, head, layer):
         cam = jax.nn.relu((act * weights).sum(-1))
         return jax.image.resize(cam, images.shape[1:3], method="bilinear")
 
-    return jax.vmap(one)(images, targets)
+    return split_rows(lambda batch: jax.vmap(one)(*batch), (images, targets))
 
 
 # --------------------------------------------------------------------------- public API

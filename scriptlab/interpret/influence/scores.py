@@ -26,6 +26,7 @@ from scriptlab.interpret._common import (
     check_nonneg,
     check_number,
     check_xy,
+    map_rows,
 )
 from scriptlab.interpret.influence.losses import LossFn, example_grad, objective
 from scriptlab.interpret.influence.options import InfluenceOptions, resolve_options
@@ -53,7 +54,7 @@ def per_example_grads(loss_fn: LossFn, params, x, y, *, batch_size: int = 256) -
     x, y = check_xy(x, y, "train")
     batch_size = check_batch_size(batch_size)
     g = example_grad(loss_fn)
-    return jax.lax.map(lambda a: g(params, *a), (x, y), batch_size=batch_size)
+    return map_rows(lambda a: g(params, *a), (x, y), batch_size=batch_size)
 
 
 @functools.partial(
@@ -77,14 +78,14 @@ def _influence(
 ):
     f = functools.partial(objective, loss_fn, x=x, y=y, l2=l2)
     _, _, matvec = flat_matvec(lambda p: f(p), params, damping)
-    g_test = jax.lax.map(
+    g_test = map_rows(
         lambda a: example_grad(test_loss_fn)(params, *a), (xt, yt), batch_size=batch_size
     )
     s, res, k = solve_flat(
         lambda p: f(p), params, matvec, g_test, method, damping, tol, max_iter, None, hessian
     )
     g = example_grad(loss_fn)
-    scores = jax.lax.map(lambda a: -(s @ g(params, *a)), (x, y), batch_size=batch_size)  # [N, T]
+    scores = map_rows(lambda a: -(s @ g(params, *a)), (x, y), batch_size=batch_size)  # [N, T]
     return scores.T, InverseHVPState(s, res, k, res <= tol)
 
 
