@@ -98,8 +98,19 @@ def _dataset(args) -> None:
     print(f"{args.preset}: {summary['sizes']} {how}; wrote {out}/summary.json and preview.png")
 
 
+def _mesh(args):
+    """The mesh of --devices, after joining a multi-process run if the environment names one."""
+    from scriptlab import distributed
+
+    distributed.initialize()
+    try:
+        return distributed.make_mesh(args.devices)
+    except ValueError as err:
+        raise UsageError(f"--devices {args.devices}: {err}") from None
+
+
 def _train(args) -> None:
-    from scriptlab import train
+    from scriptlab import distributed, train
 
     cfg = train.make_train_config(
         mode=args.mode,
@@ -107,8 +118,11 @@ def _train(args) -> None:
         seed=args.seed,
         **({"epochs": args.epochs} if args.epochs else {}),
     )
-    result = train.train(cfg)
-    out = train.save(result, args.out)
+    with distributed.data_parallel(_mesh(args)):
+        result = train.train(cfg)
+    out = train.save(result, args.out)  # process 0 writes
+    if not distributed.is_main_process():
+        return
     _write(out / "metrics.json", json.dumps(_strict(result.history), indent=1, allow_nan=False))
     last = result.history[-1]
     print(
@@ -121,15 +135,22 @@ def _experiment(args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from scriptlab import data, experiment, viz, zoo
+    from scriptlab import data, distributed, experiment, viz, zoo
 
+    mesh = _mesh(args)
+    if not distributed.is_main_process() or len({d.process_index for d in mesh.devices.flat}) > 1:
+        raise UsageError(
+            "--devices: scriptlab experiment runs in one process (its zoo cache locks each "
+            "model's folder); on many hosts run scriptlab train, one process per device group"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = data.load(args.preset, zoo.config("baseline", args.preset).data_seed)
     summary = _strict(data.summary(ds))
     _write(out / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False))
     _savefig(viz.style_grid(ds), out / "preview.png")
-    results = experiment.run(args.preset, args.seeds)
+    with distributed.data_parallel(mesh):
+        results = experiment.run(args.preset, args.seeds)
     experiment.write(results, out)
     print((out / "results.txt").read_text())
     print(f"wrote {out}/results.json, results.txt, results.png")
@@ -202,8 +223,26 @@ def _positive(text: str) -> int:
     return _integer(text, 1)
 
 
+def _devices(text: str) -> str | int:
+    """'all' or a device count >= 1 (checked against the devices there are once JAX starts)."""
+    if text == "all":
+        return text
+    try:
+        return _integer(text, 1)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'all' or an integer >= 1, got {text!r}"
+        ) from None
+
+
 def _nonneg(text: str) -> int:
     return _integer(text, 0)
+
+
+_DEVICES_HELP = (
+    "'all' or a count: split every training batch over that many devices (default 1: "
+    "one device, the single-device code); see README, 'More than one device'"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -231,12 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=_nonneg, default=0)
     p.add_argument("--epochs", type=_positive, default=None)
     p.add_argument("--out", default="out/train")
+    p.add_argument("--devices", type=_devices, default=1, help=_DEVICES_HELP)
     p.set_defaults(func=_train)
 
     p = sub.add_parser("experiment", help="the unlearning experiment; write results.json + figures")
     p.add_argument("--preset", default="workshop", choices=["smoke", "workshop", "full"])
     p.add_argument("--seeds", type=_positive, default=3, help="seeds per method (>= 1)")
     p.add_argument("--out", default="out/experiment")
+    p.add_argument("--devices", type=_devices, default=1, help=_DEVICES_HELP)
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser(

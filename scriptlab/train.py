@@ -516,9 +516,15 @@ def save(result: Result, directory: str | Path) -> Path:
     (each holds the same trained model; every process may then ``restore``).
     """
     directory = Path(directory)
+    failed = None
     if distributed.is_main_process():
-        _write_checkpoint(result, directory)
+        try:
+            _write_checkpoint(result, directory)
+        except (OSError, ValueError) as err:  # the others must not wait for it forever
+            failed = err
     distributed.sync(f"scriptlab.train.save:{directory}")
+    if failed is not None:
+        raise failed
     return directory
 
 
