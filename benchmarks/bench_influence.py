@@ -3,6 +3,8 @@
     python benchmarks/bench_influence.py            # speed table + both validations
     python benchmarks/bench_influence.py --speed    # speed table only
     python benchmarks/bench_influence.py --validate # validations only
+    python benchmarks/bench_influence.py --wholenet # TracIn / EK-FAC / CG vs one retrain,
+                                                    # mislabel recall, the training-set attack
 
 Speed: seconds to score every training crop of the workshop preset (ds.train)
 against one test crop and against 100, for the convex head (logistic
@@ -14,7 +16,18 @@ damping), next to the cost of one leave-one-out retrain. The ratio
 Validation (Koh & Liang 2017, Figure 2): predicted vs actual change in one
 test crop's loss for 60 removed training crops (30 most influential by |I|, 30
 random), Pearson r, for both levels. The results are cached with
-``influence.save_result`` so notebook 11 can quote them.
+``influence.save_result`` so notebook 11 can quote them. The convex level
+also reports the slope of actual on predicted, the prediction with the
+removed point's own Hessian taken out (``predicted_loo_change_newton``), a
+float64 LOO reference (changes below float32's resolution are not 0), and
+every retrain's final gradient norm.
+
+Whole network (``--wholenet``, issue 17): TracIn over the epoch snapshots and
+EK-FAC over every conv and dense layer score N_SPEED training crops against
+100 test crops; the time is scaled linearly to all 30,000 (scoring is linear
+in N; EK-FAC's factors are fitted on N_SPEED crops, counted once) and divided
+by the baseline's recorded training time. Mislabel detection on the convex
+head (10 % flipped). The training-set attack of Koh & Liang section 5.2.
 """
 
 from __future__ import annotations
@@ -276,20 +289,188 @@ def validate(ds, m):
     return out
 
 
+N_SPEED = 3000  # crops scored per estimator; times scaled to ds.train (linear in N)
+N_ATTACK = 2000  # training crops of the attacked head (Koh & Liang's dog-fish set: 1,800)
+EPS_ATTACK = 2  # L-inf budget in 8-bit steps: 2/255
+N_TARGETS = 20
+
+
+def wholenet_speed(ds, m):
+    print(
+        f"\n== whole network: score N training crops against 100 test crops (N_SPEED = {N_SPEED}) =="
+    )
+    n_all = len(ds.train)
+    x, y = ds.train.images[:N_SPEED], jnp.asarray(ds.train.script[:N_SPEED])
+    xt, yt = ds.test.images[:100], jnp.asarray(ds.test.script[:100])
+    retrain = float(m.history[-1]["seconds"])
+    loss = inf.ScriptNetLoss(m.apply_fn, "script")
+    snaps = zoo.load_epochs("baseline")
+    lrs = inf.epoch_learning_rates(m.config, n_all, [e for e, _ in snaps])
+    rows = []
+    ck = [p for _, p in snaps[1:]]
+    _, t = timed(lambda: inf.tracin_scores(loss, ck[-1:], lrs[-1:], x, y, xt, yt, batch_size=128))
+    rows.append(("TracIn, last snapshot", 0.0, t))
+    rows.append(("TracIn, 4 epoch snapshots (= 4 x the row above)", 0.0, 4 * t))
+    f, t_fit = timed(lambda: inf.fit_ekfac(m.apply_fn, m.params, x, batch_size=128))
+    _, t = timed(lambda: inf.ekfac_scores(f, m.apply_fn, m.params, x, y, xt, yt, batch_size=128))
+    rows.append(("EK-FAC, every layer (factors on N_SPEED crops)", t_fit, t))
+    print(f"one retrain (the zoo baseline's recorded training time, 4 epochs): {retrain:.1f} s")
+    print(
+        "| estimator | fit factors (s) | score N_SPEED x 100 (s) | scaled to 30,000 x 100 (s) | / one retrain |"
+    )
+    print("|---|---|---|---|---|")
+    out = {}
+    for name, tf, ts in rows:
+        total = tf + ts * n_all / N_SPEED
+        out[name] = total / retrain
+        print(f"| {name} | {tf:.1f} | {ts:.1f} | {total:.1f} | {total / retrain:.2f} |")
+    return out, f
+
+
+def mislabel(ds, m):
+    print("\n== mislabel detection, convex head, 10 % of ds.train's script labels flipped ==")
+    x = inf.embeddings(m.apply_fn, m.params, ds.train.images[:CONVEX_N])
+    y0 = np.asarray(ds.train.script[:CONVEX_N])
+    y, flipped = inf.flip_labels(y0, len(ds.scripts), 0.1, seed=0)
+    y = jnp.asarray(y, jnp.int32)
+    p, gnorm = inf.fit_logistic(x, y, n_classes=len(ds.scripts), l2=CONVEX_L2, steps=15)
+    si = inf.self_influence(inf.logistic_loss, p, x, y, l2=CONVEX_L2)
+    lo = inf.logistic_loss(p, x, y)
+    rand = np.random.default_rng(0).permutation(len(y))
+    fr = [0.1, 0.2]
+    print(f"(N = {CONVEX_N}, fit |grad| {float(gnorm):.1e})")
+    print("| ranking | recall at 10 % | recall at 20 % |")
+    print("|---|---|---|")
+    for name, rank in (
+        ("self-influence (exact H)", np.argsort(-np.asarray(si))),
+        ("training loss", np.argsort(-np.asarray(lo))),
+        ("random", rand),
+    ):
+        r = inf.detection_curve(rank, flipped, fr)
+        print(f"| {name} | {r[0]:.3f} | {r[1]:.3f} |")
+
+
+def attack(ds, m):
+    eps = EPS_ATTACK / 255
+    print(
+        f"\n== training-set attack (Koh & Liang 5.2): convex head on {N_ATTACK} crops, "
+        f"L-inf {EPS_ATTACK}/255, {N_TARGETS} targets =="
+    )
+    imgs = ds.train.images[:N_ATTACK]
+    y = jnp.asarray(ds.train.script[:N_ATTACK])
+    x = inf.embeddings(m.apply_fn, m.params, imgs)
+    p, gnorm = inf.fit_logistic(x, y, n_classes=len(ds.scripts), l2=CONVEX_L2, steps=15)
+    h = inf.training_hessian(inf.logistic_loss, p, x, y, l2=CONVEX_L2)
+    xt = inf.embeddings(m.apply_fn, m.params, ds.test.images)
+    yt = np.asarray(ds.test.script)
+    correct = np.flatnonzero(np.asarray(jnp.argmax(xt @ p["w"] + p["b"], -1)) == yt)
+    targets = np.random.default_rng(0).choice(correct, N_TARGETS, replace=False)
+    print(
+        f"(head fit |grad| {float(gnorm):.1e}; targets: {N_TARGETS} random correctly classified test crops)"
+    )
+    print(
+        "| k | attack: flipped | control (random signs): flipped | mean loss rise, attack | mean loss rise, control | max refit |grad| |"
+    )
+    print("|---|---|---|---|---|---|")
+    out = {}
+    for k in (1, 2, 10):
+        res = {"influence": [], "random": []}
+        for t in targets:
+            for d in res:
+                r = inf.training_set_attack(
+                    m.apply_fn,
+                    m.params,
+                    p,
+                    imgs,
+                    y,
+                    x,
+                    ds.test.images[t : t + 1],
+                    jnp.asarray(yt[t : t + 1]),
+                    k=k,
+                    epsilon=eps,
+                    l2=CONVEX_L2,
+                    hessian=h,
+                    direction=d,
+                    seed=int(t),
+                )
+                res[d].append(
+                    (bool(r.flipped), float(r.loss_after - r.loss_before), float(r.grad_norm))
+                )
+        a, c = np.array(res["influence"]), np.array(res["random"])
+        out[k] = dict(attack=a[:, 0].mean(), control=c[:, 0].mean())
+        print(
+            f"| {k} | {int(a[:, 0].sum())}/{N_TARGETS} | {int(c[:, 0].sum())}/{N_TARGETS} | "
+            f"{a[:, 1].mean():.2e} | {c[:, 1].mean():.2e} | {max(a[:, 2].max(), c[:, 2].max()):.1e} |"
+        )
+    return out
+
+
+def validate_convex(ds, m):
+    print("\n== convex head: predicted vs actual leave-one-out, slopes, float64 reference ==")
+    x, y, xt, yt, p, gnorm = convex_setup(ds, m, CONVEX_N)
+    p, gnorm = inf.fit_logistic(x, y, n_classes=len(ds.scripts), l2=CONVEX_L2, steps=20)
+    opts = inf.InfluenceOptions(
+        l2=CONVEX_L2, hessian=inf.training_hessian(inf.logistic_loss, p, x, y, l2=CONVEX_L2)
+    )
+    j = pick_test(inf.logistic_loss(p, xt, yt))
+    r = inf.influence_scores(
+        inf.logistic_loss, p, x, y, xt[j : j + 1], yt[j : j + 1], method="exact", options=opts
+    )
+    idx = jnp.asarray(loo_indices(r.scores[0]))
+    kw = dict(steps=15, options=opts)
+    l32 = inf.loo_retrain(inf.logistic_loss, p, x, y, xt[j : j + 1], yt[j : j + 1], idx, **kw)
+    l64 = inf.loo_retrain(
+        inf.logistic_loss, p, x, y, xt[j : j + 1], yt[j : j + 1], idx, precision="float64", **kw
+    )
+    first = np.asarray(inf.predicted_loo_change(r.scores[0][idx], x.shape[0]))
+    newton = np.asarray(
+        inf.predicted_loo_change_newton(
+            inf.logistic_loss, p, x, y, xt[j : j + 1], yt[j : j + 1], idx, options=opts
+        )
+    )[:, 0]
+    a64, a32 = l64.delta_test_loss[:, 0], np.asarray(l32.delta_test_loss[:, 0])
+    from scipy.stats import spearmanr
+
+    print(
+        f"N = {x.shape[0]}, test crop {j}, {len(idx)} removed; start |grad J| {float(gnorm):.1e}; "
+        f"retrain |grad| max float32 {float(l32.grad_norm.max()):.1e}, float64 {float(l64.grad_norm.max()):.1e}; "
+        f"float32 changes exactly 0: {int((a32 == 0).sum())}, float64: {int((a64 == 0).sum())}; "
+        f"max |float32 - float64| {np.abs(a32 - a64).max():.1e}"
+    )
+    print("| prediction | vs | Pearson r | Spearman r | slope (actual on predicted) |")
+    print("|---|---|---|---|---|")
+    for name, pred in (("first order -I_up/n", first), ("self-term removed (Newton)", newton)):
+        for ref_name, act in (("float64 LOO", a64), ("float32 LOO", a32)):
+            print(
+                f"| {name} | {ref_name} | {inf.pearson(pred, act):.4f} | {spearmanr(pred, act)[0]:.4f} | {inf.slope(pred, act):.3f} |"
+            )
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--speed", action="store_true", help="speed table only")
     ap.add_argument("--validate", action="store_true", help="validations only")
+    ap.add_argument(
+        "--wholenet", action="store_true", help="whole-network estimators, mislabel, attack"
+    )
+    ap.add_argument("--convex", action="store_true", help="with --validate: the convex level only")
     a = ap.parse_args()
     ds = data.load("workshop", seed=0)
     m = zoo.load("baseline")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
+    if a.wholenet:
+        wholenet_speed(ds, m)
+        mislabel(ds, m)
+        attack(ds, m)
+        return
     if not a.validate:
         speed(ds, m)
     if not a.speed:
-        validate(ds, m)
+        validate_convex(ds, m)
+        if not a.convex:
+            validate(ds, m)
 
 
 if __name__ == "__main__":
