@@ -73,7 +73,7 @@ def image_row(images, titles=(), *, cmap=None, size: float = 1.4, suptitle: str 
 
 
 def abs_scaled(image_map) -> np.ndarray:
-    """|map| divided by its maximum, so a saliency map shows in [0, 1] (an all-zero map stays 0)."""
+    """``|map|`` divided by its maximum, so a saliency map shows in [0, 1] (an all-zero map stays 0)."""
     m = np.abs(np.asarray(image_map))
     return m / max(float(m.max()), 1e-12)
 
