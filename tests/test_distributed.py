@@ -24,10 +24,16 @@ def _env(devices: int) -> dict:
     return {**os.environ, "XLA_FLAGS": flags, "PYTHONPATH": str(Path(__file__).parents[1])}
 
 
+# every test here compiles in a subprocess: slow (over 5 s), run outside the fast path
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
-def report(smoke):  # smoke: the dataset is cached before the subprocesses load it
+def report(smoke, tmp_path_factory):  # smoke: the dataset is cached before the subprocess
+    out = tmp_path_factory.mktemp("distributed")
+    env = {**_env(4), "SCRIPTLAB_CHECKS_OUT": str(out)}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT)], env=_env(4), capture_output=True, text=True, timeout=900
+        [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=900
     )
     lines = {}
     for line in proc.stdout.splitlines():
@@ -35,12 +41,12 @@ def report(smoke):  # smoke: the dataset is cached before the subprocesses load 
         if status in ("ok", "FAIL"):
             name = rest.split(" ")[0].rstrip(":")
             lines[name] = line
-    return proc, lines
+    return proc, lines, out
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
 def test_on_four_devices(report, name):
-    proc, lines = report
+    proc, lines, _ = report
     assert name in lines, f"no line for {name} (exit {proc.returncode}): {proc.stderr[-3000:]}"
     assert lines[name].startswith("ok "), lines[name].replace(" | ", "\n")
 
@@ -51,7 +57,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_with_jax_distributed(smoke, tmp_path):
+def test_two_processes_with_jax_distributed(report, tmp_path):
     # jax 0.10.2 runs jax.distributed on CPU (gloo collectives): two processes of 2 devices
     port = _free_port()
     procs = [
@@ -72,6 +78,9 @@ def test_two_processes_with_jax_distributed(smoke, tmp_path):
     assert sorted(a) == sorted(b) and len(a) > 1
     for k in a:  # both hold the same replicated model and gathered maps
         assert np.array_equal(a[k], b[k]), k
+    one = np.load(report[2] / "one_device_unlearn.npz")  # the same run on one device
+    for k in one:
+        np.testing.assert_allclose(a[k], one[k], rtol=2e-4, atol=2e-5, err_msg=k)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "checkpoint.json",
         "checkpoint.msgpack",
