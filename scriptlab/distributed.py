@@ -111,8 +111,8 @@ def make_mesh(devices: str | int = "all") -> Mesh:
     After ``initialize`` "all" spans every process's devices. Each process's
     devices are contiguous along ``data``, so its rows of a batch are too.
     """
-    devices = check_devices(devices)
-    chosen = jax.devices() if devices == "all" else jax.devices()[:devices]
+    count = check_devices(devices)
+    chosen = jax.devices() if count == "all" else jax.devices()[: int(count)]
     chosen = sorted(chosen, key=lambda d: (d.process_index, d.id))
     return Mesh(np.array(chosen), (DATA,), axis_types=(AxisType.Auto,))
 

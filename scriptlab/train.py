@@ -318,7 +318,8 @@ def evaluate(apply_fn, params, split: data_lib.Split) -> dict[str, float]:
     """Script and font-head accuracy on a split."""
     if len(split) == 0:
         return {"script_acc": float("nan"), "font_acc": float("nan")}
-    s, f, _ = predict(apply_fn, params, split.images)
+    # on every process, also when a mesh spans several (the rows come back split)
+    s, f, _ = distributed.to_host(predict(apply_fn, params, split.images))
     for name, labels, logits in (("script", split.script, s), ("style", split.style, f)):
         if int(np.max(labels)) >= logits.shape[1] or int(np.min(labels)) < 0:
             raise ValueError(
