@@ -53,3 +53,12 @@ def test_image_grid_layout_labels_and_colormaps():
     assert all(not ax.get_xticks().size and not ax.get_yticks().size for ax in axes.ravel())
     assert fig._suptitle.get_text() == "model"
     plt.close(fig)
+
+
+def test_style_sets_readable_sizes_and_constrained_layout():
+    with matplotlib.rc_context():
+        viz.style(**{"figure.dpi": 96})
+        assert plt.rcParams["figure.dpi"] == 96
+        assert plt.rcParams["figure.constrained_layout.use"]
+        sizes = [plt.rcParams[k] for k in viz.STYLE if k.endswith("size")]
+        assert sizes and min(sizes) >= viz.SMALL
