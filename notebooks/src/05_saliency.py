@@ -40,7 +40,7 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scriptlab import data, zoo
+from scriptlab import data, viz, zoo
 from scriptlab.interpret import localisation, sanity
 from scriptlab.interpret import saliency as S
 from scriptlab.model import build, functional
@@ -89,23 +89,18 @@ print(
 
 # %%
 def show_block(name, rows):
-    fig, axes = plt.subplots(
-        len(rows), len(S.METHODS) + 2, figsize=(1.9 * (len(S.METHODS) + 2), 0.95 * len(rows))
+    panels = [
+        [images[i], masks[i], *(viz.abs_scaled(maps[name][meth][i]) for meth in S.METHODS)]
+        for i in rows
+    ]
+    cmaps = [None, "gray", *["inferno"] * len(S.METHODS)]
+    viz.image_grid(
+        panels,
+        row_labels=[ds.scripts[targets[i]] for i in rows],
+        col_titles=[t.replace("_", " ") for t in ("crop", "ink", *S.METHODS)],
+        cmaps=cmaps,
+        suptitle=name,
     )
-    for r, i in enumerate(rows):
-        axes[r, 0].imshow(images[i]), axes[r, 1].imshow(masks[i], cmap="gray")
-        axes[r, 0].set_ylabel(
-            ds.scripts[targets[i]], rotation=0, ha="right", va="center", fontsize=8
-        )
-        for c, meth in enumerate(S.METHODS):
-            m = np.abs(maps[name][meth][i])
-            axes[r, c + 2].imshow(m / max(m.max(), 1e-12), cmap="inferno")
-    for c, title in enumerate(("crop", "ink", *S.METHODS)):
-        axes[0, c].set_title(title.replace("_", " "), fontsize=8)
-    for ax in axes.ravel():
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(name, fontsize=10)
-    plt.tight_layout()
     plt.show()
 
 
@@ -120,36 +115,40 @@ for name in MODELS:
 # `TOLERANCE` pixels); its chance level is the share of pixels that count as a hit.
 
 # %%
+rows = [
+    r
+    for name in MODELS
+    for r in localisation.localisation_rows(maps[name], masks, tolerance=TOLERANCE, model=name)
+]
+columns = [
+    ("model", "model", "9s"),
+    ("method", "method", "21s"),
+    ("ink mass", "ink_mass", "8.2f"),
+    ("chance", "chance", "6.2f"),
+    ("lift", "lift", "5.2f"),
+    ("pointing", "pointing", "8.2f"),
+    ("chance", "pointing_chance", "6.2f"),
+]
+print(viz.text_table(rows, columns))
+
+# %% [markdown]
+# The digits move a little from one training run (or machine) to the next; the claims the rest of
+# the notebook rests on do not, and are checked here:
+
+# %%
 # NBVAL_CHECK_OUTPUT
-rows = []
-for name in MODELS:
-    scores = {
-        meth: localisation.localisation_scores(m, masks, tolerance=TOLERANCE)
-        for meth, m in maps[name].items()
-    }
-    for meth, s in scores.items():
-        mass, chance = float(s["ink_mass"].mean()), float(s["ink_fraction"].mean())
-        rows.append(
-            dict(
-                model=name,
-                method=meth,
-                ink_mass=mass,
-                chance=chance,
-                lift=mass / chance,
-                pointing=float(s["pointing"].mean()),
-                pointing_chance=float(s["pointing_chance"].mean()),
-            )
-        )
-print(
-    f"{'model':9s} {'method':21s} {'ink mass':>8s} {'chance':>6s} {'lift':>5s} {'pointing':>8s} {'chance':>6s}"
-)
-for r in rows:
-    print(
-        f"{r['model']:9s} {r['method']:21s} {r['ink_mass']:8.2f} {r['chance']:6.2f} {r['lift']:5.2f}"
-        f" {r['pointing']:8.2f} {r['pointing_chance']:6.2f}"
+lift = {(r["model"], r["method"]): r["lift"] for r in rows}
+point_lift = {(r["model"], r["method"]): r["pointing"] / r["pointing_chance"] for r in rows}
+claims = {
+    "every map puts more of its mass on ink than chance": min(lift.values()) > 1.0,
+    "every baseline map peaks on ink over twice as often as chance": min(
+        point_lift[MODELS[0], m] for m in S.METHODS
     )
-# Every method of the trained baseline puts more of its mass on ink than chance.
-assert all(r["lift"] > 1.0 for r in rows if r["model"] == MODELS[0])
+    > 2.0,
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 2.8))
@@ -191,33 +190,49 @@ shuffled = sanity.data_randomisation_check(
 )
 
 # %%
-# NBVAL_CHECK_OUTPUT
 stages = cascade["stages"]
+table = {
+    meth: [r["spearman_abs"] for r in cascade["rows"] if r["method"] == meth]
+    + [next(r["spearman_abs"] for r in shuffled["rows"] if r["method"] == meth)]
+    for meth in S.METHODS
+}
+ssim = {
+    meth: [r["ssim"] for r in cascade["rows"] if r["method"] == meth]
+    + [next(r["ssim"] for r in shuffled["rows"] if r["method"] == meth)]
+    for meth in S.METHODS
+}
+head = f"{'method':21s} " + " ".join(f"{s:>6s}" for s in (*stages, "shuffled"))
 print("Spearman rank correlation of abs(maps) with the trained model's maps (1 = unchanged)")
-print(f"{'method':21s} " + " ".join(f"{s:>6s}" for s in stages) + f" {'shuffled':>8s}")
-table = {}
-for meth in S.METHODS:
-    vals = [r["spearman_abs"] for r in cascade["rows"] if r["method"] == meth]
-    data_val = next(r["spearman_abs"] for r in shuffled["rows"] if r["method"] == meth)
-    table[meth] = vals + [data_val]
-    print(f"{meth:21s} " + " ".join(f"{v:6.2f}" for v in vals) + f" {data_val:8.2f}")
+print(head)
+for meth, vals in table.items():
+    print(f"{meth:21s} " + " ".join(f"{v:6.2f}" for v in vals))
 print("\nSSIM of normalised abs(maps)")
-for meth in S.METHODS:
-    vals = [r["ssim"] for r in cascade["rows"] if r["method"] == meth]
-    data_val = next(r["ssim"] for r in shuffled["rows"] if r["method"] == meth)
-    print(f"{meth:21s} " + " ".join(f"{v:6.2f}" for v in vals) + f" {data_val:8.2f}")
+print(head)
+for meth, vals in ssim.items():
+    print(f"{meth:21s} " + " ".join(f"{v:6.2f}" for v in vals))
 verdicts = sanity.verdicts(cascade["rows"], shuffled["rows"], threshold=0.5, stage="dense")
-print(
-    "\nverdict (rank correlation < 0.5 once heads + dense are re-initialised, and vs the shuffled-label model)"
-)
+print("\nverdict: rank correlation < 0.5 once heads + dense are re-initialised,")
+print("and against the shuffled-label model")
 for v in verdicts:
-    print(
-        f"{v['method']:21s} cascade {v['cascade']:.2f}  shuffled {v['data']:.2f}  ->  {'PASS' if v['passes'] else 'FAIL'}"
-    )
-# The known result: guided backprop barely changes when the classifier is randomised.
-gbp = next(v for v in verdicts if v["method"] == "guided_backprop")
-grad = next(v for v in verdicts if v["method"] == "gradient")
-assert gbp["cascade"] > grad["cascade"]
+    verdict = "PASS" if v["passes"] else "FAIL"
+    print(f"{v['method']:21s} cascade {v['cascade']:.2f}  shuffled {v['data']:.2f}  ->  {verdict}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+cascade_at = {v["method"]: v["cascade"] for v in verdicts}
+others = [c for m, c in cascade_at.items() if m != "guided_backprop"]
+claims = {
+    "guided backprop fails: its maps survive a random classifier": cascade_at["guided_backprop"]
+    > 0.5,
+    "guided backprop is the method that changes least": cascade_at["guided_backprop"]
+    > max(others) + 0.1,
+    "every method changes once every layer is random": max(v[len(stages) - 1] for v in table.values())
+    < 0.5,
+    "every method changes for the shuffled-label model": max(v[-1] for v in table.values()) < 0.5,
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3))
@@ -240,19 +255,20 @@ plt.tight_layout()
 plt.show()
 
 i = 0
-fig, axes = plt.subplots(
-    len(S.METHODS), len(stages) + 2, figsize=(1.6 * (len(stages) + 2), 0.8 * len(S.METHODS))
+panels = [
+    [
+        viz.abs_scaled(m)
+        for m in (*np.asarray(cascade["maps"][meth][:, i]), shuffled["maps"][meth][1][i])
+    ]
+    for meth in S.METHODS
+]
+viz.image_grid(
+    panels,
+    row_labels=[m.replace("_", " ") for m in S.METHODS],
+    col_titles=("trained", *[f"+{s}" for s in stages], "shuffled"),
+    cmaps="inferno",
+    cell=(1.6, 0.8),
 )
-for r, meth in enumerate(S.METHODS):
-    seq = [*np.asarray(cascade["maps"][meth][:, i]), np.asarray(shuffled["maps"][meth][1][i])]
-    for c, m in enumerate(seq):
-        m = np.abs(m)
-        axes[r, c].imshow(m / max(m.max(), 1e-12), cmap="inferno")
-        axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
-    axes[r, 0].set_ylabel(meth.replace("_", " "), rotation=0, ha="right", va="center", fontsize=7)
-for c, t in enumerate(("trained", *[f"+{s}" for s in stages], "shuffled")):
-    axes[0, c].set_title(t, fontsize=8)
-plt.tight_layout()
 plt.show()
 
 
@@ -268,20 +284,16 @@ def show_one(crop=0, method="gradient", target=-1):
     fig, axes = plt.subplots(1, 1 + len(MODELS), figsize=(3.2 * (1 + len(MODELS)), 1.6))
     axes[0].imshow(images[crop]), axes[0].set_title(f"true: {ds.scripts[targets[crop]]}")
     for ax, name in zip(axes[1:], MODELS):
-        m = np.abs(
-            np.asarray(
-                S.saliency(
-                    apply_fn,
-                    models[name].params,
-                    images[crop : crop + 1],
-                    t,
-                    method=method,
-                    **OPTIONS.get(method, {}),
-                )
-            )[0]
-        )
+        m = S.saliency(
+            apply_fn,
+            models[name].params,
+            images[crop : crop + 1],
+            t,
+            method=method,
+            **OPTIONS.get(method, {}),
+        )[0]
         (
-            ax.imshow(m / max(m.max(), 1e-12), cmap="inferno"),
+            ax.imshow(viz.abs_scaled(m), cmap="inferno"),
             ax.set_title(f"{name}: {method} for {ds.scripts[t]}"),
         )
     for ax in axes:
@@ -300,13 +312,12 @@ widgets.interact(
 print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")
 
 # %% [markdown]
-# **What to take away.** Every method puts more of its mass on ink than chance, and most point at
-# ink far more often than chance: by the localisation score alone they all look useful, and guided
+# **What to take away.** Every method puts more of its mass on ink than chance, and points at ink
+# far more often than chance: by the localisation score alone they all look useful, and guided
 # backprop looks among the best. The sanity checks disagree: guided backprop's maps barely change
 # when the classifier on top is replaced by random weights, so its crisp ink outlines come from the
-# image and the lower layers, not from what decides the script. Gradient x input, SmoothGrad,
-# Integrated Gradients, deconvnet and Grad-CAM change as they should and pass both checks (Integrated
-# Gradients only just: 0.48 against the 0.5 threshold). The plain gradient fails, narrowly: with heads
-# and dense re-initialised its maps still rank-correlate 0.55 with the trained model's, although they
-# do change for the shuffled-label model (0.27). Score a method against ground truth *and* against
-# randomisation before trusting a picture.
+# image and the lower layers, not from what decides the script. The other methods change as they
+# should; a few of them (the plain gradient and Integrated Gradients, in our runs) sit close to the
+# 0.5 threshold, and which side they fall on moves from one training run to the next: read their
+# verdicts above as "borderline", not as a ranking. Score a method against ground truth *and*
+# against randomisation before trusting a picture.

@@ -157,16 +157,17 @@ print("zero fraction, init -> trained:", verdict)
 assert all(z[k][-1] > z[k][0] + 0.05 for k in CONVS), (
     "trained conv activations should be sparser than at init"
 )
+# and nearly all of that change happens in the first epoch
+assert all(z[k][1] - z[k][0] > 0.75 * (z[k][-1] - z[k][0]) for k in CONVS)
 
 # %% [markdown]
 # **What we find.** At initialisation about half of every layer's activations are zero (random
 # weights, symmetric pre-activations) and the Hoyer sparseness of a map is about 0.5: dense blobs.
-# After training the baseline's conv2 and conv3 switch off 88 to 94 % of their activations and each
-# map is far peakier (Hoyer about 0.79 to 0.81); conv1 changes least (0.50 to 0.68 zeros). So the
-# seed's direction is right, but "gradually" is not: nearly all of the change happens in the first
-# epoch; after it the curves are flat, even drifting slightly back (the conv3 and dense zero fractions
-# peak at epoch 2, conv1 and conv2 at epoch 3). Sparsity here is a fast consequence of learning
-# selective features, not a slow trend.
+# After training the baseline's conv2 and conv3 switch off the large majority of their activations
+# (the table above) and each map is far peakier; conv1 changes least. So the seed's direction is
+# right, but "gradually" is not: nearly all of the change happens in the first epoch (the cell above
+# asserts it); after it the curves are flat, drifting by a percent or two either way. Sparsity here
+# is a fast consequence of learning selective features, not a slow trend.
 
 # %% [markdown]
 # ## Claim 2: dead filters and the learning rate
@@ -182,7 +183,6 @@ dead = {
 }
 
 # %%
-# NBVAL_CHECK_OUTPUT
 print(f"{'model':9s} {'lr':>7s} " + " ".join(f"{k:>7s}" for k in CONVS) + "   total")
 for name, m in (("baseline", base), ("high_lr", hot)):
     d = dead[name].dead
@@ -192,12 +192,19 @@ for name, m in (("baseline", base), ("high_lr", hot)):
         + " ".join(f"{int(d[k].sum()):3d}/{d[k].size:<3d}" for k in CONVS)
         + f"  {n:3d}/{sum(d[k].size for k in CONVS)}"
     )
-assert sum(int(dead["baseline"].dead[k].sum()) for k in CONVS) == 0, (
-    "the baseline should have no dead filters"
-)
-assert sum(int(dead["high_lr"].dead[k].sum()) for k in CONVS) > 0, (
-    "high_lr should have dead filters"
-)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# How many filters die moves from one training run to the next; whether they die does not.
+n_dead = {name: {k: int(dead[name].dead[k].sum()) for k in CONVS} for name in dead}
+claims = {
+    "the baseline has no dead filter": sum(n_dead["baseline"].values()) == 0,
+    "high_lr kills over a tenth of its conv filters": sum(n_dead["high_lr"].values())
+    > 0.1 * sum(dead["high_lr"].dead[k].size for k in CONVS),
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
 
 # %%
 hot_maps = activation_maps(
@@ -235,10 +242,9 @@ for t, e in enumerate(hot_epochs):
 
 # %% [markdown]
 # **What we find.** Over all 2,000 test crops the baseline has **no** dead filter in any layer and
-# at any epoch. The `high_lr` run (lr 1e-2, no warm-up, otherwise the same recipe) ends with **41 of
-# 112** conv filters dead (10/32 in conv2, 31/64 in conv3, none in conv1), and they die in the first
-# epoch (on the first crops, 14 conv2 and 33 conv3 channels are already silent after it): the first
-# large Adam steps push their biases and weights to where the ReLU never opens, and a dead ReLU gets
-# no gradient to come back. After epoch 1 the counts only drift: a few conv2 channels revive (14 -> 12
-# on the first crops), through weight decay and the changing inputs below them, while conv3's count
-# moves between 33 and 37. The seed's claim holds here.
+# at any epoch. The `high_lr` run (lr 1e-2, no warm-up, otherwise the same recipe) ends with dozens
+# of its 112 conv filters dead, in conv2 and conv3 and none in conv1 (the exact count moves from one
+# training run to the next), and most of them die in the first epoch: the first large Adam steps
+# push their biases and weights to where the ReLU never opens, and a dead ReLU gets no gradient to
+# come back. After epoch 1 the counts only drift by a few channels, through weight decay and the
+# changing inputs below them. The seed's claim holds here.
