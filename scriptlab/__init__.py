@@ -7,6 +7,7 @@ worker processes never load JAX):
   data        the multi-script text-crop dataset (font style as a nuisance)
   model       the dual-head CNN, ``gradient_flip`` and the functional view
   train       training modes, checkpoints
+  distributed the device mesh: data-parallel training and transforms
   zoo         named trained models, cached on first use
   probe       linear probes on frozen features
   experiment  the font-style unlearning experiment
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "archive",
     "data",
+    "distributed",
     "experiment",
     "fonts",
     "interpret",

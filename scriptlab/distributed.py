@@ -10,11 +10,14 @@ compiler derives from those shardings. No ``pmap``, no hand-written ``pmean``.
 
     with distributed.data_parallel("all"):     # jax.set_mesh under the hood
         result = train.train(cfg)              # batches split across devices
-        maps = interpret.saliency(apply_fn, params, images, targets)
+        maps = interpret.vanilla_gradient(apply_fn, params, images, targets)
 
 The active mesh is JAX's own (``jax.set_mesh``): a jitted function sees it while
 tracing, and JAX compiles it anew for another mesh. Transforms route their
-independent work (images, windows, training points) through ``map_rows``.
+independent work (images, windows, training points, targets) through
+``map_rows`` (a ``lax.map``, run per device with ``jax.shard_map``) or
+``split_rows`` (a vmapped function, split by a sharding constraint). Under the
+mesh ``jnp.asarray`` places new arrays on every device of it.
 
 Multi-host: every process runs the same program; ``initialize`` joins them
 (``jax.distributed.initialize``), each process feeds its own rows of a batch
