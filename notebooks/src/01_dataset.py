@@ -27,9 +27,10 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 # %config InlineBackend.figure_formats = ["jpeg"]
-plt.rcParams["figure.dpi"] = 72
 import ipywidgets as widgets
 from scriptlab import data, fonts, viz
+
+viz.style()  # the series' figure style: readable labels, constrained layout
 
 ds = data.load(PRESET, SEED)
 summary = data.summary(ds)
@@ -110,13 +111,13 @@ assert conflict_assigned == 0
 latin = ds.scripts.index("latin")
 train_latin = np.flatnonzero(ds.train.script == latin)[:12]
 conf_latin = np.flatnonzero(ds.conflict.script == latin)[:12]
-fig, axes = plt.subplots(2, 12, figsize=(15, 1.6))
+fig, axes = plt.subplots(2, 12, figsize=(15, 2.0))
 for ax, i in zip(axes[0], train_latin):
     ax.imshow(ds.train.images[i])
-    ax.set_title(ds.styles[ds.train.style[i]], fontsize=7)
+    ax.set_title(ds.styles[ds.train.style[i]], fontsize=viz.SMALL)
 for ax, i in zip(axes[1], conf_latin):
     ax.imshow(ds.conflict.images[i])
-    ax.set_title(ds.styles[ds.conflict.style[i]], fontsize=7)
+    ax.set_title(ds.styles[ds.conflict.style[i]], fontsize=viz.SMALL)
 for ax in axes.ravel():
     ax.set_axis_off()
 axes[0, 0].text(-5, 16, "train", ha="right")
@@ -157,19 +158,18 @@ s = ds.test
 dist = np.abs(s.images.astype(float) - s.color[:, None, None, :]).sum(-1)
 on = np.array([d[m].mean() for d, m in zip(dist, s.masks)])
 off = np.array([d[~m].mean() for d, m in zip(dist, s.masks)])
-print(
-    f"ink mask closer to the text colour than the background in {np.mean(on < off):.1%} of test crops"
-)
+closer = np.mean(on < off)
+print(f"ink mask closer to the text colour than the background in {closer:.1%} of test crops")
 print(f"mean ink fraction: {s.masks.mean():.3f}")
 assert np.mean(on < off) > 0.97
 
 # %%
 idx = np.arange(8)
-fig, axes = plt.subplots(2, 8, figsize=(13, 1.8))
+fig, axes = plt.subplots(2, 8, figsize=(13, 2.0))
 for k, i in enumerate(idx):
-    # matplotlib cannot shape Thai, Arabic or Devanagari, so titles name the script and the text is printed
+    # matplotlib cannot shape Thai, Arabic or Devanagari: titles name the script, the text is printed
     axes[0, k].imshow(s.images[i])
-    axes[0, k].set_title(ds.scripts[s.script[i]], fontsize=8)
+    axes[0, k].set_title(ds.scripts[s.script[i]])
     axes[1, k].imshow(s.masks[i], cmap="gray")
 for ax in axes.ravel():
     ax.set_axis_off()
@@ -197,13 +197,13 @@ def browse(script="latin", style="hand", family="(any)", seed=0):
         print(f"no crops for {script} / {style} / {family}")
         return
     pick = np.random.default_rng(seed).permutation(len(rows))[:8]
-    fig, axes = plt.subplots(2, 8, figsize=(13, 1.8), squeeze=False)
+    fig, axes = plt.subplots(2, 8, figsize=(13, 2.3), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
     for k, j in enumerate(pick):
         name, i = rows[j]
         axes[0, k].imshow(pool[name].images[i])
-        axes[0, k].set_title(f"{ds.families[pool[name].family[i]]}\n{name}", fontsize=7)
+        axes[0, k].set_title(f"{ds.families[pool[name].family[i]]}\n{name}", fontsize=viz.SMALL)
         axes[1, k].imshow(pool[name].masks[i], cmap="gray")
     plt.show()
 
@@ -215,3 +215,20 @@ widgets.interact(
     family=["(any)"] + list(ds.families),
     seed=widgets.IntSlider(0, 0, 20),
 );
+
+# %% [markdown]
+# ## Exercises
+#
+# Solutions: `notebooks/solutions/01_solutions.ipynb`.
+#
+# 1. **The Hebrew shortcut.** The pinned packages have no handwritten or monospaced Hebrew. In
+#    which styles do Hebrew *training* crops come, and what share of them is *display* (Hebrew's
+#    assigned style)? What share of Hebrew *conflict* crops is display? (`data.counts`,
+#    `data.bias_fraction`.)
+# 2. **Ink per script.** Predict first: which script puts the most ink in a 32x64 crop, and which
+#    the least? Then measure the mean of `ds.test.masks` per script. Why does this matter for
+#    notebook 05, which scores saliency maps by the share of their mass on the ink?
+# 3. **Turn the knob.** Render your own smoke dataset with half the crops in the assigned style,
+#    `data.load("smoke", 0, rho=0.5, cache=False)` (a few seconds), and check that
+#    `data.bias_fraction` follows the knob in train and that its conflict split still never uses
+#    a script's assigned style.
