@@ -61,11 +61,22 @@ class Lab:
             f"?reset&token={self.token}"
         )
 
-    def _api(self, path: str, method: str = "GET"):
+    def _api(self, path: str, method: str = "GET", body: dict | None = None):
         url = f"http://127.0.0.1:{self.port}/api/{path}?token={self.token}"
-        with urllib.request.urlopen(urllib.request.Request(url, method=method)) as r:
-            body = r.read()
-        return json.loads(body) if body else None
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, method=method)
+        with urllib.request.urlopen(request) as r:
+            answer = r.read()
+        return json.loads(answer) if answer else None
+
+    def start_kernel(self, notebook: str) -> None:
+        """Start the notebook's session on the server first: JupyterLab then attaches to it
+        instead of asking which kernel to start (a dialog seen on a loaded machine)."""
+        self._api(
+            "sessions",
+            "POST",
+            {"path": notebook, "type": "notebook", "name": notebook, "kernel": {"name": "python3"}},
+        )
 
     def shutdown_kernels(self) -> None:
         """Stop every kernel, so one notebook's models do not hold memory during the next."""

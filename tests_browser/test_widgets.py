@@ -14,6 +14,7 @@ import time
 from typing import NamedTuple
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 
 class Control(NamedTuple):
@@ -45,6 +46,16 @@ def _command(page, menu: str, command: str) -> None:
     """Click a main-menu entry by its JupyterLab command id."""
     page.get_by_role("menuitem", name=menu, exact=True).click()
     page.click(f".lm-Menu li[data-command='{command}']")
+
+
+def _accept_dialog(page, wait_s: float = 3.0) -> None:
+    """Accept a dialog (such as "Select Kernel") if one opens within ``wait_s``."""
+    button = page.locator(".jp-Dialog .jp-mod-accept")
+    try:
+        button.wait_for(state="visible", timeout=wait_s * 1000)
+    except PlaywrightTimeout:
+        return
+    button.click()
 
 
 def _run_all(page) -> None:
@@ -91,6 +102,14 @@ _RENDERED = (
 )
 
 
+# what the outputs that should hold widgets show instead (their first 120 characters)
+_WIDGET_TEXT = (
+    "() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+    ".filter(o => !o.getAttribute('data-mime-type'))"
+    ".map(o => o.innerText.slice(0, 120))"
+)
+
+
 def _save(page, path) -> None:
     before = path.stat().st_mtime_ns
     page.keyboard.press("Control+s")
@@ -107,8 +126,10 @@ def test_notebook_runs_and_its_widgets_respond(lab, browser, notebook):
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     try:
         t0 = time.monotonic()
+        lab.start_kernel(notebook)
         page.goto(lab.url(notebook))
         page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=120_000)
+        _accept_dialog(page)  # in case JupyterLab still asks for a kernel
         page.wait_for_selector(
             ".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000
         )
@@ -123,9 +144,18 @@ def test_notebook_runs_and_its_widgets_respond(lab, browser, notebook):
         # widgets: every widget view the kernel sent is rendered, none failed
         views = _widget_views(lab.root / notebook)
         assert views > 0, "the notebook displayed no widget"
-        page.wait_for_function(
-            f"n => ({_RENDERED})() >= n", arg=views, timeout=WIDGET_TIMEOUT_S * 1000
-        )
+        try:
+            page.wait_for_function(
+                f"n => ({_RENDERED})() >= n", arg=views, timeout=WIDGET_TIMEOUT_S * 1000
+            )
+        except PlaywrightTimeout:
+            shot = lab.root.parent / f"{notebook}.png"
+            page.screenshot(path=shot, full_page=True)
+            pytest.fail(
+                f"{page.evaluate(_RENDERED)} of {views} widget views rendered after "
+                f"{WIDGET_TIMEOUT_S} s; the widget outputs read {page.evaluate(_WIDGET_TEXT)}; "
+                f"screenshot {shot}"
+            )
         assert page.evaluate(_RENDERED) == views
         page.wait_for_function(
             "() => !document.body.innerText.includes('Loading widget')",
