@@ -202,9 +202,11 @@ def _cache_import(args) -> None:
     if not file.is_file():
         raise UsageError(f"FILE {file} does not exist or is not a file")
     done = archive.import_models(file, replace=args.replace)
-    how = "replaced" if args.replace else "kept (already cached; --replace overwrites them)"
+    kept = (
+        f", {len(done.kept)} already cached kept (--replace overwrites them)" if done.kept else ""
+    )
     print(
-        f"cache import: {len(done.written)} zoo models written, {len(done.kept)} {how}; "
+        f"cache import: {len(done.written)} zoo models written{kept}; "
         f"checksums, version {__version__} and config keys verified"
     )
 

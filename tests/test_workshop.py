@@ -455,7 +455,9 @@ def test_cli_export_and_import(seeded, tmp_path, capsys, monkeypatch):
     assert code == 0 and err == [] and f"3 zoo models (smoke preset) -> {file}" in out
     monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path / "fresh"))
     code, out, err = _cli(["cache", "import", str(file)], capsys)
-    assert code == 0 and "3 zoo models written, 0 kept" in out
+    assert code == 0 and "3 zoo models written; checksums, version" in out
+    code, out, err = _cli(["cache", "import", str(file)], capsys)
+    assert code == 0 and "0 zoo models written, 3 already cached kept" in out
     file.write_bytes(file.read_bytes()[:500])
     code, out, err = _cli(["cache", "import", str(file)], capsys)
     assert code == 2 and len(err) == 1 and "truncated or corrupt" in err[0], err
