@@ -268,7 +268,7 @@ def _check_entry(file: Path, e: Entry, blobs: dict[str, bytes]) -> None:
         raise ArchiveError(f"{file}: {e.folder}/checkpoint.json is malformed ({err})") from None
     if meta.get("config_key") != e.config_key or meta.get("data_key") != e.data_key:
         raise ArchiveError(f"{file}: {e.folder}/checkpoint.json disagrees with the manifest")
-    sums = meta.get("sha256") if isinstance(meta.get("sha256"), dict) else {}
+    sums = meta["sha256"] if isinstance(meta.get("sha256"), dict) else {}
     if set(sums) | {"checkpoint.json"} != set(e.files) or any(
         e.files[f][1] != digest for f, digest in sums.items()
     ):
