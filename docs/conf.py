@@ -41,11 +41,12 @@ napoleon_attr_annotations = True
 # "Attributes:" sections as fields: NamedTuple fields are documented once, by autodoc
 napoleon_use_ivar = True
 
+# docs/notebooks links to ../notebooks: only its top-level NN_name.ipynb are pages (notebooks.md)
 exclude_patterns = [
     "_build",
-    "notebooks/src",
-    "notebooks/solutions/src",
-    "notebooks/jupytext.toml",
+    "notebooks/*/**",
+    "notebooks/*.md",
+    "notebooks/*.rst",
     "**/.ipynb_checkpoints",
 ]
 suppress_warnings = ["mystnb.unknown_mime_type"]
