@@ -556,12 +556,13 @@ def _cell(stat: dict | None) -> str:
 def table(results: dict, metrics: tuple[str, ...] | None = None) -> str:
     """Fixed-width tables (mean ± std over seeds), each under 100 characters wide."""
     groups = [metrics] if metrics else [ACCURACY[:6], ACCURACY[6:], STYLE]
+    width = _name_width(results["summary"])
     out = []
     for keys in groups:
-        head = f"{'method':<12}" + "".join(f"{_short(k):>12}" for k in keys)
+        head = f"{'method':<{width}}" + "".join(f"{_short(k):>12}" for k in keys)
         lines = [head, "-" * len(head)]
         for name, row in results["summary"].items():
-            lines.append(f"{name:<12}" + "".join(f" {_cell(row.get(k))}" for k in keys))
+            lines.append(f"{name:<{width}}" + "".join(f" {_cell(row.get(k))}" for k in keys))
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
@@ -586,9 +587,15 @@ def _short(k: str) -> str:
     return _SHORT.get(k, k)
 
 
+def _name_width(names) -> int:
+    """The method column's width: the longest name and two spaces, so the columns stay aligned."""
+    return max(len("method"), *(len(n) for n in names)) + 2
+
+
 def goal_table(results: dict) -> str:
     """Share of the baseline-to-oracle gap each method closes, per symptom (* = seeds separated)."""
-    head = f"{'method':<12}" + "".join(f"{_short(k):>14}" for k in GOAL)
+    width = _name_width(results["goal"])
+    head = f"{'method':<{width}}" + "".join(f"{_short(k):>14}" for k in GOAL)
     lines = [head, "-" * len(head)]
     for name, row in results["goal"].items():
         cells = "".join(
@@ -597,7 +604,7 @@ def goal_table(results: dict) -> str:
             else f"{100 * row[k]['closed']:>12.0f}%{'*' if row[k]['separated'] else ' '}"
             for k in GOAL
         )
-        lines.append(f"{name:<12}{cells}")
+        lines.append(f"{name:<{width}}{cells}")
     return "\n".join(lines)
 
 
@@ -618,15 +625,19 @@ def family_table(
     cells = results["per_seed"][names[0]][0]["tables"]["heldout_cells"]
     rows = [c for c in cells if scripts is None or c.split("/")[0] in scripts]
     width = max([len(c) for c in rows] + [len("script/family")]) + 2
-    col = max(8, *(len(n) + 1 for n in names))
-    head = f"{'script/family':<{width}}{'crops':>6}" + "".join(f"{n:>{col}}" for n in names)
+    # each column as wide as its own name, so one long name does not widen them all
+    cols = [max(8, len(n) + 1) for n in names]
+    head = f"{'script/family':<{width}}{'crops':>6}" + "".join(
+        f"{n:>{w}}" for n, w in zip(names, cols, strict=True)
+    )
     lines = [head, "-" * len(head)]
     for c in rows:
         means = [
             np.mean([r["tables"]["heldout_cells"][c][0] for r in results["per_seed"][n]])
             for n in names
         ]
-        lines.append(f"{c:<{width}}{cells[c][1]:>6}" + "".join(f"{v:>{col}.3f}" for v in means))
+        values = "".join(f"{v:>{w}.3f}" for v, w in zip(means, cols, strict=True))
+        lines.append(f"{c:<{width}}{cells[c][1]:>6}" + values)
     return "\n".join(lines)
 
 
