@@ -27,12 +27,17 @@ from scriptlab.interpret import receptive as R
 from scriptlab.interpret import saliency as S
 from scriptlab.interpret import sanity as SA
 from scriptlab.interpret._common import uint8_to_float
+from scriptlab.interpret.influence import attack as IA
+from scriptlab.interpret.influence import ekfac as IE
 from scriptlab.interpret.influence import fit as IF
+from scriptlab.interpret.influence import layers as ILA
 from scriptlab.interpret.influence import loo as ILO
 from scriptlab.interpret.influence import losses as IL
 from scriptlab.interpret.influence import mislabel as IM
+from scriptlab.interpret.influence import perturb as IP
 from scriptlab.interpret.influence import scores as IS
 from scriptlab.interpret.influence import solvers as IV
+from scriptlab.interpret.influence import tracin as IT
 from scriptlab.model import build, functional
 
 NAN, INF = float("nan"), float("inf")
@@ -66,6 +71,34 @@ def _sal(c):
 
 def _xy(c):
     return dict(loss_fn=IL.logistic_loss, params=c.lp, l2=0.1)
+
+
+def _tracin(c):
+    return dict(
+        loss_fn=ILA.ScriptNetLoss(c.fn, "script"), checkpoints=[c.params], learning_rates=[0.1]
+    )
+
+
+def _ekfac(c):
+    """EK-FAC factors of the fixture's model on its two images, fitted once per module."""
+    if not hasattr(c, "factors"):
+        c.factors = IE.fit_ekfac(c.fn, c.params, c.x)
+    return dict(factors=c.factors, apply_fn=c.fn, params=c.params)
+
+
+def _attack(c):
+    """The convex head on the fixture's trunk features, fitted once per module."""
+    if not hasattr(c, "head"):
+        u8 = np.asarray(jax.random.uniform(jax.random.key(2), (8, 16, 16, 3)) * 255, np.uint8)
+        y = np.arange(8) % 2
+        f = E.embed(c.fn, c.params, u8)
+        head, _ = IF.fit_logistic(f, y, n_classes=2, l2=0.1, steps=2)
+        h = IV.training_hessian(IL.logistic_loss, head, f, y, l2=0.1)
+        c.head = dict(head_params=head, train_images=u8, train_y=y, features=f, hessian=h)
+    return dict(
+        c.head, apply_fn=c.fn, trunk_params=c.params, target_image=c.x[:1], target_y=[0],
+        k=1, epsilon=2 / 255, l2=0.1, max_refit_steps=1,
+    )  # fmt: skip
 
 
 # function -> (callable, default keyword arguments of the fixture)
@@ -287,6 +320,42 @@ CALLS = {
         erasure.fit_leace,
         lambda c: dict(features=c.feats, concept=c.labels, n_classes=2),
     ),
+    "ScriptNetLoss": (ILA.ScriptNetLoss, lambda c: dict(apply_fn=c.fn, head="script")),
+    "tracin_scores": (
+        IT.tracin_scores,
+        lambda c: dict(_tracin(c), train_x=c.x, train_y=c.t, test_x=c.x, test_y=c.t),
+    ),
+    "tracin_self_influence": (IT.tracin_self_influence, lambda c: dict(_tracin(c), x=c.x, y=c.t)),
+    "epoch_learning_rates": (
+        IT.epoch_learning_rates,
+        lambda c: dict(config=train.TrainConfig(), n_train=1000, epochs=[0, 1]),
+    ),
+    "fit_ekfac": (IE.fit_ekfac, lambda c: dict(apply_fn=c.fn, params=c.params, images=c.x)),
+    "ekfac_scores": (
+        IE.ekfac_scores,
+        lambda c: dict(_ekfac(c), train_x=c.x, train_y=c.t, test_x=c.x[:1], test_y=c.t[:1]),
+    ),
+    "ekfac_s_test": (IE.ekfac_s_test, lambda c: dict(_ekfac(c), test_x=c.x, test_y=c.t)),
+    "ekfac_self_influence": (IE.ekfac_self_influence, lambda c: dict(_ekfac(c), x=c.x, y=c.t)),
+    "perturbation_influence": (
+        IP.perturbation_influence,
+        lambda c: dict(
+            loss_fn=IL.logistic_loss, params=c.lp, s_test=c.lp, train_x=c.feats, train_y=c.labels
+        ),
+    ),
+    "training_set_attack": (IA.training_set_attack, _attack),
+    "predicted_loo_change_newton": (
+        ILO.predicted_loo_change_newton,
+        lambda c: dict(
+            _xy(c),
+            train_x=c.feats,
+            train_y=c.labels,
+            test_x=c.feats[:2],
+            test_y=c.labels[:2],
+            removed=np.array([0]),
+        ),
+    ),  # fmt: skip
+    "slope": (ILO.slope, lambda c: dict(predicted=[1.0, 2.0], actual=[1.0, 2.5])),
     "erase": (
         erasure.erase,
         lambda c: dict(eraser=erasure.fit_leace(c.feats, c.labels, 2), features=c.feats),
@@ -457,6 +526,44 @@ BAD = [
     ("trustworthiness", "n_neighbors", lambda c: 1.5, "n_neighbors"),
     ("fit_leace", "tol", lambda c: NAN, "tol"),
     ("fit_leace", "concept", lambda c: c.labels - 1, "concept"),
+    # whole-network influence, I_pert,loss and the attack (issue 17)
+    ("ScriptNetLoss", "head", lambda c: "nope", "head"),
+    ("tracin_scores", "checkpoints", lambda c: [], "checkpoints"),
+    ("tracin_scores", "learning_rates", lambda c: [0.1, 0.2], "learning_rates"),
+    ("tracin_scores", "learning_rates", lambda c: [-0.1], "learning_rates"),
+    ("tracin_scores", "test_y", lambda c: np.array([0]), "test"),
+    ("tracin_scores", "batch_size", lambda c: 0, "batch_size"),
+    ("tracin_self_influence", "learning_rates", lambda c: [NAN], "learning_rates"),
+    ("epoch_learning_rates", "epochs", lambda c: [99], "epochs"),
+    ("epoch_learning_rates", "n_train", lambda c: 0, "n_train"),
+    ("fit_ekfac", "images", NAN_IMAGE, "NaN"),
+    ("fit_ekfac", "labels", lambda c: "nope", "labels"),
+    ("fit_ekfac", "head", lambda c: "nope", "head"),
+    ("fit_ekfac", "batch_size", lambda c: 0, "batch_size"),
+    ("ekfac_scores", "damping", lambda c: NAN, "damping"),
+    ("ekfac_scores", "l2", lambda c: -1.0, "l2"),
+    ("ekfac_scores", "train_x", lambda c: c.x * 255, r"\[0, 1\]"),
+    ("ekfac_scores", "test_y", lambda c: c.t, "test"),
+    ("ekfac_s_test", "head", lambda c: "font", "head"),
+    ("ekfac_s_test", "test_x", NAN_IMAGE, "NaN"),
+    ("ekfac_self_influence", "batch_size", lambda c: 0, "batch_size"),
+    ("perturbation_influence", "s_test", lambda c: {"w": c.lp["w"]}, "s_test"),
+    ("perturbation_influence", "s_test", lambda c: jnp.zeros((1, 5)), "s_test"),
+    ("perturbation_influence", "train_y", lambda c: c.labels[:3], "train targets"),
+    ("perturbation_influence", "train_x", lambda c: np.full((12, 3), NAN), "NaN"),
+    ("perturbation_influence", "batch_size", lambda c: 0, "batch_size"),
+    ("training_set_attack", "epsilon", lambda c: 2.0, "epsilon"),
+    ("training_set_attack", "direction", lambda c: "up", "direction"),
+    ("training_set_attack", "k", lambda c: 0, "k"),
+    ("training_set_attack", "k", lambda c: 9, "k"),
+    ("training_set_attack", "tol", lambda c: NAN, "tol"),
+    ("training_set_attack", "max_refit_steps", lambda c: 0.5, "max_refit_steps"),
+    ("training_set_attack", "target_image", lambda c: c.x, "target"),
+    ("training_set_attack", "l2", lambda c: -1.0, "l2"),
+    ("predicted_loo_change_newton", "removed", lambda c: np.array([12]), "removed"),
+    ("predicted_loo_change_newton", "damping", lambda c: NAN, "damping"),
+    ("slope", "predicted", lambda c: [1.0, NAN], "NaN"),
+    ("slope", "actual", lambda c: [1.0], "as many values"),
     ("Probe.logits", "features", lambda c: np.zeros((3, 5)), "features"),
     ("Probe.logits", "features", lambda c: np.full((3, 3), INF), "NaN"),
     ("MLPProbe.predict", "features", lambda c: np.zeros((3, 5)), "features"),
