@@ -36,10 +36,10 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scriptlab import data, zoo
+from scriptlab import data, viz, zoo
 from scriptlab.interpret import classviz
 
-plt.rcParams.update({"figure.dpi": 72, "axes.titlesize": 9})
+viz.style()  # the series' figure style: readable labels, constrained layout
 t_start = time.perf_counter()
 ds = data.load("workshop", seed=0)
 models = {name: zoo.load(name, progress=False) for name in MODELS}
@@ -73,19 +73,18 @@ for j, name in enumerate(MODELS):
         axes[i, j].imshow(np.asarray(script_viz[name].images[i]))
         axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
         if j == 0:
-            axes[i, j].set_ylabel(script, rotation=0, ha="right", va="center", fontsize=8)
+            axes[i, j].set_ylabel(script, rotation=0, ha="right", va="center")
     axes[0, j].set_title(name)
-fig.suptitle("argmax_I  S_script(I) - L2 ||I||^2 - TV(I)", fontsize=9)
-plt.tight_layout()
+fig.suptitle("argmax_I  S_script(I) - L2 ||I||^2 - TV(I)")
 plt.show()
 
 
 # %%
-def own_class_table(viz, head):
+def own_class_table(results, head):
     names = ds.scripts if head == "script" else ds.styles
     rows, misread = {}, []
     for name, m in models.items():
-        logits = np.asarray(getattr(apply_fn(m.params, viz[name].images), head))
+        logits = np.asarray(getattr(apply_fn(m.params, results[name].images), head))
         prob = np.asarray(jax.nn.softmax(logits))
         k = len(logits)
         misread += [
@@ -97,12 +96,11 @@ def own_class_table(viz, head):
         rows[name] = (
             prob[np.arange(k), np.arange(k)].mean(),
             (logits.argmax(1) == np.arange(k)).mean(),
-            np.asarray(viz[name].scores)[0].mean(),
-            np.asarray(viz[name].scores)[-1].mean(),
+            np.asarray(results[name].scores)[0].mean(),
+            np.asarray(results[name].scores)[-1].mean(),
         )
-    print(
-        f"{'model':10s} {'own-class p':>12s} {'argmax=target':>14s} {'logit start':>12s} {'logit end':>10s}"
-    )
+    titles = ("own-class p", "argmax=target", "logit start", "logit end")
+    print(f"{'model':10s} " + " ".join(f"{t:>{w}s}" for t, w in zip(titles, (12, 14, 12, 10))))
     for name, (p, hit, s0, s1) in rows.items():
         print(f"{name:10s} {p:12.2f} {hit:14.0%} {s0:12.2f} {s1:10.2f}")
     print("\n".join(misread) or "every image is read as its own class")
@@ -153,10 +151,9 @@ for j, name in enumerate(MODELS):
         axes[i, j].imshow(np.asarray(font_viz[name].images[i]))
         axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
         if j == 0:
-            axes[i, j].set_ylabel(style, rotation=0, ha="right", va="center", fontsize=8)
+            axes[i, j].set_ylabel(style, rotation=0, ha="right", va="center")
     axes[0, j].set_title(name)
-fig.suptitle("argmax_I  S_font(I): font-style classes", fontsize=9)
-plt.tight_layout()
+fig.suptitle("argmax_I  S_font(I): font-style classes")
 plt.show()
 font_rows = own_class_table(font_viz, "font")
 
@@ -168,12 +165,11 @@ font_rows = own_class_table(font_viz, "font")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.6), sharey=True)
-for ax, (title, viz) in zip(axes, (("script head", script_viz), ("font head", font_viz))):
+for ax, (title, runs) in zip(axes, (("script head", script_viz), ("font head", font_viz))):
     for name, ls in zip(MODELS, ("-", "--")):
-        ax.plot(np.asarray(viz[name].scores).mean(1), ls, label=name)
+        ax.plot(np.asarray(runs[name].scores).mean(1), ls, label=name)
     ax.set_title(title), ax.set_xlabel("step"), ax.legend()
 axes[0].set_ylabel("mean target logit")
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -197,12 +193,13 @@ recipe_viz = {
     label: classviz.class_model(apply_fn, base.params, targets=[CLASS], **kw)
     for label, kw in RECIPES.items()
 }
-fig, axes = plt.subplots(1, len(RECIPES), figsize=(2.4 * len(RECIPES), 1.2))
+# constrained layout places the suptitle above the two-line panel titles
+fig, axes = plt.subplots(1, len(RECIPES), figsize=(2.4 * len(RECIPES), 2.0))
 for ax, (label, r) in zip(axes, recipe_viz.items()):
     ax.imshow(np.asarray(r.images[0]))
-    ax.set_title(f"{label}\nlogit {float(r.scores[-1, 0]):.1f}", fontsize=8)
+    ax.set_title(f"{label}\nlogit {float(r.scores[-1, 0]):.1f}")
     ax.axis("off")
-fig.suptitle(f"{MODELS[0]}: class '{ds.scripts[CLASS]}'", fontsize=9, y=1.15)
+fig.suptitle(f"{MODELS[0]}: class '{ds.scripts[CLASS]}'")
 plt.show()
 
 # %% [markdown]
@@ -215,13 +212,9 @@ plt.show()
 channels = classviz.class_model(
     apply_fn, base.params, objective=("layer", "conv2"), targets=list(range(8)), **READABLE
 )
-fig, axes = plt.subplots(1, 8, figsize=(14, 0.9))
+fig, axes = plt.subplots(1, 8, figsize=(14, 1.3))
 for c, ax in enumerate(axes):
-    (
-        ax.imshow(np.asarray(channels.images[c])),
-        ax.axis("off"),
-        ax.set_title(f"conv2:{c}", fontsize=8),
-    )
+    ax.imshow(np.asarray(channels.images[c])), ax.axis("off"), ax.set_title(f"conv2:{c}")
 plt.show()
 
 
@@ -280,3 +273,21 @@ print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")
 # look at the logit each ascent reaches and how easily the images are read as their target: the
 # pictures are the seed's test of whether a class was learned, and the table beside them keeps that
 # test honest.
+
+# %% [markdown]
+# ## Exercises
+#
+# Solutions: `notebooks/solutions/04_solutions.ipynb`. Use one recipe for all three (for example
+# `READABLE` with `steps=64`): `l2` and the parameters are traced, so after the first call each
+# new run reuses the compiled program and takes well under a second.
+#
+# 1. **Do the two models agree?** Score each model's script class images with the *other* model.
+#    How many of the ten does it read as their target class? What does that say about how much of
+#    a class image is specific to the network that made it?
+# 2. **Predict, then check: 100 times more L2.** Rerun the baseline's script images with
+#    `l2=1e-1`. Predict what happens to the images' contrast (the mean of `|I - 0.5|`) and to how
+#    often each is read as its own class, then check.
+# 3. **Local or global evidence?** Roll each baseline class image 4 pixels to the right
+#    (`np.roll(images, 4, axis=2)`) and score it again. If the network needed whole word shapes,
+#    the logit would collapse; if it adds up local stroke evidence, most of it survives. Which is
+#    it?
