@@ -5,6 +5,7 @@
     python benchmarks/bench_influence.py --validate # validations only
     python benchmarks/bench_influence.py --wholenet # TracIn / EK-FAC / CG vs one retrain,
                                                     # mislabel recall, the training-set attack
+    python benchmarks/bench_influence.py --attack   # the attack alone, at 2/255 and 8/255
 
 Speed: seconds to score every training crop of the workshop preset (ds.train)
 against one test crop and against 100, for the convex head (logistic
@@ -292,6 +293,8 @@ def validate(ds, m):
 N_SPEED = 3000  # crops scored per estimator; times scaled to ds.train (linear in N)
 N_ATTACK = 2000  # training crops of the attacked head (Koh & Liang's dog-fish set: 1,800)
 EPS_ATTACK = 2  # L-inf budget in 8-bit steps: 2/255
+EPS_LARGE = 8  # a visible budget, reported separately (--attack)
+ATTACK_TOL = 1e-6  # refit stops at ||grad J|| <= this (float32 reaches ~1e-7 here)
 N_TARGETS = 20
 
 
@@ -350,11 +353,15 @@ def mislabel(ds, m):
         print(f"| {name} | {r[0]:.3f} | {r[1]:.3f} |")
 
 
-def attack(ds, m):
-    eps = EPS_ATTACK / 255
+def attack(ds, m, budgets=(EPS_ATTACK,)):
+    """The attack table: per budget and k, flips over N_TARGETS targets, attack vs random control.
+
+    Every refit is chord Newton on the poisoned set to ||grad J|| <= ATTACK_TOL; the
+    table reports the largest final gradient norm and how many refits reached the tolerance.
+    """
     print(
         f"\n== training-set attack (Koh & Liang 5.2): convex head on {N_ATTACK} crops, "
-        f"L-inf {EPS_ATTACK}/255, {N_TARGETS} targets =="
+        f"{N_TARGETS} targets, budgets L-inf {', '.join(f'{b}/255' for b in budgets)} =="
     )
     imgs = ds.train.images[:N_ATTACK]
     y = jnp.asarray(ds.train.script[:N_ATTACK])
@@ -366,42 +373,60 @@ def attack(ds, m):
     correct = np.flatnonzero(np.asarray(jnp.argmax(xt @ p["w"] + p["b"], -1)) == yt)
     targets = np.random.default_rng(0).choice(correct, N_TARGETS, replace=False)
     print(
-        f"(head fit |grad| {float(gnorm):.1e}; targets: {N_TARGETS} random correctly classified test crops)"
+        f"(head fit |grad| {float(gnorm):.1e}; targets: {N_TARGETS} random correctly classified "
+        f"test crops; refit tolerance |grad J| <= {ATTACK_TOL:.0e})"
     )
     print(
-        "| k | attack: flipped | control (random signs): flipped | mean loss rise, attack | mean loss rise, control | max refit |grad| |"
+        "| budget | k | attack: flipped | control (random signs): flipped | mean loss rise, attack "
+        "| mean loss rise, control | max refit |grad J| | refits converged | max chord-Newton steps |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     out = {}
-    for k in (1, 2, 10):
-        res = {"influence": [], "random": []}
-        for t in targets:
-            for d in res:
-                r = inf.training_set_attack(
-                    m.apply_fn,
-                    m.params,
-                    p,
-                    imgs,
-                    y,
-                    x,
-                    ds.test.images[t : t + 1],
-                    jnp.asarray(yt[t : t + 1]),
-                    k=k,
-                    epsilon=eps,
-                    l2=CONVEX_L2,
-                    hessian=h,
-                    direction=d,
-                    seed=int(t),
-                )
-                res[d].append(
-                    (bool(r.flipped), float(r.loss_after - r.loss_before), float(r.grad_norm))
-                )
-        a, c = np.array(res["influence"]), np.array(res["random"])
-        out[k] = dict(attack=a[:, 0].mean(), control=c[:, 0].mean())
-        print(
-            f"| {k} | {int(a[:, 0].sum())}/{N_TARGETS} | {int(c[:, 0].sum())}/{N_TARGETS} | "
-            f"{a[:, 1].mean():.2e} | {c[:, 1].mean():.2e} | {max(a[:, 2].max(), c[:, 2].max()):.1e} |"
-        )
+    for b in budgets:
+        for k in (1, 2, 10):
+            res = {"influence": [], "random": []}
+            for t in targets:
+                for d in res:
+                    r = inf.training_set_attack(
+                        m.apply_fn,
+                        m.params,
+                        p,
+                        imgs,
+                        y,
+                        x,
+                        ds.test.images[t : t + 1],
+                        jnp.asarray(yt[t : t + 1]),
+                        k=k,
+                        epsilon=b / 255,
+                        l2=CONVEX_L2,
+                        hessian=h,
+                        direction=d,
+                        seed=int(t),
+                        tol=ATTACK_TOL,
+                    )
+                    res[d].append(
+                        (
+                            bool(r.flipped),
+                            float(r.loss_after - r.loss_before),
+                            float(r.grad_norm),
+                            bool(r.converged),
+                            int(r.refit_steps),
+                        )
+                    )
+            a, c = np.array(res["influence"]), np.array(res["random"])
+            both = np.concatenate([a, c])
+            out[(b, k)] = dict(
+                attack=int(a[:, 0].sum()),
+                control=int(c[:, 0].sum()),
+                max_grad_norm=float(both[:, 2].max()),
+                converged=int(both[:, 3].sum()),
+            )
+            print(
+                f"| {b}/255 | {k} | {int(a[:, 0].sum())}/{N_TARGETS} | {int(c[:, 0].sum())}/{N_TARGETS} | "
+                f"{a[:, 1].mean():.2e} | {c[:, 1].mean():.2e} | {both[:, 2].max():.1e} | "
+                f"{int(both[:, 3].sum())}/{len(both)} | {int(both[:, 4].max())} |",
+                flush=True,
+            )
     return out
 
 
@@ -456,10 +481,18 @@ def main():
         "--wholenet", action="store_true", help="whole-network estimators, mislabel, attack"
     )
     ap.add_argument("--convex", action="store_true", help="with --validate: the convex level only")
+    ap.add_argument(
+        "--attack",
+        action="store_true",
+        help=f"the training-set attack only, at {EPS_ATTACK}/255 and {EPS_LARGE}/255",
+    )
     a = ap.parse_args()
     ds = data.load("workshop", seed=0)
     m = zoo.load("baseline")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
+    if a.attack:
+        attack(ds, m, (EPS_ATTACK, EPS_LARGE))
+        return
     if a.wholenet:
         wholenet_speed(ds, m)
         mislabel(ds, m)
