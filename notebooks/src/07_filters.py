@@ -23,11 +23,16 @@ EARLY_EPOCH = 1
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
-from scriptlab import data, train, zoo
+from scriptlab import data, train, viz, zoo
 from scriptlab.model import functional
-from scriptlab.interpret.filters import conv_kernel, filter_images, filter_grid, filter_noisiness
+from scriptlab.interpret.filters import (
+    conv_kernel,
+    filter_grid,
+    filter_images,
+    filter_noisiness,
+)
 
-plt.rcParams["figure.dpi"] = 72
+viz.style()  # the series' figure style: readable labels, constrained layout
 ds = data.load(PRESET, seed=0, progress=False)
 base = zoo.load("baseline", PRESET, progress=False)
 snaps = dict(zoo.load_epochs("baseline", PRESET, progress=False))
@@ -58,9 +63,8 @@ for i, (name, params) in enumerate(checkpoints.items()):
         axes[i, j].imshow(imgs[j], interpolation="nearest")
         axes[i, j].set_xticks([])
         axes[i, j].set_yticks([])
-    axes[i, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-plt.suptitle("conv1 filters (RGB)", fontsize=10)
-plt.tight_layout(pad=0.2)
+    axes[i, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+plt.suptitle("conv1 filters (RGB)")
 plt.show()
 
 # %%
@@ -73,10 +77,9 @@ for ax, name in zip(axes, ("init (epoch 0)", "baseline trained")):
     )
     grid = grid.transpose(0, 2, 1, 3).reshape(c * (k + 1), n * (k + 1))[:-1, :-1]
     ax.imshow(grid, cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(f"{name}: conv1 per channel (rows R, G, B)", fontsize=9)
+    ax.set_title(f"{name}: conv1 per channel (rows R, G, B)")
     ax.set_xticks([])
     ax.set_yticks([])
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -92,9 +95,8 @@ for ax, name in zip(axes, ("init (epoch 0)", "baseline trained", "overfit")):
         vmax=1,
         interpolation="nearest",
     )
-    ax.set_title(f"{name}: conv2 (rows: output, cols: input)", fontsize=9)
+    ax.set_title(f"{name}: conv2 (rows: output, cols: input)")
     ax.axis("off")
-plt.tight_layout()
 plt.show()
 
 
@@ -114,10 +116,10 @@ def show(checkpoint="baseline trained", layer="conv2"):
         interpolation="nearest",
     )
     a0.axis("off")
-    a0.set_title(f"{checkpoint}: {layer} {tuple(k.shape)}", fontsize=9)
+    a0.set_title(f"{checkpoint}: {layer} {tuple(k.shape)}")
     a1.hist(rough, bins=20)
     a1.axvline(1.0, color="k", ls="--")
-    a1.set_title("tv per filter (1 = white noise)", fontsize=9)
+    a1.set_title("tv per filter (1 = white noise)")
     plt.show()
 
 
@@ -135,13 +137,14 @@ table = {
     }
     for name, p in checkpoints.items()
 }
-print(f"{'checkpoint':20s} " + " ".join(f"{l + ' ' + m:>9s}" for l in CONVS for m in ("tv", "hf")))
+COLUMNS = [(layer, m) for layer in CONVS for m in ("tv", "hf")]
+print(f"{'checkpoint':20s} " + " ".join(f"{layer + ' ' + m:>9s}" for layer, m in COLUMNS))
 for name, row in table.items():
-    print(f"{name:20s} " + " ".join(f"{row[(l, m)]:9.3f}" for l in CONVS for m in ("tv", "hf")))
+    print(f"{name:20s} " + " ".join(f"{row[col]:9.3f}" for col in COLUMNS))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-# the initialisation is i.i.d. noise, so both scores sit near 1 there (a check of the measure itself)
+# the initialisation is i.i.d. noise, so both scores sit near 1 there (a check of the measure)
 assert all(abs(table["init (epoch 0)"][(l, m)] - 1) < 0.15 for l in CONVS for m in ("tv", "hf"))
 print("init scores ~1 (white noise): ok")
 # trained deep filters are smoother than the initial noise (large margins)
@@ -152,15 +155,30 @@ assert all(
 print("trained conv2/conv3 smoother than init: ok")
 
 # %% [markdown]
-# **What we find.** Training makes every layer's filters smoother than the initial white noise, and
-# monotonically so: the epoch-1 checkpoint sits between the initialisation and the trained baseline
-# (conv3 hf: 1.01 -> 0.73 -> 0.69). So "noisy filters mean not trained long enough" holds in that sense.
+# **What we find** (read the numbers off the table above; they move a little from one training run
+# to the next). Training makes every layer's filters smoother than the initial white noise, and
+# monotonically so: the epoch-1 checkpoint sits between the initialisation and the trained
+# baseline in the deep layers. So "noisy filters mean not trained long enough" holds in that sense.
 # The **overfit** run (512 crops, 40 epochs, no dropout or weight decay, far fewer steps than the
-# baseline) is mixed: its conv1 filters are as smooth as the baseline's (tv 0.84, hf 0.76 for both)
-# and its conv2 filters only slightly noisier (tv 0.94 against 0.93), but its conv3 filters stay much
-# closer to noise (conv3 tv 0.96 against 0.81). Because it also took fewer steps, this cannot separate
-# "overfitting" from "not trained long enough"; what it does show is that noisy *deep* filters went
-# with the overfitting recipe. The smoothest deep filters belong to `high_lr`, whose many dead filters
-# were shrunk towards zero by weight decay: smooth is not the same as healthy. And on 4x4 and 3x3
-# kernels "noisy" is a coarse notion; the
+# baseline) moved its filters least from their initialisation; compare its rows with the
+# baseline's: where its deep filters stay closer to noise, the recipe cannot tell "overfitting"
+# from "not trained long enough", since it also took fewer steps. The smooth deep filters of
+# `high_lr` hide many dead units (notebook 06): smooth is not the same as healthy. And on 4x4 and
+# 3x3 kernels "noisy" is a coarse notion; the
 # measures are useful as a comparison across checkpoints of one architecture, not as an absolute test.
+
+# %% [markdown]
+# ## Exercises
+#
+# Solutions: `notebooks/solutions/07_solutions.ipynb`.
+#
+# 1. **How far did training move the filters?** For each layer and checkpoint, measure the
+#    relative distance from the initialisation, `|W - W0| / |W0|` (`conv_kernel` gives `W`).
+#    Predict the order of epoch 1, the trained baseline, overfit and high_lr, then check.
+# 2. **Calibrate the measure.** Before trusting a roughness score, feed it kernels whose answer
+#    you know: a constant kernel, i.i.d. Gaussian noise, a checkerboard (`(-1) ** (i + j)`) and a
+#    smooth ramp, each shaped `[4, 4, 3, 16]`. Predict their `tv` and `hf` scores, then check.
+# 3. **Smooth is not healthy.** `high_lr`'s deep filters look smooth. Count the conv2 and conv3
+#    units of `high_lr` and of the baseline that never fire (maximum activation <= 0) on 256 test
+#    crops, with `apply_fn(params, images).activations`. What does that say about reading filter
+#    pictures on their own?
