@@ -27,7 +27,7 @@ PURITY_SPLIT = (
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
-from scriptlab import data, zoo
+from scriptlab import data, viz, zoo
 from scriptlab.model import ScriptNet
 from scriptlab.interpret.receptive import (
     receptive_fields,
@@ -41,7 +41,7 @@ from scriptlab.interpret.receptive import (
     purity_chance,
 )
 
-plt.rcParams["figure.dpi"] = 72
+viz.style()  # the series' figure style: readable labels, constrained layout
 ds = data.load(PRESET, seed=0, progress=False)
 test = data.as_float(ds.test.images)
 models = {
@@ -65,9 +65,8 @@ base = models["baseline"]
 H, W = test.shape[1:3]
 rfs = receptive_fields(ScriptNet.geometry(), (H, W))
 f = trunk_fn(base.model)
-print(
-    f"{'layer':6s} {'grid':>7s} {'size':>5s} {'jump':>5s} {'left':>5s} {'start':>6s}  empirical == analytic"
-)
+titles = f"{'size':>5s} {'jump':>5s} {'left':>5s} {'start':>6s}"
+print(f"{'layer':6s} {'grid':>7s} {titles}  empirical == analytic")
 all_ok = True
 for name, rf in rfs.items():
     h, w = rf.shape
@@ -80,9 +79,8 @@ for name, rf in rfs.items():
         for (i, j), mk in zip(units, masks)
     )
     all_ok &= ok
-    print(
-        f"{name:6s} {h:3d}x{w:<3d} {rf.size[0]:5d} {rf.jump[0]:5d} {rf.left[0]:5d} {rf.start[0]:6.1f}  {'yes' if ok else 'NO'} (5 units)"
-    )
+    numbers = f"{rf.size[0]:5d} {rf.jump[0]:5d} {rf.left[0]:5d} {rf.start[0]:6.1f}"
+    print(f"{name:6s} {h:3d}x{w:<3d} {numbers}  {'yes' if ok else 'NO'} (5 units)")
 assert all_ok
 
 # %%
@@ -92,13 +90,12 @@ mask = empirical_receptive_field(f, (H, W, 3), LAYER, i, j)
 t, l, b, r = receptive_box(rf, i, j, (H, W))
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.2))
 axes[0].imshow(mask, cmap="gray")
-axes[0].set_title(f"{LAYER} unit ({i}, {j}): nonzero gradient", fontsize=9)
+axes[0].set_title(f"{LAYER} unit ({i}, {j}): nonzero gradient")
 axes[1].imshow(ds.test.images[0])
 axes[1].add_patch(plt.Rectangle((l - 0.5, t - 0.5), r - l, b - t, fill=False, ec="r", lw=2))
-axes[1].set_title(f"analytic box {rf.size[0]}x{rf.size[1]}", fontsize=9)
+axes[1].set_title(f"analytic box {rf.size[0]}x{rf.size[1]}")
 for a in axes:
     a.axis("off")
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -116,7 +113,8 @@ print("crops", crops.shape, "(channels, k, size_h, size_w, 3)")
 
 # %%
 def show_channels(channels, t, crops, title):
-    fig, axes = plt.subplots(len(channels), K, figsize=(K * 0.95, len(channels) * 1.15))
+    # a crop is 20-odd pixels: panels of about an inch, titles at the style's smallest size
+    fig, axes = plt.subplots(len(channels), K, figsize=(K * 1.15, len(channels) * 1.35 + 0.4))
     for a, ch in enumerate(channels):
         for q in range(K):
             n = int(t.index[ch, q])
@@ -126,12 +124,11 @@ def show_channels(channels, t, crops, title):
             ax.set_yticks([])
             ax.set_title(
                 f"{ds.scripts[ds.test.script[n]][:4]}/{ds.styles[ds.test.style[n]][:4]}",
-                fontsize=6,
-                pad=1,
+                fontsize=viz.SMALL,
+                pad=2,
             )
-        axes[a, 0].set_ylabel(f"ch {ch}", rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    plt.tight_layout(pad=0.1)
+        axes[a, 0].set_ylabel(f"ch {ch}", rotation=0, ha="right", va="center")
+    fig.suptitle(title)  # constrained layout keeps it clear of the first row's titles
     plt.show()
 
 
@@ -161,7 +158,7 @@ def explore(model="baseline", layer=LAYER, channel=0):
         t.row[channel : channel + 1],
         t.col[channel : channel + 1],
     )
-    fig, axes = plt.subplots(2, K, figsize=(K * 1.3, 2.4))
+    fig, axes = plt.subplots(2, K, figsize=(K * 1.45, 2.8))
     for q in range(K):
         n = int(t.index[channel, q])
         rr, cc = int(t.row[channel, q]), int(t.col[channel, q])
@@ -171,10 +168,8 @@ def explore(model="baseline", layer=LAYER, channel=0):
             plt.Rectangle((left - 0.5, top_ - 0.5), right - left, bottom - top_, fill=False, ec="r")
         )
         axes[1, q].imshow(np.asarray(c[0, q]))
-        axes[0, q].set_title(
-            f"{ds.scripts[ds.test.script[n]][:5]}/{ds.styles[ds.test.style[n]][:4]} {float(t.value[channel, q]):.1f}",
-            fontsize=6,
-        )
+        label = f"{ds.scripts[ds.test.script[n]][:5]}/{ds.styles[ds.test.style[n]][:4]}"
+        axes[0, q].set_title(f"{label}\n{float(t.value[channel, q]):.1f}", fontsize=viz.SMALL)
         for a in axes[:, q]:
             a.axis("off")
     plt.show()
@@ -184,7 +179,8 @@ def explore(model="baseline", layer=LAYER, channel=0):
 # ## Strokes or style? Label purity of each channel's top-k
 #
 # On the `conflict` split (each crop's style is never its script's usual style, so script and style
-# labels are less confounded than on `test`), for every channel of conv1, conv2 and conv3 (pool3 would repeat conv3: a channel's maximum over positions survives max pooling): the share of
+# labels are less confounded than on `test`), for every channel of conv1, conv2 and conv3 (pool3
+# would repeat conv3: a channel's maximum over positions survives max pooling): the share of
 # its top-9 crops carrying the most common **script**, and the most common **style**. Chance is the
 # purity of 9 crops drawn at random. A *script unit* has script purity >= 0.8 with style purity below
 # 0.8; a *style unit* the reverse.
@@ -213,27 +209,45 @@ for name, m in models.items():
                 n=len(ps),
             )
         )
-print(
-    f"chance purity of {K} random crops: script {chance['script']:.3f}, style {chance['style']:.3f}"
-)
-print(
-    f"{'model':9s} {'layer':6s} {'script purity':>13s} {'style purity':>12s} {'script units':>12s} {'style units':>11s}"
-)
+cs, ct = chance["script"], chance["style"]
+print(f"chance purity of {K} random crops: script {cs:.3f}, style {ct:.3f}")
 for r in rows:
-    print(
-        f"{r['model']:9s} {r['layer']:6s} {r['script']:13.3f} {r['style']:12.3f} {r['script_units']:6d}/{r['n']:<5d} {r['style_units']:5d}/{r['n']:<5d}"
-    )
+    r["script_units"] = f"{r['script_units']}/{r['n']}"
+    r["style_units"] = f"{r['style_units']}/{r['n']}"
+columns = [
+    ("model", "model", "9s"),
+    ("layer", "layer", "6s"),
+    ("script purity", "script", "13.3f"),
+    ("style purity", "style", "12.3f"),
+    ("script units", "script_units", ">12s"),
+    ("style units", "style_units", ">11s"),
+]
+print(viz.text_table(rows, columns))
 
 # %% [markdown]
-# **What we find.** Top-k crops are purer than chance in both labels, most in conv3 (conv1 and conv2
-# are about level), and further above chance in script than in style: conv3's top-9 share a script
-# 53 % of the time (chance 28 %) and a style 67 % (chance 53 %). Few channels are clean "script units"; about one in six
-# conv3 channels is a "style unit" (its top crops share a style across different scripts): these are
-# the units that fire on font style (weight, serifs, handwriting) rather than on script-specific
-# strokes. The unlearned model, trained to hide style from its embedding, does have **fewer** style
-# units in conv3 (6/64 against 11/64) and more script units (6/64 against 3/64), but its mean conv3
-# style purity barely drops (0.642 against 0.670) and it keeps style units in every layer: the
-# gradient flip acts on the 128-d embedding, and the conv trunk can keep style-selective channels as
-# long as the dense layer does not pass style on. As
-# the seed says, there is rarely a single neuron special to one feature; purity is a population-level
-# description, and with k = 9 a channel's purity is noisy.
+# **What we find** (read the numbers off the table above; they move a little between training
+# runs). Top-k crops are purer than chance in both labels, most in conv3 (conv1 and conv2 are
+# about level), and further above chance in script than in style. Few channels are clean "script
+# units"; a larger share of conv3 channels are "style units" (their top crops share a style across
+# different scripts): these fire on font style (weight, serifs, handwriting) rather than on
+# script-specific strokes. Compare the unlearned model's rows with the baseline's: the gradient flip
+# acts on the 128-d embedding, so the conv trunk can keep style-selective channels as long as the
+# dense layer does not pass style on, and in our runs the unlearned model keeps style units in
+# every layer. As the seed says, there is rarely a single neuron special to one feature; purity is
+# a population-level description, and with k = 9 a channel's purity is noisy.
+
+# %% [markdown]
+# ## Exercises
+#
+# Solutions: `notebooks/solutions/08_solutions.ipynb`.
+#
+# 1. **Receptive fields by hand.** From `ScriptNet.geometry()` (each layer's kernel, stride and
+#    padding), work out conv3's receptive-field size and jump with the recurrences
+#    `size += (kernel - 1) * jump`, `jump *= stride`, then check against `receptive_fields`. What
+#    share of a 32x64 crop does one conv3 unit see?
+# 2. **A unit for Hebrew final letters.** Five Hebrew letters take another form at the end of a
+#    word (ך ם ן ף ץ). Among the baseline's conv3 channels, find the one whose peak activation
+#    (the maximum over positions) best separates the Hebrew test crops whose text holds a final
+#    letter from those whose text does not (`ds.test.text`). Do its top-9 Hebrew crops hold final
+#    letters more often than Hebrew crops do in general? Then check the same channel on the
+#    conflict split's Hebrew crops: does the finding hold on crops it was not chosen on?
