@@ -226,7 +226,9 @@ claims = {
     > 0.5,
     "guided backprop is the method that changes least": cascade_at["guided_backprop"]
     > max(others) + 0.1,
-    "every method changes once every layer is random": max(v[len(stages) - 1] for v in table.values())
+    "every method changes once every layer is random": max(
+        v[len(stages) - 1] for v in table.values()
+    )
     < 0.5,
     "every method changes for the shuffled-label model": max(v[-1] for v in table.values()) < 0.5,
 }
