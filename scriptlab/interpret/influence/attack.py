@@ -14,7 +14,8 @@ refit is Newton from the old optimum with the exact gradient of the poisoned
 objective (so its fixed point is the exact new minimiser): chord steps on the
 old Hessian's factor, re-formed as the exact Hessian at the iterate every 10
 steps without convergence (Shamanskii's method; chord steps alone left one
-refit in 40 at ||grad J|| 9e-3 after 200 steps). It runs until
+refit in 40 at ||grad J|| 9e-3 after 200 steps), each step backtracked so
+that J decreases (full steps diverged at 8/255). It runs until
 ||grad J|| <= tol; its final gradient norm, step count and ``converged`` flag are returned.
 
 References: Koh & Liang 2017, section 5.2, https://arxiv.org/abs/1703.04730.
@@ -100,7 +101,12 @@ def _refit(apply_fn, trunk, head, feats, y, idx, new_images, chol, l2, tol, max_
             lambda: jnp.linalg.cholesky(jax.hessian(jfun)(u)),
             lambda: factor,
         )
-        u = u - jax.scipy.linalg.cho_solve((factor, True), g)
+        du = jax.scipy.linalg.cho_solve((factor, True), g)
+        # Backtracking on {1, 1/2, ...}: a crop moved far in feature space (8/255) makes
+        # the full step overshoot and diverge; a descent step on a convex J cannot.
+        ts = 0.5 ** jnp.arange(12.0)
+        vals = jax.vmap(lambda t: jfun(u - t * du))(ts)
+        u = u - ts[jnp.argmax(vals <= jfun(u))] * du
         return u, grad_j(u), factor, i + 1
 
     u, g, _, steps = jax.lax.while_loop(cond, body, (flat0, grad_j(flat0), chol, 0))
