@@ -378,7 +378,7 @@ def attack(ds, m, budgets=(EPS_ATTACK,)):
     )
     print(
         "| budget | k | attack: flipped | control (random signs): flipped | mean loss rise, attack "
-        "| mean loss rise, control | max refit |grad J| | refits converged | max refit steps |"
+        "| mean loss rise, control | max refit grad norm | refits converged | max refit steps |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     out = {}
