@@ -45,7 +45,7 @@ from scriptlab.interpret import localisation, sanity
 from scriptlab.interpret import saliency as S
 from scriptlab.model import build, functional
 
-plt.rcParams.update({"figure.dpi": 72, "axes.titlesize": 9})
+viz.style()
 t_start = time.perf_counter()
 ds = data.load("workshop", seed=0)
 models = {name: zoo.load(name, progress=False) for name in (*MODELS, "shuffled")}
@@ -151,7 +151,7 @@ for claim, holds in claims.items():
 assert all(claims.values())
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 2.8))
+fig, axes = plt.subplots(1, 2, figsize=(15.5, 3.6))
 x = np.arange(len(S.METHODS))
 for k, name in enumerate(MODELS):
     sel = [r for r in rows if r["model"] == name]
@@ -161,11 +161,10 @@ axes[0].axhline(rows[0]["chance"], color="k", ls=":", label="chance")
 axes[1].axhline(rows[0]["pointing_chance"], color="k", ls=":", label="chance")
 for ax, t in zip(axes, ("ink mass", f"pointing game (tolerance {TOLERANCE})")):
     (
-        ax.set_xticks(x + 0.2, [m.replace("_", "\n") for m in S.METHODS], fontsize=7),
+        ax.set_xticks(x + 0.2, [m.replace("_", "\n") for m in S.METHODS]),
         ax.set_title(t),
-        ax.legend(fontsize=7),
     )
-plt.tight_layout()
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper")
 plt.show()
 
 # %% [markdown]
@@ -237,7 +236,7 @@ for claim, holds in claims.items():
 assert all(claims.values())
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3))
+fig, ax = plt.subplots(figsize=(10, 3.6))
 for meth in S.METHODS:
     ax.plot(
         range(len(stages) + 1),
@@ -252,8 +251,7 @@ ax.axhline(0.5, color="k", ls=":")
     ax.set_ylabel("rank correlation with trained"),
     ax.set_title("cascading randomisation (top layer down)"),
 )
-ax.legend(fontsize=7, ncol=2)
-plt.tight_layout()
+fig.legend(loc="outside right upper")
 plt.show()
 
 i = 0
@@ -323,3 +321,18 @@ print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")
 # 0.5 threshold, and which side they fall on moves from one training run to the next: read their
 # verdicts above as "borderline", not as a ranking. Score a method against ground truth *and*
 # against randomisation before trusting a picture.
+
+# %% [markdown]
+# ## Exercises
+#
+# Solutions: `notebooks/solutions/05_solutions.ipynb`.
+#
+# 1. **Does Integrated Gradients add up?** IG's attributions should sum to the change of the
+#    score between the black baseline and the image (completeness). Compute IG for 32 test crops
+#    with 2, 8 and 64 `steps` and measure the gap with `S.completeness_gap`. Predict first: how
+#    does the gap fall with the number of steps, and how many steps make it small against the
+#    score change?
+# 2. **Does the map depend on the class?** For the same crops, compute `gradient`, `grad_cam` and
+#    `guided_backprop` maps for the true script and for a wrong one (`(targets + 1) % 10`), and
+#    compare each pair with `sanity.spearman` on abs(maps). Predict which method's map barely
+#    notices the class, and connect it with the sanity checks above.
