@@ -26,7 +26,7 @@ IMAGE = 3  # test crop shown in the maps
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
-from scriptlab import data, train, zoo
+from scriptlab import data, train, viz, zoo
 from scriptlab.model import functional
 from scriptlab.interpret.activations import (
     activation_maps,
@@ -35,7 +35,7 @@ from scriptlab.interpret.activations import (
     feature_grid,
 )
 
-plt.rcParams["figure.dpi"] = 72
+viz.style()
 ds = data.load(PRESET, seed=0, progress=False)
 test = data.as_float(ds.test.images)
 base = zoo.load("baseline", PRESET, progress=False)
@@ -66,19 +66,16 @@ for name, a in maps.items():
 # %%
 def show_layer(ax, a, title, columns=16):
     ax.imshow(feature_grid(np.asarray(a), columns=columns), cmap="magma", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
     ax.axis("off")
 
 
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.2), gridspec_kw=dict(width_ratios=[1, 2.2, 2.2, 2.2]))
 axes[0].imshow(ds.test.images[IMAGE])
-axes[0].set_title(
-    f"{ds.scripts[ds.test.script[IMAGE]]} / {ds.styles[ds.test.style[IMAGE]]}", fontsize=9
-)
+axes[0].set_title(f"{ds.scripts[ds.test.script[IMAGE]]} / {ds.styles[ds.test.style[IMAGE]]}")
 axes[0].axis("off")
 for ax, name, cols in zip(axes[1:], CONVS, (4, 8, 8)):
     show_layer(ax, maps[name][IMAGE], f"{name} {tuple(maps[name].shape[1:])}", columns=cols)
-plt.tight_layout()
 plt.show()
 
 
@@ -108,16 +105,10 @@ def explore(layer="conv2", image=IMAGE):
 # %%
 snaps = snapshots(base)
 epochs, curve = sparsity_curve(base.apply_fn, snaps, test[:N_SPARSITY], layers=CONVS + ("dense",))
-rows = []
-print("epoch " + " ".join(f"{k + ' zero':>11s} {k + ' hoyer':>11s}" for k in curve))
-for t, e in enumerate(epochs):
-    print(
-        f"{e:5d} "
-        + " ".join(
-            f"{float(v['zero_fraction'][t]):11.3f} {float(v['hoyer'][t]):11.3f}"
-            for v in curve.values()
-        )
-    )
+for stat, title in (("zero_fraction", "share of zero activations"), ("hoyer", "Hoyer sparseness")):
+    print(f"{title}\nepoch " + " ".join(f"{k:>7s}" for k in curve))
+    for t, e in enumerate(epochs):
+        print(f"{e:5d} " + " ".join(f"{float(v[stat][t]):7.3f}" for v in curve.values()))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
@@ -126,8 +117,7 @@ for k, v in curve.items():
     axes[1].plot(epochs, v["hoyer"], "o-", label=k)
 axes[0].set(xlabel="epoch", ylabel="share of zero activations", title="ReLU sparsity")
 axes[1].set(xlabel="epoch", ylabel="Hoyer sparseness per map", title="blob (0) vs spike (1)")
-axes[0].legend(fontsize=8)
-plt.tight_layout()
+axes[0].legend()
 plt.show()
 
 # %%
@@ -136,7 +126,6 @@ fig, axes = plt.subplots(2, 3, figsize=(14, 4.2), gridspec_kw=dict(width_ratios=
 for j, (name, cols) in enumerate(zip(CONVS, (4, 8, 8))):
     show_layer(axes[0, j], first[name][0], f"epoch 0 (init): {name}", cols)
     show_layer(axes[1, j], maps[name][IMAGE], f"epoch {epochs[-1]} (trained): {name}", cols)
-plt.tight_layout()
 plt.show()
 
 # %%
@@ -215,10 +204,9 @@ for ax, name in zip(axes, ("conv2", "conv3")):
     show_layer(
         ax,
         hot_maps[name][0],
-        f"high_lr {name}: {int(dead['high_lr'].dead[name].sum())} channels dead on the whole split",
+        f"high_lr {name}: {int(dead['high_lr'].dead[name].sum())} channels dead on all test crops",
         16,
     )
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -248,3 +236,16 @@ for t, e in enumerate(hot_epochs):
 # push their biases and weights to where the ReLU never opens, and a dead ReLU gets no gradient to
 # come back. After epoch 1 the counts only drift by a few channels, through weight decay and the
 # changing inputs below them. The seed's claim holds here.
+
+# %% [markdown]
+# ## Exercises
+#
+# Solutions: `notebooks/solutions/06_solutions.ipynb`.
+#
+# 1. **Dead on test, dead everywhere?** Run `dead_filters` for `high_lr` on the conflict split
+#    (every script in fonts it never trained with) and compare the dead channels with those found
+#    on test. Predict first: is "dead" a property of the weights or of the data?
+# 2. **Why a dead filter cannot come back.** Take `jax.grad` of the script cross-entropy of
+#    `high_lr` on 256 test crops with respect to its parameters, and look at the conv2 and conv3
+#    kernel gradients channel by channel. Predict what the dead channels' gradients are, and what
+#    that means for the rest of training.
