@@ -243,9 +243,10 @@ for name in MODELS:
 # ## Explore: model, colouring, perplexity
 #
 # Every perplexity on the slider needs its own t-SNE run (each new perplexity also compiles
-# once). The cell below starts computing all of them for both models in a background thread, so
-# by the time you reach for the slider most maps are ready and a move answers at once. A map
-# that is not ready yet shows a status line while it is computed; every map is computed once.
+# once). The notebook's last code cell starts computing all of them for both models in a
+# background thread (after the other cells, so it does not slow them down); by the time you come
+# back to the slider most maps are ready and a move answers at once. A map that is not ready yet
+# shows a status line while it is computed; every map is computed once.
 # The static figure above is the default setting.
 
 # %%
@@ -257,9 +258,6 @@ def precompute():
     for perp in sorted(PERPLEXITIES, key=lambda p: abs(np.log(p / PERPLEXITY))):
         for model in (MODELS[1], MODELS[0]):
             tsne_map(model, perp)
-
-
-threading.Thread(target=precompute, daemon=True).start()
 
 
 def show_map(model=MODELS[1], colour="font style", perplexity=PERPLEXITY):
@@ -388,6 +386,10 @@ for col, what in ((0, "scripts"), (2, "style within script"), (3, "  ... balance
     above = base[col] - chance[col]
     kept = (unl[col] - chance[col]) / above if above > 0 else float("nan")
     print(f" -> unlearning kept {kept:.0%} of it" if col else "")
+
+# %%
+# The perplexity slider's maps, computed in the background (see "Explore" above).
+threading.Thread(target=precompute, daemon=True).start()
 
 # %% [markdown]
 # * **Scripts.** Both embeddings keep scripts apart far above chance, and the 2-D map keeps about as
