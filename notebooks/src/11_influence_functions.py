@@ -295,7 +295,15 @@ imgs_tr, imgs_te = tr.images[:N_TRAIN], te.images[:N_TEST]
 est = {
     "convex head (exact H)": np.asarray(
         inf.influence_scores(
-            inf.logistic_loss, head, x, y, xt[COMPARE], yt[COMPARE], l2=L2, method="exact", hessian=H
+            inf.logistic_loss,
+            head,
+            x,
+            y,
+            xt[COMPARE],
+            yt[COMPARE],
+            l2=L2,
+            method="exact",
+            hessian=H,
         ).scores
     ),
     "TracIn (every layer)": -np.asarray(
