@@ -5,8 +5,11 @@
 Compares, side by side in one run: ScriptNet's jitted train step at the default
 channels (16, 32, 64) and at the seed-like (32, 64, 64); the first design
 (3x3 conv + nnx.max_pool at full resolution) that the strided stem and the
-reshape pool replaced; two single-threaded processes training at once (what
-``zoo.warm`` does for the experiment's dozen models); optionally (--torch,
+reshape pool replaced; scriptlab's own train step (``train.make_step``) with
+one 64-row pass and with four 16-row passes (``TrainConfig.micro_batch``, the
+default: the same mean gradient, activations that stay in cache); two
+single-threaded processes running that default step at once (what ``zoo.warm``
+does for the experiment's dozen models); optionally (--torch,
 needs `pip install torch==2.13.0`) a PyTorch reference of the same default
 architecture (benchmarks/torch_scriptnet.py: strided stem, standardisation
 and dropout included). FLOPs per image = 3x the forward count (forward + backward).
@@ -78,6 +81,30 @@ def jax_step_rate(channels, batch: int, reps: int, first_design: bool = False) -
     return batch * reps / (time.perf_counter() - t), flops
 
 
+def real_step_rate(micro_batch: int, batch: int, reps: int) -> float:
+    """images/s of scriptlab's own train step (``train.make_step``: clipping, AdamW, dropout,
+    both heads) with ``micro_batch`` rows per forward/backward pass, fed uint8 crops."""
+    from scriptlab import train
+
+    cfg = train.make_train_config(batch_size=batch, micro_batch=micro_batch)
+    model = ScriptNet(10, 5, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3, weight_decay=1e-4))
+    step = train.make_step(graphdef, rest, cfg, tx, 50)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 256, (batch, 32, 64, 3), dtype=np.uint8))
+    y, f = (jnp.asarray(rng.integers(0, k, batch)) for k in (10, 5))
+    g = jnp.zeros(batch, jnp.int32)
+    state = train.TrainState(params, tx.init(params), None)
+    state, loss = step(state, x, y, f, g, jnp.float32(0), jax.random.key(0))
+    jax.block_until_ready(loss)
+    t = time.perf_counter()
+    for i in range(reps):
+        state, loss = step(state, x, y, f, g, jnp.float32(0), jax.random.key(i))
+    jax.block_until_ready(loss)
+    return batch * reps / (time.perf_counter() - t)
+
+
 def torch_step_rate(batch: int, reps: int) -> float:
     import torch
     from torch import nn
@@ -118,7 +145,7 @@ def main() -> None:
     ap.add_argument("--single", action="store_true", help="(internal) print one rate and exit")
     args = ap.parse_args()
     if args.single:
-        print(jax_step_rate((16, 32, 64), args.batch, args.reps)[0])
+        print(real_step_rate(16, args.batch, args.reps))
         return
     peak = matmul_peak()
     print(f"device: {jax.devices()[0].device_kind}; matmul peak {peak / 1e9:.0f} GFLOP/s")
@@ -127,6 +154,10 @@ def main() -> None:
     for ch in ((16, 32, 64), (32, 64, 64)):
         rate, flops = jax_step_rate(ch, args.batch, args.reps)
         rows.append((f"JAX ScriptNet channels={ch}", rate, 3 * flops * rate))
+    for micro in (args.batch, 16):
+        rate = real_step_rate(micro, args.batch, args.reps)
+        label = f"train.make_step, {args.batch // micro} x {micro} rows"
+        rows.append((label, rate, rows[0][2] / rows[0][1] * rate))
     par = parallel_rate(args.batch, args.reps)
     rows.append(("2 processes x 1 thread (zoo.warm)", par, rows[0][2] / rows[0][1] * par))
     if args.torch:
@@ -141,6 +172,8 @@ def main() -> None:
     print(f"{'first design (3x3 conv + nnx pool)':<34} {first:>9.0f}")
     if args.torch:
         print(f"JAX / PyTorch (same architecture): {rows[0][1] / rows[-1][1]:.2f}x")
+        print(f"train.make_step (4 x 16 rows) / PyTorch: {rows[3][1] / rows[-1][1]:.2f}x")
+    print(f"train.make_step 4 x 16 rows / 1 x 64 rows: {rows[3][1] / rows[2][1]:.2f}x")
     print(f"(16,32,64) / (32,64,64) speed: {rows[0][1] / rows[1][1]:.2f}x")
     print(f"2 processes / 1 process: {par / rows[0][1]:.2f}x")
     print(f"strided stem + reshape pool / first design: {rows[0][1] / first:.2f}x")

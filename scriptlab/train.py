@@ -76,6 +76,12 @@ class TrainConfig:
     rho: float | None = None  # None: the dataset preset's default
     epochs: int = 4
     batch_size: int = 64
+    # Rows per forward/backward pass inside one step. The step still takes the whole batch's
+    # mean gradient (the passes' gradients are averaged); only float rounding and the dropout
+    # draws differ from one pass. 16 rows keep a pass's activations in the CPU's cache: about
+    # 2x the images/s of one 64-row pass on 2 cores (benchmarks/bench_train.py). groupdro,
+    # whose weights need the whole batch's group losses, always takes one pass.
+    micro_batch: int = 16
     lr: float = 4e-3
     warmup_steps: int = 50
     weight_decay: float = 1e-4
@@ -112,9 +118,14 @@ def make_train_config(**kwargs) -> TrainConfig:
     cfg = TrainConfig(**kwargs)
     check_name("mode", cfg.mode, MODES)
     check_name("preset", cfg.preset, tuple(data_lib.PRESETS))
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "micro_batch"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.batch_size % cfg.micro_batch:
+        raise ValueError(
+            f"micro_batch must divide batch_size, got micro_batch={cfg.micro_batch} and "
+            f"batch_size={cfg.batch_size}"
+        )
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise ValueError(f"lr must be a positive finite number, got {cfg.lr}")
     if cfg.lam_max < 0:
@@ -257,12 +268,35 @@ def make_step(
     step's code is the same either way.
     """
     loss_fn = _loss_fn(graphdef, rest, cfg, n_groups)
+    passes = 1 if cfg.mode == "groupdro" else cfg.batch_size // cfg.micro_batch
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, images, script, style, group, lam, key):
         x = images.astype(jnp.float32) / 255.0
-        (total, (sl, fl, q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, x, script, style, group, lam, key, state.group_weights
-        )
+        if passes == 1:
+            (total, (sl, fl, q)), grads = value_and_grad(
+                state.params, x, script, style, group, lam, key, state.group_weights
+            )
+        else:
+            # Pass j takes rows j, j + passes, ...: on a mesh every pass is split across all
+            # devices. The passes are unrolled (a lax.scan of convolutions is far slower on CPU).
+            rows = lambda a, j: a.reshape(a.shape[0] // passes, passes, *a.shape[1:])[:, j]
+            outs = [
+                value_and_grad(
+                    state.params,
+                    rows(x, j),
+                    rows(script, j),
+                    rows(style, j),
+                    rows(group, j),
+                    lam,
+                    jax.random.fold_in(key, j),
+                    state.group_weights,
+                )  # fmt: skip
+                for j in range(passes)
+            ]
+            mean = lambda *a: sum(a) / passes
+            (total, (sl, fl, _)), grads = jax.tree.map(mean, *outs)
+            q = state.group_weights
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, q), jnp.stack([total, sl, fl])
@@ -481,6 +515,12 @@ def train(
     return Result(model, cfg, history, ds.key, snapshots)
 
 
+@jax.jit
+def _gather(idx, *columns):
+    """The rows ``idx`` of every column, in one dispatch (not one per column)."""
+    return tuple(c[idx] for c in columns)
+
+
 def _feeder(mesh: Mesh | None, size: int, *columns):
     """batch(idx) -> the step's inputs for the global rows ``idx`` (int[size]) of ``columns``.
 
@@ -490,7 +530,7 @@ def _feeder(mesh: Mesh | None, size: int, *columns):
     """
     if mesh is None:
         on_device = [jnp.asarray(c) for c in columns]
-        return lambda idx: tuple(c[idx] for c in on_device)
+        return lambda idx: _gather(idx, *on_device)
     mine = distributed.local_rows(size, mesh)
     host = [np.asarray(c) for c in columns]
 

@@ -125,3 +125,40 @@ def test_zoo_warm_trains_in_parallel_workers_identically(tmp_path, monkeypatch):
         jax.tree.leaves(cached.params), jax.tree.leaves(functional(fresh.model)[0]), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("mode", ["baseline", "cdann"])
+def test_micro_batches_take_the_whole_batch_mean_gradient(smoke, mode):
+    """Four passes of 16 rows make the same update as one pass of 64 (no dropout: same draws)."""
+    import optax
+    from flax import nnx
+
+    updates = []
+    for micro in (64, 16):
+        cfg = train.make_train_config(
+            mode=mode, preset="smoke", batch_size=64, micro_batch=micro, dropout=(0.0, 0.0)
+        )
+        model = train.build_model(cfg, smoke)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        tx = optax.sgd(1.0)  # the update is minus the gradient itself
+        step = train.make_step(graphdef, rest, cfg, tx, 50)
+        x, s, f = (
+            np.asarray(a[:64]) for a in (smoke.train.images, smoke.train.script, smoke.train.style)
+        )
+        state = train.TrainState(params, tx.init(params), None)
+        new, losses = step(
+            state, x, s, f, np.zeros(64, np.int32), np.float32(0.3), jax.random.key(0)
+        )
+        updates.append((jax.tree.map(lambda a, b: a - b, new.params, params), np.asarray(losses)))
+    (one, l1), (four, l4) = updates
+    np.testing.assert_allclose(l4, l1, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+    assert max(float(np.abs(a).max()) for a in jax.tree.leaves(one)) > 1e-3  # a real update
+
+
+def test_micro_batch_must_divide_the_batch():
+    with pytest.raises(ValueError, match=r"micro_batch must divide batch_size.*micro_batch=24.*64"):
+        train.make_train_config(batch_size=64, micro_batch=24)
+    with pytest.raises(ValueError, match="micro_batch must be >= 1, got 0"):
+        train.make_train_config(micro_batch=0)
