@@ -24,6 +24,12 @@ Any other dtype (int32, bool) and float values outside [0, 1] (0..255 floats)
 are rejected, as are NaN and infinite pixels; ``apply_fn`` itself always sees
 float32 in [0, 1]. The checks are ``scriptlab.interpret._common.check_images``.
 
+Array annotations: public functions carry jaxtyping shapes, ``Image[AnyArray, "n h w c"]``
+(a name is one size wherever it appears in a call; ``*input``, any trailing axes, the same
+ones throughout). Nothing checks them at run time, so the library's own ValueErrors come
+first; tests/test_contracts.py checks them under pytest (``jaxtyping.jaxtyped`` with
+beartype), as equinox does.
+
 ``apply_fn`` is passed to ``jax.jit`` as a static argument, so it must hash and
 compare by value: two apply_fns of the same architecture should be equal, or
 every new instance recompiles every method. ``scriptlab.model.functional``
@@ -36,9 +42,23 @@ References: optax ``_src/base.py`` (a contract as Protocols); equinox
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import jax
+import numpy as np
+from jaxtyping import AbstractDtype, Float, UInt8
+
+AnyArray: TypeAlias = jax.Array | np.ndarray
+"""An array argument: a jax or a numpy array (``Float[AnyArray, "n d"]``)."""
+
+if TYPE_CHECKING:  # type checkers see the array type itself, as with jaxtyping's own dtypes
+    from typing import Annotated as Image
+else:
+
+    class Image(AbstractDtype):
+        """jaxtyping dtype of the one image convention: float in [0, 1] or uint8 in 0..255."""
+
+        dtypes = [*Float.dtypes, *UInt8.dtypes]
 
 
 @runtime_checkable

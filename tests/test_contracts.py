@@ -10,8 +10,10 @@ so a failure below is caused by the bad value, not by the call.
 import json
 from types import SimpleNamespace
 
+import beartype
 import jax
 import jax.numpy as jnp
+import jaxtyping
 import numpy as np
 import pytest
 
@@ -39,6 +41,7 @@ from scriptlab.interpret.influence import scores as IS
 from scriptlab.interpret.influence import solvers as IV
 from scriptlab.interpret.influence import tracin as IT
 from scriptlab.model import build, functional
+from scriptlab.protocols import AnyArray, Image
 
 NAN, INF = float("nan"), float("inf")
 
@@ -592,6 +595,94 @@ def test_bad_input_is_a_clear_error(c, name, arg, bad, match):
 
 def test_table_covers_every_call():
     assert {n for n, *_ in BAD} == set(CALLS)
+
+
+# --------------------------------------------------------------------------- jaxtyping shapes
+def _typechecked(fn):
+    """``fn`` with its annotations, jaxtyping shapes included, checked on every call.
+
+    Only here, not through jaxtyping's import hook: the hook would raise its own
+    type error before the library's ValueErrors that the table above asserts.
+    """
+    return jaxtyping.jaxtyped(typechecker=beartype.beartype)(fn)
+
+
+# the lambdas adapt a method or a closure; they carry no annotations (and jaxtyped needs a name)
+ANNOTATED = sorted(n for n, (fn, _) in CALLS.items() if fn.__name__ != "<lambda>")
+
+
+@pytest.mark.parametrize("name", ANNOTATED)
+def test_default_call_matches_its_jaxtyping_shapes(c, name):
+    """Each default call again, its arguments and result checked against the annotations
+    (the jit caches are warm from test_default_call_runs)."""
+    fn, kwargs = CALLS[name]
+    _typechecked(fn)(**kwargs(c))
+
+
+_A, _G = jnp.ones((2, 3, 4)), jnp.ones((2, 1, 3, 5))  # layer inputs [n s d], gradients [n k s o]
+# annotated functions outside the table: the other saliency rules, helpers, internals' pieces
+OTHER_CALLS = {
+    "gradient_x_input": (S.gradient_x_input, _sal),
+    "guided_backprop": (S.guided_backprop, _sal),
+    "deconvnet": (S.deconvnet, _sal),
+    "saliency": (S.saliency, lambda c: dict(_sal(c), reduce="none")),
+    "make_baseline": (S.make_baseline, lambda c: dict(images=c.x, baseline=c.x[0])),
+    "reduce_channels": (S.reduce_channels, lambda c: dict(grads=c.x, reduce="l2")),
+    "guided_relu": (S.guided_relu.fun, lambda c: dict(x=c.maps)),  # the custom_vjp's forward
+    "fill_images": (O.fill_images, lambda c: dict(images=c.x, fill="mean", sigma=1.0)),
+    "occlusion_localisation": (
+        O.occlusion_localisation,
+        lambda c: dict(heatmaps=c.maps, masks=jnp.ones((2, 8, 8), bool)),
+    ),
+    "activation_sparsity": (A.activation_sparsity, _img),
+    "stack_params": (A.stack_params, lambda c: dict(snapshots=[(0, c.lp), (1, c.lp)])),
+    "joint_probabilities": (E.joint_probabilities, lambda c: dict(aff=c.aff)),
+    "localisation_rows": (
+        L.localisation_rows,
+        lambda c: dict(maps={"gradient": c.maps}, masks=jnp.ones((2, 8, 8), bool)),
+    ),
+    "kronecker_factors": (IE.kronecker_factors, lambda c: dict(a=_A, g=_G)),
+    "rotated_grads": (
+        IE.rotated_grads,
+        lambda c: dict(q_a=jnp.eye(4), q_s=jnp.eye(5), a=_A, g=_G),
+    ),
+    "precondition": (
+        IE.precondition,
+        lambda c: dict(
+            q_a=jnp.eye(4),
+            q_s=jnp.eye(5),
+            eigenvalues=jnp.ones((4, 5)),
+            grads=jnp.ones((1, 4, 5)),
+            damping=0.1,
+        ),
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_CALLS))
+def test_other_annotated_functions_match_their_jaxtyping_shapes(c, name):
+    fn, kwargs = OTHER_CALLS[name]
+    _typechecked(fn)(**kwargs(c))
+
+
+def test_jaxtyping_check_rejects_a_shape_the_annotation_contradicts(c):
+    """The check can fail: on an argument (attributions [n, 8, 8] against images [n, 16, 16, c],
+    caught before the library's own ValueError) and on a result (a [n, h, w] map returned
+    where the annotation promises [n, h, w, c])."""
+    bad = dict(_sal(c), attributions=jnp.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match="attributions"):
+        S.completeness_gap(**bad)
+    with pytest.raises(jaxtyping.TypeCheckError, match="attributions"):
+        _typechecked(S.completeness_gap)(**bad)
+
+    def maps_as_images(
+        apply_fn, params, images: Image[AnyArray, "n h w c"], targets
+    ) -> jaxtyping.Float[jax.Array, "n h w c"]:
+        return S.vanilla_gradient(apply_fn, params, images, targets)
+
+    maps_as_images(**_sal(c))  # unchecked, the wrong promise goes unnoticed
+    with pytest.raises(jaxtyping.TypeCheckError, match="return"):
+        _typechecked(maps_as_images)(**_sal(c))
 
 
 # --------------------------------------------------------------------------- one uint8 convention

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Int, Real
 
 from scriptlab.interpret._common import (
     check_array,
@@ -36,6 +37,7 @@ from scriptlab.interpret._common import (
     check_number,
     map_rows,
 )
+from scriptlab.protocols import AnyArray, Image
 
 
 class DeadFilters(NamedTuple):
@@ -63,8 +65,13 @@ def _maps(apply_fn, params, images, *, layers, batch_size):
 
 
 def activation_maps(
-    apply_fn, params, images, *, layers: Sequence[str] | None = None, batch_size: int = 64
-) -> dict[str, jax.Array]:
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    *,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 64,
+) -> dict[str, Float[Array, "n ..."]]:
     """Every named layer's feature maps for a batch, in one jitted pass.
 
     Args:
@@ -128,8 +135,13 @@ def _stats(apply_fn, params, images, *, layers, batch_size):
 
 
 def activation_sparsity(
-    apply_fn, params, images, *, layers: Sequence[str] | None = None, batch_size: int = 64
-) -> dict[str, dict[str, jax.Array]]:
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    *,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 64,
+) -> dict[str, dict[str, Float[Array, ""] | Float[Array, " _channels"]]]:
     """How sparse each layer's activations are over a set of images.
 
     Args:
@@ -151,7 +163,7 @@ def activation_sparsity(
     return _stats(apply_fn, params, images, layers=layers, batch_size=int(batch_size))
 
 
-def stack_params(snapshots: Sequence[tuple[int, Any]]) -> tuple[np.ndarray, Any]:
+def stack_params(snapshots: Sequence[tuple[int, Any]]) -> tuple[Int[np.ndarray, " t"], Any]:
     """(epochs int[T], params stacked along a new leading axis) from (epoch, params) pairs."""
     if not snapshots:
         raise ValueError("snapshots is empty; expected a list of (epoch, params) pairs")
@@ -168,8 +180,13 @@ def _curve(apply_fn, stacked, images, *, layers, batch_size):
 
 
 def sparsity_curve(
-    apply_fn, snapshots, images, *, layers: Sequence[str] | None = None, batch_size: int = 64
-) -> tuple[np.ndarray, dict[str, dict[str, jax.Array]]]:
+    apply_fn,
+    snapshots: Sequence[tuple[int, Any]],
+    images: Image[AnyArray, "n h w c"],
+    *,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 64,
+) -> tuple[Int[np.ndarray, " t"], dict[str, dict[str, Float[Array, "t ..."]]]]:
     """``activation_sparsity`` at every training snapshot, in one jitted ``lax.map`` over epochs.
 
     Args:
@@ -193,7 +210,7 @@ def sparsity_curve(
 def dead_filters(
     apply_fn,
     params,
-    images,
+    images: Image[AnyArray, "n h w c"],
     *,
     layers: Sequence[str] | None = None,
     threshold: float = 0.0,
@@ -231,7 +248,9 @@ def dead_filters(
     )
 
 
-def feature_grid(maps, *, columns: int = 8, pad: int = 1, normalise: str = "channel") -> np.ndarray:
+def feature_grid(
+    maps: Real[AnyArray, "h w c"], *, columns: int = 8, pad: int = 1, normalise: str = "channel"
+) -> Float[np.ndarray, "grid_h grid_w"]:
     """Tile one image's feature maps [h, w, C] into a single 2-D array for plotting.
 
     Args:

@@ -22,12 +22,14 @@ Visualization), https://distill.pub/2017/feature-visualization.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Array, ArrayLike, Float, Integer
 
 from scriptlab.interpret._common import (
     check_array,
@@ -170,7 +172,7 @@ def class_model(
     params,
     *,
     objective: tuple = ("head", "script"),
-    targets=None,
+    targets: Integer[ArrayLike, " k"] | Integer[ArrayLike, ""] | Sequence[int] | None = None,
     image_shape: tuple[int, int, int] = (32, 64, 3),
     steps: int = 256,
     lr: float = 0.05,
@@ -273,7 +275,9 @@ def class_model(
     )
 
 
-def final_scores(apply_fn, params, result: ClassModel, *, head: str = "script") -> jax.Array:
+def final_scores(
+    apply_fn, params, result: ClassModel, *, head: str = "script"
+) -> Float[Array, "k classes"]:
     """Logits of the optimised images (no jitter): float32[K, n_classes]."""
     # finite, but not range-checked: clip=False images may leave [0, 1]
     images = check_array("result.images", result.images, ndim=4)

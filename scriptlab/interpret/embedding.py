@@ -41,8 +41,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Integer, Real
 
 from scriptlab.interpret._common import check_array, check_int, check_number, forward_chunks
+from scriptlab.protocols import AnyArray, Image
 
 _MIN_GAIN = 0.01
 
@@ -121,11 +123,11 @@ def _check_points(x: Any, name: str, *, min_points: int = 4) -> np.ndarray:
 def embed(
     apply_fn: Callable[..., Any],
     params: Any,
-    images: jax.Array,
+    images: Image[AnyArray, "n h w c"],
     *,
     layer: str | None = None,
     batch_size: int = 256,
-) -> jax.Array:
+) -> Float[Array, "n d"]:
     """The model's representation of each image, computed in chunks.
 
     Args:
@@ -160,7 +162,7 @@ def _pca(x: jax.Array, n_components: int) -> PCA:
     return PCA(xc @ comps.T, comps, ratio[:n_components], mean)
 
 
-def pca(x: jax.Array, *, n_components: int = 2) -> PCA:
+def pca(x: Real[AnyArray, "n d"], *, n_components: int = 2) -> PCA:
     """Principal component analysis by a thin SVD of the centred data (jitted).
 
     Args:
@@ -262,7 +264,11 @@ def _affinities(x, perplexity, n_neighbors, block_size):
 
 
 def affinities(
-    x: jax.Array, *, perplexity: float = 30.0, n_neighbors: int | None = None, block_size: int = 128
+    x: Real[AnyArray, "n d"],
+    *,
+    perplexity: float = 30.0,
+    n_neighbors: int | None = None,
+    block_size: int = 128,
 ) -> Affinities:
     """Conditional Gaussian affinities p_{j|i} with per-point bandwidths (jitted).
 
@@ -291,7 +297,7 @@ def affinities(
     return _affinities(jnp.asarray(arr, jnp.float32), jnp.float32(perplexity), k, block_size)
 
 
-def joint_probabilities(aff: Affinities) -> jax.Array:
+def joint_probabilities(aff: Affinities) -> Float[Array, "n n"]:
     """The dense symmetric P, p_ij = (p_{j|i} + p_{i|j}) / 2N, float32[N, N]: small N only."""
     n = aff.neighbors.shape[0]
     rows = jnp.repeat(jnp.arange(n), aff.neighbors.shape[1])
@@ -368,8 +374,12 @@ def _objective(aff: Affinities, y: jax.Array, exaggeration, p_log_p, block_size:
 
 
 def kl_divergence_and_gradient(
-    aff: Affinities, y: jax.Array, *, exaggeration: float = 1.0, block_size: int = 128
-) -> tuple[jax.Array, jax.Array]:
+    aff: Affinities,
+    y: Real[AnyArray, "n 2"],
+    *,
+    exaggeration: float = 1.0,
+    block_size: int = 128,
+) -> tuple[Float[Array, ""], Float[Array, "n 2"]]:
     """KL(P || Q) and its exact gradient for a 2-D map ``y`` (jitted).
 
     Args:
@@ -465,7 +475,7 @@ def _tsne(
 
 
 def tsne(
-    x: jax.Array,
+    x: Real[AnyArray, "n d"],
     *,
     perplexity: float = 30.0,
     n_iter: int = 1000,
@@ -473,7 +483,7 @@ def tsne(
     exaggeration_iter: int = 250,
     learning_rate: float | str = "auto",
     momentum: tuple[float, float] = (0.5, 0.8),
-    init: str | jax.Array = "pca",
+    init: str | Real[AnyArray, "n 2"] = "pca",
     seed: int = 0,
     n_neighbors: int | None = None,
     record_every: int = 10,
@@ -593,8 +603,12 @@ def _trustworthiness(x, y, n_neighbors, block_size):
 
 
 def trustworthiness(
-    x: jax.Array, y: jax.Array, *, n_neighbors: int = 5, block_size: int = 128
-) -> jax.Array:
+    x: Real[AnyArray, "n d"],
+    y: Real[AnyArray, "n e"],
+    *,
+    n_neighbors: int = 5,
+    block_size: int = 128,
+) -> Float[Array, ""]:
     """How far the map's neighbours are from being true neighbours (1 = perfect).
 
     T(k) = 1 - 2 / (N k (2N - 3k - 1)) sum_i sum_{j in U_i} (r(i, j) - k), where
@@ -656,14 +670,14 @@ def _knn_accuracy(x, labels, groups, k, n_classes, balanced, block_size):
 
 
 def knn_accuracy(
-    x: jax.Array,
-    labels: jax.Array,
+    x: Real[AnyArray, "n d"],
+    labels: Integer[AnyArray, " n"],
     *,
     k: int = 10,
-    groups: jax.Array | None = None,
+    groups: Integer[AnyArray, " n"] | None = None,
     balanced: bool = False,
     block_size: int = 128,
-) -> jax.Array:
+) -> Float[Array, ""]:
     """Leave-one-out k-nearest-neighbour accuracy of ``labels`` in the space ``x``.
 
     Each point is classified by the majority label of its k nearest other points

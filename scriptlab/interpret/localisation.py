@@ -17,12 +17,15 @@ localisation), https://arxiv.org/abs/1312.6034.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Bool, Float, Integer, Real
 
 from scriptlab.interpret._common import check_array, check_int, check_method_options
 from scriptlab.interpret.saliency import METHODS, saliency
+from scriptlab.protocols import AnyArray, Image
 
 
 def _check_maps_masks(maps, masks) -> tuple[jax.Array, jax.Array]:
@@ -34,7 +37,7 @@ def _check_maps_masks(maps, masks) -> tuple[jax.Array, jax.Array]:
     return check_array("maps", maps), masks.astype(bool)
 
 
-def dilate(masks: jax.Array, radius: int) -> jax.Array:
+def dilate(masks: Bool[AnyArray, "n h w"], radius: int) -> Bool[AnyArray, "n h w"]:
     """Grow bool[N, H, W] masks by ``radius`` pixels (square neighbourhood)."""
     radius = check_int("radius", radius, 0)
     if radius == 0:
@@ -68,7 +71,9 @@ def _scores(maps, masks, *, tolerance):
     }
 
 
-def localisation_scores(maps, masks, *, tolerance: int = 0) -> dict[str, jax.Array]:
+def localisation_scores(
+    maps: Real[AnyArray, "n h w"], masks: Bool[AnyArray, "n h w"], *, tolerance: int = 0
+) -> dict[str, Float[Array, " n"]]:
     """Per-image localisation scores of saliency maps against ink masks.
 
     Args:
@@ -91,9 +96,9 @@ def localisation_scores(maps, masks, *, tolerance: int = 0) -> dict[str, jax.Arr
 def localisation_table(
     apply_fn,
     params,
-    images,
-    masks,
-    targets,
+    images: Image[AnyArray, "n h w c"],
+    masks: Bool[AnyArray, "n h w"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
     *,
     methods: tuple[str, ...] = METHODS,
     tolerance: int = 1,
@@ -124,7 +129,13 @@ def localisation_table(
     return localisation_rows(maps, masks, tolerance=tolerance, model=model)
 
 
-def localisation_rows(maps, masks, *, tolerance: int = 1, model: str = "") -> list[dict]:
+def localisation_rows(
+    maps: Mapping[str, Real[AnyArray, "n h w"]],
+    masks: Bool[AnyArray, "n h w"],
+    *,
+    tolerance: int = 1,
+    model: str = "",
+) -> list[dict]:
     """``localisation_table`` for maps already computed: one row of mean scores per method.
 
     Args:

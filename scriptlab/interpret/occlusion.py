@@ -27,6 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Integer, Real
 
 from scriptlab.interpret._common import (
     check_batch_size,
@@ -40,6 +41,7 @@ from scriptlab.interpret._common import (
     map_rows,
     probe_outputs,
 )
+from scriptlab.protocols import AnyArray, Image
 
 FILLS = ("grey", "mean", "blur")
 OUTPUTS = ("probability", "logit")
@@ -72,7 +74,9 @@ def _pair(value, name: str) -> tuple[int, int]:
     return check_int(name, v[0]), check_int(name, v[1])
 
 
-def fill_images(images: jax.Array, fill: str, *, sigma: float) -> jax.Array:
+def fill_images(
+    images: Float[Array, "n h w c"], fill: str, *, sigma: float
+) -> Float[Array, "n h w c"]:
     """What an occluded window shows: float32[N, H, W, C] (grey 0.5, the image's mean colour, or its blur)."""
     if fill == "grey":
         return jnp.full_like(images, 0.5)
@@ -169,8 +173,8 @@ def _occlusion(
 def occlusion(
     apply_fn,
     params,
-    images,
-    targets,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
     *,
     patch: int | tuple[int, int] = 8,
     stride: int | tuple[int, int] = 2,
@@ -261,7 +265,9 @@ def occlusion(
     )
 
 
-def occlusion_localisation(heatmaps, masks, *, tolerance: int = 1) -> dict[str, jax.Array]:
+def occlusion_localisation(
+    heatmaps: Real[AnyArray, "n h w"], masks: Bool[AnyArray, "n h w"], *, tolerance: int = 1
+) -> dict[str, Float[Array, " n"]]:
     """Ink-mask localisation scores of occlusion heat maps, comparable with the saliency family's.
 
     Only the positive part of the heat map counts (pixels whose occlusion

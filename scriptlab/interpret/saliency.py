@@ -35,6 +35,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Integer, Real
 
 from scriptlab.interpret._common import (
     check_array,
@@ -47,6 +48,7 @@ from scriptlab.interpret._common import (
     probe_outputs,
     split_rows,
 )
+from scriptlab.protocols import AnyArray, Image
 
 METHODS = (
     "gradient",
@@ -63,7 +65,7 @@ BASELINES = ("black", "white", "gray", "blur")
 
 # --------------------------------------------------------------------------- ReLU rules
 @jax.custom_vjp
-def guided_relu(x: jax.Array) -> jax.Array:
+def guided_relu(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
     """ReLU forward; backward passes g only where x > 0 and g > 0 (Springenberg 2014)."""
     return jnp.maximum(x, 0)
 
@@ -80,7 +82,7 @@ guided_relu.defvjp(_guided_fwd, _guided_bwd)
 
 
 @jax.custom_vjp
-def deconv_relu(x: jax.Array) -> jax.Array:
+def deconv_relu(x: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
     """ReLU forward; backward is ReLU of the incoming signal, ignoring x (Zeiler & Fergus 2014)."""
     return jnp.maximum(x, 0)
 
@@ -99,7 +101,9 @@ _RELUS: dict[str, Callable | None] = {"plain": None, "guided": guided_relu, "dec
 
 
 # --------------------------------------------------------------------------- validation
-def _validate(apply_fn, params, images, targets, head, **probe_kwargs):
+def _validate(
+    apply_fn, params, images, targets, head, **probe_kwargs
+) -> tuple[jax.Array, jax.Array, Any]:
     images = check_images(images)
     out = probe_outputs(apply_fn, params, images, head, **probe_kwargs)
     targets = check_targets(targets, images.shape[0], getattr(out, head).shape[-1])
@@ -107,7 +111,9 @@ def _validate(apply_fn, params, images, targets, head, **probe_kwargs):
 
 
 # --------------------------------------------------------------------------- core
-def reduce_channels(grads: jax.Array, reduce: str) -> jax.Array:
+def reduce_channels(
+    grads: Float[Array, "*batch h w c"], reduce: str
+) -> Float[Array, "*batch h w"] | Float[Array, "*batch h w c"]:
     """Channel reduction float[..., H, W, C] -> float[..., H, W].
 
     "max_abs" is Simonyan's max over channels of |g|; "sum" keeps the sign (and
@@ -247,8 +253,14 @@ def _grad_cam_map(apply_fn, params, images, targets, *, head, layer):
 
 # --------------------------------------------------------------------------- public API
 def vanilla_gradient(
-    apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"
-):
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    *,
+    head: str = "script",
+    reduce: str = "max_abs",
+) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
     """Image-specific class saliency: |dS_c/dI|, max over channels.
 
     Args:
@@ -273,8 +285,14 @@ def vanilla_gradient(
 
 
 def gradient_x_input(
-    apply_fn, params, images, targets, *, head: str = "script", reduce: str = "sum"
-):
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    *,
+    head: str = "script",
+    reduce: str = "sum",
+) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
     """Gradient times input, summed over channels (signed).
 
     Args and Returns as ``vanilla_gradient``.
@@ -292,8 +310,8 @@ def gradient_x_input(
 def smoothgrad(
     apply_fn,
     params,
-    images,
-    targets,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
     *,
     head: str = "script",
     n_samples: int = 32,
@@ -301,7 +319,7 @@ def smoothgrad(
     key: jax.Array | None = None,
     reduce: str = "max_abs",
     samples_per_call: int | None = None,
-):
+) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
     """SmoothGrad: the gradient averaged over Gaussian-noised copies, then reduced.
 
     Args:
@@ -334,8 +352,11 @@ def smoothgrad(
 
 
 def make_baseline(
-    images: jax.Array, baseline: str | Any = "black", *, blur_sigma: float = 4.0
-) -> jax.Array:
+    images: Float[Array, "n h w c"],
+    baseline: str | Real[ArrayLike, "h w c"] | Real[ArrayLike, "n h w c"] = "black",
+    *,
+    blur_sigma: float = 4.0,
+) -> Float[Array, "n h w c"]:
     """Integrated Gradients reference images, float32[N, H, W, C].
 
     ``"black"``, ``"white"`` and ``"gray"`` are constant images; ``"blur"`` is
@@ -361,15 +382,15 @@ def make_baseline(
 def integrated_gradients(
     apply_fn,
     params,
-    images,
-    targets,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
     *,
     head: str = "script",
     steps: int = 32,
-    baseline: str | Any = "black",
+    baseline: str | Real[ArrayLike, "h w c"] | Real[ArrayLike, "n h w c"] = "black",
     reduce: str = "sum",
     samples_per_call: int | None = None,
-):
+) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
     """Integrated Gradients along the straight path from a baseline, midpoint rule.
 
     With ``reduce="sum"`` the map sums to about S_c(x) - S_c(baseline)
@@ -408,8 +429,15 @@ def integrated_gradients(
 
 
 def completeness_gap(
-    apply_fn, params, images, targets, attributions, *, head: str = "script", baseline="black"
-):
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    attributions: Real[AnyArray, "n h w"] | Real[AnyArray, "n h w c"],
+    *,
+    head: str = "script",
+    baseline: str | Real[ArrayLike, "h w c"] | Real[ArrayLike, "n h w c"] = "black",
+) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
     """How well IG attributions add up: (sum of attributions, S_c(x) - S_c(baseline)).
 
     Args:
@@ -433,8 +461,14 @@ def completeness_gap(
 
 
 def guided_backprop(
-    apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"
-):
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    *,
+    head: str = "script",
+    reduce: str = "max_abs",
+) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
     """Guided backpropagation: at every ReLU pass the gradient only where the
     forward input and the incoming gradient are both positive.
 
@@ -458,7 +492,15 @@ def guided_backprop(
     )
 
 
-def deconvnet(apply_fn, params, images, targets, *, head: str = "script", reduce: str = "max_abs"):
+def deconvnet(
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    *,
+    head: str = "script",
+    reduce: str = "max_abs",
+) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
     """Deconvnet: at every ReLU pass the ReLU of the incoming signal (ignoring the
     forward input); max-pool switches route the signal as in the gradient: each
     pool window's whole signal goes to its first maximum, as in Zeiler &
@@ -484,7 +526,15 @@ def deconvnet(apply_fn, params, images, targets, *, head: str = "script", reduce
     )
 
 
-def grad_cam(apply_fn, params, images, targets, *, head: str = "script", layer: str = "conv3"):
+def grad_cam(
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    *,
+    head: str = "script",
+    layer: str = "conv3",
+) -> Float[Array, "n h w"]:
     """Grad-CAM on a named layer: ReLU(sum_k alpha_k A_k) with alpha_k the
     spatial mean of dS_c/dA_k, bilinearly upsampled to the image size.
 
@@ -519,7 +569,15 @@ _FUNCTIONS = {
 }
 
 
-def saliency(apply_fn, params, images, targets, *, method: str = "gradient", **options):
+def saliency(
+    apply_fn,
+    params,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    *,
+    method: str = "gradient",
+    **options,
+) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
     """Any method of ``METHODS`` by name; ``options`` go to that method.
 
     Returns:

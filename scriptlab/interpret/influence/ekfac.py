@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, Integer, PyTree
 
 from scriptlab.interpret._common import (
     check_batch_size,
@@ -54,6 +55,7 @@ from scriptlab.interpret.influence.layers import (
     matrices_to_params,
 )
 from scriptlab.interpret.influence.losses import map_chunks
+from scriptlab.protocols import AnyArray, Image
 
 LABELS = ("sampled", "expected", "true")
 
@@ -76,7 +78,9 @@ class EKFACFactors(NamedTuple):
 
 
 # --------------------------------------------------------------------------- one layer
-def kronecker_factors(a: jax.Array, g: jax.Array, valid: jax.Array | None = None):
+def kronecker_factors(
+    a: Float[Array, "n s d"], g: Float[Array, "n k s o"], valid: Float[Array, " n"] | None = None
+) -> tuple[Float[Array, "d d"], Float[Array, "o o"]]:
     """Sums of input and gradient outer products over examples, samples and positions.
 
     Args:
@@ -93,7 +97,12 @@ def kronecker_factors(a: jax.Array, g: jax.Array, valid: jax.Array | None = None
     return jnp.einsum("nsi,nsj,n->ij", a, a, w), jnp.einsum("nksi,nksj,n->ij", g, g, w)
 
 
-def rotated_grads(q_a: jax.Array, q_s: jax.Array, a: jax.Array, g: jax.Array) -> jax.Array:
+def rotated_grads(
+    q_a: Float[Array, "d d"],
+    q_s: Float[Array, "o o"],
+    a: Float[Array, "n s d"],
+    g: Float[Array, "n k s o"],
+) -> Float[Array, "n k d o"]:
     """Per-example gradients in the Kronecker eigenbasis: Q_A^T (sum_s a_s g_s^T) Q_S, float32[N, K, d, out]."""
     if a.shape[1] == 1:  # dense: rotate the factors, then one outer product
         return jnp.einsum("ni,nko->nkio", a[:, 0] @ q_a, g[:, :, 0] @ q_s)
@@ -101,7 +110,13 @@ def rotated_grads(q_a: jax.Array, q_s: jax.Array, a: jax.Array, g: jax.Array) ->
     return jnp.einsum("ij,nkio,op->nkjp", q_a, grad, q_s)
 
 
-def precondition(q_a, q_s, eigenvalues, grads: jax.Array, damping) -> jax.Array:
+def precondition(
+    q_a: Float[Array, "d d"],
+    q_s: Float[Array, "o o"],
+    eigenvalues: Float[Array, "d o"],
+    grads: Float[Array, "t d o"],
+    damping,
+) -> Float[Array, "t d o"]:
     """(Q_A (x) Q_S) diag(eigenvalues + damping)^-1 (Q_A (x) Q_S)^T applied to float32[T, d, out]."""
     rot = jnp.einsum("ij,tio,op->tjp", q_a, grads, q_s) / (eigenvalues + damping)
     return jnp.einsum("ij,tjp,op->tio", q_a, rot, q_s)
@@ -149,8 +164,8 @@ def _eigenvalue_chunk(apply_fn, head, labels_mode, params, key, q_a, q_s, chunk)
 def fit_ekfac(
     apply_fn: Callable,
     params,
-    images,
-    targets=None,
+    images: Image[AnyArray, "n h w c"],
+    targets: Integer[AnyArray, " n"] | None = None,
     *,
     head: str = "script",
     labels: str = "sampled",
@@ -263,13 +278,13 @@ def ekfac_s_test(
     factors: EKFACFactors,
     apply_fn: Callable,
     params,
-    test_x,
-    test_y,
+    test_x: Image[AnyArray, "t h w c"],
+    test_y: Integer[AnyArray, " t"],
     *,
     head: str = "script",
     l2: float = 0.0,
     damping: float | None = None,
-):
+) -> PyTree[Float[Array, "t ..."]]:
     """s_test = (GN + lambda I)^-1 grad L(z_test) for T test points, as a params-shaped pytree.
 
     Args:
@@ -300,16 +315,16 @@ def ekfac_scores(
     factors: EKFACFactors,
     apply_fn: Callable,
     params,
-    train_x,
-    train_y,
-    test_x,
-    test_y,
+    train_x: Image[AnyArray, "n h w c"],
+    train_y: Integer[AnyArray, " n"],
+    test_x: Image[AnyArray, "t h w c"],
+    test_y: Integer[AnyArray, " t"],
     *,
     head: str = "script",
     l2: float = 0.0,
     damping: float | None = None,
     batch_size: int = 128,
-) -> jax.Array:
+) -> Float[Array, "t n"]:
     """I_up,loss of every training crop on every test crop, over every parameter, with EK-FAC.
 
     The T test gradients are preconditioned once; each chunk of training
@@ -361,14 +376,14 @@ def ekfac_self_influence(
     factors: EKFACFactors,
     apply_fn: Callable,
     params,
-    x,
-    y,
+    x: Image[AnyArray, "n h w c"],
+    y: Integer[AnyArray, " n"],
     *,
     head: str = "script",
     l2: float = 0.0,
     damping: float | None = None,
     batch_size: int = 128,
-) -> jax.Array:
+) -> Float[Array, " n"]:
     """grad L(z_i)^T (GN + lambda I)^-1 grad L(z_i) for every training crop (mislabel ranking).
 
     Args: as in ``ekfac_scores``.

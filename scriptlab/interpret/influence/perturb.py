@@ -20,10 +20,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float, Integer, Shaped
 
 from scriptlab.interpret._common import check_batch_size, check_images, check_xy
 from scriptlab.interpret.influence.layers import as_float
 from scriptlab.interpret.influence.losses import LossFn, map_chunks
+from scriptlab.protocols import AnyArray
 
 
 def _as_tree_batch(s_test, params):
@@ -74,14 +76,14 @@ def perturbation_influence(
     loss_fn: LossFn,
     params,
     s_test,
-    train_x,
-    train_y,
+    train_x: Shaped[AnyArray, " n *input"],
+    train_y: Integer[AnyArray, " n"],
     *,
     apply_fn: Callable | None = None,
     trunk_params=None,
     field: str = "embedding",
     batch_size: int = 64,
-) -> jax.Array:
+) -> Float[Array, "n t *input"]:
     """I_pert,loss of every training input on T test points: -grad_x [s_test . grad_theta L(x, y)].
 
     Args:

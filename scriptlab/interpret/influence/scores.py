@@ -16,6 +16,7 @@ import functools
 from typing import NamedTuple
 
 import jax
+from jaxtyping import Array, Float, Integer, Real, Shaped
 
 from scriptlab.interpret._common import (
     check_array,
@@ -31,6 +32,7 @@ from scriptlab.interpret._common import (
 from scriptlab.interpret.influence.losses import LossFn, example_grad, objective
 from scriptlab.interpret.influence.options import InfluenceOptions, resolve_options
 from scriptlab.interpret.influence.solvers import METHODS, InverseHVPState, flat_matvec, solve_flat
+from scriptlab.protocols import AnyArray
 
 
 class Influence(NamedTuple):
@@ -45,7 +47,14 @@ class Influence(NamedTuple):
     s_test: InverseHVPState
 
 
-def per_example_grads(loss_fn: LossFn, params, x, y, *, batch_size: int = 256) -> jax.Array:
+def per_example_grads(
+    loss_fn: LossFn,
+    params,
+    x: Shaped[AnyArray, " n *input"],
+    y: Integer[AnyArray, " n"],
+    *,
+    batch_size: int = 256,
+) -> Float[Array, "n p"]:
     """Flattened per-example gradients float32[N, P] (vmap inside lax.map chunks).
 
     Materialises N x P numbers: for many points on a big model use
@@ -92,10 +101,10 @@ def _influence(
 def influence_scores(
     loss_fn: LossFn,
     params,
-    train_x,
-    train_y,
-    test_x,
-    test_y,
+    train_x: Shaped[AnyArray, " n *input"],
+    train_y: Integer[AnyArray, " n"],
+    test_x: Shaped[AnyArray, " t *input"],
+    test_y: Integer[AnyArray, " t"],
     *,
     l2: float | None = None,
     test_loss_fn: LossFn | None = None,
@@ -104,7 +113,7 @@ def influence_scores(
     tol: float = 1e-5,
     max_iter: int = 500,
     batch_size: int = 256,
-    hessian: jax.Array | None = None,
+    hessian: Float[AnyArray, "p p"] | None = None,
     options: InfluenceOptions | None = None,
 ) -> Influence:
     """I_up,loss of every training point on every test point, one jitted pass.
@@ -168,7 +177,7 @@ def influence_scores(
     return Influence(scores, state)
 
 
-def predicted_loo_change(scores: jax.Array, n_train: int) -> jax.Array:
+def predicted_loo_change(scores: Real[AnyArray, "*shape"], n_train: int) -> Float[Array, "*shape"]:
     """Predicted L_test(theta_-i) - L_test(theta_hat) on removing point i: -scores / n."""
     check_int("n_train", n_train, 1)
     return -check_array("scores", scores) / n_train

@@ -23,9 +23,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float, Float64, Integer, Shaped
 
 from scriptlab.interpret._common import check_array, check_batch_size, check_int, check_xy
 from scriptlab.interpret.influence.losses import LossFn, gradient_products, map_chunks
+from scriptlab.protocols import AnyArray
 
 
 def _check_checkpoints(checkpoints, learning_rates):
@@ -69,14 +71,14 @@ def tracin_scores(
     loss_fn: LossFn,
     checkpoints: Sequence,
     learning_rates,
-    train_x,
-    train_y,
-    test_x,
-    test_y,
+    train_x: Shaped[AnyArray, " n *input"],
+    train_y: Integer[AnyArray, " n"],
+    test_x: Shaped[AnyArray, " t *input"],
+    test_y: Integer[AnyArray, " t"],
     *,
     test_loss_fn: LossFn | None = None,
     batch_size: int = 64,
-) -> jax.Array:
+) -> Float[Array, "t n"]:
     """TracInCP of every training point on every test point: one jitted pass per checkpoint.
 
     Per-example gradients are computed ``batch_size`` at a time by one jitted
@@ -117,8 +119,14 @@ def tracin_scores(
 
 
 def tracin_self_influence(
-    loss_fn: LossFn, checkpoints: Sequence, learning_rates, x, y, *, batch_size: int = 64
-) -> jax.Array:
+    loss_fn: LossFn,
+    checkpoints: Sequence,
+    learning_rates,
+    x: Shaped[AnyArray, " n *input"],
+    y: Integer[AnyArray, " n"],
+    *,
+    batch_size: int = 64,
+) -> Float[Array, " n"]:
     """sum_c lr_c ||grad L(z_i; theta_c)||^2 for every training point (mislabel ranking).
 
     Args: as in ``tracin_scores``.
@@ -140,7 +148,9 @@ def tracin_self_influence(
     return total
 
 
-def epoch_learning_rates(config, n_train: int, epochs: Sequence[int]) -> np.ndarray:
+def epoch_learning_rates(
+    config, n_train: int, epochs: Sequence[int]
+) -> Float64[np.ndarray, " checkpoints"]:
     """The mean step size of the epoch that ended at each snapshot (0 for epoch 0, the init).
 
     Args:
