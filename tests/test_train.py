@@ -152,7 +152,7 @@ def test_micro_batches_take_the_whole_batch_mean_gradient(smoke, mode):
         updates.append((jax.tree.map(lambda a, b: a - b, new.params, params), np.asarray(losses)))
     (one, l1), (four, l4) = updates
     np.testing.assert_allclose(l4, l1, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one)):
+    for a, b in zip(jax.tree.leaves(four), jax.tree.leaves(one), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
     assert max(float(np.abs(a).max()) for a in jax.tree.leaves(one)) > 1e-3  # a real update
 
