@@ -375,7 +375,8 @@ def mislabel_wholenet(ds, flip=0.1, seed=0):
     y, flipped = inf.flip_labels(tr.script, len(ds.scripts), flip, seed=seed)
     import dataclasses
 
-    splits = {**ds.splits, "train": tr._replace(script=np.asarray(y, tr.script.dtype))}
+    noisy_train = type(tr)(**{**tr._asdict(), "script": np.asarray(y, tr.script.dtype)})
+    splits = {**ds.splits, "train": noisy_train}
     noisy = dataclasses.replace(ds, splits=splits)
     cfg = zoo.config("baseline", snapshots=True)
     t0 = time.perf_counter()
