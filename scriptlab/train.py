@@ -78,8 +78,8 @@ class TrainConfig:
     batch_size: int = 64
     # Rows per forward/backward pass inside one step. The step still takes the whole batch's
     # mean gradient (the passes' gradients are averaged); only float rounding and the dropout
-    # draws differ from one pass. 16 rows keep a pass's activations in the CPU's cache: about
-    # 2x the images/s of one 64-row pass on 2 cores (benchmarks/bench_train.py). groupdro,
+    # draws differ from one pass. 16 rows keep a pass's activations in the CPU's cache: 1.5-1.8x
+    # the images/s of one 64-row pass on 2 cores (benchmarks/bench_train.py). groupdro,
     # whose weights need the whole batch's group losses, always takes one pass.
     micro_batch: int = 16
     lr: float = 4e-3
@@ -291,7 +291,7 @@ def make_step(
                     lam,
                     jax.random.fold_in(key, j),
                     state.group_weights,
-                )  # fmt: skip
+                )
                 for j in range(passes)
             ]
             mean = lambda *a: sum(a) / passes

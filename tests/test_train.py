@@ -118,6 +118,7 @@ def test_zoo_warm_trains_in_parallel_workers_identically(tmp_path, monkeypatch):
     kw = dict(epochs=1, batch_size=32)
     where = zoo.warm([("baseline", "smoke", s, kw) for s in (0, 1)], workers=2, progress=False)
     assert all((w / "checkpoint.json").exists() for w in where)
+    assert any((tmp_path / "compiled").iterdir())  # workers keep their compiled programs
     cached = zoo.load("baseline", "smoke", seed=1, progress=False, **kw)  # restored, not retrained
     fresh = train.train(zoo.config("baseline", "smoke", 1, **kw), progress=False)
     # single-threaded workers give the same bits as training here
