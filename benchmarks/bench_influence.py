@@ -365,7 +365,10 @@ def mislabel_wholenet(ds, flip=0.1, seed=0):
     The zoo baseline's recipe (4 epochs, snapshots) on the first MISLABEL_N training crops, with
     ``flip_labels``'s flips; recall = share of the flipped crops among the top 10 % / 20 % ranked.
     """
+    import dataclasses
+
     from scriptlab import train
+    from scriptlab.model import functional
 
     print(
         f"\n== mislabel detection, whole network: {flip:.0%} of {MISLABEL_N:,} labels flipped, "
@@ -373,8 +376,6 @@ def mislabel_wholenet(ds, flip=0.1, seed=0):
     )
     tr = ds.train.take(slice(0, MISLABEL_N))
     y, flipped = inf.flip_labels(tr.script, len(ds.scripts), flip, seed=seed)
-    import dataclasses
-
     noisy_train = type(tr)(**{**tr._asdict(), "script": np.asarray(y, tr.script.dtype)})
     splits = {**ds.splits, "train": noisy_train}
     noisy = dataclasses.replace(ds, splits=splits)
@@ -382,8 +383,6 @@ def mislabel_wholenet(ds, flip=0.1, seed=0):
     t0 = time.perf_counter()
     r = train.train(cfg, noisy, progress=False)
     t_train = time.perf_counter() - t0
-    from scriptlab.model import functional
-
     params, apply_fn = functional(r.model)
     loss = inf.ScriptNetLoss(apply_fn, "script")
     epochs = [e for e, _ in r.snapshots]
