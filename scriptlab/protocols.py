@@ -46,10 +46,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 import jax
 import numpy as np
-from jaxtyping import AbstractDtype, Float, UInt8
+from jaxtyping import AbstractDtype, ArrayLike, Float, Integer, UInt8
 
 AnyArray: TypeAlias = jax.Array | np.ndarray
 """An array argument: a jax or a numpy array (``Float[AnyArray, "n d"]``)."""
+
+Targets: TypeAlias = Integer[ArrayLike, " n"] | Integer[ArrayLike, ""]
+"""Class ids, one per image or one for all (``int`` or ``int[N]``)."""
 
 if TYPE_CHECKING:  # type checkers see the array type itself, as with jaxtyping's own dtypes
     from typing import Annotated as Image

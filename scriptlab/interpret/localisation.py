@@ -21,11 +21,11 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Bool, Float, Integer, Real
+from jaxtyping import Array, Bool, Float, Real
 
 from scriptlab.interpret._common import check_array, check_int, check_method_options
 from scriptlab.interpret.saliency import METHODS, saliency
-from scriptlab.protocols import AnyArray, Image
+from scriptlab.protocols import AnyArray, Image, Targets
 
 
 def _check_maps_masks(maps, masks) -> tuple[jax.Array, jax.Array]:
@@ -98,7 +98,7 @@ def localisation_table(
     params,
     images: Image[AnyArray, "n h w c"],
     masks: Bool[AnyArray, "n h w"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     methods: tuple[str, ...] = METHODS,
     tolerance: int = 1,

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Bool, Float, Integer, Real
+from jaxtyping import Array, Bool, Float, Real
 
 from scriptlab.interpret._common import (
     check_batch_size,
@@ -41,7 +41,7 @@ from scriptlab.interpret._common import (
     map_rows,
     probe_outputs,
 )
-from scriptlab.protocols import AnyArray, Image
+from scriptlab.protocols import AnyArray, Image, Targets
 
 FILLS = ("grey", "mean", "blur")
 OUTPUTS = ("probability", "logit")
@@ -174,7 +174,7 @@ def occlusion(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     patch: int | tuple[int, int] = 8,
     stride: int | tuple[int, int] = 2,

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, Integer, Real
+from jaxtyping import Array, ArrayLike, Float, Real
 
 from scriptlab.interpret._common import (
     check_array,
@@ -48,7 +48,7 @@ from scriptlab.interpret._common import (
     probe_outputs,
     split_rows,
 )
-from scriptlab.protocols import AnyArray, Image
+from scriptlab.protocols import AnyArray, Image, Targets
 
 METHODS = (
     "gradient",
@@ -60,6 +60,12 @@ METHODS = (
     "grad_cam",
 )
 REDUCTIONS = ("max_abs", "sum", "abs_sum", "l2", "none")
+
+Maps: TypeAlias = Float[Array, "n h w"] | Float[Array, "n h w c"]
+"""Saliency maps: one per image, channels reduced (or kept, with ``reduce="none"``)."""
+
+Baseline: TypeAlias = str | Real[ArrayLike, "h w c"] | Real[ArrayLike, "n h w c"]
+"""A path-method baseline: a name in ``BASELINES``, one image, or one per image."""
 BASELINES = ("black", "white", "gray", "blur")
 
 
@@ -256,11 +262,11 @@ def vanilla_gradient(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     head: str = "script",
     reduce: str = "max_abs",
-) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
+) -> Maps:
     """Image-specific class saliency: |dS_c/dI|, max over channels.
 
     Args:
@@ -288,11 +294,11 @@ def gradient_x_input(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     head: str = "script",
     reduce: str = "sum",
-) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
+) -> Maps:
     """Gradient times input, summed over channels (signed).
 
     Args and Returns as ``vanilla_gradient``.
@@ -311,7 +317,7 @@ def smoothgrad(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     head: str = "script",
     n_samples: int = 32,
@@ -319,7 +325,7 @@ def smoothgrad(
     key: jax.Array | None = None,
     reduce: str = "max_abs",
     samples_per_call: int | None = None,
-) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
+) -> Maps:
     """SmoothGrad: the gradient averaged over Gaussian-noised copies, then reduced.
 
     Args:
@@ -353,7 +359,7 @@ def smoothgrad(
 
 def make_baseline(
     images: Float[Array, "n h w c"],
-    baseline: str | Real[ArrayLike, "h w c"] | Real[ArrayLike, "n h w c"] = "black",
+    baseline: Baseline = "black",
     *,
     blur_sigma: float = 4.0,
 ) -> Float[Array, "n h w c"]:
@@ -383,14 +389,14 @@ def integrated_gradients(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     head: str = "script",
     steps: int = 32,
-    baseline: str | Real[ArrayLike, "h w c"] | Real[ArrayLike, "n h w c"] = "black",
+    baseline: Baseline = "black",
     reduce: str = "sum",
     samples_per_call: int | None = None,
-) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
+) -> Maps:
     """Integrated Gradients along the straight path from a baseline, midpoint rule.
 
     With ``reduce="sum"`` the map sums to about S_c(x) - S_c(baseline)
@@ -432,11 +438,11 @@ def completeness_gap(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     attributions: Real[AnyArray, "n h w"] | Real[AnyArray, "n h w c"],
     *,
     head: str = "script",
-    baseline: str | Real[ArrayLike, "h w c"] | Real[ArrayLike, "n h w c"] = "black",
+    baseline: Baseline = "black",
 ) -> tuple[Float[Array, " n"], Float[Array, " n"]]:
     """How well IG attributions add up: (sum of attributions, S_c(x) - S_c(baseline)).
 
@@ -464,11 +470,11 @@ def guided_backprop(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     head: str = "script",
     reduce: str = "max_abs",
-) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
+) -> Maps:
     """Guided backpropagation: at every ReLU pass the gradient only where the
     forward input and the incoming gradient are both positive.
 
@@ -496,11 +502,11 @@ def deconvnet(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     head: str = "script",
     reduce: str = "max_abs",
-) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
+) -> Maps:
     """Deconvnet: at every ReLU pass the ReLU of the incoming signal (ignoring the
     forward input); max-pool switches route the signal as in the gradient: each
     pool window's whole signal goes to its first maximum, as in Zeiler &
@@ -530,7 +536,7 @@ def grad_cam(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     head: str = "script",
     layer: str = "conv3",
@@ -573,11 +579,11 @@ def saliency(
     apply_fn,
     params,
     images: Image[AnyArray, "n h w c"],
-    targets: Integer[ArrayLike, " n"] | Integer[ArrayLike, ""],
+    targets: Targets,
     *,
     method: str = "gradient",
     **options,
-) -> Float[Array, "n h w"] | Float[Array, "n h w c"]:
+) -> Maps:
     """Any method of ``METHODS`` by name; ``options`` go to that method.
 
     Returns:
