@@ -6,6 +6,9 @@
     python benchmarks/bench_influence.py --wholenet # TracIn / EK-FAC / CG vs one retrain,
                                                     # mislabel recall, the training-set attack
     python benchmarks/bench_influence.py --attack   # the attack alone, at 2/255 and 8/255
+    python benchmarks/bench_influence.py --loo-wholenet  # EK-FAC and gradient dot products vs
+                                                    # leave-k-out retrains at two seeds (the noise
+                                                    # floor), a warm-started retrain, and the PBRF
     python benchmarks/bench_influence.py --mislabel # mislabel recall: convex head, and the whole
                                                     # network retrained with 10 % flipped labels
 
@@ -538,6 +541,120 @@ def validate_convex(ds, m):
             )
 
 
+# Whole-network leave-k-out (--loo-wholenet): a ScriptNet small enough to retrain many times.
+WN_N = 500  # training crops
+WN_TEST = 4  # test crops (ranked 5-8 by loss: wrong or unsure, so removals move them)
+WN_K = 10  # crops per removal set
+WN_RANDOM = 8  # random removal sets, next to a most-helpful and a most-harmful set per test crop
+WN_SEEDS = (0, 1)  # initialisation and batch order of the two from-scratch runs (the noise floor)
+WN_TRAIN = dict(epochs=40, batch_size=50, lr=0.05, momentum=0.9, l2=1e-3)
+WN_WARM = dict(epochs=5, batch_size=50, lr=0.005, momentum=0.9, l2=1e-3)  # Koh & Liang's warm start
+WN_DAMPING = 1e-3  # added to the objective's l2 in EK-FAC and the PBRF's proximity weight
+WN_PBRF = dict(epochs=10, batch_size=50, lr=0.05, momentum=0.9)
+
+
+def validate_wholenet(ds):
+    """Whole-network influence against leave-k-out retraining (two seeds: the noise floor),
+    Koh & Liang's warm-started retrain, and the proximal Bregman response (Bae et al. 2022)."""
+    from scipy.stats import spearmanr
+
+    from scriptlab import model as M
+
+    print(
+        f"\n== whole network: predicted vs actual leave-{WN_K}-out on a ScriptNet trained on "
+        f"{WN_N} crops =="
+    )
+    x = jnp.asarray(ds.train.images[:WN_N])
+    y = jnp.asarray(ds.train.script[:WN_N], jnp.int32)
+    h, w = ds.config.image_size
+
+    def init(seed):
+        net = M.build(len(ds.scripts), len(ds.styles), seed=seed, image_shape=(h, w, 3))
+        return M.functional(net)
+
+    (p_a, apply_fn), (p_b, _) = init(WN_SEEDS[0]), init(WN_SEEDS[1])
+    loss = inf.ScriptNetLoss(apply_fn, "script")
+    t0 = time.perf_counter()
+    none = np.zeros((0, 1), np.int64)
+    base = inf.leave_out_retrain(loss, p_a, x, y, x[:1], y[:1], none, seed=WN_SEEDS[0], **WN_TRAIN)
+    theta, t_train = base.base_params, time.perf_counter() - t0
+    test_loss = np.asarray(loss(theta, jnp.asarray(ds.test.images[:1000]), ds.test.script[:1000]))
+    pick = np.argsort(-test_loss)[4 : 4 + WN_TEST]
+    xt, yt = jnp.asarray(ds.test.images[pick]), jnp.asarray(ds.test.script[pick], jnp.int32)
+    train_acc = float(np.mean(np.argmax(apply_fn(theta, x / 255.0).script, -1) == np.asarray(y)))
+    print(
+        f"model: {WN_TRAIN['epochs']} epochs from seed {WN_SEEDS[0]}'s init in {t_train:.0f} s, "
+        f"final |grad J| {float(base.base_grad_norm):.1e}, train accuracy {train_acc:.3f}, "
+        f"test accuracy {float(np.mean(test_loss < np.log(2))):.3f} (loss < log 2, 1,000 crops); "
+        f"test crops {pick.tolist()} (losses {np.round(test_loss[pick], 2).tolist()})"
+    )
+    t0 = time.perf_counter()
+    f = inf.fit_ekfac(apply_fn, theta, x)
+    lam = WN_TRAIN["l2"] + WN_DAMPING
+    ek = inf.ekfac_scores(f, apply_fn, theta, x, y, xt, yt, l2=WN_TRAIN["l2"], damping=WN_DAMPING)
+    preds = {"EK-FAC, every layer": np.asarray(inf.predicted_loo_change(ek, WN_N))}
+    gd = inf.tracin_scores(loss, [theta], np.ones(1), x, y, xt, yt)
+    preds["gradient dot product (TracIn, last checkpoint)"] = np.asarray(gd)
+    t_est = time.perf_counter() - t0
+    ekp = preds["EK-FAC, every layer"]
+    rng = np.random.default_rng(0)
+    sets = [np.argsort(-ekp[t])[:WN_K] for t in range(WN_TEST)]  # most helpful: removal hurts
+    sets += [np.argsort(ekp[t])[:WN_K] for t in range(WN_TEST)]  # most harmful
+    sets += [rng.choice(WN_N, WN_K, replace=False) for _ in range(WN_RANDOM)]
+    sets = np.stack(sets)
+    actual, seconds = {}, {}
+    runs = (
+        (f"leave-{WN_K}-out from scratch, seed {WN_SEEDS[0]}", p_a, WN_SEEDS[0], WN_TRAIN),
+        (f"leave-{WN_K}-out from scratch, seed {WN_SEEDS[1]}", p_b, WN_SEEDS[1], WN_TRAIN),
+        ("leave-k-out warm-started at the model (Koh & Liang)", theta, 100, WN_WARM),
+    )
+    grad_norms = {}
+    for name, start, seed, kw in runs:
+        t0 = time.perf_counter()
+        r = inf.leave_out_retrain(loss, start, x, y, xt, yt, sets, seed=seed, **kw)
+        actual[name], seconds[name] = np.asarray(r.delta_test_loss), time.perf_counter() - t0
+        grad_norms[name] = (float(r.base_grad_norm), float(np.max(r.grad_norm)))
+    t0 = time.perf_counter()
+    r = inf.pbrf(apply_fn, theta, x, y, xt, yt, sets, damping=lam, **WN_PBRF)
+    name = f"PBRF (damping {lam:g})"
+    actual[name], seconds[name] = np.asarray(r.delta_test_loss), time.perf_counter() - t0
+    grad_norms[name] = (0.0, float(np.max(r.grad_norm)))
+    print(
+        f"{len(sets)} removal sets x {WN_TEST} test crops = {sets.size // WN_K * WN_TEST} pairs; "
+        f"estimators {t_est:.0f} s"
+    )
+    print("| reference | seconds | final |grad| no removal | max over sets | mean |change| |")
+    print("|---|---|---|---|---|")
+    for name, a in actual.items():
+        g0, g1 = grad_norms[name]
+        print(f"| {name} | {seconds[name]:.0f} | {g0:.1e} | {g1:.1e} | {np.abs(a).mean():.2e} |")
+    rows = []
+    names = list(actual)
+    rows.append((f"noise floor: {names[0]}", names[1], actual[names[0]], actual[names[1]]))
+    for pname, per_point in preds.items():
+        pred = np.stack([per_point[:, s].sum(1) for s in sets])  # [M, T]
+        for ref in names:
+            rows.append((pname, ref, pred, actual[ref]))
+    rows.append((names[-1], names[0], actual[names[-1]], actual[names[0]]))
+    print("| prediction | vs actual | Pearson r | Spearman r | slope (actual on predicted) |")
+    print("|---|---|---|---|---|")
+    table = []
+    for pname, ref, pred, act in rows:
+        rp, rs, sl = (
+            inf.pearson(pred, act),
+            float(spearmanr(pred.ravel(), act.ravel())[0]),
+            inf.slope(pred, act),
+        )
+        table.append([pname, ref, rp, rs, sl])
+        print(f"| {pname} | {ref} | {rp:.3f} | {rs:.3f} | {sl:.3f} |")
+    inf.save_result(
+        "wholenet_loo",
+        {"table": table, "n": WN_N, "k": WN_K, "sets": int(len(sets)), "test": int(WN_TEST),
+         "seconds": seconds, "grad_norms": grad_norms, "train_seconds": t_train},
+    )  # fmt: skip
+    return table
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -548,6 +665,11 @@ def main():
         "--wholenet", action="store_true", help="whole-network estimators, mislabel, attack"
     )
     ap.add_argument("--convex", action="store_true", help="with --validate: the convex level only")
+    ap.add_argument(
+        "--loo-wholenet",
+        action="store_true",
+        help="whole network vs leave-k-out retraining at two seeds and the PBRF",
+    )
     ap.add_argument(
         "--mislabel", action="store_true", help="mislabel recall: convex head and whole network"
     )
@@ -562,6 +684,9 @@ def main():
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
     if a.attack:
         attack(ds, m, (EPS_ATTACK, EPS_LARGE))
+        return
+    if a.loo_wholenet:
+        validate_wholenet(ds)
         return
     if a.mislabel:
         mislabel(ds, m)

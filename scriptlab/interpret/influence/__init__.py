@@ -20,6 +20,8 @@ the training objective at its optimum. The package, one concern per module:
   ekfac       ``fit_ekfac`` and ``ekfac_scores``: EK-FAC inverse Gauss-Newton, every layer
   perturb     ``perturbation_influence``: I_pert,loss, the pixels of a training crop that move a test loss
   attack      ``training_set_attack``: Koh & Liang's section 5.2 attack, validated by retraining
+  retrain     whole-network references: ``leave_out_retrain`` (leave-k-out, seeded) and
+              ``pbrf``, the proximal Bregman response that damped influence estimates
 
 References: Koh & Liang 2017, https://arxiv.org/abs/1703.04730; Agarwal, Bullins & Hazan
 2017 (LiSSA), https://arxiv.org/abs/1602.03943; Pearlmutter 1994 (fast exact HVP); Basu,
@@ -57,6 +59,7 @@ from scriptlab.interpret.influence.losses import (
 from scriptlab.interpret.influence.mislabel import detection_curve, flip_labels, self_influence
 from scriptlab.interpret.influence.options import InfluenceOptions
 from scriptlab.interpret.influence.perturb import perturbation_influence
+from scriptlab.interpret.influence.retrain import RetrainResult, leave_out_retrain, pbrf
 from scriptlab.interpret.influence.scores import (
     Influence,
     influence_scores,
@@ -87,6 +90,9 @@ __all__ = [
     "AttackResult",
     "perturbation_influence",
     "training_set_attack",
+    "RetrainResult",
+    "leave_out_retrain",
+    "pbrf",
     "EKFACFactors",
     "ekfac_s_test",
     "ekfac_scores",
