@@ -28,7 +28,9 @@ Two references, each batched over removal sets:
 Both use ``lr`` with a cosine decay to 0 over the run and heavy-ball
 momentum, and report each run's final full-batch gradient norm. The steps are
 a Python loop over a jitted step, as ``train.train``'s are (a ``lax.scan``
-of convolutions is far slower on XLA:CPU); each step is vmapped over the sets.
+of convolutions is far slower on XLA:CPU), and the sets' runs follow one
+another: vmapping M parameter sets turns every convolution into a grouped
+one, which ran about 10x slower per image on XLA:CPU (measured on ScriptNet).
 
 References: Bae, Ng, Lo, Ghassemi & Grosse 2022, "If Influence Functions are the
 Answer, Then What is the Question?", https://arxiv.org/abs/2209.05364; Koh & Liang
@@ -126,51 +128,42 @@ def _masked_objective(loss_fn, params, x, y, w, l2):
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",), donate_argnums=(1, 2))
-def _retrain_step(loss_fn, params, velocity, x, y, masks, idx, lr, momentum, l2):
-    xb, yb = x[idx], y[idx]
+def _retrain_step(loss_fn, params, velocity, x, y, mask, idx, lr, momentum, l2):
+    xb, yb, wb = x[idx], y[idx], mask[idx]
+    return _heavy_ball(
+        lambda q: _masked_objective(loss_fn, q, xb, yb, wb, l2), params, velocity, lr, momentum
+    )
 
-    def one(p, v, mask):
-        return _heavy_ball(
-            lambda q: _masked_objective(loss_fn, q, xb, yb, mask[idx], l2), p, v, lr, momentum
-        )
 
-    return jax.vmap(one)(params, velocity, masks)
+@functools.partial(jax.jit, static_argnames=("loss_fn",))
+def _losses(loss_fn, params, x, y):
+    return loss_fn(params, as_float(x), y)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn",))
 def _masked_grad_sum(loss_fn, params, x, y, w):
-    """Per set: sum_i w_i grad L_i over one chunk (params and w carry a leading M axis)."""
-
-    def one(p, wm):
-        return jax.grad(lambda q: jnp.sum(wm * loss_fn(q, as_float(x), y)))(p)
-
-    return jax.vmap(one)(params, w)
+    """sum_i w_i grad L_i over one chunk."""
+    return jax.grad(lambda q: jnp.sum(w * loss_fn(q, as_float(x), y)))(params)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn",))
-def _test_losses(loss_fn, params, xt, yt):
-    return jax.vmap(lambda p: loss_fn(p, as_float(xt), yt))(params)
+def _full_grad_norm(loss_fn, params, x, y, mask, l2) -> float:
+    """|| grad of (sum_i w_i L_i / sum_i w_i + l2/2 ||theta||^2) || over every row."""
+    total = jax.tree.map(lambda p: l2 * p, params)
+    scale = 1.0 / max(float(mask.sum()), 1.0)
+    for start in range(0, y.shape[0], _CHUNK):
+        rows = slice(start, start + _CHUNK)
+        part = _masked_grad_sum(loss_fn, params, x[rows], y[rows], mask[rows])
+        total = jax.tree.map(lambda t, g: t + scale * g, total, part)
+    return float(jnp.sqrt(_sq_norm(total)))
 
 
-def _full_grad_norm(loss_fn, params, x, y, masks, l2) -> jax.Array:
-    """float32[M]: || grad of (sum_i w_i L_i / sum_i w_i + l2/2 ||theta||^2) || over every row."""
-    n = y.shape[0]
-    total = None
-    for start in range(0, n, _CHUNK):
-        part = _masked_grad_sum(
-            loss_fn, params, x[start : start + _CHUNK], y[start : start + _CHUNK],
-            masks[:, start : start + _CHUNK],
-        )  # fmt: skip
-        total = part if total is None else jax.tree.map(jnp.add, total, part)
-    scale = 1.0 / jnp.maximum(masks.sum(1), 1.0)
-    grad = jax.tree.map(
-        lambda g, p: g * scale.reshape((-1,) + (1,) * (g.ndim - 1)) + l2 * p, total, params
-    )
-    return jnp.sqrt(jax.vmap(_sq_norm)(grad))
-
-
-def _stack(params, m: int):
-    return jax.tree.map(lambda a: jnp.broadcast_to(jnp.asarray(a), (m, *jnp.shape(a))), params)
+def _descend(step, params, order, lr, *args):
+    """``step`` over the seeded batches with the cosine-decayed rate; params are not donated."""
+    p = jax.tree.map(jnp.array, params)  # a copy: the steps donate their inputs
+    v = jax.tree.map(jnp.zeros_like, p)
+    for s, idx in enumerate(order):
+        p, v = step(p, v, idx, _rate(lr, s, len(order)), *args)
+    return p
 
 
 def leave_out_retrain(
@@ -198,7 +191,7 @@ def leave_out_retrain(
     each batch's loss is the mean over its remaining rows, so the runs differ
     only in what was removed. The run with nothing removed is the reference
     ``delta_test_loss`` is measured from. Steps are heavy-ball gradient descent
-    with ``lr`` decayed to 0 by a cosine; the M + 1 runs of a step are vmapped.
+    with ``lr`` decayed to 0 by a cosine; the M + 1 runs share one compiled step.
 
     Args:
       loss_fn: per-example losses, ``loss_fn(params, x, y) -> float32[B]`` (e.g.
@@ -227,20 +220,22 @@ def leave_out_retrain(
     check_steps(epochs, lr, momentum)
     check_nonneg("l2", l2)
     seed = check_int("seed", seed)
-    m = sets.shape[0] + 1  # the last run removes nothing
-    masks = np.ones((m, n), np.float32)
-    masks[np.repeat(np.arange(m - 1), sets.shape[1]), sets.ravel()] = 0.0
-    masks = jnp.asarray(masks)
+    masks = np.ones((sets.shape[0] + 1, n), np.float32)  # the last run removes nothing
+    masks[np.repeat(np.arange(sets.shape[0]), sets.shape[1]), sets.ravel()] = 0.0
     order = _order(n, batch_size, epochs, seed)
-    p = _stack(params, m)
-    v = jax.tree.map(jnp.zeros_like, p)
-    for s, idx in enumerate(order):
-        rate = _rate(float(lr), s, len(order))
-        p, v = _retrain_step(loss_fn, p, v, train_x, train_y, masks, idx, rate, momentum, l2)
-    losses = _test_losses(loss_fn, p, test_x, test_y)
-    gnorm = _full_grad_norm(loss_fn, p, train_x, train_y, masks, l2)
-    base = jax.tree.map(lambda a: a[-1], p)
-    return RetrainResult(losses[:-1] - losses[-1], gnorm[:-1], gnorm[-1], base)
+
+    def step(p, v, idx, rate, mask):
+        return _retrain_step(loss_fn, p, v, train_x, train_y, mask, idx, rate, momentum, l2)
+
+    losses, gnorms = [], []
+    for mask in map(jnp.asarray, masks):
+        p = _descend(step, params, order, float(lr), mask)
+        losses.append(_losses(loss_fn, p, test_x, test_y))
+        gnorms.append(_full_grad_norm(loss_fn, p, train_x, train_y, mask, l2))
+    losses = jnp.stack(losses)
+    return RetrainResult(
+        losses[:-1] - losses[-1], jnp.asarray(gnorms[:-1]), jnp.asarray(gnorms[-1]), p
+    )
 
 
 # ----------------------------------------------------------------------------- PBRF
@@ -262,51 +257,35 @@ def _pbrf_objective(apply_fn, head, params, anchor, p_s, xb, rx, ry, rw, weight,
     return kl - weight * removed + 0.5 * damping * prox
 
 
+@functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
+def _loss(apply_fn, head, params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(_logits(apply_fn, head, params, x), y)
+
+
 @functools.partial(jax.jit, static_argnames=("apply_fn", "head"), donate_argnums=(2, 3))
 def _pbrf_step(apply_fn, head, params, velocity, anchor, x, rx, ry, rw, idx, lr, momentum, wd):
     weight, damping = wd
     xb = x[idx]
     p_s = jax.nn.softmax(_logits(apply_fn, head, anchor, xb))
-
-    def one(p, v, rxm, rym, rwm):
-        return _heavy_ball(
-            lambda q: _pbrf_objective(
-                apply_fn, head, q, anchor, p_s, xb, rxm, rym, rwm, weight, damping
-            ),
-            p, v, lr, momentum,
-        )  # fmt: skip
-
-    return jax.vmap(one)(params, velocity, rx, ry, rw)
+    return _heavy_ball(
+        lambda q: _pbrf_objective(apply_fn, head, q, anchor, p_s, xb, rx, ry, rw, weight, damping),
+        params, velocity, lr, momentum,
+    )  # fmt: skip
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
-def _pbrf_grad_sum(apply_fn, head, params, anchor, x):
-    """Per set: sum_i grad KL_i over one chunk."""
+def _pbrf_grad(apply_fn, head, params, anchor, x, rx, ry, rw, weight, damping):
+    """grad of sum_i KL_i over one chunk of x, plus (``weight`` != 0) the removal and prox terms."""
     p_s = jax.nn.softmax(_logits(apply_fn, head, anchor, x))
 
-    def kl_sum(q):
-        log_q = jax.nn.log_softmax(_logits(apply_fn, head, q, x))
-        return jnp.sum(jnp.sum(p_s * (jnp.log(jnp.maximum(p_s, 1e-30)) - log_q), -1))
+    def q(th):
+        log_q = jax.nn.log_softmax(_logits(apply_fn, head, th, x))
+        kl = jnp.sum(p_s * (jnp.log(jnp.maximum(p_s, 1e-30)) - log_q))
+        ce = optax.softmax_cross_entropy_with_integer_labels(_logits(apply_fn, head, th, rx), ry)
+        prox = _sq_norm(jax.tree.map(jnp.subtract, th, anchor))
+        return kl - weight * jnp.sum(rw * ce) + 0.5 * damping * prox
 
-    return jax.vmap(jax.grad(kl_sum))(params)
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
-def _pbrf_rest_grad(apply_fn, head, params, anchor, rx, ry, rw, weight, damping):
-    def rest(q, rxm, rym, rwm):
-        ce = optax.softmax_cross_entropy_with_integer_labels(_logits(apply_fn, head, q, rxm), rym)
-        prox = _sq_norm(jax.tree.map(jnp.subtract, q, anchor))
-        return -weight * jnp.sum(rwm * ce) + 0.5 * damping * prox
-
-    return jax.vmap(jax.grad(rest))(params, rx, ry, rw)
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
-def _pbrf_test_losses(apply_fn, head, params, xt, yt):
-    def one(p):
-        return optax.softmax_cross_entropy_with_integer_labels(_logits(apply_fn, head, p, xt), yt)
-
-    return jax.vmap(one)(params)
+    return jax.grad(q)(params)
 
 
 def pbrf(
@@ -332,7 +311,7 @@ def pbrf(
     For each removal set R, minimises Q_R (the module docstring) from theta_s =
     ``params`` by heavy-ball descent on seeded mini-batches (``epochs`` passes,
     cosine-decayed ``lr``); the divergence term is sampled by the batch, the
-    removed points' term is exact at every step. The M runs of a step are vmapped.
+    removed points' term is exact at every step. The M runs share one compiled step.
 
     Args:
       apply_fn: ``apply_fn(params, x)`` with a field ``head`` of logits float32[B, C]
@@ -367,27 +346,31 @@ def pbrf(
     weight = 1.0 / n if weight is None else weight
     check_nonneg("weight", weight)
     seed = check_int("seed", seed)
-    m = sets.shape[0]
     rx, ry = train_x[jnp.asarray(sets)], train_y[jnp.asarray(sets)]
     # A repeated index is removed once: only its first place in the set carries weight.
     first = np.array([[j == list(row).index(i) for j, i in enumerate(row)] for row in sets])
-    rw = jnp.asarray(
-        first, train_x.dtype if jnp.issubdtype(train_x.dtype, jnp.floating) else jnp.float32
-    )
+    rw = jnp.asarray(first, jnp.float32)
     order = _order(n, batch_size, epochs, seed)
-    p = _stack(params, m)
-    v = jax.tree.map(jnp.zeros_like, p)
     wd = (jnp.float32(weight), jnp.float32(damping))
-    for s, idx in enumerate(order):
-        rate = _rate(float(lr), s, len(order))
-        p, v = _pbrf_step(
-            apply_fn, head, p, v, params, train_x, rx, ry, rw, idx, rate, momentum, wd
+
+    def step(p, v, idx, rate, rxm, rym, rwm):
+        return _pbrf_step(
+            apply_fn, head, p, v, params, train_x, rxm, rym, rwm, idx, rate, momentum, wd
         )
-    base = _pbrf_test_losses(apply_fn, head, _stack(params, 1), test_x, test_y)[0]
-    delta = _pbrf_test_losses(apply_fn, head, p, test_x, test_y) - base
-    total = _pbrf_rest_grad(apply_fn, head, p, params, rx, ry, rw, *wd)
-    for start in range(0, n, _CHUNK):
-        part = _pbrf_grad_sum(apply_fn, head, p, params, train_x[start : start + _CHUNK])
-        total = jax.tree.map(lambda a, b: a + b / n, total, part)
-    gnorm = jnp.sqrt(jax.vmap(_sq_norm)(total))
-    return RetrainResult(delta, gnorm, jnp.float32(0.0), params)
+
+    base = _loss(apply_fn, head, params, test_x, test_y)
+    delta, gnorm = [], []
+    for rxm, rym, rwm in zip(rx, ry, rw, strict=True):
+        p = _descend(step, params, order, float(lr), rxm, rym, rwm)
+        delta.append(_loss(apply_fn, head, p, test_x, test_y) - base)
+        # The full gradient of Q_R: the chunks' KL sums / N, the removal and prox terms once.
+        total = None
+        for start in range(0, n, _CHUNK):
+            once = n if start == 0 else 0.0  # the removal and prox terms, scaled by N once
+            part = _pbrf_grad(
+                apply_fn, head, p, params, train_x[start : start + _CHUNK], rxm, rym, rwm,
+                wd[0] * once, wd[1] * once,
+            )  # fmt: skip
+            total = part if total is None else jax.tree.map(jnp.add, total, part)
+        gnorm.append(float(jnp.sqrt(_sq_norm(total))) / n)
+    return RetrainResult(jnp.stack(delta), jnp.asarray(gnorm), jnp.float32(0.0), params)
