@@ -575,3 +575,22 @@ print(f"notebook ran in {elapsed:.0f} s (budget: 90 s on 2 uncontended cores wit
 #
 # References: Koh & Liang 2017 (arXiv:1703.04730); Agarwal, Bullins & Hazan 2017 (LiSSA); Basu, Pope & Feizi 2021;
 # Bae et al. 2022; Grosse et al. 2023.
+
+# %% [markdown]
+# ## Exercises
+#
+# Solutions: `notebooks/solutions/11_solutions.ipynb`.
+#
+# 1. **Who taught the head its mistakes?** Score every training crop against each test crop the
+#    convex head gets wrong. Predict first: what are the 20 most *harmful* crops labelled as, the
+#    true script or the script the head wrongly predicts? And the 20 most helpful? Compare each
+#    share with that script's base rate in the training subset.
+# 2. **Does influence add up?** For the notebook's test crop, remove the 10 crops whose removal
+#    is predicted to raise its loss most, all at once, and retrain the convex head with
+#    `inf.leave_out_retrain` (full batch: `batch_size=N_TRAIN`, warm-started at the fit, a step
+#    size below 2 / the Hessian's largest eigenvalue). Predict: is the actual change larger or
+#    smaller than the sum of the ten one-at-a-time predictions? Do the same for 10 random crops.
+# 3. **Which epoch does TracIn listen to?** Score 500 training crops against four test crops with
+#    TracIn over all four epoch snapshots, and with each snapshot alone. Predict which single
+#    epoch ranks the crops most like the full sum, then check with Spearman's r. What does the
+#    answer say about the question TracIn answers?
