@@ -37,6 +37,7 @@ from scriptlab.interpret.influence import loo as ILO
 from scriptlab.interpret.influence import losses as IL
 from scriptlab.interpret.influence import mislabel as IM
 from scriptlab.interpret.influence import perturb as IP
+from scriptlab.interpret.influence import retrain as IR
 from scriptlab.interpret.influence import scores as IS
 from scriptlab.interpret.influence import solvers as IV
 from scriptlab.interpret.influence import tracin as IT
@@ -347,6 +348,34 @@ CALLS = {
         ),
     ),
     "training_set_attack": (IA.training_set_attack, _attack),
+    "leave_out_retrain": (
+        IR.leave_out_retrain,
+        lambda c: dict(
+            _xy(c),
+            train_x=c.feats,
+            train_y=c.labels,
+            test_x=c.feats[:2],
+            test_y=c.labels[:2],
+            removed=np.array([[0]]),
+            epochs=1,
+            batch_size=4,
+        ),
+    ),  # fmt: skip
+    "pbrf": (
+        IR.pbrf,
+        lambda c: dict(
+            apply_fn=c.fn,
+            params=c.params,
+            train_x=c.x,
+            train_y=c.t,
+            test_x=c.x[:1],
+            test_y=c.t[:1],
+            removed=np.array([[0]]),
+            damping=0.1,
+            epochs=1,
+            batch_size=2,
+        ),
+    ),  # fmt: skip
     "predicted_loo_change_newton": (
         ILO.predicted_loo_change_newton,
         lambda c: dict(
@@ -513,6 +542,15 @@ BAD = [
     ("pearson", "a", lambda c: [1.0, NAN, 3.0], "NaN"),
     ("pearson", "b", lambda c: [1.0, 2.0], "as many values"),
     ("loo_retrain", "lr", lambda c: NAN, "lr"),
+    ("leave_out_retrain", "removed", lambda c: np.array([0]), r"removed must be int\[M, k\]"),
+    ("leave_out_retrain", "removed", lambda c: np.array([[12]]), r"removed must lie in \[0, 12\)"),
+    ("leave_out_retrain", "epochs", lambda c: 0, "epochs"),
+    ("leave_out_retrain", "batch_size", lambda c: 13, "batch_size"),
+    ("leave_out_retrain", "lr", lambda c: NAN, "lr"),
+    ("pbrf", "damping", lambda c: -1.0, "damping"),
+    ("pbrf", "weight", lambda c: NAN, "weight"),
+    ("pbrf", "removed", lambda c: np.array([[2]]), "removed"),
+    ("pbrf", "head", lambda c: "_private", "head"),
     ("loo_retrain", "momentum", lambda c: 1.0, "momentum"),
     ("loo_retrain", "removed", lambda c: np.array([0.5]), "removed"),
     ("loo_retrain", "removed", lambda c: np.array([12]), "removed"),
