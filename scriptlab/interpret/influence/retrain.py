@@ -104,6 +104,17 @@ def _order(n: int, batch_size: int, epochs: int, seed: int) -> np.ndarray:
     ).astype(np.int32)
 
 
+def _check_run(train, test, removed, epochs, batch_size, lr, momentum, seed, min_sets):
+    """The checks both references share; returns (train, test, int[M, k] sets, batch order)."""
+    train, test = check_xy(*train, "train"), check_xy(*test, "test")
+    n = train[1].shape[0]
+    sets = _check_sets(removed, n, min_sets)
+    epochs = check_int("epochs", epochs, 1)
+    batch_size = check_int("batch_size", batch_size, 1, n + 1)
+    check_steps(epochs, lr, momentum)
+    return train, test, sets, _order(n, batch_size, epochs, check_int("seed", seed))
+
+
 def _rate(lr: float, step: int, total: int) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
@@ -211,18 +222,12 @@ def leave_out_retrain(
       base_grad_norm, base_params): each run's final full-batch gradient norm says
       how far from a stationary point it stopped.
     """
-    train_x, train_y = check_xy(train_x, train_y, "train")
-    test_x, test_y = check_xy(test_x, test_y, "test")
-    n = train_y.shape[0]
-    sets = _check_sets(removed, n, min_sets=0)
-    epochs = check_int("epochs", epochs, 1)
-    batch_size = check_int("batch_size", batch_size, 1, n + 1)
-    check_steps(epochs, lr, momentum)
+    (train_x, train_y), (test_x, test_y), sets, order = _check_run(
+        (train_x, train_y), (test_x, test_y), removed, epochs, batch_size, lr, momentum, seed, 0
+    )
     check_nonneg("l2", l2)
-    seed = check_int("seed", seed)
-    masks = np.ones((sets.shape[0] + 1, n), np.float32)  # the last run removes nothing
+    masks = np.ones((sets.shape[0] + 1, train_y.shape[0]), np.float32)  # the last removes nothing
     masks[np.repeat(np.arange(sets.shape[0]), sets.shape[1]), sets.ravel()] = 0.0
-    order = _order(n, batch_size, epochs, seed)
 
     def step(p, v, idx, rate, mask):
         return _retrain_step(loss_fn, p, v, train_x, train_y, mask, idx, rate, momentum, l2)
@@ -335,22 +340,17 @@ def pbrf(
     """
     if not isinstance(head, str) or not head or head.startswith("_"):
         raise ValueError(f"head must name a logits field of apply_fn's output, got {head!r}")
-    train_x, train_y = check_xy(train_x, train_y, "train")
-    test_x, test_y = check_xy(test_x, test_y, "test")
-    n = train_y.shape[0]
-    sets = _check_sets(removed, n)
+    (train_x, train_y), (test_x, test_y), sets, order = _check_run(
+        (train_x, train_y), (test_x, test_y), removed, epochs, batch_size, lr, momentum, seed, 1
+    )
     check_nonneg("damping", damping)
-    epochs = check_int("epochs", epochs, 1)
-    batch_size = check_int("batch_size", batch_size, 1, n + 1)
-    check_steps(epochs, lr, momentum)
+    n = train_y.shape[0]
     weight = 1.0 / n if weight is None else weight
     check_nonneg("weight", weight)
-    seed = check_int("seed", seed)
     rx, ry = train_x[jnp.asarray(sets)], train_y[jnp.asarray(sets)]
     # A repeated index is removed once: only its first place in the set carries weight.
     first = np.array([[j == list(row).index(i) for j, i in enumerate(row)] for row in sets])
     rw = jnp.asarray(first, jnp.float32)
-    order = _order(n, batch_size, epochs, seed)
     wd = (jnp.float32(weight), jnp.float32(damping))
 
     def step(p, v, idx, rate, rxm, rym, rwm):
