@@ -223,6 +223,53 @@ def test_ekfac_scores_s_test_and_self_influence_use_one_inverse():
     np.testing.assert_allclose(s2, scores, rtol=1e-5, atol=1e-7)
 
 
+def test_low_rank_precondition_at_full_rank_is_precondition():
+    f = _expected_factors()
+    rng = np.random.default_rng(7)
+    for name in ("dense", "script_head"):
+        d, o = f.eigenvalues[name].shape
+        a = jnp.asarray(rng.normal(size=(3, d)), jnp.float32)
+        g = jnp.asarray(rng.normal(size=(3, o)), jnp.float32)
+        args = (f.q_a[name], f.q_s[name], f.eigenvalues[name])
+        u, v = ek.low_rank_precondition(*args, a, g, 0.05, min(d, o))
+        want = ek.precondition(*args, jnp.einsum("ti,to->tio", a, g), 0.05)
+        np.testing.assert_allclose(u @ jnp.swapaxes(v, 1, 2), want, rtol=1e-4, atol=1e-5)
+
+
+def test_ekfac_query_rank_one_is_exact_when_the_eigenvalues_are_kronecker():
+    """K-FAC's eigenvalues lam_a x lam_s make each preconditioned dense gradient rank 1, so
+    query_rank=1 must give the exact scores; EK-FAC's corrected ones need more rank."""
+    params, apply_fn = _tiny()
+    x, y = _data(6, seed=5)
+    xt, yt = _data(2, seed=6)
+    f = _expected_factors()
+    rng = np.random.default_rng(8)
+    kron = {
+        k: jnp.asarray(np.outer(rng.uniform(0.5, 2, v.shape[0]), rng.uniform(0.5, 2, v.shape[1])))
+        for k, v in f.eigenvalues.items()
+    }
+    fk = f._replace(eigenvalues=kron)
+    exact = inf.ekfac_scores(fk, apply_fn, params, x, y, xt, yt, damping=0.0, batch_size=4)
+    rank1 = inf.ekfac_scores(
+        fk, apply_fn, params, x, y, xt, yt, damping=0.0, batch_size=4, query_rank=1
+    )
+    np.testing.assert_allclose(rank1, exact, rtol=1e-4, atol=1e-6)
+    # the corrected eigenvalues are not Kronecker: rank 1 is off, the error shrinks with rank
+    exact = inf.ekfac_scores(f, apply_fn, params, x, y, xt, yt, damping=0.05, batch_size=4)
+    err = [
+        np.abs(
+            inf.ekfac_scores(
+                f, apply_fn, params, x, y, xt, yt, damping=0.05, batch_size=4, query_rank=r
+            )
+            - exact
+        ).max()
+        for r in (1, 2, 3)
+    ]
+    assert err[0] > 1e-4 * np.abs(exact).max() and err[2] < err[0]
+    with pytest.raises(ValueError, match="query_rank"):
+        inf.ekfac_scores(f, apply_fn, params, x, y, xt, yt, query_rank=0)
+
+
 def test_ekfac_rejects_bad_arguments():
     params, apply_fn = _tiny()
     x, y = _data(3)
