@@ -583,6 +583,7 @@ BAD = [
     ("fit_ekfac", "batch_size", lambda c: 0, "batch_size"),
     ("ekfac_scores", "damping", lambda c: NAN, "damping"),
     ("ekfac_scores", "l2", lambda c: -1.0, "l2"),
+    ("ekfac_scores", "query_rank", lambda c: 1.5, "query_rank"),
     ("ekfac_scores", "train_x", lambda c: c.x * 255, r"\[0, 1\]"),
     ("ekfac_scores", "test_y", lambda c: c.t, "test"),
     ("ekfac_s_test", "head", lambda c: "font", "head"),
