@@ -112,8 +112,47 @@ def _check_not_bootstrapping() -> None:
         raise RuntimeError(_NO_MAIN_GUARD)
 
 
+def compile_cache(directory: str | Path | None = None) -> Path | None:
+    """Keep compiled XLA programs on disk: JAX's persistent compilation cache, in the zoo's cache.
+
+    Compiling is most of a warm notebook's time on a small CPU (a whole-network influence
+    cell compiles six programs), and the same programs come back: a notebook run again, its
+    solutions notebook, the browser test after nbval, a recipe's later seeds in ``warm``.
+    Programs that took over 0.2 s to compile are kept, keyed by the program, the backend,
+    the device count and the JAX version (never a stale program); entries are a few MB.
+    ``load`` and ``load_epochs`` call this; it must run before the process compiles
+    anything (JAX reads the setting once), so call it first in a script that needs it
+    earlier. Off with ``SCRIPTLAB_COMPILE_CACHE=0``, or where JAX already has a folder.
+
+    Args:
+      directory: the folder; default ``cache_dir() / "compiled"``.
+
+    Returns:
+      The folder in use, or None where the cache is off or the folder cannot be written.
+    """
+    import os
+
+    import jax
+
+    if os.environ.get("SCRIPTLAB_COMPILE_CACHE", "1") == "0":
+        return None
+    if jax.config.jax_compilation_cache_dir:  # the user's, or an earlier call's
+        return Path(jax.config.jax_compilation_cache_dir)
+    folder = Path(directory) if directory is not None else cache_dir() / "compiled"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK):  # a read-only shared cache: compile as usual
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    return folder
+
+
 def _result(name: str, preset: str, seed: int, progress: bool, overrides) -> train_lib.Result:
     _check_not_bootstrapping()
+    compile_cache()
     cfg = config(name, preset, seed, **overrides)
     where = path(cfg, name)
     with cache_lock(where) as writable:
@@ -157,25 +196,20 @@ def load(
     return ZooModel(name, r.model, params, apply_fn, r.config, r.history, r.data_key)
 
 
-def _init_worker(threads: int, compiled: str | None) -> None:
-    """Worker initializer: its share of the cores, and a shared cache of compiled programs.
+def _init_worker(threads: int) -> None:
+    """Worker initializer: its share of the cores, and the shared cache of compiled programs.
 
     XLA reads XLA_FLAGS when its CPU backend starts, on first use. Compiling the train step
     takes about half a minute on one core, and the seeds of one recipe compile the same
-    program, so workers keep compiled programs in ``compiled`` (JAX's persistent
-    compilation cache, keyed by the program, the backend and the JAX version) and a recipe's
-    later seeds load them instead.
+    program, so a recipe's later seeds load it from ``compile_cache`` instead.
     """
     import os
-
-    import jax
 
     os.environ["XLA_FLAGS"] = (
         f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
         f"intra_op_parallelism_threads={threads}"
     )
-    if compiled is not None:
-        jax.config.update("jax_compilation_cache_dir", compiled)
+    compile_cache()
 
 
 def _train_job(job: tuple[str, str, int, dict]) -> str:
@@ -227,19 +261,13 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     for cfg in datasets.values():
         train_lib.dataset_for(cfg, progress=progress)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    compiled = cache_dir() / "compiled"
-    try:
-        compiled.mkdir(parents=True, exist_ok=True)
-        compiled_arg = str(compiled) if os.access(compiled, os.W_OK) else None
-    except OSError:  # a read-only shared cache: compile in each worker
-        compiled_arg = None
     # seed-major order: the first seed of each recipe compiles its step, the later ones reuse it
     missing.sort(key=lambda r: r[2])
     with ProcessPoolExecutor(
         workers,
         mp_context=get_context("spawn"),
         initializer=_init_worker,
-        initargs=(threads, compiled_arg),
+        initargs=(threads,),
     ) as pool:
         try:
             for _ in tqdm(

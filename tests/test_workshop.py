@@ -494,3 +494,44 @@ def test_disk_usage_counts_files_by_folder(tmp_path):
     (tmp_path / "data" / "c").symlink_to(tmp_path / "zoo" / "m" / "a")
     assert workshop.disk_usage(tmp_path) == {"data": 2, "zoo": 5}
     assert workshop.disk_usage(tmp_path / "none") == {}
+
+
+_COMPILE = """
+import sys, jax, jax.numpy as jnp
+from jax._src import monitoring
+from scriptlab import zoo
+hits = []
+monitoring.register_event_listener(
+    lambda name, **kw: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None
+)
+print(zoo.compile_cache())
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # keep even this small one
+def f(x):
+    for i in range(10):
+        x = jnp.sin(x) * (i + 1) + jnp.roll(x, i % 7)
+    return x
+jax.block_until_ready(jax.jit(f)(jnp.ones(64)))
+print(len(hits))
+"""
+
+
+def test_compile_cache_keeps_programs_across_processes_and_can_be_turned_off(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def run(**env):
+        env = {**os.environ, "SCRIPTLAB_CACHE": str(tmp_path), **env}
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        out = subprocess.run(
+            [sys.executable, "-c", _COMPILE], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    assert run(SCRIPTLAB_COMPILE_CACHE="0") == ["None", "0"]
+    assert not (tmp_path / "compiled").exists()
+    folder, hits = run()
+    assert folder == str(tmp_path / "compiled") and hits == "0"
+    assert any((tmp_path / "compiled").iterdir())  # the program was written
+    again, hits = run()
+    assert again == folder and int(hits) >= 1  # and the next process loads them, not compiles
