@@ -307,22 +307,23 @@ ATTACK_TOL = 1e-6  # refit stops at ||grad J|| <= this (float32 reaches ~1e-7 he
 N_TARGETS = 20
 
 
-def retrain_seconds(ds, m, n: int) -> float:
+def retrain_seconds(ds, m) -> float:
     """Seconds of one retrain of ``m``'s recipe on all of ds.train, measured in this run.
 
-    Two runs of the recipe on the first ``n`` crops, for 1 and 2 epochs (each compiles once);
-    their difference is one epoch's steps on n crops, scaled to the recipe's epochs on all
-    crops. Compiling is left out, as it is from the estimators' timings.
+    A run of two steps (compiling the step, or loading it from the compilation cache, and
+    the per-run overhead) and a run of one epoch over every crop; the difference is one
+    epoch's steps, times the recipe's epochs. Compiling is left out, as it is from the
+    estimators' timings. (A difference of two short runs was too noisy: 70 to 127 s.)
     """
     from scriptlab import train as train_lib
 
     t = []
-    for epochs in (1, 2):
-        cfg = dataclasses.replace(m.config, n_train=n, epochs=epochs, snapshots=False)
+    for n_train in (2 * m.config.batch_size, None):
+        cfg = dataclasses.replace(m.config, n_train=n_train, epochs=1, snapshots=False)
         t0 = time.perf_counter()
         train_lib.train(cfg, ds, progress=False)
         t.append(time.perf_counter() - t0)
-    return (t[1] - t[0]) * m.config.epochs * len(ds.train) / n
+    return (t[1] - t[0]) * m.config.epochs
 
 
 QUERY_RANKS = (8, 32)
@@ -335,7 +336,7 @@ def wholenet_speed(ds, m):
     n_all = len(ds.train)
     x, y = ds.train.images[:N_SPEED], jnp.asarray(ds.train.script[:N_SPEED])
     xt, yt = ds.test.images[:100], jnp.asarray(ds.test.script[:100])
-    retrain = retrain_seconds(ds, m, N_SPEED)
+    retrain = retrain_seconds(ds, m)
     loss = inf.ScriptNetLoss(m.apply_fn, "script")
     snaps = zoo.load_epochs("baseline")
     lrs = inf.epoch_learning_rates(m.config, n_all, [e for e, _ in snaps])
@@ -366,8 +367,8 @@ def wholenet_speed(ds, m):
             float(np.abs(gt - ex).max() / np.abs(ex).max()),
         )
     print(
-        f"one retrain (the baseline recipe, 4 epochs over {n_all} crops, timed in this run "
-        f"on {N_SPEED} crops and scaled, compiling left out): {retrain:.1f} s"
+        f"one retrain (the baseline recipe's steps, 4 epochs over {n_all} crops, one epoch "
+        f"timed in this run, compiling left out): {retrain:.1f} s"
     )
     print(
         "| estimator | once per call: fit, precondition (s) | score N_SPEED x 100 (s) | scaled to 30,000 x 100 (s) | / one retrain |"
