@@ -67,7 +67,7 @@ def test_lam_zero_leaves_trunk_gradient_untouched_by_font_head(net):
         out = apply_fn(p, images, lam=0.0)
         return -jnp.mean(jax.nn.log_softmax(out.script)[jnp.arange(5), y_script])
 
-    g_both, g_script = jax.grad(both)(params), jax.grad(script_only)(params)
+    g_both, g_script = jax.jit(jax.grad(both))(params), jax.jit(jax.grad(script_only))(params)
     for name in ("conv1", "conv2", "conv3", "dense"):
         np.testing.assert_allclose(
             g_both[name]["kernel"].value, g_script[name]["kernel"].value, rtol=1e-5, atol=1e-7
