@@ -559,7 +559,8 @@ def table(results: dict, metrics: tuple[str, ...] | None = None) -> str:
     width = _name_width(results["summary"])
     out = []
     for keys in groups:
-        head = f"{'method':<{width}}" + "".join(f"{_short(k):>12}" for k in keys)
+        # a space, then the 11 characters of a cell: names longer than 11 would run together
+        head = f"{'method':<{width}}" + "".join(f" {_short(k):>11}" for k in keys)
         lines = [head, "-" * len(head)]
         for name, row in results["summary"].items():
             lines.append(f"{name:<{width}}" + "".join(f" {_cell(row.get(k))}" for k in keys))
@@ -570,7 +571,7 @@ def table(results: dict, metrics: tuple[str, ...] | None = None) -> str:
 _SHORT = {
     "conflict_worst": "confl_worst",
     "val_conflict": "val_confl",
-    "val_conflict_worst": "vconfl_worst",
+    "val_conflict_worst": "vconf_worst",
     "heldout_macro": "held_macro",
     "heldout_worst": "held_worst",
     "heldout_lcg": "held_LCG",
