@@ -598,15 +598,15 @@ widgets.interact(
 # (compare the two loss columns), but most correctly classified targets sit far from the decision boundary.
 #
 # **Is whole-network influence cheaper than retraining?** Scoring all 30,000 training crops against 100 test
-# crops through every layer, from `python benchmarks/bench_influence.py --wholenet-speed` (one run on an idle
-# 2-core CPU, the retrain timed in the same run):
+# crops through every layer, from `python benchmarks/bench_influence.py --wholenet-speed`, as a ratio to one
+# retrain timed in the same run (three runs on a 2-core CPU whose speed varied: the retrain took 82, 133 and 59 s):
 #
-# | estimator | seconds | / one retrain (82 s) |
-# |---|---|---|
-# | TracIn, last snapshot | 36 | 0.44 |
-# | TracIn, 4 epoch snapshots | 144 | 1.75 |
-# | EK-FAC, its factor fit included | 76 | 0.92 |
-# | EK-FAC, `query_rank=8` (scores r 0.997 to the exact ones) | 56 | 0.68 |
+# | estimator | / one retrain, three runs |
+# |---|---|
+# | TracIn, last snapshot | 0.44, 0.49, 0.64 |
+# | TracIn, 4 epoch snapshots | 1.75, 1.96, 2.54 |
+# | EK-FAC, its factor fit included | 0.92, 0.87, 1.91 |
+# | EK-FAC, `query_rank=8` (scores r 0.997 to the exact ones; last two runs) | 0.83, 1.56 |
 #
 # The cost is one forward and backward pass per crop and snapshot: TracIn takes 3.5 s per 3,000 crops against
 # one test crop and 3.7 s against 100, so a low-rank projection of the gradients would save memory, not time.
