@@ -163,8 +163,12 @@ def _megabytes(n: int) -> str:
 def _prepare(args) -> None:
     from scriptlab import data, workshop
 
-    print(f"prepare: {len(workshop.requests(args.preset))} zoo models ({args.preset} preset)")
-    done = workshop.prepare(args.preset, workers=args.workers)
+    chosen = args.notebooks
+    print(
+        f"prepare: notebooks {', '.join(chosen)}: "
+        f"{len(workshop.requests(args.preset, chosen))} zoo models ({args.preset} preset)"
+    )
+    done = workshop.prepare(args.preset, notebooks=chosen, workers=args.workers)
     parts = ", ".join(f"{k} {_megabytes(v)}" for k, v in done.disk.items())
     print(
         f"prepare: {done.trained} models trained, {done.cached} already cached, "
@@ -223,6 +227,16 @@ def _integer(text: str, low: int) -> int:
 
 def _positive(text: str) -> int:
     return _integer(text, 1)
+
+
+def _notebooks(text: str) -> tuple[str, ...]:
+    """Notebook numbers and ranges ("1-2,4-11") or "all" (``workshop.parse_notebooks``)."""
+    from scriptlab import workshop
+
+    try:
+        return workshop.parse_notebooks(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("notebooks ")) from None
 
 
 def _devices(text: str) -> str | int:
@@ -288,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--preset", default="workshop", choices=["smoke", "workshop", "full"])
     p.add_argument("--workers", type=_positive, default=None, help="training processes (>= 1)")
+    p.add_argument(
+        "--notebooks",
+        type=_notebooks,
+        default="all",
+        help="which notebooks to prepare, e.g. '1-2,4-11' (all but 03's experiment); default all",
+    )
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("cache", help="share trained zoo models: export / import one archive")

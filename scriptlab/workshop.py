@@ -26,8 +26,25 @@ PRESETS = ("smoke", "workshop", "full")
 # (preset seed) of every dataset the notebooks load; the notebooks use the workshop preset.
 DATASET_SEEDS = (0,)
 
-# Zoo entries the notebooks load by name (notebooks 02 and 04-11), each at seed 0.
-MODELS = ("baseline", "unlearn", "high_lr", "overfit", "shuffled")
+# Zoo entries the notebooks load by name (notebooks 02 and 04-11), each at seed 0, longest
+# first (``zoo.warm`` starts them in this order).
+MODELS = ("baseline", "unlearn", "high_lr", "shuffled", "overfit")
+
+# What each notebook loads by name (seed 0); notebook 03 also runs the experiment below.
+NOTEBOOKS: dict[str, tuple[str, ...]] = {
+    "01": (),
+    "02": ("baseline",),
+    "03": ("baseline",),
+    "04": ("baseline", "unlearn"),
+    "05": ("baseline", "unlearn", "shuffled"),
+    "06": ("baseline", "high_lr"),
+    "07": ("baseline", "high_lr", "overfit"),
+    "08": ("baseline", "unlearn"),
+    "09": ("baseline",),
+    "10": ("baseline", "unlearn"),
+    "11": ("baseline",),
+}
+EXPERIMENT_NOTEBOOK = "03"
 
 # Notebook 03's call, argument for argument:
 # experiment.run(PRESET, SEEDS, methods=METHODS, references=REFERENCES, lam_sweep=()).
@@ -48,27 +65,70 @@ EXPERIMENT_REFERENCES = ("oracle",)
 EXPERIMENT_LAM_SWEEP: tuple[float, ...] = ()
 
 
-def requests(preset: str = "workshop") -> list[tuple[str, str, int, dict]]:
+def parse_notebooks(spec: str | None = None) -> tuple[str, ...]:
+    """The notebook numbers a spec names, in order: "1-2,4-11", "03", "all" or None (all).
+
+    Raises:
+      ValueError: naming the spec and the notebooks there are.
+    """
+    every = tuple(NOTEBOOKS)
+    if spec is None or spec.strip() == "all":
+        return every
+    chosen: set[str] = set()
+    for part in spec.split(","):
+        ends = part.strip().split("-")  # "4-11" or "4"
+        try:
+            lo, hi = int(ends[0]), int(ends[-1])
+        except ValueError:
+            lo, hi = 0, -1
+        names = [f"{i:02d}" for i in range(lo, hi + 1)] if len(ends) <= 2 else []
+        if not names or any(n not in NOTEBOOKS for n in names):
+            raise ValueError(
+                f"notebooks must be numbers or ranges from {every[0]}-{every[-1]} separated by "
+                f"commas (e.g. '1-2,4-11'), or 'all'; got {spec!r}"
+            )
+        chosen.update(names)
+    return tuple(n for n in every if n in chosen)
+
+
+def _needs(preset: str, notebook: str) -> list[tuple[str, str, int, dict]]:
+    """The zoo requests one notebook needs: its own loads, and notebook 03's the experiment's."""
+    out = [(n, preset, 0, {}) for n in NOTEBOOKS[notebook]]
+    if notebook == EXPERIMENT_NOTEBOOK:
+        out += experiment.zoo_requests(
+            preset,
+            EXPERIMENT_SEEDS,
+            EXPERIMENT_METHODS,
+            EXPERIMENT_REFERENCES,
+            EXPERIMENT_LAM_SWEEP,
+        )
+    return out
+
+
+def requests(
+    preset: str = "workshop", notebooks: tuple[str, ...] | None = None
+) -> list[tuple[str, str, int, dict]]:
     """Every zoo model the notebooks need, as ``zoo.warm`` requests, each once, in a fixed order.
 
     Args:
       preset: "workshop" (the notebooks'), or "smoke" / "full" for the same list at that size.
+      notebooks: notebook numbers ("01", ... as ``parse_notebooks`` returns); default all.
 
     Returns:
-      [(name, preset, seed, overrides), ...]: the notebooks' direct loads (``MODELS``, seed 0),
-      then notebook 03's experiment (``experiment.zoo_requests``) less the ones already listed.
+      [(name, preset, seed, overrides), ...]: the notebooks' direct loads (``MODELS`` order,
+      seed 0), then notebook 03's experiment (``experiment.zoo_requests``) less the ones
+      already listed.
     """
     check_name("preset", preset, PRESETS)
-    out: list[tuple[str, str, int, dict]] = [(n, preset, 0, {}) for n in MODELS]
-    for req in experiment.zoo_requests(
-        preset,
-        EXPERIMENT_SEEDS,
-        EXPERIMENT_METHODS,
-        EXPERIMENT_REFERENCES,
-        EXPERIMENT_LAM_SWEEP,
-    ):
-        if req not in out:
-            out.append(req)
+    chosen = tuple(NOTEBOOKS) if notebooks is None else notebooks
+    for nb in chosen:
+        check_name("notebook", nb, tuple(NOTEBOOKS))
+    direct = {n for nb in chosen for n in NOTEBOOKS[nb]}
+    out: list[tuple[str, str, int, dict]] = [(n, preset, 0, {}) for n in MODELS if n in direct]
+    if EXPERIMENT_NOTEBOOK in chosen:
+        for req in _needs(preset, EXPERIMENT_NOTEBOOK):
+            if req not in out:
+                out.append(req)
     return out
 
 
@@ -81,12 +141,14 @@ def is_cached(request: tuple[str, str, int, dict]) -> bool:
 
 
 class Prepared(NamedTuple):
-    """What ``prepare`` did: models trained and found cached, seconds taken, cache bytes by folder."""
+    """What ``prepare`` did: models trained and found cached, seconds taken, cache bytes by folder,
+    and the seconds after which each chosen notebook had everything it needs."""
 
     trained: int
     cached: int
     seconds: float
     disk: dict[str, int]
+    ready: dict[str, float]
 
 
 def disk_usage(root: Path | None = None) -> dict[str, int]:
@@ -106,6 +168,7 @@ def disk_usage(root: Path | None = None) -> dict[str, int]:
 def prepare(
     preset: str = "workshop",
     *,
+    notebooks: str | tuple[str, ...] | None = None,
     workers: int | None = None,
     progress: bool = True,
     evaluate: bool = True,
@@ -113,28 +176,49 @@ def prepare(
     """Render the notebooks' datasets, train their zoo models and evaluate notebook 03's experiment.
 
     Everything goes to the cache (``data.cache_dir()``); cached entries are skipped, so a
-    second call trains nothing. Call it under ``if __name__ == "__main__":`` in a script
-    (the training workers are spawned processes, see ``zoo.warm``).
+    second call trains nothing. Models start in the order notebooks 02 and 04-11 need
+    them, before notebook 03's experiment, and a line reports each notebook as soon as
+    everything it loads is cached, so a workshop can start before the last model is done.
+    Call it under ``if __name__ == "__main__":`` in a script (the training workers are
+    spawned processes, see ``zoo.warm``).
 
     Args:
       preset: "workshop" for the notebooks; "smoke" trains the same list on tiny data.
+      notebooks: which notebooks to prepare: a spec ("1-2,4-11", see ``parse_notebooks``) or a
+        tuple of numbers; default all.
       workers: training processes (default: one per core).
-      progress: progress bars.
-      evaluate: also run notebook 03's ``experiment.run`` so its results are cached.
+      progress: progress bars and the notebook-ready lines.
+      evaluate: also run notebook 03's ``experiment.run`` (when 03 is chosen) so its
+        results are cached.
 
     Returns:
-      A ``Prepared`` with the counts, the seconds taken and the cache's size by folder.
+      A ``Prepared`` with the counts, the seconds taken, the cache's size by folder and
+      each notebook's ready time.
     """
     check_name("preset", preset, PRESETS)
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be an integer >= 1 or None, got {workers!r}")
+    chosen = notebooks if isinstance(notebooks, tuple) else parse_notebooks(notebooks)
+    wanted = requests(preset, chosen)  # checks the numbers
     t0 = time.perf_counter()
     for seed in DATASET_SEEDS:
         data.load(preset, seed, progress=progress)
-    wanted = requests(preset)
     missing = [r for r in wanted if not is_cached(r)]
-    zoo.warm(missing, workers=workers, progress=progress)
-    if evaluate:
+    waiting = {nb: {_key(r) for r in _needs(preset, nb) if r in missing} for nb in chosen}
+    ready: dict[str, float] = {}
+
+    def report(done=None):
+        for nb, left in waiting.items():
+            left.discard(done)
+            if nb in ready or left or (nb == EXPERIMENT_NOTEBOOK and evaluate):
+                continue
+            ready[nb] = time.perf_counter() - t0
+            if progress:
+                _say(f"prepare: notebook {nb} ready ({ready[nb] / 60:.1f} min)")
+
+    report()
+    zoo.warm(missing, workers=workers, progress=progress, on_done=lambda r: report(_key(r)))
+    if evaluate and EXPERIMENT_NOTEBOOK in chosen:
         experiment.run(
             preset,
             EXPERIMENT_SEEDS,
@@ -143,9 +227,24 @@ def prepare(
             lam_sweep=EXPERIMENT_LAM_SWEEP,
             progress=progress,
         )
+        ready[EXPERIMENT_NOTEBOOK] = time.perf_counter() - t0
+        if progress:
+            _say(f"prepare: notebook {EXPERIMENT_NOTEBOOK} ready ({ready['03'] / 60:.1f} min)")
     return Prepared(
         trained=len(missing),
         cached=len(wanted) - len(missing),
         seconds=time.perf_counter() - t0,
         disk=disk_usage(),
+        ready=dict(sorted(ready.items())),
     )
+
+
+def _key(request: tuple[str, str, int, dict]) -> tuple:
+    name, preset, seed, overrides = request
+    return name, preset, int(seed), tuple(sorted(overrides.items()))
+
+
+def _say(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)

@@ -218,7 +218,9 @@ def _train_job(job: tuple[str, str, int, dict]) -> str:
     return name
 
 
-def warm(requests, *, workers: int | None = None, progress: bool = True) -> list[Path]:
+def warm(
+    requests, *, workers: int | None = None, progress: bool = True, on_done=None
+) -> list[Path]:
     """Train every missing zoo entry of ``requests``, several at once.
 
     On a small CPU one XLA process per core trains independent models faster
@@ -230,12 +232,14 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     Args:
       requests: iterable of (name, preset, seed, overrides dict).
       workers: worker processes (default: os.cpu_count()); 1 trains in this process.
+      on_done: called with each missing request as soon as its model is trained and cached
+        (in the order they finish), e.g. to report what can be used already.
 
     Returns:
       The cache folder of every request, in order.
     """
     import os
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
@@ -252,6 +256,8 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
     if workers <= 1:
         for n, p, s, o in missing:
             _result(n, p, s, progress, o)
+            if on_done is not None:
+                on_done((n, p, s, o))
         return where
     # render (or check) each distinct dataset once, here, before workers race to it
     datasets = {}
@@ -269,19 +275,22 @@ def warm(requests, *, workers: int | None = None, progress: bool = True) -> list
         initializer=_init_worker,
         initargs=(threads,),
     ) as pool:
+        jobs = {pool.submit(_train_job, r): r for r in missing}  # started in list order
+        bar = tqdm(total=len(missing), desc="zoo: training", unit="model", disable=not progress)
         try:
-            for _ in tqdm(
-                pool.map(_train_job, missing),
-                total=len(missing),
-                desc="zoo: training",
-                unit="model",
-                disable=not progress,
-            ):
-                pass
+            for job in as_completed(jobs):
+                job.result()  # a worker's error, raised here
+                bar.update()
+                if on_done is not None:
+                    on_done(jobs[job])
         except BrokenProcessPool as err:
             raise RuntimeError(
                 f"zoo.warm: a worker died ({err}); a common cause: {_NO_MAIN_GUARD}"
             ) from err
+        finally:  # on an error, models not yet started are not trained
+            bar.close()
+            for job in jobs:
+                job.cancel()
     return where
 
 

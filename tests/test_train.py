@@ -116,7 +116,14 @@ def test_zoo_warm_trains_in_parallel_workers_identically(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path))
     kw = dict(epochs=1, batch_size=32)
-    where = zoo.warm([("baseline", "smoke", s, kw) for s in (0, 1)], workers=2, progress=False)
+    jobs = [("baseline", "smoke", s, kw) for s in (0, 1)]
+    done = []  # on_done reports each model once, after its checkpoint is written
+
+    def on_done(r):
+        done.append((r, (zoo.path(zoo.config(*r[:3], **r[3]), r[0]) / "checkpoint.json").exists()))
+
+    where = zoo.warm(jobs, workers=2, progress=False, on_done=on_done)
+    assert sorted(done, key=lambda d: d[0][2]) == [(j, True) for j in jobs]
     assert all((w / "checkpoint.json").exists() for w in where)
     assert any((tmp_path / "compiled").iterdir())  # workers keep their compiled programs
     cached = zoo.load("baseline", "smoke", seed=1, progress=False, **kw)  # restored, not retrained

@@ -85,8 +85,9 @@ def _arg(call, index, name):
 
 
 def _scan_notebooks():
-    """(zoo loads, experiment.run calls, data.load calls, unresolved zoo calls) of every notebook."""
-    loads, runs, datasets, unresolved = set(), [], set(), set()
+    """(zoo loads, experiment.run calls, data.load calls, unresolved zoo calls) of every notebook;
+    loads and runs by notebook number."""
+    loads, runs, datasets, unresolved = {}, {}, set(), set()
     sources = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
     assert len(sources) >= 11, sources
     for src in sources:
@@ -107,12 +108,12 @@ def _scan_notebooks():
                 if names is None:
                     unresolved.add((src.stem, ast.unparse(call.args[0])))
                 else:
-                    loads |= {(n, preset, seed) for n in names}
+                    loads.setdefault(src.stem[:2], set()).update((n, preset, seed) for n in names)
             elif what == ("zoo", "warm"):
                 unresolved.add((src.stem, ast.unparse(call)))
             elif what == ("experiment", "run"):
                 kw = {k.arg: _values(k.value, env, parents) for k in call.keywords}
-                runs.append(
+                runs.setdefault(src.stem[:2], []).append(
                     dict(
                         preset=_one(call.args[0], env, parents, None),
                         seeds=_one(call.args[1], env, parents, None),
@@ -143,23 +144,30 @@ def test_prepare_list_matches_the_notebooks():
     loads, runs, datasets, unresolved = _scan_notebooks()
     assert unresolved == ALLOWED_UNRESOLVED
     assert datasets == {("workshop", s) for s in workshop.DATASET_SEEDS}
-    assert runs == [
-        dict(
-            preset="workshop",
-            seeds=workshop.EXPERIMENT_SEEDS,
-            methods=workshop.EXPERIMENT_METHODS,
-            references=workshop.EXPERIMENT_REFERENCES,
-            lam_sweep=workshop.EXPERIMENT_LAM_SWEEP,
-        )
-    ]
-    assert loads == {(n, "workshop", 0) for n in workshop.MODELS}
+    assert runs == {
+        workshop.EXPERIMENT_NOTEBOOK: [
+            dict(
+                preset="workshop",
+                seeds=workshop.EXPERIMENT_SEEDS,
+                methods=workshop.EXPERIMENT_METHODS,
+                references=workshop.EXPERIMENT_REFERENCES,
+                lam_sweep=workshop.EXPERIMENT_LAM_SWEEP,
+            )
+        ]
+    }
+    # each notebook's own loads, as prepare --notebooks reads them
+    assert sorted(workshop.NOTEBOOKS) == [f"{i:02d}" for i in range(1, len(workshop.NOTEBOOKS) + 1)]
+    assert {nb: set(v) for nb, v in loads.items()} == {
+        nb: {(n, "workshop", 0) for n in names} for nb, names in workshop.NOTEBOOKS.items() if names
+    }
+    assert set().union(*loads.values()) == {(n, "workshop", 0) for n in workshop.MODELS}
     wanted = workshop.requests("workshop")
     from_runs = {
         (n, p, s)
-        for r in runs
+        for r in runs[workshop.EXPERIMENT_NOTEBOOK]
         for n, p, s, _ in zoo_requests(r["preset"], r["seeds"], r["methods"], r["references"])
     }
-    assert {(n, p, s) for n, p, s, _ in wanted} == loads | from_runs
+    assert {(n, p, s) for n, p, s, _ in wanted} == set().union(*loads.values()) | from_runs
 
 
 def zoo_requests(preset, seeds, methods, references):
@@ -182,15 +190,80 @@ def test_requests_are_the_eighteen_models_once_each():
         workshop.requests("big")
 
 
+def test_notebook_specs_and_the_requests_they_select():
+    assert (
+        workshop.parse_notebooks(None)
+        == workshop.parse_notebooks("all")
+        == tuple(workshop.NOTEBOOKS)
+    )
+    assert workshop.parse_notebooks("1-2,4-11") == tuple(
+        nb for nb in workshop.NOTEBOOKS if nb != "03"
+    )
+    assert workshop.parse_notebooks(" 09 , 3,3 ") == ("03", "09")
+    for bad in ("0", "12", "1-", "a", "1-2-3", "", "11-4", "1,,2"):
+        with pytest.raises(ValueError, match=f"ranges from 01-11 .* or 'all'; got {bad!r}"):
+            workshop.parse_notebooks(bad)
+    every = workshop.requests("workshop")
+    # notebooks 01-02 and 04-11: the five directly loaded models, none of the experiment's
+    rest = workshop.requests("workshop", workshop.parse_notebooks("1-2,4-11"))
+    assert rest == [(n, "workshop", 0, {}) for n in workshop.MODELS] == every[:5]
+    assert workshop.requests("workshop", ("01",)) == []
+    assert workshop.requests("workshop", ("09", "11")) == [("baseline", "workshop", 0, {})]
+    only03 = workshop.requests("workshop", ("03",))
+    key = lambda reqs: {(n, p, s) for n, p, s, _ in reqs}  # noqa: E731
+    assert len(only03) == 15 and key(only03) | key(rest) == key(every)
+    with pytest.raises(ValueError, match="unknown notebook '3'"):
+        workshop.requests("workshop", ("3",))
+
+
+def test_prepare_reports_each_notebook_when_its_models_are_done(monkeypatch, capsys):
+    """Readiness follows the order models finish; 03 waits for its experiment's evaluation."""
+    finished = []
+    monkeypatch.setattr(workshop, "is_cached", lambda r: r[0] == "overfit")
+    monkeypatch.setattr(workshop.data, "load", lambda *a, **k: None)
+    monkeypatch.setattr(workshop, "disk_usage", lambda: {})
+    monkeypatch.setattr(workshop.experiment, "run", lambda *a, **k: finished.append("run"))
+
+    def warm(missing, workers, progress, on_done):
+        assert ("overfit", "smoke", 0, {}) not in missing
+        for r in sorted(missing, key=lambda r: r[0] != "baseline"):  # baseline finishes first
+            finished.append(r[0])
+            on_done(r)
+
+    monkeypatch.setattr(workshop.zoo, "warm", warm)
+    done = workshop.prepare("smoke", notebooks="1-2,6-7,9", workers=2)
+    assert finished == ["baseline", "high_lr"]  # no experiment for these notebooks
+    assert (done.trained, done.cached) == (2, 1)
+    assert list(done.ready) == ["01", "02", "06", "07", "09"]
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "ready" in line]
+    # 01 needs no model, 02 and 09 only baseline (done first), 06 and 07 also high_lr
+    assert [line.split()[2] for line in lines] == ["01", "02", "09", "06", "07"]
+    assert done.ready["01"] <= done.ready["02"] <= done.ready["09"] <= done.ready["06"]
+    finished.clear()
+    done = workshop.prepare("smoke", notebooks="3", progress=False)
+    assert finished[-1] == "run" and len(finished) == 16 and list(done.ready) == ["03"]
+    assert capsys.readouterr().out == ""
+
+
 def test_the_scanner_sees_a_new_load(tmp_path, monkeypatch):
     """The list test can fail: a notebook that loads another model breaks it."""
+    original = NOTEBOOKS
     for src in NOTEBOOKS.glob("[0-9][0-9]_*.py"):
         shutil.copy(src, tmp_path / src.name)
     with open(tmp_path / "07_filters.py", "a") as fh:
         fh.write('\n# %%\nextra = zoo.load("groupdro", PRESET, seed=2)\n')
     monkeypatch.setitem(globals(), "NOTEBOOKS", tmp_path)
     loads, *_ = _scan_notebooks()
-    assert ("groupdro", "workshop", 2) in loads
+    assert ("groupdro", "workshop", 2) in loads["07"]
+    with pytest.raises(AssertionError):
+        test_prepare_list_matches_the_notebooks()
+    # a load that moves to another notebook breaks the per-notebook list, not the whole list
+    shutil.copy(original / "07_filters.py", tmp_path / "07_filters.py")
+    with open(tmp_path / "09_occlusion.py", "a") as fh:
+        fh.write('\n# %%\nextra = zoo.load("overfit", PRESET)\n')
+    loads, *_ = _scan_notebooks()
+    assert ("overfit", "workshop", 0) in loads["09"]
     with pytest.raises(AssertionError):
         test_prepare_list_matches_the_notebooks()
 
@@ -419,6 +492,7 @@ def _cli(argv, capsys):
         (["prepare", "--workers", "0"], "--workers: must be an integer >= 1, got 0"),
         (["prepare", "--workers", "two"], "--workers: must be an integer >= 1, got 'two'"),
         (["prepare", "--preset", "huge"], "--preset: invalid choice: 'huge'"),
+        (["prepare", "--notebooks", "3-12"], "--notebooks: must be numbers or ranges from 01-11"),
         (["cache"], "required"),
         (["cache", "zip"], "invalid choice: 'zip'"),
         (["cache", "export"], "FILE"),
@@ -446,8 +520,16 @@ def test_cli_checks_files_before_any_work(tmp_path, capsys, monkeypatch):
         assert err[0].startswith("scriptlab cache: error: FILE ")
 
 
+def _loads_only(monkeypatch, models):
+    """Make notebook 02 the only one that loads models by name, and ``models`` what it loads."""
+    monkeypatch.setattr(workshop, "MODELS", models)
+    monkeypatch.setattr(
+        workshop, "NOTEBOOKS", {nb: models if nb == "02" else () for nb in workshop.NOTEBOOKS}
+    )
+
+
 def test_cli_export_and_import(seeded, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(workshop, "MODELS", SMALL)
+    _loads_only(monkeypatch, SMALL)
     monkeypatch.setattr(workshop, "EXPERIMENT_METHODS", ())
     monkeypatch.setattr(workshop, "EXPERIMENT_REFERENCES", ())
     file = tmp_path / "class.tar.gz"
@@ -470,15 +552,17 @@ def test_cli_export_and_import(seeded, tmp_path, capsys, monkeypatch):
 def test_cli_prepare_trains_what_is_missing_then_nothing(cache, smoke, capsys, monkeypatch):
     """One smoke model is seeded, one is trained; the second run trains nothing."""
     _seed_model("cdann", 0, smoke)
-    monkeypatch.setattr(workshop, "MODELS", ("cdann", "overfit"))
+    _loads_only(monkeypatch, ("overfit",))
     monkeypatch.setattr(workshop, "EXPERIMENT_SEEDS", 1)
     monkeypatch.setattr(workshop, "EXPERIMENT_METHODS", ("cdann",))
     monkeypatch.setattr(workshop, "EXPERIMENT_REFERENCES", ())
     monkeypatch.setitem(zoo.ZOO, "overfit", {**zoo.ZOO["overfit"], "epochs": 1})
     code, out, err = _cli(["prepare", "--preset", "smoke", "--workers", "1"], capsys)
     assert code == 0, err
-    assert "prepare: 2 zoo models (smoke preset)" in out
+    assert "prepare: notebooks 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11: 2 zoo models" in out
     assert "1 models trained, 1 already cached" in out
+    ready = [line.split()[2] for line in out.splitlines() if " ready (" in line]
+    assert ready[0] == "01" and ready[-1] == "03" and sorted(ready) == sorted(workshop.NOTEBOOKS)
     assert (zoo.path(zoo.config("overfit", "smoke"), "overfit") / "checkpoint.json").exists()
     assert list((cache / "experiments").glob("smoke-1-*.json"))
     code, out, err = _cli(["prepare", "--preset", "smoke"], capsys)
