@@ -185,3 +185,35 @@ def text_table(rows, columns, *, header: bool = True) -> str:
     for row in rows:
         lines.append(" ".join(f"{row[key]:{spec}}" for _, key, spec in columns))
     return "\n".join(lines)
+
+
+def busy(fn=None, *, message: str = "computing ..."):
+    """Wrap a widget callback so a status line shows while it computes.
+
+    For ``ipywidgets.interact``: the wrapped callback prints ``message`` as soon as a control
+    moves, and ``clear_output(wait=True)`` keeps that line until the callback's first output
+    (its figure or text) replaces it, so a slow move (compiling a new shape, a gradient pass
+    over the training set) reads as work in progress, not as a frozen widget. The signature is
+    the callback's own, so ``interact`` builds the same controls. Use as ``busy(fn)`` or as a
+    decorator, ``@busy`` / ``@busy(message="scoring ...")``.
+
+    Args:
+      fn: the callback.
+      message: the status line.
+    """
+    import functools
+
+    if fn is None:
+        return functools.partial(busy, message=message)
+    if not callable(fn):
+        raise TypeError(f"fn must be a callable (a widget callback), got {type(fn).__name__}")
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        from IPython.display import clear_output
+
+        print(message, flush=True)
+        clear_output(wait=True)  # cleared by the next output, not now
+        return fn(*args, **kwargs)
+
+    return run

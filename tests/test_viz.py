@@ -6,6 +6,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 
 from scriptlab import viz
 
@@ -62,3 +63,34 @@ def test_style_sets_readable_sizes_and_constrained_layout():
         assert plt.rcParams["figure.constrained_layout.use"]
         sizes = [plt.rcParams[k] for k in viz.STYLE if k.endswith("size")]
         assert sizes and min(sizes) >= viz.SMALL
+
+
+def test_busy_shows_a_status_line_until_the_callback_draws(monkeypatch, capsys):
+    import inspect
+
+    import ipywidgets
+    from IPython import display
+
+    events = []
+    monkeypatch.setattr(
+        display,
+        "clear_output",
+        lambda wait=False: events.append(("clear", wait, capsys.readouterr().out)),
+    )
+
+    def draw(crop=3, layer="conv2"):
+        events.append(("draw", crop, layer))
+        return crop * 2
+
+    wrapped = viz.busy(draw, message="scoring ...")
+    assert inspect.signature(wrapped) == inspect.signature(draw)
+    assert wrapped(crop=5) == 10
+    # the line is out before the (deferred) clear, and the clear comes before the callback runs
+    assert events == [("clear", True, "scoring ...\n"), ("draw", 5, "conv2")]
+    ui = ipywidgets.interactive(wrapped, crop=(0, 9), layer=["conv1", "conv2"])
+    assert [(w._kwarg, w.value) for w in ui.kwargs_widgets] == [("crop", 3), ("layer", "conv2")]
+    events.clear()
+    assert viz.busy()(draw)(7, "conv1") == 14  # @busy, default message
+    assert events == [("clear", True, "computing ...\n"), ("draw", 7, "conv1")]
+    with pytest.raises(TypeError, match="fn must be a callable .* got int"):
+        viz.busy(3)
