@@ -9,7 +9,12 @@ the same kernel, each control is moved from the notebook's default to each test 
 callback is timed with its output (figures included) drawn into an unseen
 ``ipywidgets.Output``, as JupyterLab would draw it. Each value is the first time that
 setting is asked for, so compiling a new shape counts, as it does for a learner moving a
-slider. ``--repeat`` times every move a second time as well.
+slider. Without ``--settle`` the moves start right after the last cell, while the
+notebook's background work (``viz.Cached.prefetch``: notebook 03's post-hoc heads, 10's
+t-SNE maps, 11's TracIn rows) still runs: the worst case, a learner who moves a control
+at once. ``--settle`` first waits for that work (and prints how long), as for a learner
+who reads the notebook before touching the widgets. ``--repeat`` times every move a second
+time as well.
 
 Prints one row per (notebook, widget, control, value) and a summary against the issue's
 targets: a status line for anything over about 1 s, nothing over 5 s.
@@ -50,6 +55,7 @@ _w.interact = _recording_interact
 
 MEASURE = r"""
 import json as _json
+import threading as _threading
 import time as _time
 
 import ipywidgets as _w
@@ -66,6 +72,12 @@ def _values(widget):
     return []
 
 
+_t = _time.perf_counter()
+if __SETTLE__:
+    for _thread in _threading.enumerate():
+        if _thread.name == "scriptlab-prefetch":
+            _thread.join()
+print("BENCH_SETTLED", round(_time.perf_counter() - _t, 2))
 _rows = []
 for _k, (_fn, _controls) in enumerate(_WIDGETS):
     _ui = _w.interactive(_fn, **_controls)
@@ -74,7 +86,7 @@ for _k, (_fn, _controls) in enumerate(_WIDGETS):
         for _v in _values(_c):
             if _v == _default[_c._kwarg]:
                 continue
-            for _rep in range(REPEAT):
+            for _rep in range(__REPEAT__):
                 _out = _w.Output()
                 _t = _time.perf_counter()
                 with _out:
@@ -87,16 +99,21 @@ print("BENCH_WIDGETS", _json.dumps(_rows))
 """
 
 
-def measure(path: Path, repeat: int) -> list[tuple]:
+def measure(path: Path, repeat: int, settle: bool) -> tuple[list[tuple], float]:
+    """Every move's seconds, and how long the background work was waited for."""
     nb = nbformat.read(path, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(RECORD))
-    nb.cells.append(nbformat.v4.new_code_cell(MEASURE.replace("REPEAT", str(repeat))))
+    code = MEASURE.replace("__REPEAT__", str(repeat)).replace("__SETTLE__", str(settle))
+    nb.cells.append(nbformat.v4.new_code_cell(code))
     NotebookClient(nb, timeout=1200, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()  # fmt: skip
+    waited = None
     for out in nb.cells[-1].outputs:
         for line in out.get("text", "").splitlines():
+            if line.startswith("BENCH_SETTLED "):
+                waited = float(line.split()[1])
             if line.startswith("BENCH_WIDGETS "):
-                return json.loads(line.removeprefix("BENCH_WIDGETS "))
+                return json.loads(line.removeprefix("BENCH_WIDGETS ")), waited
     raise RuntimeError(f"{path.name}: the measuring cell printed nothing")
 
 
@@ -104,6 +121,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--notebooks", default="all", help="e.g. '1-2,4-11' (default all)")
     ap.add_argument("--repeat", action="store_true", help="time every move a second time too")
+    ap.add_argument("--settle", action="store_true", help="wait for background work first")
     args = ap.parse_args()
     chosen = parse_notebooks(args.notebooks)
     repeat = 2 if args.repeat else 1
@@ -111,13 +129,14 @@ def main() -> None:
     for nb in chosen:
         (path,) = (ROOT / "notebooks").glob(f"{nb}_*.ipynb")
         t = time.perf_counter()
-        found = measure(path, repeat)
-        print(f"{path.name}: {len(found)} moves timed ({time.perf_counter() - t:.0f} s with the run)",
+        found, waited = measure(path, repeat, args.settle)
+        print(f"{path.name}: {len(found)} moves timed ({time.perf_counter() - t:.0f} s with the run"
+              + (f"; waited {waited:.1f} s for its background work)" if args.settle else ")"),
               flush=True)  # fmt: skip
         rows += [(nb, *r) for r in found]
     print()
     print(f"{'nb':<3} {'widget':<20} {'control':<12} {'value':<24} {'call':>4} {'s':>7}")
-    for nb, k, fn, control, value, rep, sec in rows:
+    for nb, _k, fn, control, value, rep, sec in rows:
         print(f"{nb:<3} {fn[:20]:<20} {control[:12]:<12} {value[:24]:<24} {rep + 1:>4} {sec:>7.2f}")
     first = [r for r in rows if r[5] == 0]
     slow = [r for r in first if r[6] > 1.0]

@@ -187,7 +187,7 @@ def text_table(rows, columns, *, header: bool = True) -> str:
     return "\n".join(lines)
 
 
-def busy(fn=None, *, message: str = "computing ..."):
+def busy(fn=None, *, message: str = "computing ...", when=None):
     """Wrap a widget callback so a status line shows while it computes.
 
     For ``ipywidgets.interact``: the wrapped callback prints ``message`` as soon as a control
@@ -200,20 +200,95 @@ def busy(fn=None, *, message: str = "computing ..."):
     Args:
       fn: the callback.
       message: the status line.
+      when: optional predicate, called with the callback's arguments (defaults filled in):
+        the line shows only when it returns True, e.g. ``lambda model, **_: model not in
+        cache`` for a move that is slow only the first time.
     """
     import functools
+    import inspect
 
     if fn is None:
-        return functools.partial(busy, message=message)
-    if not callable(fn):
-        raise TypeError(f"fn must be a callable (a widget callback), got {type(fn).__name__}")
+        return functools.partial(busy, message=message, when=when)
+    for name, f in (("fn", fn), ("when", when)):
+        if f is not None and not callable(f):
+            raise TypeError(f"{name} must be a callable, got {type(f).__name__}")
+    signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
         from IPython.display import clear_output
 
+        if when is not None:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            if not when(**bound.arguments):
+                return fn(*args, **kwargs)
         print(message, flush=True)
         clear_output(wait=True)  # cleared by the next output, not now
         return fn(*args, **kwargs)
 
     return run
+
+
+class Cached:
+    """``fn(key)`` computed once per key: on demand, or ahead of time in a background thread.
+
+    Some widget moves need seconds of work (a t-SNE map per perplexity, a post-hoc head per
+    model). ``cached[key]`` computes ``fn(key)`` the first time and returns the kept value
+    afterwards; ``prefetch(keys)`` computes keys in a daemon thread while the learner reads on,
+    so a later move answers at once. A key that the widget and the thread ask for at the same
+    time is computed once (one lock per key). Values are waited for (``block_until_ready``)
+    inside the computing thread, so the work is really done there.
+
+    Args:
+      fn: key -> value; keys must be hashable (a tuple of arguments works).
+
+    Attributes:
+      errors: {key: exception} raised by ``fn`` in the prefetch thread; that key is left
+        out, so asking for it again computes it and raises in the caller.
+    """
+
+    THREAD = "scriptlab-prefetch"  # the prefetch threads' name (benchmarks wait for them)
+
+    def __init__(self, fn):
+        import threading
+
+        if not callable(fn):
+            raise TypeError(f"fn must be a callable key -> value, got {type(fn).__name__}")
+        self.fn = fn
+        self.errors: dict = {}
+        self._values: dict = {}
+        self._locks: dict = {}
+        self._guard = threading.Lock()
+
+    def __contains__(self, key) -> bool:
+        return key in self._values
+
+    def __getitem__(self, key):
+        import threading
+
+        import jax
+
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._values:
+                self._values[key] = jax.block_until_ready(self.fn(key))
+        return self._values[key]
+
+    def prefetch(self, keys):
+        """Compute ``keys`` in order in a daemon thread; returns the started thread."""
+        import threading
+
+        keys = list(keys)
+
+        def work():
+            for key in keys:
+                try:
+                    self[key]
+                except Exception as err:  # noqa: BLE001 (kept, and raised again on request)
+                    self.errors[key] = err
+
+        thread = threading.Thread(target=work, name=self.THREAD, daemon=True)
+        thread.start()
+        return thread

@@ -92,5 +92,52 @@ def test_busy_shows_a_status_line_until_the_callback_draws(monkeypatch, capsys):
     events.clear()
     assert viz.busy()(draw)(7, "conv1") == 14  # @busy, default message
     assert events == [("clear", True, "computing ...\n"), ("draw", 7, "conv1")]
-    with pytest.raises(TypeError, match="fn must be a callable .* got int"):
+    events.clear()  # when: the line only for the moves it names (here: crop above 5)
+    slow_only = viz.busy(draw, message="new crop ...", when=lambda crop, layer: crop > 5)
+    assert slow_only(crop=2) == 4 and slow_only(9, layer="conv1") == 18 and slow_only() == 6
+    assert events == [
+        ("draw", 2, "conv2"),
+        ("clear", True, "new crop ...\n"),
+        ("draw", 9, "conv1"),
+        ("draw", 3, "conv2"),
+    ]
+    with pytest.raises(TypeError, match="fn must be a callable, got int"):
         viz.busy(3)
+    with pytest.raises(TypeError, match="when must be a callable, got str"):
+        viz.busy(draw, when="always")
+
+
+def test_cached_computes_each_key_once_even_when_asked_twice_at_once():
+    import threading
+    import time
+
+    calls = []
+    gate = threading.Event()
+
+    def slow_square(k):
+        calls.append(k)
+        if k == 3:
+            gate.wait(5)  # hold key 3 until the main thread asks for it too
+        if k == "bad":
+            raise ValueError("no square of 'bad'")
+        return k * k
+
+    cached = viz.Cached(slow_square)
+    thread = cached.prefetch([3, 4, "bad"])
+    assert thread.name == viz.Cached.THREAD and thread.daemon
+    while 3 not in calls:
+        time.sleep(0.01)
+    asker = threading.Thread(target=lambda: calls.append(("got", cached[3])))
+    asker.start()  # blocks on key 3's lock while the prefetch thread computes it
+    time.sleep(0.05)
+    gate.set()
+    asker.join(5)
+    thread.join(5)
+    assert cached[3] == 9 and cached[4] == 16 and 4 in cached and "bad" not in cached
+    assert calls.count(3) == 1 and calls.count(4) == 1 and ("got", 9) in calls
+    assert isinstance(cached.errors["bad"], ValueError)
+    with pytest.raises(ValueError, match="no square of 'bad'"):  # asked again: raised here
+        cached["bad"]
+    assert cached[5] == 25 and calls[-1] == 5  # on demand, in the caller
+    with pytest.raises(TypeError, match="fn must be a callable key -> value, got dict"):
+        viz.Cached({})

@@ -18,19 +18,27 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 
 class Control(NamedTuple):
-    """The control to move: the n-th ``interact`` of the notebook, its n-th slider, a key."""
+    """The control to move: the n-th ``interact`` of the notebook, its n-th slider, a key, and
+    the status line (``viz.busy``) that must show while the move computes, if any."""
 
     interact: int
     slider: int
     key: str
+    status: str = ""
 
 
 CASES = {
     "01_dataset.ipynb": Control(0, 0, "ArrowRight"),  # seed 0 -> 1
-    "05_saliency.ipynb": Control(0, 0, "ArrowRight"),  # crop 0 -> 1
-    "09_occlusion.ipynb": Control(0, 0, "ArrowRight"),  # crop
+    "05_saliency.ipynb": Control(0, 0, "ArrowRight", "computing the saliency maps"),  # crop 0 -> 1
+    "09_occlusion.ipynb": Control(0, 0, "ArrowRight", "occluding every window position"),  # crop
     "10_embeddings.ipynb": Control(1, 0, "ArrowLeft"),  # t-SNE step: last -> one before
 }
+# records every text the element shows while a move computes (a status line lasts ~1 s)
+_WATCH = """el => {
+    window._seen = [];
+    new MutationObserver(() => window._seen.push(el.innerText))
+        .observe(el, {childList: true, subtree: true, characterData: true});
+}"""
 RUN_TIMEOUT_S = 600
 WIDGET_TIMEOUT_S = 60
 
@@ -175,6 +183,7 @@ def test_notebook_runs_and_its_widgets_respond(lab, browser, notebook):
         handle = box.locator(".widget-slider .noUi-handle").nth(control.slider)
         readout = box.locator(".widget-slider .widget-readout").nth(control.slider)
         value = readout.inner_text()
+        output.evaluate(_WATCH)
         handle.focus()
         page.keyboard.press(control.key)
         page.wait_for_function(
@@ -186,6 +195,10 @@ def test_notebook_runs_and_its_widgets_respond(lab, browser, notebook):
             arg=[output.element_handle(), before],
             timeout=WIDGET_TIMEOUT_S * 1000,
         )
+        if control.status:  # shown while it computed, and replaced by the figure
+            seen = page.evaluate("() => window._seen")
+            assert any(control.status in t for t in seen), seen[:5]
+            assert control.status not in output.inner_text()
         print(
             f"{notebook}: ran in {ran:.0f} s; {n_interact} interact widgets; "
             f"{readout.inner_text()} after {value}: figure redrawn in {time.monotonic() - t1:.1f} s"

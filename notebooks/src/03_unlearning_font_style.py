@@ -217,21 +217,25 @@ print(
 # reads wrong.
 
 # %%
-_cache = {}
-
-
 def _preds(name):
-    if name not in _cache:
-        if name in experiment.POSTHOC:
-            trunk = zoo.load(experiment.POSTHOC[name][0], PRESET, progress=False)
-            _cache[name] = experiment.posthoc_predictions(trunk, ds, name)
-        else:
-            _cache[name] = experiment.predictions(zoo.load(name, PRESET, progress=False), ds)
-    return _cache[name]
+    if name in experiment.POSTHOC:  # a new head on a trained model's frozen embedding
+        trunk = zoo.load(experiment.POSTHOC[name][0], PRESET, progress=False)
+        return experiment.posthoc_predictions(trunk, ds, name)
+    return experiment.predictions(zoo.load(name, PRESET, progress=False), ds)
 
 
+BROWSE = list(METHODS) + list(REFERENCES)
+# each model's predictions, computed once; the ones not yet shown in the background, from here
+preds = viz.Cached(_preds)
+preds.prefetch(BROWSE)
+
+
+@viz.busy(
+    message="computing this model's predictions (a post-hoc head takes a few seconds) ...",
+    when=lambda model, **_: model not in preds,
+)
 def browse(model="baseline", script="latin", family="PT Serif"):
-    p = _preds(model)
+    p = preds[model]
     for split in ("conflict", "heldout"):
         idx = experiment.misread(ds, p, split, script=script, family=family)[:8]
         if len(idx):
@@ -248,7 +252,7 @@ def browse(model="baseline", script="latin", family="PT Serif"):
 
 widgets.interact(
     browse,
-    model=list(METHODS) + list(REFERENCES),
+    model=BROWSE,
     script=list(ds.scripts),
     family=list(ds.families),
 );

@@ -240,7 +240,7 @@ def show_class(model=MODELS[0], head="script", cls=0, l2=L2, steps=STEPS, recipe
 
 
 widgets.interact(
-    show_class,
+    viz.busy(show_class, message="optimising the input image ..."),
     model=list(MODELS),
     head=["script", "font"],
     cls=widgets.IntSlider(0, 0, len(ds.scripts) - 1),

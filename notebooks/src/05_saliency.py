@@ -302,7 +302,7 @@ def show_one(crop=0, method="gradient", target=-1):
 
 
 widgets.interact(
-    show_one,
+    viz.busy(show_one, message="computing the saliency maps ..."),
     crop=widgets.IntSlider(0, 0, N_SCORE - 1),
     method=list(S.METHODS),
     target=widgets.IntSlider(-1, -1, len(ds.scripts) - 1, description="class (-1 true)"),

@@ -142,14 +142,23 @@ show_channels(
 
 
 # %%
+# every channel's top patches of one (model, layer), computed once: a channel move only redraws
+tops = viz.Cached(
+    lambda key: top_activating(models[key[0]].apply_fn, models[key[0]].params, test, key[1], k=K)
+)
+
+
 @widgets.interact(
     model=list(models),
     layer=widgets.Dropdown(options=["conv1", "conv2", "conv3", "pool3"], value=LAYER),
     channel=widgets.IntSlider(0, 0, 63),
 )
+@viz.busy(
+    message="finding every channel's top patches ...",
+    when=lambda model, layer, **_: (model, layer) not in tops,
+)
 def explore(model="baseline", layer=LAYER, channel=0):
-    m = models[model]
-    t = top_activating(m.apply_fn, m.params, test, layer, k=K)
+    t = tops[model, layer]
     channel = min(channel, t.index.shape[0] - 1)
     c = receptive_crops(
         test,

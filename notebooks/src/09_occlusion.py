@@ -89,6 +89,7 @@ plt.show()
     fill=["grey", "mean", "blur"],
     output=["probability", "logit"],
 )
+@viz.busy(message="occluding every window position ...")
 def explore(crop=CROP, patch=PATCH, stride=STRIDE, fill=FILL, output="probability"):
     r = occlusion(
         base.apply_fn,

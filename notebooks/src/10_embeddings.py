@@ -35,7 +35,6 @@ SEED = 0
 
 # %%
 import textwrap
-import threading
 import time
 
 import ipywidgets as widgets
@@ -129,21 +128,13 @@ plt.show()
 # script and by font style.
 
 # %%
-maps = {}  # (model, perplexity) -> TSNEResult: each map is computed once
-locks = {}  # one lock per key, so a map asked for twice at once is still computed once
-locks_lock = threading.Lock()
-
-
 def tsne_map(model, perplexity):
-    """The cached t-SNE map of ``model``'s embedding of the mapped split at ``perplexity``."""
-    with locks_lock:
-        lock = locks.setdefault((model, perplexity), threading.Lock())
-    with lock:
-        if (model, perplexity) not in maps:
-            r = E.tsne(emb[model, SPLIT], perplexity=perplexity, n_iter=N_ITER)
-            r.embedding.block_until_ready()
-            maps[model, perplexity] = r
+    """The t-SNE map of ``model``'s embedding of the mapped split at ``perplexity``."""
     return maps[model, perplexity]
+
+
+# (model, perplexity) -> TSNEResult, each computed once (viz.Cached: also ahead of time, below)
+maps = viz.Cached(lambda key: E.tsne(emb[key[0], SPLIT], perplexity=key[1], n_iter=N_ITER))
 
 
 t0 = time.perf_counter()
@@ -253,11 +244,12 @@ for name in MODELS:
 PERPLEXITIES = (2.0, 5.0, 10.0, 30.0, 50.0, 100.0)
 
 
-def precompute():
-    # the default model first, and perplexities nearest the default before the far ones
-    for perp in sorted(PERPLEXITIES, key=lambda p: abs(np.log(p / PERPLEXITY))):
-        for model in (MODELS[1], MODELS[0]):
-            tsne_map(model, perp)
+# the default model first, and perplexities nearest the default before the far ones
+PREFETCH = [
+    (model, perp)
+    for perp in sorted(PERPLEXITIES, key=lambda p: abs(np.log(p / PERPLEXITY)))
+    for model in (MODELS[1], MODELS[0])
+]
 
 
 def show_map(model=MODELS[1], colour="font style", perplexity=PERPLEXITY):
@@ -389,7 +381,7 @@ for col, what in ((0, "scripts"), (2, "style within script"), (3, "  ... balance
 
 # %%
 # The perplexity slider's maps, computed in the background (see "Explore" above).
-threading.Thread(target=precompute, daemon=True).start()
+maps.prefetch(PREFETCH);
 
 # %% [markdown]
 # * **Scripts.** Both embeddings keep scripts apart far above chance, and the 2-D map keeps about as

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scriptlab import data, zoo
+from scriptlab import data, viz, zoo
 from scriptlab.interpret import influence as inf
 
 plt.rcParams["figure.dpi"] = 72
@@ -534,8 +534,10 @@ fig.tight_layout()
 # ## Pick a test crop and an estimator
 #
 # The widget scores the training crops against the chosen test crop: all `N_TRAIN` for the convex heads, the
-# first `N_WHOLE` for TracIn and EK-FAC. The convex heads and EK-FAC (its factors fitted above, reused) answer in
-# about a second once compiled; TracIn takes one gradient pass per snapshot.
+# first `N_WHOLE` for TracIn and EK-FAC. The convex heads answer in under a second, EK-FAC (its factors fitted
+# above, reused) in a few seconds. TracIn takes a gradient pass per snapshot, so its scores against every test crop
+# are computed once in the background after the last cell; until they are ready a TracIn move takes a few seconds.
+# A status line shows while a move computes.
 
 # %%
 import ipywidgets as widgets
@@ -543,27 +545,44 @@ import ipywidgets as widgets
 ESTIMATORS = ["convex head: script", "convex head: font", "TracIn", "EK-FAC"]
 
 
+def whole_network(estimator, test_rows):
+    """TracIn or EK-FAC scores of the first N_WHOLE training crops against the test crops test_rows."""
+    xs, ys = imgs_te[test_rows], yt[test_rows]
+    if estimator == "TracIn":
+        ckpts = [p for _, p in snapshots]
+        return -np.asarray(inf.tracin_scores(loss_net, ckpts, lrs, imgs_net, y_net, xs, ys))
+    return np.asarray(
+        inf.ekfac_scores(factors, base.apply_fn, base.params, imgs_net, y_net, xs, ys)
+    )
+
+
+# TracIn takes a gradient pass per snapshot for every move: its scores for all N_TEST test crops
+# are computed once, in the background from the last code cell on; until then a move computes
+# its own row (a few seconds)
+tracin_all = viz.Cached(lambda _: whole_network("TracIn", np.arange(N_TEST)))
+
+
 def scores_for(test_index, estimator):
-    sl = slice(test_index, test_index + 1)
     if estimator.startswith("convex"):
         script = estimator.endswith("script")
         h, hess, lab, train_lab = (head, H, yt, y) if script else (font_head, H_font, st, s)
+        sl = slice(test_index, test_index + 1)
         r = inf.influence_scores(
             inf.logistic_loss, h, x, train_lab, xt[sl], lab[sl], l2=L2, method="exact", hessian=hess
         )
         return np.asarray(r.scores[0])
-    if estimator == "TracIn":
-        ckpts = [p for _, p in snapshots]
-        return -np.asarray(
-            inf.tracin_scores(loss_net, ckpts, lrs, imgs_net, y_net, imgs_te[sl], yt[sl])[0]
-        )
-    return np.asarray(
-        inf.ekfac_scores(factors, base.apply_fn, base.params, imgs_net, y_net, imgs_te[sl], yt[sl])[
-            0
-        ]
-    )
+    if estimator == "TracIn" and "all" in tracin_all:
+        return tracin_all["all"][test_index]
+    # the chosen crop first, padded with the compared ones: the shapes compiled above
+    return whole_network(estimator, np.r_[test_index, COMPARE[1:]])[0]
 
 
+@viz.busy(
+    message="scoring the training crops ...",
+    when=lambda estimator, **_: (
+        not estimator.startswith("convex") and not (estimator == "TracIn" and "all" in tracin_all)
+    ),
+)
 def explore(test_index=TEST, estimator=ESTIMATORS[0]):
     show_influential(
         scores_for(test_index, estimator), test_index, title=f"influence by\n{estimator}"
@@ -617,6 +636,7 @@ widgets.interact(
 # %%
 elapsed = time.perf_counter() - t0
 print(f"notebook ran in {elapsed:.0f} s (budget: 90 s on 2 uncontended cores with the zoo warm)")
+tracin_all.prefetch(["all"]);  # the widget's TracIn rows, in the background (about 15 s)
 
 # %% [markdown]
 # **What to take away.** For the convex head the first-order prediction tracks actual retraining closely (Koh & Liang
