@@ -92,7 +92,7 @@ def parse_notebooks(spec: str | None = None) -> tuple[str, ...]:
 
 
 def _needs(preset: str, notebook: str) -> list[tuple[str, str, int, dict]]:
-    """The zoo requests one notebook needs: its own loads, and notebook 03's the experiment's."""
+    """The zoo requests one notebook needs: its own loads, and for notebook 03 the experiment's."""
     out = [(n, preset, 0, {}) for n in NOTEBOOKS[notebook]]
     if notebook == EXPERIMENT_NOTEBOOK:
         out += experiment.zoo_requests(
@@ -229,7 +229,8 @@ def prepare(
         )
         ready[EXPERIMENT_NOTEBOOK] = time.perf_counter() - t0
         if progress:
-            _say(f"prepare: notebook {EXPERIMENT_NOTEBOOK} ready ({ready['03'] / 60:.1f} min)")
+            minutes = ready[EXPERIMENT_NOTEBOOK] / 60
+            _say(f"prepare: notebook {EXPERIMENT_NOTEBOOK} ready ({minutes:.1f} min)")
     return Prepared(
         trained=len(missing),
         cached=len(wanted) - len(missing),
