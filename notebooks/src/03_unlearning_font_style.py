@@ -225,7 +225,7 @@ def _preds(name):
 
 
 BROWSE = list(METHODS) + list(REFERENCES)
-# each model's predictions, computed once; the ones not yet shown in the background, from here
+# each model's predictions, computed once: on request, and all of them in the background from here
 preds = viz.Cached(_preds)
 preds.prefetch(BROWSE)
 

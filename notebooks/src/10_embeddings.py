@@ -128,18 +128,13 @@ plt.show()
 # script and by font style.
 
 # %%
-def tsne_map(model, perplexity):
-    """The t-SNE map of ``model``'s embedding of the mapped split at ``perplexity``."""
-    return maps[model, perplexity]
-
-
 # (model, perplexity) -> TSNEResult, each computed once (viz.Cached: also ahead of time, below)
 maps = viz.Cached(lambda key: E.tsne(emb[key[0], SPLIT], perplexity=key[1], n_iter=N_ITER))
 
 
 t0 = time.perf_counter()
 for name in MODELS:
-    tsne_map(name, PERPLEXITY)
+    maps[name, PERPLEXITY]
 print(
     f"two t-SNE runs of {N_ITER} iterations on {N_POINTS} points: {time.perf_counter() - t0:.1f} s"
 )
@@ -255,7 +250,7 @@ PREFETCH = [
 def show_map(model=MODELS[1], colour="font style", perplexity=PERPLEXITY):
     if (model, perplexity) not in maps:
         print(f"computing the t-SNE map of {model} at perplexity {perplexity:g} ...", flush=True)
-    r = tsne_map(model, perplexity)
+    r = maps[model, perplexity]
     knn = float(E.knn_accuracy(r.embedding, labels[colour], k=K))
     fig, ax = plt.subplots(figsize=(7, 5.5))
     scatter(
@@ -348,7 +343,7 @@ for ax, perp in zip(axes[:2], (2.0, 30.0), strict=True):
     ax.set_xticks([])
     ax.set_yticks([])
 for ax, perp in zip(axes[2:], (2.0, PERPLEXITY), strict=True):
-    y = np.asarray(tsne_map(MODELS[1], perp).embedding)
+    y = np.asarray(maps[MODELS[1], perp].embedding)
     scatter(
         ax,
         y,

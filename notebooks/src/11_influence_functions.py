@@ -562,6 +562,11 @@ def whole_network(estimator, test_rows):
 tracin_all = viz.Cached(lambda _: whole_network("TracIn", np.arange(N_TEST)))
 
 
+def answers_at_once(estimator):
+    """Whether a move needs no whole-network pass: a convex head, or TracIn once its scores are in."""
+    return estimator.startswith("convex") or (estimator == "TracIn" and "all" in tracin_all)
+
+
 def scores_for(test_index, estimator):
     if estimator.startswith("convex"):
         script = estimator.endswith("script")
@@ -579,9 +584,7 @@ def scores_for(test_index, estimator):
 
 @viz.busy(
     message="scoring the training crops ...",
-    when=lambda estimator, **_: (
-        not estimator.startswith("convex") and not (estimator == "TracIn" and "all" in tracin_all)
-    ),
+    when=lambda estimator, **_: not answers_at_once(estimator),
 )
 def explore(test_index=TEST, estimator=ESTIMATORS[0]):
     show_influential(
