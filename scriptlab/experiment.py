@@ -114,12 +114,23 @@ class Predictions(NamedTuple):
     embedding: np.ndarray
 
 
-def predictions(m: zoo.ZooModel, ds: Dataset, splits=EVAL_SPLITS) -> dict[str, Predictions]:
-    """A zoo model's predictions on the evaluation splits."""
-    return {
-        s: Predictions(*map(np.asarray, predict(m.apply_fn, m.params, ds.split(s).images)))
-        for s in splits
-    }
+def predictions(
+    m: zoo.ZooModel, ds: Dataset, splits=EVAL_SPLITS, *, memo: dict | None = None
+) -> dict[str, Predictions]:
+    """A zoo model's predictions on the evaluation splits (or ``splits``).
+
+    Args:
+      memo: a dict kept by the caller for this one model and dataset: splits already in it
+        are read from it, new ones are computed and added. The post-hoc methods of one trunk
+        then share its forward passes (``run`` does this; so can a notebook).
+    """
+    memo = {} if memo is None else memo
+    for s in splits:
+        if s not in memo:
+            memo[s] = Predictions(
+                *map(np.asarray, predict(m.apply_fn, m.params, ds.split(s).images))
+            )
+    return {s: memo[s] for s in splits}
 
 
 class Posthoc(NamedTuple):
@@ -180,7 +191,7 @@ class PosthocHead(NamedTuple):
 
 
 def fit_posthoc(
-    m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float | None = None
+    m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float | None = None, memo: dict | None = None
 ) -> PosthocHead:
     """Fit the head of post-hoc ``method`` (a key of ``POSTHOC``) on model ``m``.
 
@@ -201,16 +212,17 @@ def fit_posthoc(
       method: a key of ``POSTHOC``.
       l2: the head's weight penalty; default 1e-3 for training-set fits, and chosen
         from ``L2_GRID`` on half of ``val_conflict`` for held-out fits.
+      memo: ``m``'s predictions kept across calls (``predictions``).
     """
     if method not in POSTHOC:
         raise ValueError(f"unknown post-hoc method {method!r}; allowed: {', '.join(POSTHOC)}")
     spec = POSTHOC[method]
     n_styles, n_scripts = len(ds.styles), len(ds.scripts)
     if spec.heldout:
-        parts = [ds.val, ds.val_conflict]
-        embs = [predictions(m, ds, (s,))[s].embedding for s in ("val", "val_conflict")]
+        parts, names = [ds.val, ds.val_conflict], ("val", "val_conflict")
     else:
-        parts, embs = [ds.train], [predictions(m, ds, ("train",))["train"].embedding]
+        parts, names = [ds.train], ("train",)
+    embs = [p.embedding for p in predictions(m, ds, names, memo=memo).values()]
     emb = np.concatenate(embs)
     script = np.concatenate([p.script for p in parts])
     style = np.concatenate([p.style for p in parts])
@@ -246,19 +258,24 @@ def fit_posthoc(
 
 
 def posthoc_predictions(
-    m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float | None = None
+    m: zoo.ZooModel, ds: Dataset, method: str, *, l2: float | None = None, memo: dict | None = None
 ) -> dict[str, Predictions]:
     """The predictions of post-hoc ``method`` (``fit_posthoc``) on the evaluation splits.
+
+    Args:
+      memo: ``m``'s predictions kept across calls (``predictions``).
 
     Returns:
       {split: Predictions} whose embedding is the (erased) one and font logits None.
     """
-    return _apply_posthoc(m, ds, fit_posthoc(m, ds, method, l2=l2))
+    return _apply_posthoc(m, ds, fit_posthoc(m, ds, method, l2=l2, memo=memo), memo)
 
 
-def _apply_posthoc(m: zoo.ZooModel, ds: Dataset, fitted: PosthocHead) -> dict[str, Predictions]:
+def _apply_posthoc(
+    m: zoo.ZooModel, ds: Dataset, fitted: PosthocHead, memo: dict | None = None
+) -> dict[str, Predictions]:
     out = {}
-    for split, p in predictions(m, ds).items():
+    for split, p in predictions(m, ds, memo=memo).items():
         z = fitted.view(p.embedding)
         out[split] = Predictions(np.asarray(fitted.head.logits(z)), None, z)
     return out
@@ -379,9 +396,9 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     return row
 
 
-def measure(m: zoo.ZooModel, ds: Dataset) -> dict:
-    """``score`` of a zoo model's own predictions."""
-    return score(predictions(m, ds), ds)
+def measure(m: zoo.ZooModel, ds: Dataset, *, memo: dict | None = None) -> dict:
+    """``score`` of a zoo model's own predictions (``memo``: as in ``predictions``)."""
+    return score(predictions(m, ds, memo=memo), ds)
 
 
 def _aggregate(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -421,9 +438,9 @@ def goal(summary: dict, baseline: str = "baseline", oracle: str = "oracle") -> d
     return out
 
 
-def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str) -> dict:
-    fitted = fit_posthoc(m, ds, method)
-    row = score(_apply_posthoc(m, ds, fitted), ds)
+def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str, memo: dict | None = None) -> dict:
+    fitted = fit_posthoc(m, ds, method, memo=memo)
+    row = score(_apply_posthoc(m, ds, fitted, memo), ds)
     row["l2"] = fitted.l2
     if POSTHOC[method].heldout:  # fitted on val_conflict: its scores are in-sample
         row["val_conflict"] = row["val_conflict_worst"] = row["val_conflict_worst_cell"] = None
@@ -431,14 +448,21 @@ def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str) -> dict:
     return row
 
 
-def _rows(name: str, preset: str, seeds: int, ds: Dataset, progress: bool) -> list[dict]:
-    if name in POSTHOC:
-        trunk = POSTHOC[name].trunk
-        return [
-            _posthoc_row(zoo.load(trunk, preset, seed=s, progress=progress), ds, name)
-            for s in range(seeds)
-        ]
-    return [measure(zoo.load(name, preset, seed=s, progress=progress), ds) for s in range(seeds)]
+def _rows(
+    name: str, preset: str, seeds: int, ds: Dataset, progress: bool, memos: dict
+) -> list[dict]:
+    """One row per seed; ``memos[(trunk, seed)]`` keeps each trunk's predictions for the next."""
+    trunk = POSTHOC[name].trunk if name in POSTHOC else name
+    rows = []
+    for s in range(seeds):
+        m, memo = (
+            zoo.load(trunk, preset, seed=s, progress=progress),
+            memos.setdefault((trunk, s), {}),
+        )
+        rows.append(
+            _posthoc_row(m, ds, name, memo) if name in POSTHOC else measure(m, ds, memo=memo)
+        )
+    return rows
 
 
 def trained_models(methods: tuple[str, ...], references: tuple[str, ...]) -> list[str]:
@@ -518,7 +542,9 @@ def run(
         clean_temporaries(where.parent)  # half-written results of killed runs
     ds = dataset_for(zoo.config("baseline", preset), progress=progress)
     zoo.warm(zoo_requests(preset, seeds, methods, references, lam_sweep), progress=progress)
-    per_seed = {n: _rows(n, preset, seeds, ds, progress) for n in (*methods, *references)}
+    memos: dict = {}  # (trunk, seed) -> its predictions, shared by the methods on that trunk
+    per_seed = {n: _rows(n, preset, seeds, ds, progress, memos) for n in (*methods, *references)}
+    del memos
     summary = {n: _aggregate(rows) for n, rows in per_seed.items()}
     sweep = [
         {

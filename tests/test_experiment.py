@@ -221,3 +221,27 @@ def test_write_leaves_whole_files_and_no_temporaries(smoke, tmp_path):
     assert "Held-out font families" in (out / "results.txt").read_text()
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "results.png", "results.txt"]
+
+
+def test_a_memo_shares_each_split_forward_pass_and_changes_no_number(smoke, monkeypatch):
+    """The post-hoc methods of one trunk read its predictions from one memo: each split is run
+    through the trunk once, and every head and row equals the one computed without the memo."""
+    m = _trunk(smoke)
+    methods = ("dfr", "dfr_val", "leace", "leace_dfr")
+    alone = {k: experiment._posthoc_row(m, smoke, k) for k in methods}
+    alone["own"] = experiment.measure(m, smoke)
+    runs = []
+    real = experiment.predict
+    monkeypatch.setattr(experiment, "predict", lambda f, p, x: runs.append(len(x)) or real(f, p, x))
+    memo: dict = {}
+    shared = {k: experiment._posthoc_row(m, smoke, k, memo) for k in methods}
+    shared["own"] = experiment.measure(m, smoke, memo=memo)
+    needed = tuple(dict.fromkeys(("train", "val", "val_conflict", *experiment.EVAL_SPLITS)))
+    assert sorted(runs) == sorted(len(smoke.split(s)) for s in needed)  # once per split
+    assert set(memo) == set(needed)
+    assert json.dumps(shared, sort_keys=True) == json.dumps(alone, sort_keys=True)
+    a = experiment.posthoc_predictions(m, smoke, "dfr", memo=memo)
+    assert len(runs) == len(needed)  # the memo answered again
+    b = experiment.posthoc_predictions(m, smoke, "dfr")
+    for split in experiment.EVAL_SPLITS:
+        np.testing.assert_array_equal(a[split].script, b[split].script)

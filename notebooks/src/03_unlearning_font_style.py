@@ -84,7 +84,8 @@ plt.show()
 
 # %%
 base = zoo.load("baseline", PRESET, progress=False)
-preds = experiment.predictions(base, ds)
+memos = {"baseline": {}}  # each model's predictions by split, computed once (memo=)
+preds = experiment.predictions(base, ds, memo=memos["baseline"])
 h = ds.heldout
 bad = experiment.misread(ds, preds, "heldout", script="latin", family="PT Serif")[:6]
 pred = np.argmax(preds["heldout"].script, -1)
@@ -148,7 +149,7 @@ print("balanced_cdann stays more than 0.1 below the oracle on every symptom")
 # %%
 minority = {}
 for split in ("train", "val_conflict"):
-    logits = experiment.predictions(base, ds, (split,))[split].script
+    logits = experiment.predictions(base, ds, (split,), memo=memos["baseline"])[split].script
     minority[split] = experiment.minority_accuracy(ds, logits, split)
     mean, worst, cell = minority[split]
     print(f"{split:<13} mean {mean:.2f}   worst cell {worst:.2f} ({cell})")
@@ -218,10 +219,12 @@ print(
 
 # %%
 def _preds(name):
-    if name in experiment.POSTHOC:  # a new head on a trained model's frozen embedding
-        trunk = zoo.load(experiment.POSTHOC[name][0], PRESET, progress=False)
-        return experiment.posthoc_predictions(trunk, ds, name)
-    return experiment.predictions(zoo.load(name, PRESET, progress=False), ds)
+    posthoc = name in experiment.POSTHOC  # a new head on a trained model's frozen embedding
+    trunk = experiment.POSTHOC[name].trunk if posthoc else name
+    m, memo = zoo.load(trunk, PRESET, progress=False), memos.setdefault(trunk, {})
+    if posthoc:  # the heads on one trunk share its forward passes through memo
+        return experiment.posthoc_predictions(m, ds, name, memo=memo)
+    return experiment.predictions(m, ds, memo=memo)
 
 
 BROWSE = list(METHODS) + list(REFERENCES)
