@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
+import threading
+import time
 
 import numpy as np
 
@@ -246,13 +249,18 @@ class Cached:
     Attributes:
       errors: {key: exception} raised by ``fn`` in the prefetch thread; that key is left
         out, so asking for it again computes it and raises in the caller.
+
+    When the interpreter exits (a kernel shut down, a script ending), prefetch threads start
+    no new key and the exit waits for the key in flight (up to ``EXIT_WAIT`` seconds): a
+    daemon thread stopped inside XLA aborts the process ("FATAL: exception not rethrown").
     """
 
     THREAD = "scriptlab-prefetch"  # the prefetch threads' name (benchmarks wait for them)
+    EXIT_WAIT = 120.0  # seconds the exit waits for a key in flight
+    _stop = threading.Event()  # set at exit: no prefetch thread starts another key
+    _threads: list = []
 
     def __init__(self, fn):
-        import threading
-
         if not callable(fn):
             raise TypeError(f"fn must be a callable key -> value, got {type(fn).__name__}")
         self.fn = fn
@@ -265,8 +273,6 @@ class Cached:
         return key in self._values
 
     def __getitem__(self, key):
-        import threading
-
         import jax
 
         with self._guard:
@@ -278,17 +284,27 @@ class Cached:
 
     def prefetch(self, keys):
         """Compute ``keys`` in order in a daemon thread; returns the started thread."""
-        import threading
-
         keys = list(keys)
 
         def work():
             for key in keys:
+                if Cached._stop.is_set():  # the interpreter is exiting
+                    return
                 try:
                     self[key]
                 except Exception as err:  # noqa: BLE001 (kept, and raised again on request)
                     self.errors[key] = err
 
         thread = threading.Thread(target=work, name=self.THREAD, daemon=True)
+        Cached._threads[:] = [t for t in Cached._threads if t.is_alive()] + [thread]
         thread.start()
         return thread
+
+
+@atexit.register
+def _finish_prefetch() -> None:
+    """At exit: prefetch threads start no new key, and the exit waits for the keys in flight."""
+    Cached._stop.set()
+    deadline = time.monotonic() + Cached.EXIT_WAIT
+    for thread in Cached._threads:
+        thread.join(max(0.0, deadline - time.monotonic()))

@@ -141,3 +141,43 @@ def test_cached_computes_each_key_once_even_when_asked_twice_at_once():
     assert cached[5] == 25 and calls[-1] == 5  # on demand, in the caller
     with pytest.raises(TypeError, match="fn must be a callable key -> value, got dict"):
         viz.Cached({})
+
+
+def test_exit_stops_prefetching_and_waits_for_the_key_in_flight(tmp_path):
+    """A script that exits while a prefetch thread computes in XLA exits cleanly (a daemon
+    thread stopped inside XLA aborts the process: "FATAL: exception not rethrown", rc 134),
+    after the key in flight and without starting the rest."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "exit_while_prefetching.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            import jax.numpy as jnp
+            from scriptlab import viz
+
+            def slow(key):
+                x = jnp.ones((500, 500))
+                for _ in range(30):
+                    x = jnp.tanh(x @ x / 500)
+                x.block_until_ready()
+                print("computed", key, flush=True)
+                return x
+
+            viz.Cached(slow).prefetch(range(50))
+            time.sleep(0.3)
+            print("exiting", flush=True)
+            """
+        )
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "FATAL" not in out.stderr and "terminate called" not in out.stderr
+    lines = out.stdout.splitlines()
+    assert "exiting" in lines
+    after = lines[lines.index("exiting") + 1 :]
+    assert len(after) <= 1, after  # at most the key in flight finishes after the exit began
+    assert len(lines) < 50  # the rest never started
