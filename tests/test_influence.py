@@ -276,3 +276,25 @@ def test_bad_inputs_raise_clear_errors():
         inf.fit_logistic(x, y, n_classes=3, l2=0.0)
     with pytest.raises(ValueError, match="NaN"):
         inf.influence_scores(inf.logistic_loss, params, x.at[0, 0].set(jnp.nan), y, x, y, l2=0.1)
+
+
+@pytest.mark.parametrize("n, b", [(10, 3), (12, 4), (5, 8), (1, 1)])
+def test_map_chunks_matches_a_plain_loop_for_rows_and_chunk_sums(n, b):
+    """Per-row outputs come back in order with the last chunk's padding cut; an output with one
+    row per chunk (a chunk's sum, padding rows weighted 0) keeps one row per chunk."""
+    from scriptlab.interpret.influence.losses import map_chunks
+
+    rng = np.random.default_rng(n * 100 + b)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    w = np.ones(n, np.float32)
+
+    @jax.jit
+    def fn(scale, chunk):
+        xs, ws = chunk
+        assert xs.shape[0] == min(b, n)  # every chunk has the same rows: one program
+        return {"rows": scale * xs**2, "sums": (ws[:, None] * xs).sum(0)[None]}
+
+    out = map_chunks(fn, (jnp.asarray(x), w), b, 2.0)
+    np.testing.assert_allclose(out["rows"], 2.0 * x**2, rtol=1e-6)
+    sums = [x[i : i + b].sum(0) for i in range(0, n, min(b, n))]
+    np.testing.assert_allclose(out["sums"], np.stack(sums), rtol=1e-5, atol=1e-6)

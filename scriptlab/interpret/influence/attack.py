@@ -78,6 +78,23 @@ class AttackResult(NamedTuple):
 REFRESH = 10  # chord steps on one factorisation before the Hessian is re-formed at the iterate
 
 
+# The attack's small steps, jitted: run op by op they compiled about 50 small programs.
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _embedding(apply_fn, params, images):
+    return apply_fn(params, images).embedding
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _most_helpful(scores, train_images, k):
+    idx = jax.lax.top_k(-scores, k)[1]  # most negative: most helpful
+    return idx, as_float(train_images[idx])
+
+
+@jax.jit
+def _on_8bit_grid(originals, signs, epsilon):
+    return jnp.clip(jnp.round((originals + epsilon * signs) * 255.0) / 255.0, 0.0, 1.0)
+
+
 @functools.partial(jax.jit, static_argnames=("apply_fn", "max_steps"))
 def _refit(apply_fn, trunk, head, feats, y, idx, new_images, chol, l2, tol, max_steps):
     new = apply_fn(trunk, new_images).embedding.reshape(idx.shape[0], -1)
@@ -175,7 +192,7 @@ def training_set_attack(
         raise ValueError(f"target_image must be one crop [1, H, W, 3], got {target_image.shape}")
     n = train_y.shape[0]
     k = check_int("k", k, 1, n + 1)
-    target_feat = apply_fn(trunk_params, target_image).embedding
+    target_feat = _embedding(apply_fn, trunk_params, target_image)
     inf = influence_scores(
         logistic_loss,
         head_params,
@@ -187,8 +204,7 @@ def training_set_attack(
         method="exact",
         hessian=hessian,
     )
-    idx = jax.lax.top_k(-inf.scores[0], k)[1]  # most negative: most helpful
-    originals = as_float(train_images[idx])
+    idx, originals = _most_helpful(inf.scores[0], train_images, k)
     if direction == "influence":
         pert = perturbation_influence(
             logistic_loss,
@@ -202,7 +218,7 @@ def training_set_attack(
         signs = jnp.sign(pert)
     else:
         signs = jax.random.rademacher(jax.random.key(seed), originals.shape, jnp.float32)
-    images = jnp.clip(jnp.round((originals + epsilon * signs) * 255.0) / 255.0, 0.0, 1.0)
+    images = _on_8bit_grid(originals, signs, epsilon)
     chol = jnp.linalg.cholesky(damped_hessian(hessian, 0.0))
     new_head, gnorm, steps = _refit(
         apply_fn,

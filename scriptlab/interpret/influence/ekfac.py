@@ -221,17 +221,28 @@ def fit_ekfac(
     chunk = (images, targets, jnp.arange(n), jnp.ones(n, jnp.float32))
     key = jax.random.key(seed)
     fn = functools.partial(_covariance_chunk, apply_fn, head, labels)
-    sums = jax.tree.map(lambda x: x.sum(0), map_chunks(fn, chunk, batch_size, params, key))
+    sums = _sum_rows(map_chunks(fn, chunk, batch_size, params, key))
     q_a, q_s = _eigenbases(sums, n)
     fn = functools.partial(_eigenvalue_chunk, apply_fn, head, labels)
-    lam = map_chunks(fn, chunk, batch_size, params, key, q_a, q_s)
+    lam = _sum_rows(map_chunks(fn, chunk, batch_size, params, key, q_a, q_s))
     names = [layer.name for layer in layers_for(head)]
     return EKFACFactors(
         dict(zip(names, q_a, strict=True)),
         dict(zip(names, q_s, strict=True)),
-        {name: x.sum(0) / n for name, x in zip(names, lam, strict=True)},
+        dict(zip(names, _divide(lam, n), strict=True)),
         jnp.float32(n),
     )
+
+
+@jax.jit
+def _sum_rows(tree):
+    """The chunks' partial sums added up, every layer in one program."""
+    return jax.tree.map(lambda x: x.sum(0), tree)
+
+
+@jax.jit
+def _divide(tree, n):
+    return jax.tree.map(lambda x: x / n, tree)
 
 
 def _damping(factors: EKFACFactors, l2, damping) -> dict:

@@ -53,6 +53,7 @@ def cross_entropy(apply_fn: Callable, head: str = "script") -> LossFn:
     return loss_fn
 
 
+@jax.jit  # called eagerly too (a notebook's test losses): one program, not one per operation
 def logistic_loss(params, x: jax.Array, y: jax.Array) -> jax.Array:
     """Multinomial logistic regression: per-example cross-entropy of x @ w + b.
 
@@ -116,17 +117,31 @@ def map_chunks(fn, xs, batch_size: int, *args):
     intra-op parallelism; measured on ScriptNet's layer-wise gradients).
     """
     leaves, treedef = jax.tree.flatten(xs)
+    leaves = [jnp.asarray(a) for a in leaves]  # on the device once, not once per chunk
     n = leaves[0].shape[0]
     b = min(int(batch_size), n)
-    outs = []
-    for start in range(0, n, b):
-        part = [a[start : start + b] for a in leaves]
-        m = part[0].shape[0]
-        part = [jnp.pad(a, ((0, b - m),) + ((0, 0),) * (a.ndim - 1)) for a in part]
-        out = fn(*args, jax.tree.unflatten(treedef, part))
-        outs.append(jax.tree.map(functools.partial(_head, m=m), out))
-    return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
+    # The slicing, padding and joining run as a few small jitted programs whatever the number
+    # of chunks and leaves (op by op they compiled two to four programs per leaf).
+    full = n - n % b
+    outs = [fn(*args, jax.tree.unflatten(treedef, _rows(leaves, i, b))) for i in range(0, full, b)]
+    if full < n:  # the last chunk, zero-padded to b rows
+        outs.append(fn(*args, jax.tree.unflatten(treedef, _last_rows(leaves, full, b))))
+    # Rows past n are the last chunk's padding. An output with one row per chunk (a chunk's
+    # sum) keeps all its rows: there are never more chunks than n.
+    return _join_rows(outs, n)
 
 
-def _head(a, m):
-    return a[:m]
+@functools.partial(jax.jit, static_argnums=2)
+def _rows(leaves, start, b):
+    return [jax.lax.dynamic_slice_in_dim(a, start, b) for a in leaves]
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _last_rows(leaves, start, b):
+    pad = lambda a: ((0, b - a.shape[0]),) + ((0, 0),) * (a.ndim - 1)  # noqa: E731
+    return [jnp.pad(a[start:], pad(a[start:])) for a in leaves]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _join_rows(outs, n):
+    return jax.tree.map(lambda *a: jnp.concatenate(a)[:n], *outs)

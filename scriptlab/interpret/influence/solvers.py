@@ -170,6 +170,11 @@ def training_hessian(loss_fn: LossFn, params, x, y, *, l2: float) -> jax.Array:
 def damped_hessian(h: jax.Array, damping) -> jax.Array:
     """The symmetrised Hessian plus damping on the diagonal: 0.5 (H + H^T) + damping I."""
     check_number("damping", damping, low=0.0)
+    return _damped(h, damping)
+
+
+@jax.jit
+def _damped(h, damping):
     return 0.5 * (h + h.T) + damping * jnp.eye(h.shape[0], dtype=h.dtype)
 
 

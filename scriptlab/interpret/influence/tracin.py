@@ -167,7 +167,7 @@ def epoch_learning_rates(
     steps_per_epoch = max(n_train // config.batch_size, 1)
     total = steps_per_epoch * config.epochs
     schedule = lr_schedule(config, total)
-    rates = np.asarray(schedule(np.arange(total)), np.float64)
+    rates = np.asarray(jax.jit(schedule)(np.arange(total)), np.float64)  # one program
     out = []
     for e in epochs:
         e = check_int("epochs[i]", e, 0, config.epochs + 1)
