@@ -460,6 +460,10 @@ def _cmap(path: Path) -> frozenset[int]:
     from fontTools.ttLib import TTFont
 
     with TTFont(path, lazy=True) as font:
+        # Only the code points are needed. Plain placeholder glyph names spare fontTools
+        # deriving names (from 'post' or the cmap itself): 3.5x faster over the 51 fonts,
+        # the same code points (tests/test_fonts.py checks every face against getBestCmap).
+        font.setGlyphOrder([f"g{i}" for i in range(font["maxp"].numGlyphs)])
         return frozenset(font.getBestCmap())
 
 

@@ -76,3 +76,13 @@ def test_complex_scripts_are_shaped_by_raqm():
     basic = ImageFont.truetype(path, 24, layout_engine=ImageFont.Layout.BASIC)
     word = WORDS["arabic"][0]
     assert not np.array_equal(np.asarray(raqm.getmask(word)), np.asarray(basic.getmask(word)))
+
+
+def test_cmap_code_points_match_fonttools_best_cmap_on_every_face():
+    """``_cmap`` skips deriving glyph names; the code points must be fontTools' own."""
+    from fontTools.ttLib import TTFont
+
+    for path in sorted({fonts.font_path(f) for f in fonts.FACES}):
+        with TTFont(path) as font:
+            expected = frozenset(font.getBestCmap())
+        assert fonts._cmap(path) == expected, path
