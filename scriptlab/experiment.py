@@ -455,13 +455,10 @@ def _rows(
     trunk = POSTHOC[name].trunk if name in POSTHOC else name
     rows = []
     for s in range(seeds):
-        m, memo = (
-            zoo.load(trunk, preset, seed=s, progress=progress),
-            memos.setdefault((trunk, s), {}),
-        )
-        rows.append(
-            _posthoc_row(m, ds, name, memo) if name in POSTHOC else measure(m, ds, memo=memo)
-        )
+        m = zoo.load(trunk, preset, seed=s, progress=progress)
+        memo = memos.setdefault((trunk, s), {})
+        row = _posthoc_row(m, ds, name, memo) if name in POSTHOC else measure(m, ds, memo=memo)
+        rows.append(row)
     return rows
 
 
