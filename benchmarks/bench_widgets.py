@@ -10,8 +10,8 @@ callback is timed with its output (figures included) drawn into an unseen
 ``ipywidgets.Output``, as JupyterLab would draw it. Each value is the first time that
 setting is asked for, so compiling a new shape counts, as it does for a learner moving a
 slider. Without ``--settle`` the moves start right after the last cell, while the
-notebook's background work (``viz.Cached.prefetch``: notebook 03's post-hoc heads, 10's
-t-SNE maps, 11's TracIn rows) still runs: the worst case, a learner who moves a control
+notebook's background work (``viz.Cached.prefetch``: notebook 10's t-SNE maps) still
+runs: the worst case, a learner who moves a control
 at once. ``--settle`` first waits for that work (and prints how long), as for a learner
 who reads the notebook before touching the widgets. ``--repeat`` times every move a second
 time as well.

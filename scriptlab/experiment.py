@@ -27,6 +27,7 @@ hyperparameters are chosen on ``val_conflict``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -97,6 +98,10 @@ METRICS = ACCURACY + STYLE
 GOAL = ("conflict_worst", "heldout_lcg", "caveat_cyrillic")
 MIN_CELL = 10  # worst-group minima ignore cells with fewer crops than this
 EVAL_SPLITS = ("test", "conflict", "val_conflict", "heldout")
+# Every row also keeps the script each crop of these splits is read as (``predicted``), so a
+# browser of misread crops needs no model; bump RESULTS_FORMAT when a row gains a field.
+PREDICTED_SPLITS = ("conflict", "heldout")
+RESULTS_FORMAT = 2
 
 
 class Predictions(NamedTuple):
@@ -320,7 +325,8 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     Returns:
       A row: each name of ``METRICS`` -> float (None where it does not apply), and
       ``tables``: the conflict (script x style) cells, the held-out (script x family)
-      cells, the Latin/Cyrillic/Greek held-out confusion and Caveat by script.
+      cells, the Latin/Cyrillic/Greek held-out confusion and Caveat by script;
+      ``predicted``: the script read for each crop of ``PREDICTED_SPLITS`` (``predicted``).
     """
     S, F = len(ds.scripts), len(ds.styles)
     row: dict = {}
@@ -393,7 +399,51 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     np.add.at(table, (c.script[fit], c.style[fit]), 1)
     row["font_from_script"] = float(np.mean(np.argmax(table, 1)[c.script[sc]] == c.style[sc]))
     row["tables"] = tables
+    row["predicted"] = {
+        split: _encode_labels(np.argmax(preds[split].script, -1)) for split in PREDICTED_SPLITS
+    }
     return row
+
+
+def _encode_labels(labels) -> str:
+    """int[N] class indices as base64 of one byte each: 4,000 crops take 5.4 kB of JSON."""
+    labels = np.asarray(labels)
+    if labels.size and not (labels.min() >= 0 and labels.max() < 256):
+        raise ValueError(f"labels must lie in [0, 256), got {labels.min()}..{labels.max()}")
+    return base64.b64encode(labels.astype(np.uint8).tobytes()).decode("ascii")
+
+
+def predicted(results: dict, name: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """The script each crop of ``PREDICTED_SPLITS`` is read as by ``name`` at ``seed``.
+
+    ``run`` keeps these in every row, so browsing a model's misread crops
+    (``misread``) needs neither the model nor a forward pass.
+
+    Returns:
+      {split: int64[N] script indices}, in the split's crop order.
+
+    Raises:
+      ValueError: naming the model or seed when ``results`` hold no such row, or when the
+        rows predate this field.
+    """
+    rows = results["per_seed"].get(name)
+    if rows is None:
+        raise ValueError(
+            f"name must be a model of these results ({', '.join(results['per_seed'])}), "
+            f"got {name!r}"
+        )
+    if not isinstance(seed, int) or not 0 <= seed < len(rows):
+        raise ValueError(f"seed must be an integer in [0, {len(rows)}), got {seed!r}")
+    kept = rows[seed].get("predicted")
+    if kept is None:
+        raise ValueError(
+            f"the row of {name!r} at seed {seed} keeps no predicted scripts (results written "
+            "by an older scriptlab); run the experiment again"
+        )
+    return {
+        split: np.frombuffer(base64.b64decode(v), np.uint8).astype(np.int64)
+        for split, v in kept.items()
+    }
 
 
 def measure(m: zoo.ZooModel, ds: Dataset, *, memo: dict | None = None) -> dict:
@@ -520,7 +570,9 @@ def run(
     cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
     key = hashlib.sha256(
         json.dumps(
-            [preset, seeds, methods, references, lam_sweep, cfgs], sort_keys=True, default=str
+            [RESULTS_FORMAT, preset, seeds, methods, references, lam_sweep, cfgs],
+            sort_keys=True,
+            default=str,
         ).encode()
     ).hexdigest()[:12]
     where = cache_dir() / "experiments" / f"{preset}-{seeds}-{key}.json"
@@ -753,15 +805,22 @@ def minority_accuracy(
 
 def misread(
     ds: Dataset,
-    preds: dict[str, Predictions],
+    preds: dict[str, Predictions] | dict[str, np.ndarray],
     split: str,
     *,
     script: str | None = None,
     family: str | None = None,
 ) -> np.ndarray:
-    """Indices of the crops of ``split`` whose script is misread, optionally of one script/family."""
+    """Indices of the crops of ``split`` whose script is misread, optionally of one script/family.
+
+    Args:
+      preds: {split: Predictions} (``predictions``), or {split: int[N] predicted script}
+        (``predicted``).
+    """
     s = ds.split(split)
-    sel = np.argmax(preds[split].script, -1) != s.script
+    p = preds[split]
+    read = np.argmax(p.script, -1) if isinstance(p, Predictions) else np.asarray(p)
+    sel = read != s.script
     if script is not None:
         sel &= s.script == ds.scripts.index(script)
     if family is not None:

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from scriptlab import experiment
 from scriptlab.experiment import Predictions
@@ -245,3 +246,45 @@ def test_a_memo_shares_each_split_forward_pass_and_changes_no_number(smoke, monk
     b = experiment.posthoc_predictions(m, smoke, "dfr")
     for split in experiment.EVAL_SPLITS:
         np.testing.assert_array_equal(a[split].script, b[split].script)
+
+
+def test_predicted_gives_back_each_rows_argmax_and_misread_reads_it(smoke):
+    lat = smoke.scripts.index("latin")
+    wrong = _preds(smoke, lambda split, s: (s.script == lat) & (np.arange(len(s)) % 3 == 0))
+    rows = [experiment.score(_preds(smoke), smoke), experiment.score(wrong, smoke)]
+    results = json.loads(json.dumps({"per_seed": {"a": rows}}))  # as run stores them
+    for seed, preds in enumerate((_preds(smoke), wrong)):
+        kept = experiment.predicted(results, "a", seed)
+        assert set(kept) == set(experiment.PREDICTED_SPLITS)
+        for split, labels in kept.items():
+            np.testing.assert_array_equal(labels, np.argmax(preds[split].script, -1))
+            for script in (None, "latin", "greek"):
+                np.testing.assert_array_equal(
+                    experiment.misread(smoke, kept, split, script=script),
+                    experiment.misread(smoke, preds, split, script=script),
+                )
+    assert len(experiment.misread(smoke, experiment.predicted(results, "a", 1), "conflict")) > 0
+
+
+def test_predicted_of_a_posthoc_row_is_its_heads_argmax(smoke):
+    m = _trunk(smoke)
+    row = json.loads(json.dumps(experiment._posthoc_row(m, smoke, "dfr")))
+    heads = experiment.posthoc_predictions(m, smoke, "dfr")
+    kept = experiment.predicted({"per_seed": {"dfr": [row]}}, "dfr")
+    for split in experiment.PREDICTED_SPLITS:
+        np.testing.assert_array_equal(kept[split], np.argmax(heads[split].script, -1))
+
+
+def test_predicted_names_what_is_missing(smoke):
+    row = experiment.score(_preds(smoke), smoke)
+    results = {
+        "per_seed": {"a": [row], "old": [{k: v for k, v in row.items() if k != "predicted"}]}
+    }
+    with pytest.raises(ValueError, match=r"name must be a model of these results \(a, old\)"):
+        experiment.predicted(results, "b")
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 1\), got 1"):
+        experiment.predicted(results, "a", 1)
+    with pytest.raises(ValueError, match="older scriptlab"):
+        experiment.predicted(results, "old")
+    with pytest.raises(ValueError, match="labels must lie in"):
+        experiment._encode_labels(np.array([0, 256]))

@@ -131,9 +131,6 @@ def _scan_notebooks():
 
 # zoo calls whose model is not a literal, each with why it needs nothing beyond the list
 ALLOWED_UNRESOLVED = {
-    # the misread-crop browser's model over METHODS + REFERENCES: the trunk of a post-hoc
-    # method or the model itself, each one of notebook 03's experiment models
-    ("03_unlearning_font_style", "trunk"),
     # the snapshots of a model the notebook has just loaded (baseline, high_lr)
     ("06_activation_maps", "m.name"),
 }

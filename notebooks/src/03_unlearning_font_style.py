@@ -83,15 +83,12 @@ fig = experiment.heatmaps(results, ("baseline", "unlearn", "balanced_cdann_dfr_v
 plt.show()
 
 # %%
-base = zoo.load("baseline", PRESET, progress=False)
-memos = {"baseline": {}}  # each model's predictions by split, computed once (memo=)
-preds = experiment.predictions(base, ds, memo=memos["baseline"])
-h = ds.heldout
-bad = experiment.misread(ds, preds, "heldout", script="latin", family="PT Serif")[:6]
-pred = np.argmax(preds["heldout"].script, -1)
+# the script each crop was read as, kept by experiment.run for every model and seed
+predicted = experiment.predicted(results, "baseline")  # seed 0, the zoo's "baseline"
+bad = experiment.misread(ds, predicted, "heldout", script="latin", family="PT Serif")[:6]
 fig = viz.image_row(
-    h.images[bad],
-    [f"read as {ds.scripts[pred[i]]}" for i in bad],
+    ds.heldout.images[bad],
+    [f"read as {ds.scripts[predicted['heldout'][i]]}" for i in bad],
     suptitle="Latin in PT Serif (held out), baseline",
 )
 plt.show()
@@ -147,9 +144,10 @@ print("balanced_cdann stays more than 0.1 below the oracle on every symptom")
 # crops. The baseline's accuracy on crops drawn in a minority style:
 
 # %%
+base = zoo.load("baseline", PRESET, progress=False)
 minority = {}
 for split in ("train", "val_conflict"):
-    logits = experiment.predictions(base, ds, (split,), memo=memos["baseline"])[split].script
+    logits = experiment.predictions(base, ds, (split,))[split].script
     minority[split] = experiment.minority_accuracy(ds, logits, split)
     mean, worst, cell = minority[split]
     print(f"{split:<13} mean {mean:.2f}   worst cell {worst:.2f} ({cell})")
@@ -218,34 +216,17 @@ print(
 # reads wrong.
 
 # %%
-def _preds(name):
-    posthoc = name in experiment.POSTHOC  # a new head on a trained model's frozen embedding
-    trunk = experiment.POSTHOC[name].trunk if posthoc else name
-    m, memo = zoo.load(trunk, PRESET, progress=False), memos.setdefault(trunk, {})
-    if posthoc:  # the heads on one trunk share its forward passes through memo
-        return experiment.posthoc_predictions(m, ds, name, memo=memo)
-    return experiment.predictions(m, ds, memo=memo)
-
-
 BROWSE = list(METHODS) + list(REFERENCES)
-# each model's predictions, computed once: on request, and all of them in the background from here
-preds = viz.Cached(_preds)
-preds.prefetch(BROWSE)
 
 
-@viz.busy(
-    message="computing this model's predictions (a post-hoc head takes a few seconds) ...",
-    when=lambda model, **_: model not in preds,
-)
 def browse(model="baseline", script="latin", family="PT Serif"):
-    p = preds[model]
+    predicted = experiment.predicted(results, model)  # seed 0: no model runs on a move
     for split in ("conflict", "heldout"):
-        idx = experiment.misread(ds, p, split, script=script, family=family)[:8]
+        idx = experiment.misread(ds, predicted, split, script=script, family=family)[:8]
         if len(idx):
-            s, pred = ds.split(split), np.argmax(p[split].script, -1)
             viz.image_row(
-                s.images[idx],
-                [ds.scripts[pred[i]] for i in idx],
+                ds.split(split).images[idx],
+                [ds.scripts[predicted[split][i]] for i in idx],
                 suptitle=f"{model}: {script} in {family} ({split}), read as",
             )
             plt.show()

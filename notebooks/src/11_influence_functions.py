@@ -308,12 +308,13 @@ est = {
             hessian=H,
         ).scores
     )[:, :N_WHOLE],
-    "TracIn (every layer)": -np.asarray(
-        inf.tracin_scores(
-            loss_net, [p for _, p in snapshots], lrs, imgs_net, y_net, imgs_te[COMPARE], yt[COMPARE]
-        )
-    ),
 }
+# TracIn against every test crop costs about twice what four cost (the training crops' gradient
+# passes dominate): the widget below reads its rows
+tracin_all = -np.asarray(
+    inf.tracin_scores(loss_net, [p for _, p in snapshots], lrs, imgs_net, y_net, imgs_te, yt)
+)
+est["TracIn (every layer)"] = tracin_all[COMPARE]
 factors = inf.fit_ekfac(base.apply_fn, base.params, tr.images[:N_EKFAC])
 est["EK-FAC (every layer)"] = np.asarray(
     inf.ekfac_scores(
@@ -535,9 +536,8 @@ fig.tight_layout()
 #
 # The widget scores the training crops against the chosen test crop: all `N_TRAIN` for the convex heads, the
 # first `N_WHOLE` for TracIn and EK-FAC. The convex heads answer in under a second, EK-FAC (its factors fitted
-# above, reused) in a few seconds. TracIn takes a gradient pass per snapshot, so its scores against every test crop
-# are computed once in the background after the last cell; until they are ready a TracIn move takes a few seconds.
-# A status line shows while a move computes.
+# above, reused) in a second or two, with a status line while it computes. TracIn reads its row from the scores
+# against every test crop computed above.
 
 # %%
 import ipywidgets as widgets
@@ -545,26 +545,16 @@ import ipywidgets as widgets
 ESTIMATORS = ["convex head: script", "convex head: font", "TracIn", "EK-FAC"]
 
 
-def whole_network(estimator, test_rows):
-    """TracIn or EK-FAC scores of the first N_WHOLE training crops against the test crops test_rows."""
-    xs, ys = imgs_te[test_rows], yt[test_rows]
-    if estimator == "TracIn":
-        ckpts = [p for _, p in snapshots]
-        return -np.asarray(inf.tracin_scores(loss_net, ckpts, lrs, imgs_net, y_net, xs, ys))
+def ekfac_row(test_index):
+    """EK-FAC scores of the first N_WHOLE training crops against test crop test_index."""
+    rows = np.r_[
+        test_index, COMPARE[1:]
+    ]  # padded with the compared crops: the shapes compiled above
     return np.asarray(
-        inf.ekfac_scores(factors, base.apply_fn, base.params, imgs_net, y_net, xs, ys)
-    )
-
-
-# TracIn takes a gradient pass per snapshot for every move: its scores for all N_TEST test crops
-# are computed once, in the background from the last code cell on; until then a move computes
-# its own row (a few seconds)
-tracin_all = viz.Cached(lambda _: whole_network("TracIn", np.arange(N_TEST)))
-
-
-def answers_at_once(estimator):
-    """Whether a move needs no whole-network pass: a convex head, or TracIn once its scores are in."""
-    return estimator.startswith("convex") or (estimator == "TracIn" and "all" in tracin_all)
+        inf.ekfac_scores(
+            factors, base.apply_fn, base.params, imgs_net, y_net, imgs_te[rows], yt[rows]
+        )
+    )[0]
 
 
 def scores_for(test_index, estimator):
@@ -576,15 +566,14 @@ def scores_for(test_index, estimator):
             inf.logistic_loss, h, x, train_lab, xt[sl], lab[sl], l2=L2, method="exact", hessian=hess
         )
         return np.asarray(r.scores[0])
-    if estimator == "TracIn" and "all" in tracin_all:
-        return tracin_all["all"][test_index]
-    # the chosen crop first, padded with the compared ones: the shapes compiled above
-    return whole_network(estimator, np.r_[test_index, COMPARE[1:]])[0]
+    if estimator == "TracIn":
+        return tracin_all[test_index]  # every test crop's row, computed above
+    return ekfac_row(test_index)
 
 
 @viz.busy(
     message="scoring the training crops ...",
-    when=lambda estimator, **_: not answers_at_once(estimator),
+    when=lambda estimator, **_: estimator == "EK-FAC",
 )
 def explore(test_index=TEST, estimator=ESTIMATORS[0]):
     show_influential(
@@ -639,7 +628,6 @@ widgets.interact(
 # %%
 elapsed = time.perf_counter() - t0
 print(f"notebook ran in {elapsed:.0f} s (budget: 90 s on 2 uncontended cores with the zoo warm)")
-tracin_all.prefetch(["all"]);  # the widget's TracIn rows, in the background (about 15 s)
 
 # %% [markdown]
 # **What to take away.** For the convex head the first-order prediction tracks actual retraining closely (Koh & Liang
