@@ -28,6 +28,7 @@
 N_POINTS = 1000  # points mapped (t-SNE is O(N^2) per iteration)
 SPLIT = "conflict"  # "conflict" (style never the script's own) or "test" (biased like training)
 PERPLEXITY = 30.0
+PERPLEXITIES = (2.0, 5.0, 10.0, 30.0, 50.0, 100.0)  # the slider's (each its own t-SNE run)
 N_ITER = 1000  # incl. 250 iterations of early exaggeration 12 (as scikit-learn/openTSNE)
 K = 10  # neighbours voting in the kNN accuracies
 MODELS = ("baseline", "unlearn")
@@ -138,6 +139,9 @@ for name in MODELS:
 print(
     f"two t-SNE runs of {N_ITER} iterations on {N_POINTS} points: {time.perf_counter() - t0:.1f} s"
 )
+# the slider's other maps ("Explore" below), in a background thread from here on while the next
+# cells run: the costliest (largest perplexity) first, the slider's default model first
+maps.prefetch([(m, p) for p in sorted(PERPLEXITIES, reverse=True) for m in (MODELS[1], MODELS[0])])
 for name in MODELS:
     r = maps[name, PERPLEXITY]
     print(
@@ -229,24 +233,13 @@ for name in MODELS:
 # ## Explore: model, colouring, perplexity
 #
 # Every perplexity on the slider needs its own t-SNE run (each new perplexity also compiles
-# once). The notebook's last code cell starts computing all of them for both models in a
-# background thread (after the other cells, so it does not slow them down); by the time you come
-# back to the slider most maps are ready and a move answers at once. A map that is not ready yet
-# shows a status line while it is computed; every map is computed once.
+# once). A background thread has computed them for both models since the side-by-side maps above,
+# the costliest first, while the cells in between ran; by the time you reach the slider most maps
+# are ready and a move answers at once. A map that is not ready yet shows a status line while it
+# is computed; every map is computed once.
 # The static figure above is the default setting.
 
 # %%
-PERPLEXITIES = (2.0, 5.0, 10.0, 30.0, 50.0, 100.0)
-
-
-# the default model first, and perplexities nearest the default before the far ones
-PREFETCH = [
-    (model, perp)
-    for perp in sorted(PERPLEXITIES, key=lambda p: abs(np.log(p / PERPLEXITY)))
-    for model in (MODELS[1], MODELS[0])
-]
-
-
 def show_map(model=MODELS[1], colour="font style", perplexity=PERPLEXITY):
     if (model, perplexity) not in maps:
         print(f"computing the t-SNE map of {model} at perplexity {perplexity:g} ...", flush=True)
@@ -373,10 +366,6 @@ for col, what in ((0, "scripts"), (2, "style within script"), (3, "  ... balance
     above = base[col] - chance[col]
     kept = (unl[col] - chance[col]) / above if above > 0 else float("nan")
     print(f" -> unlearning kept {kept:.0%} of it" if col else "")
-
-# %%
-# The perplexity slider's maps, computed in the background (see "Explore" above).
-maps.prefetch(PREFETCH);
 
 # %% [markdown]
 # * **Scripts.** Both embeddings keep scripts apart far above chance, and the 2-D map keeps about as
