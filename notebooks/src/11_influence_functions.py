@@ -309,8 +309,8 @@ est = {
         ).scores
     )[:, :N_WHOLE],
 }
-# TracIn against every test crop costs about twice what four cost (the training crops' gradient
-# passes dominate): the widget below reads its rows
+# TracIn against every test crop costs a few seconds more than against four (the training crops'
+# gradient passes dominate): the widget below reads its rows
 tracin_all = -np.asarray(
     inf.tracin_scores(loss_net, [p for _, p in snapshots], lrs, imgs_net, y_net, imgs_te, yt)
 )
@@ -547,9 +547,8 @@ ESTIMATORS = ["convex head: script", "convex head: font", "TracIn", "EK-FAC"]
 
 def ekfac_row(test_index):
     """EK-FAC scores of the first N_WHOLE training crops against test crop test_index."""
-    rows = np.r_[
-        test_index, COMPARE[1:]
-    ]  # padded with the compared crops: the shapes compiled above
+    # the chosen crop first, padded with the compared ones: the shapes compiled above
+    rows = np.r_[test_index, COMPARE[1:]]
     return np.asarray(
         inf.ekfac_scores(
             factors, base.apply_fn, base.params, imgs_net, y_net, imgs_te[rows], yt[rows]
