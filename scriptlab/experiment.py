@@ -330,10 +330,11 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     """
     S, F = len(ds.scripts), len(ds.styles)
     row: dict = {}
+    read = {split: np.argmax(p.script, -1) for split, p in preds.items()}  # script read per crop
     hits = {}
-    for split, p in preds.items():
+    for split in preds:
         s = ds.split(split)
-        hits[split] = np.argmax(p.script, -1) == s.script
+        hits[split] = read[split] == s.script
         row[split] = float(hits[split].mean())
     tables = {}
     for split in ("conflict", "val_conflict"):
@@ -357,7 +358,7 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     lcg = [ds.scripts.index(x) for x in LCG]
     sel = np.isin(h.script, lcg)
     row["heldout_lcg"] = float(hits["heldout"][sel].mean())
-    pred_h = np.argmax(preds["heldout"].script, -1)
+    pred_h = read["heldout"]
     conf = np.zeros((3, 4), int)  # true L/C/G x predicted L/C/G/other
     for r, t in enumerate(lcg):
         for c, q in enumerate(lcg):
@@ -399,9 +400,7 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     np.add.at(table, (c.script[fit], c.style[fit]), 1)
     row["font_from_script"] = float(np.mean(np.argmax(table, 1)[c.script[sc]] == c.style[sc]))
     row["tables"] = tables
-    row["predicted"] = {
-        split: _encode_labels(np.argmax(preds[split].script, -1)) for split in PREDICTED_SPLITS
-    }
+    row["predicted"] = {split: _encode_labels(read[split]) for split in PREDICTED_SPLITS}
     return row
 
 
