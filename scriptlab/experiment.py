@@ -99,9 +99,11 @@ GOAL = ("conflict_worst", "heldout_lcg", "caveat_cyrillic")
 MIN_CELL = 10  # worst-group minima ignore cells with fewer crops than this
 EVAL_SPLITS = ("test", "conflict", "val_conflict", "heldout")
 # Every row also keeps the script each crop of these splits is read as (``predicted``), so a
-# browser of misread crops needs no model; bump RESULTS_FORMAT when a row gains a field.
+# browser of misread crops needs no model.
 PREDICTED_SPLITS = ("conflict", "heldout")
-RESULTS_FORMAT = 2
+# Part of the results cache key (next to each model's TrainConfig.key(), which carries the
+# training-code version): bump it whenever evaluation code changes a number or a row gains a field.
+EVAL_CODE_VERSION = 3
 
 
 class Predictions(NamedTuple):
@@ -569,7 +571,7 @@ def run(
     cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
     key = hashlib.sha256(
         json.dumps(
-            [RESULTS_FORMAT, preset, seeds, methods, references, lam_sweep, cfgs],
+            [EVAL_CODE_VERSION, preset, seeds, methods, references, lam_sweep, cfgs],
             sort_keys=True,
             default=str,
         ).encode()

@@ -64,6 +64,11 @@ MODES = ("baseline", "multitask", "unlearn", "ascent", "cdann", "balanced", "gro
 ADVERSARIAL = ("unlearn", "cdann")  # modes whose font loss reaches the trunk through the flip
 BALANCED = ("balanced", "groupdro")  # modes that always draw every (script, style) group equally
 
+# Part of every TrainConfig.key(), so zoo models trained by older code are not loaded as if new.
+# Bump it whenever a change moves the trained bits (the loss, the optimiser, the step, the model's
+# forward pass, initialisation): tests/test_golden.py fails until it is bumped.
+TRAINING_CODE_VERSION = 1
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -103,7 +108,8 @@ class TrainConfig:
     balance: bool = False  # draw every (script, style) group equally (always on in BALANCED modes)
 
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self) | {"training_code_version": TRAINING_CODE_VERSION}
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
