@@ -317,7 +317,9 @@ def bootstrap(
     data stays paired.
 
     Args:
-      statistic: a JAX function of the arrays, each [N, ...] -> float[...].
+      statistic: a JAX function of the arrays, each [N, ...] -> float[...]; it is
+        jitted as a static argument, so a module-level function compiles once per
+        shape and a new lambda on every call.
       *data: arrays sharing the leading axis N (crops).
       n_resamples: B.
       level: the interval's coverage, in (0, 1).
@@ -341,10 +343,21 @@ def bootstrap(
     if level >= 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     idx = resample_indices(n, n_resamples=n_resamples, seed=seed, strata=strata)
+    return _bootstrap(statistic, idx, tuple(arrays), level)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _bootstrap(statistic, idx, arrays, level):
+    # one program for all resamples; a module-level statistic compiles once per shape
     value = statistic(*arrays)
     resampled = jax.vmap(lambda i: statistic(*(a[i] for a in arrays)))(idx)
     low, high = _quantiles(resampled, level)
     return Estimate(jnp.asarray(value, jnp.float32), low, high)
+
+
+def _group_difference(values, group):
+    """mean of values where group, minus the mean where not."""
+    return jnp.sum(values * group) / jnp.sum(group) - jnp.sum(values * ~group) / jnp.sum(~group)
 
 
 def bootstrap_mean(
@@ -401,14 +414,10 @@ def bootstrap_difference(
     if paired:
         if a.shape != b.shape:
             raise ValueError(f"paired a and b must have one shape, got {a.shape} and {b.shape}")
-        return bootstrap(lambda x: jnp.mean(x), a - b, **opts)
+        return bootstrap(jnp.mean, a - b, **opts)
     values = jnp.concatenate([a, b])
     group = np.r_[np.ones(a.shape[0], bool), np.zeros(b.shape[0], bool)]
-
-    def diff(v, g):
-        return jnp.sum(v * g) / jnp.sum(g) - jnp.sum(v * ~g) / jnp.sum(~g)
-
-    return bootstrap(diff, values, jnp.asarray(group), strata=group, **opts)
+    return bootstrap(_group_difference, values, jnp.asarray(group), strata=group, **opts)
 
 
 def bootstrap_auc(
