@@ -31,7 +31,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Integer, Real
+from jaxtyping import Integer, Real
 
 from scriptlab.interpret._common import check_array, check_batch_size, check_int
 from scriptlab.protocols import AnyArray
@@ -94,8 +94,8 @@ def _shares(indices, query_keys, point_keys, block_size):
 
 def ranking_shares(
     scores: Real[AnyArray, "q n"],
-    query_keys: Integer[AnyArray, "q *a"],
-    train_keys: Integer[AnyArray, "n *a"],
+    query_keys: Integer[AnyArray, " q"] | Integer[AnyArray, "q a"],
+    train_keys: Integer[AnyArray, " n"] | Integer[AnyArray, "n a"],
     *,
     k: int = 10,
     largest: bool = True,
@@ -151,8 +151,8 @@ def _ranking_shares(scores, query_keys, train_keys, *, k, largest, block_size):
 def neighbour_shares(
     queries: Real[AnyArray, "q d"],
     points: Real[AnyArray, "n d"],
-    query_keys: Integer[AnyArray, "q *a"],
-    point_keys: Integer[AnyArray, "n *a"],
+    query_keys: Integer[AnyArray, " q"] | Integer[AnyArray, "q a"],
+    point_keys: Integer[AnyArray, " n"] | Integer[AnyArray, "n a"],
     *,
     k: int = 10,
     exclude: Integer[AnyArray, " q"] | None = None,
