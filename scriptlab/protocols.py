@@ -92,6 +92,7 @@ class ModelOutputs(Protocol):
     def activations(self) -> Mapping[str, jax.Array]: ...
 
 
+@runtime_checkable  # so a checked `apply_fn: ApplyFn` annotation (beartype) accepts any callable
 class ApplyFn(Protocol):
     """A pure function of the parameters: ``apply_fn(params, images, **options) -> ModelOutputs``.
 

@@ -113,16 +113,17 @@ from scriptlab.interpret.stats import (
     t_test,
 )
 
-# Concept activation vectors and their significance test (Kim et al. 2018)
+# Concept activation vectors and their significance test (Kim et al. 2018); tcav() is exported
+# as tcav_test so the module name stays a module.
 from scriptlab.interpret.tcav import (
     CAV,
     TCAVResult,
     fit_cav,
     fit_cavs,
     layer_gradients,
-    tcav,
     tcav_scores,
 )
+from scriptlab.interpret.tcav import tcav as tcav_test
 
 __all__ = [
     "activation_maps",
@@ -201,7 +202,7 @@ __all__ = [
     "ssim",
     "style_readout",
     "t_test",
-    "tcav",
+    "tcav_test",
     "tcav_scores",
     "TCAVResult",
     "top_activating",

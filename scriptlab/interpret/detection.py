@@ -44,7 +44,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Real
+from jaxtyping import Array, Bool, Float, Integer, Real
 
 from scriptlab.interpret._common import (
     check_array,
@@ -231,7 +231,7 @@ def _entropy(maps):
 
 
 def detection_auc(
-    relies: Bool[AnyArray, " n"],
+    relies: Bool[AnyArray, " n"] | Integer[AnyArray, " n"],
     *,
     scores: Real[AnyArray, " n"] | None = None,
     maps: Real[AnyArray, "n h w"] | None = None,

@@ -91,7 +91,7 @@ class SeedSummary(NamedTuple):
 
 # --------------------------------------------------------------------------- t-test
 def t_test(
-    a: Real[AnyArray, "*batch na"], b: Real[AnyArray, "*batch nb"], *, equal_var: bool = True
+    a: Real[AnyArray, "*batch na"], b: Real[AnyArray, "*other nb"], *, equal_var: bool = True
 ) -> TTest:
     """Two-sided two-sample t-test of equal means along the last axis, batched over the others.
 
@@ -205,7 +205,8 @@ def _adjust(p, *, method):
 
 # --------------------------------------------------------------------------- ROC AUC
 def roc_auc(
-    scores: Real[AnyArray, "*batch n"], labels: Bool[AnyArray, "*batch n"]
+    scores: Real[AnyArray, "*batch n"],
+    labels: Bool[AnyArray, "*batch n"] | Integer[AnyArray, "*batch n"],
 ) -> Float[Array, "*batch"]:
     """ROC AUC of ``scores`` for the binary ``labels``: the Mann-Whitney statistic.
 
@@ -422,7 +423,7 @@ def bootstrap_difference(
 
 def bootstrap_auc(
     scores: Real[AnyArray, " n"],
-    labels: Bool[AnyArray, " n"],
+    labels: Bool[AnyArray, " n"] | Integer[AnyArray, " n"],
     *,
     n_resamples: int = 1000,
     level: float = 0.95,
