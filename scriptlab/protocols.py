@@ -13,6 +13,8 @@ what a method reads   who reads it
                       class models of a layer, Grad-CAM
 ``relu=``             guided backprop and deconvnet
 ``perturb=``          Grad-CAM
+``out.<head>`` only   faithfulness (deletion, insertion and ROAD curves
+                      score perturbed copies; no gradient is taken)
 ====================  ====================================================
 
 Images, the one convention: every public function that takes ``images``
@@ -89,6 +91,7 @@ class ModelOutputs(Protocol):
     def activations(self) -> Mapping[str, jax.Array]: ...
 
 
+@runtime_checkable
 class ApplyFn(Protocol):
     """A pure function of the parameters: ``apply_fn(params, images, **options) -> ModelOutputs``.
 

@@ -32,6 +32,18 @@ from scriptlab.interpret.embedding import (
     trustworthiness,
     tsne,
 )
+
+# Faithfulness: deletion and insertion (Petsiuk et al. 2018), ROAD (Rong et al. 2022)
+from scriptlab.interpret.faithfulness import (
+    FaithfulnessCurve,
+    deletion_curve,
+    faithfulness_rows,
+    ink_maps,
+    insertion_curve,
+    random_maps,
+    road_curve,
+    road_impute,
+)
 from scriptlab.interpret.filters import conv_kernel, filter_grid, filter_images, filter_noisiness
 
 # Training-data attribution (Koh & Liang 2017)
@@ -98,8 +110,11 @@ __all__ = [
     "dead_filters",
     "DeadFilters",
     "deconvnet",
+    "deletion_curve",
     "embed",
     "empirical_receptive_field",
+    "FaithfulnessCurve",
+    "faithfulness_rows",
     "feature_grid",
     "filter_grid",
     "filter_images",
@@ -110,6 +125,8 @@ __all__ = [
     "hvp",
     "Influence",
     "influence_scores",
+    "ink_maps",
+    "insertion_curve",
     "integrated_gradients",
     "inverse_hvp",
     "InverseHVPState",
@@ -127,10 +144,13 @@ __all__ = [
     "occlusion_map",
     "PCA",
     "pca",
+    "random_maps",
     "receptive_box",
     "receptive_crops",
     "receptive_fields",
     "ReceptiveField",
+    "road_curve",
+    "road_impute",
     "SALIENCY_METHODS",
     "self_influence",
     "smoothgrad",
