@@ -346,6 +346,19 @@ def _draw_glyph(rng, face: fonts.Face, script: str, h: int, w: int) -> Glyph:
     return Glyph(text, size, (x, y, tw, th), float(rng.uniform(-5, 5)))
 
 
+def _settled_box(face: fonts.Face, size: int, text: str) -> tuple[int, int, int, int]:
+    """``text``'s ink box, measured after one throwaway measurement.
+
+    The first box a freshly made variable-font object measures can be a pixel off the
+    later ones (FreeType; seen with Noto Serif 500 at 15 px), so a single measurement
+    would depend on which fonts the process loaded before. Dataset crops are unchanged
+    by it (the smoke dataset's digest and the cached workshop crops were compared).
+    """
+    font = _font(face, size)
+    font.getbbox(text)
+    return font.getbbox(text)
+
+
 def glyph_alpha(face: fonts.Face, glyph: Glyph, h: int, w: int) -> np.ndarray:
     """Draw ``glyph``'s word in ``face`` as an 8-bit coverage image, uint8[H, W].
 
@@ -358,10 +371,10 @@ def glyph_alpha(face: fonts.Face, glyph: Glyph, h: int, w: int) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     size = glyph.size
-    left, top, right, bottom = _font(face, size).getbbox(glyph.text)
+    left, top, right, bottom = _settled_box(face, size, glyph.text)
     while size > 1 and (right - left > w - 2 or bottom - top > h - 2):
         size -= 1  # another face can be wider or taller at the same size
-        left, top, right, bottom = _font(face, size).getbbox(glyph.text)
+        left, top, right, bottom = _settled_box(face, size, glyph.text)
     tw, th = right - left, bottom - top
     x0, y0, tw0, th0 = glyph.box
     x = min(max(x0 + (tw0 - tw) // 2, 1), max(w - 1 - tw, 1))
@@ -857,3 +870,18 @@ def sample_grid(ds: Dataset, *, splits=("test", "conflict")) -> list[list[int | 
             row.append(hit)
         grid.append(row)
     return grid
+
+
+# --------------------------------------------------------------------------- style twins
+
+_TWINS = ("Twins", "style_twins", "twins_path")
+
+
+def __getattr__(name: str):
+    # scriptlab.twins builds on this module, so its names are re-exported lazily:
+    # ``from scriptlab.data import style_twins`` works without an import cycle.
+    if name in _TWINS:
+        from scriptlab import twins
+
+        return getattr(twins, name)
+    raise AttributeError(f"module 'scriptlab.data' has no attribute {name!r}")
