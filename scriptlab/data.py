@@ -312,12 +312,16 @@ class Glyph(NamedTuple):
       size: the font size in pixels.
       box: (left, top, width, height) of the word's ink box before rotation, in pixels.
       angle: the rotation in degrees (counter-clockwise, about the crop's centre).
+      face: the face it was drawn for.
+      origin: (x, y) where Pillow draws the word in that face.
     """
 
     text: str
     size: int
     box: tuple[int, int, int, int]
     angle: float
+    face: fonts.Face
+    origin: tuple[int, int]
 
 
 def _draw_glyph(rng, face: fonts.Face, script: str, h: int, w: int) -> Glyph:
@@ -343,7 +347,8 @@ def _draw_glyph(rng, face: fonts.Face, script: str, h: int, w: int) -> Glyph:
         raise RuntimeError(f"no word of {script} fits a {h}x{w} crop in {face.family}")
     x = int(rng.integers(1, w - tw))
     y = int(rng.integers(1, h - th))
-    return Glyph(text, size, (x, y, tw, th), float(rng.uniform(-5, 5)))
+    angle = float(rng.uniform(-5, 5))
+    return Glyph(text, size, (x, y, tw, th), angle, face, (x - left, y - top))
 
 
 def _settled_box(face: fonts.Face, size: int, text: str) -> tuple[int, int, int, int]:
@@ -351,8 +356,7 @@ def _settled_box(face: fonts.Face, size: int, text: str) -> tuple[int, int, int,
 
     The first box a freshly made variable-font object measures can be a pixel off the
     later ones (FreeType; seen with Noto Serif 500 at 15 px), so a single measurement
-    would depend on which fonts the process loaded before. Dataset crops are unchanged
-    by it (the smoke dataset's digest and the cached workshop crops were compared).
+    would depend on which fonts the process loaded before.
     """
     font = _font(face, size)
     font.getbbox(text)
@@ -362,25 +366,27 @@ def _settled_box(face: fonts.Face, size: int, text: str) -> tuple[int, int, int,
 def glyph_alpha(face: fonts.Face, glyph: Glyph, h: int, w: int) -> np.ndarray:
     """Draw ``glyph``'s word in ``face`` as an 8-bit coverage image, uint8[H, W].
 
-    The word is set at ``glyph.size`` (shrunk only as far as needed for ``face``'s
-    ink box to fit inside the crop with a one-pixel margin), its ink box centred
-    where ``glyph.box`` is centred (then moved the least to stay inside that
-    margin), and rotated by ``glyph.angle``. In the face ``glyph`` was drawn for,
-    this is the crop's own glyph image, bit for bit.
+    In the face ``glyph`` was drawn for, the word goes where the dataset drew it: the
+    crop's own glyph image, bit for bit. In another face it is set at ``glyph.size``
+    (shrunk only as far as needed for the face's ink box to fit inside the crop with a
+    one-pixel margin), its ink box centred where ``glyph.box`` is centred (then moved
+    the least to stay inside that margin). Either way it is rotated by ``glyph.angle``.
     """
     from PIL import Image, ImageDraw
 
-    size = glyph.size
-    left, top, right, bottom = _settled_box(face, size, glyph.text)
-    while size > 1 and (right - left > w - 2 or bottom - top > h - 2):
-        size -= 1  # another face can be wider or taller at the same size
+    size, origin = glyph.size, glyph.origin
+    if face != glyph.face:
         left, top, right, bottom = _settled_box(face, size, glyph.text)
-    tw, th = right - left, bottom - top
-    x0, y0, tw0, th0 = glyph.box
-    x = min(max(x0 + (tw0 - tw) // 2, 1), max(w - 1 - tw, 1))
-    y = min(max(y0 + (th0 - th) // 2, 1), max(h - 1 - th, 1))
+        while size > 1 and (right - left > w - 2 or bottom - top > h - 2):
+            size -= 1  # another face can be wider or taller at the same size
+            left, top, right, bottom = _settled_box(face, size, glyph.text)
+        tw, th = right - left, bottom - top
+        x0, y0, tw0, th0 = glyph.box
+        x = min(max(x0 + (tw0 - tw) // 2, 1), max(w - 1 - tw, 1))
+        y = min(max(y0 + (th0 - th) // 2, 1), max(h - 1 - th, 1))
+        origin = (x - left, y - top)
     img = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(img).text((x - left, y - top), glyph.text, font=_font(face, size), fill=255)
+    ImageDraw.Draw(img).text(origin, glyph.text, font=_font(face, size), fill=255)
     img = img.rotate(glyph.angle, resample=Image.BILINEAR)
     return np.asarray(img)
 
@@ -450,6 +456,7 @@ def draw_chunk(cfg: DataConfig, entropy, scripts, faces) -> Draws:
     Returns:
       The chunk's ``Draws``, the same numbers the dataset was rendered from.
     """
+    _check_raqm()
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
     h, w = cfg.image_size
     n = len(scripts)
@@ -497,7 +504,6 @@ def paint(alpha: np.ndarray, draws: Draws) -> np.ndarray:
 def _render_chunk(job) -> dict[str, np.ndarray]:
     """Render one chunk of planned samples (runs in a worker process)."""
     cfg, entropy, scripts, faces = job
-    _check_raqm()
     h, w = cfg.image_size
     draws = draw_chunk(cfg, entropy, scripts, faces)
     alpha = np.empty((len(scripts), h, w), np.uint8)

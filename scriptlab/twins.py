@@ -284,7 +284,6 @@ def _twin_chunk(job) -> dict[str, np.ndarray]:
 
 def _render(request, workers: int | None, progress: bool) -> Twins:
     cfg, split, index, slots, seed = request
-    data._check_raqm()
     script, _, face = data.split_plan(cfg, split)
     chunk = index // data.CHUNK
     order = np.argsort(chunk, kind="stable")
