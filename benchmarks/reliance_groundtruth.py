@@ -88,7 +88,7 @@ def main() -> None:
                 runs[split].append(reliance(m.apply_fn, m.params, crops, twins[split]))
             seconds.append(time.perf_counter() - t)
         for split in args.splits:
-            shares = style_reliance(runs[split], n_boot=2000, seed=0)
+            shares = style_reliance(runs[split], n_resamples=2000, seed=0)
             cells = " ".join(
                 f"{shares[k].share:.3f} [{shares[k].low:.3f},{shares[k].high:.3f}]" for k in keys
             )
@@ -99,10 +99,10 @@ def main() -> None:
                 r._replace(flip=r.flip & (bias[np.maximum(r.twin_pred, 0)] == twins[split].style))
                 for r in runs[split]
             ]
-            tb = style_reliance(toward, n_boot=2000, seed=0)["any"]
+            tb = style_reliance(toward, n_resamples=2000, seed=0)["any"]
             cells += f" {tb.share:.3f} [{tb.low:.3f},{tb.high:.3f}]"
             per_seed = ",".join(
-                f"{style_reliance(r, n_boot=1)['any'].share:.3f}" for r in runs[split]
+                f"{style_reliance(r, n_resamples=1)['any'].share:.3f}" for r in runs[split]
             )
             print(
                 f"{name:9s} {','.join(map(str, seeds)):6s} {split:9s} {cells}   {per_seed}"
