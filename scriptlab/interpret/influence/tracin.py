@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Float64, Integer, PyTree, Shaped
+from jaxtyping import Array, Float, Float64, Integer, PyTree, Shaped
 
 from scriptlab.interpret._common import check_array, check_batch_size, check_int, check_xy
 from scriptlab.interpret.influence.losses import LossFn, gradient_products, map_chunks
@@ -81,7 +81,7 @@ def tracin_scores(
     test_x: Shaped[AnyArray, " t *input"],
     test_y: Integer[AnyArray, " t"],
     *,
-    learning_rates: Float[ArrayLike, " checkpoints"],
+    learning_rates: Sequence[float] | Float[AnyArray, " checkpoints"],
     test_loss_fn: LossFn | None = None,
     batch_size: int = 64,
 ) -> Float[Array, "t n"]:
@@ -137,7 +137,7 @@ def tracin_self_influence(
     x: Shaped[AnyArray, " n *input"],
     y: Integer[AnyArray, " n"],
     *,
-    learning_rates: Float[ArrayLike, " checkpoints"],
+    learning_rates: Sequence[float] | Float[AnyArray, " checkpoints"],
     batch_size: int = 64,
 ) -> Float[Array, " n"]:
     """sum_c lr_c ||grad L(z_i; theta_c)||^2 for every training point (mislabel ranking).
