@@ -92,6 +92,7 @@ class ModelOutputs(Protocol):
     def activations(self) -> Mapping[str, jax.Array]: ...
 
 
+@runtime_checkable  # annotations are checked by beartype under pytest (test_contracts)
 class ApplyFn(Protocol):
     """A pure function of the parameters: ``apply_fn(params, images, **options) -> ModelOutputs``.
 
