@@ -192,7 +192,7 @@ def _ref_grads(params, apply_fn, head, x, y, mask):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_layers_are_found_by_walking_the_model(name):
+def test_layers_are_found_in_call_order_and_named_by_their_params_path(name):
     params, apply_fn, head = _model(name)
     x, _ = _data(name, 2, 0)
     names = [layer.name for layer in inf.layerwise_loss(apply_fn, head).layers(params, x)]
