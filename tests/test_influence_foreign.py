@@ -211,6 +211,7 @@ def test_layers_are_found_in_call_order_and_named_by_their_params_path(name):
     assert names == want
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_layer_gradients_equal_jax_grad_of_each_example(name):
     params, apply_fn, head = _model(name)
@@ -227,6 +228,7 @@ def test_layer_gradients_equal_jax_grad_of_each_example(name):
     np.testing.assert_allclose(loss.grad_sq_norms(u), (want**2).sum(1), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_tracin_equals_the_plain_loop_over_checkpoints(name):
     params, apply_fn, head = _model(name)
@@ -341,6 +343,7 @@ class OneLayer(nnx.Module):
         return Scores(self.linear(x.reshape(x.shape[0], -1)))
 
 
+@pytest.mark.slow
 def test_ekfac_is_the_damped_inverse_gauss_newton_of_a_one_layer_model_on_one_example():
     """One dense layer and one example: GN = a a^T (x) (diag p - p p^T) is a Kronecker product, so
     EK-FAC (expected labels) is exact and s_test = (GN + lambda I)^-1 g, the closed form."""
