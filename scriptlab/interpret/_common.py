@@ -102,6 +102,20 @@ def check_nonneg(name: str, value: float) -> None:
     check_number(name, value, low=0.0)
 
 
+def check_l2(l2) -> float:
+    """The objective's L2 weight, which every curvature-based influence estimator requires.
+
+    It has no default anywhere (``influence_scores``, EK-FAC): the curvature must be
+    that of the objective the model was trained on, so the caller says which.
+    """
+    if l2 is None:
+        raise ValueError(
+            "l2 must be given: the objective's L2 weight, a number >= 0 (0 for a network "
+            "trained with decoupled weight decay), got None"
+        )
+    return check_number("l2", l2, low=0.0)
+
+
 def check_method_options(options, methods) -> dict:
     """Per-method keyword options {method: {option: value}}: every key names a method.
 
