@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from scriptlab import data, experiment, zoo
-from scriptlab.fonts import check_name
+from scriptlab.validation import check_name
 
 PRESETS = ("smoke", "workshop", "full")
 

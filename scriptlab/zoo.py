@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from scriptlab import train as train_lib
 from scriptlab.data import cache_dir, cache_lock
-from scriptlab.fonts import check_name
+from scriptlab.validation import check_name
 from scriptlab.model import ApplyFn, ScriptNet, functional
 
 # The recipes. Every entry starts from train.TrainConfig's defaults.
