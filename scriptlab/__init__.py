@@ -3,6 +3,8 @@
 Modules (imported lazily, so ``import scriptlab`` is instant and dataset
 worker processes never load JAX):
 
+  validation  the argument checks every layer shares
+  cache       the cache folder, atomic writes and per-entry locks
   fonts       the pip-installed font table and cmap checks
   data        the multi-script text-crop dataset (font style as a nuisance)
   model       the dual-head CNN, ``gradient_flip`` and the functional view
@@ -22,6 +24,7 @@ import importlib
 __version__ = "0.1.0"
 __all__ = [
     "archive",
+    "cache",
     "data",
     "distributed",
     "experiment",
@@ -30,6 +33,7 @@ __all__ = [
     "model",
     "probe",
     "train",
+    "validation",
     "viz",
     "workshop",
     "zoo",

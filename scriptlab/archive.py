@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 from scriptlab import __version__, zoo
 from scriptlab import train as train_lib
-from scriptlab.data import cache_dir, cache_lock, write_atomic
+from scriptlab.cache import cache_dir, cache_lock, write_atomic
 from scriptlab.validation import check_name
 
 FORMAT = "scriptlab-cache"

@@ -27,7 +27,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import time
 import warnings
 import zipfile
@@ -40,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from scriptlab import fonts
+from scriptlab.cache import cache_dir, cache_lock, clean_temporaries
 from scriptlab.fonts import SCRIPTS, STYLES
 from scriptlab.validation import check_int, check_name, check_names, check_number
 from scriptlab.words import BICAMERAL
@@ -493,44 +493,6 @@ def _concat(parts: list[dict], key: str, empty_shape, dtype) -> np.ndarray:
 # --------------------------------------------------------------------------- caching
 
 
-def cache_dir() -> Path:
-    """Where datasets and models are cached: $SCRIPTLAB_CACHE or ~/.cache/scriptlab."""
-    root = os.environ.get("SCRIPTLAB_CACHE") or Path.home() / ".cache" / "scriptlab"
-    return Path(root)
-
-
-_TEMPORARY = re.compile(r"\.(\d+)\.tmp(\.npz)?$")
-
-
-def write_atomic(path: Path, blob: bytes) -> None:
-    """Write ``blob`` through a unique temporary file and rename it: no reader sees half a file.
-
-    A symbolic link at ``path`` is refused rather than followed out of its folder.
-    """
-    if path.is_symlink():
-        raise ValueError(f"refusing to write through the symbolic link {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def clean_temporaries(folder: Path) -> None:
-    """Delete the temporary files of killed writers in ``folder`` (their process is gone)."""
-    for tmp in folder.glob("*.tmp*") if folder.is_dir() else ():
-        match = _TEMPORARY.search(tmp.name)
-        if match is None:
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            pass
-
-
 def _digest(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
@@ -656,32 +618,6 @@ def _try_load(cfg: DataConfig, path: Path) -> Dataset | None:
         with contextlib.suppress(OSError):  # a read-only cache keeps it
             path.unlink(missing_ok=True)
     return None
-
-
-@contextlib.contextmanager
-def cache_lock(path: Path):
-    """Hold an exclusive lock on ``path``'s cache entry; yields False when the cache is read-only.
-
-    Writers of one entry (datasets, zoo models) take it in turn, so two processes
-    asking for the same entry produce it once. A cache folder that cannot be
-    written (a read-only mount) is still read: no lock is needed to read files
-    that are only ever replaced atomically.
-    """
-    import fcntl
-
-    lock = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(lock, "a")  # noqa: SIM115 (held across the yield)
-    except OSError:
-        yield False
-        return
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- summaries

@@ -37,7 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from scriptlab import zoo
-from scriptlab.data import Dataset, cache_dir, clean_temporaries, write_atomic
+from scriptlab.cache import cache_dir, clean_temporaries, write_atomic
+from scriptlab.data import Dataset
 from scriptlab.erasure import Eraser, erase, fit_leace
 from scriptlab.fonts import LCG
 from scriptlab.probe import (
@@ -625,7 +626,7 @@ def run(
 
 
 def _write_json(path: Path, obj) -> None:
-    """Strict JSON (no bare NaN), written atomically (``data.write_atomic``)."""
+    """Strict JSON (no bare NaN), written atomically (``cache.write_atomic``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(obj, indent=1, default=str, allow_nan=False).encode())
 

@@ -55,8 +55,15 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from scriptlab import cache, distributed
 from scriptlab import data as data_lib
-from scriptlab import distributed
+from scriptlab.interpret._common import (
+    check_batch_size,
+    check_images,
+    map_rows,
+    probe_outputs,
+    uint8_to_float,
+)
 from scriptlab.model import ScriptNet, functional
 from scriptlab.validation import check_bool, check_int, check_name, check_number
 
@@ -373,8 +380,6 @@ def predict(apply_fn, params, images, *, batch_size: int = 250):
     Returns:
       (script_logits float32[N, S], font_logits float32[N, F], embedding float32[N, D]).
     """
-    from scriptlab.interpret._common import check_batch_size, check_images, probe_outputs
-
     batch_size = check_batch_size(batch_size)
     if np.shape(images)[:1] == (0,):  # an empty split predicts nothing
         return _predict(apply_fn, params, jnp.asarray(images), batch_size)
@@ -385,8 +390,6 @@ def predict(apply_fn, params, images, *, batch_size: int = 250):
 
 @jax.jit(static_argnums=(0, 3))
 def _predict(apply_fn, params, images, batch_size):
-    from scriptlab.interpret._common import map_rows, uint8_to_float
-
     x = uint8_to_float(images) if images.dtype == jnp.uint8 else images
     n = x.shape[0]
     n_batches = -(-n // batch_size)
@@ -628,7 +631,7 @@ def _write_checkpoint(result: Result, directory: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"cannot save a checkpoint into {directory}: it is a file, not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    data_lib.clean_temporaries(directory)
+    cache.clean_temporaries(directory)
     blobs = {"checkpoint.msgpack": nnx.state(result.model, nnx.Param).to_pure_dict()}
     for epoch, params in result.snapshots:
         blobs[f"epoch_{epoch:03d}.msgpack"] = params.to_pure_dict()
@@ -636,7 +639,7 @@ def _write_checkpoint(result: Result, directory: Path) -> None:
     for name, tree in blobs.items():
         blob = serialization.msgpack_serialize(tree)
         digests[name] = hashlib.sha256(blob).hexdigest()
-        data_lib.write_atomic(directory / name, blob)
+        cache.write_atomic(directory / name, blob)
     meta = {
         "config": dataclasses.asdict(result.config),
         "config_key": result.config.key(),
@@ -646,7 +649,7 @@ def _write_checkpoint(result: Result, directory: Path) -> None:
         "sha256": digests,
     }
     # written last: a checkpoint.json means every file it names is complete
-    data_lib.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
+    cache.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
 
 
 def _config_from_json(d: dict) -> TrainConfig:
@@ -730,7 +733,7 @@ def add_checksums(directory: str | Path) -> bool:
     names = ["checkpoint.msgpack", *(f"epoch_{e:03d}.msgpack" for e in meta["snapshots"])]
     meta["sha256"] = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in names}
     meta["config_key"] = stored.key()
-    data_lib.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
+    cache.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
     return True
 
 

@@ -10,16 +10,23 @@ References: captum ``_utils/common.py`` (one module of input checks).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
+
+# No JAX at import: the dataset's worker processes import this module (through ``data``)
+# and never load JAX. The array checks import it when they run.
 
 
 def is_concrete(x) -> bool:
     """True unless ``x`` is a tracer (then only its shape and dtype can be checked)."""
-    return not isinstance(x, jax.core.Tracer)
+    jax = sys.modules.get("jax")  # not loaded: nothing can be a tracer
+    return jax is None or not isinstance(x, jax.core.Tracer)
 
 
 def _is_real(value) -> bool:
@@ -113,6 +120,8 @@ def check_array(name: str, x, *, shape=None, ndim: int | None = None) -> jax.Arr
 
     Returns float32 (or the tracer as given: its values cannot be checked).
     """
+    import jax.numpy as jnp
+
     if is_concrete(x) and not hasattr(x, "shape"):
         x = np.asarray(x)
     got = tuple(getattr(x, "shape", ()))
