@@ -40,6 +40,9 @@ import numpy as np
 
 from scriptlab import fonts
 from scriptlab.cache import cache_dir, cache_lock, clean_temporaries
+
+# re-exported for interpret.influence.cache until it imports scriptlab.cache (tests/test_layers.py)
+from scriptlab.cache import write_atomic as write_atomic
 from scriptlab.fonts import SCRIPTS, STYLES
 from scriptlab.validation import check_int, check_name, check_names, check_number
 from scriptlab.words import BICAMERAL
