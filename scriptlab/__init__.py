@@ -3,6 +3,8 @@
 Modules (imported lazily, so ``import scriptlab`` is instant and dataset
 worker processes never load JAX):
 
+  validation  the argument checks every layer shares
+  cache       the cache folder, atomic writes and per-entry locks
   fonts       the pip-installed font table and cmap checks
   data        the multi-script text-crop dataset (font style as a nuisance)
   twins       style counterfactuals: a crop re-rendered with only its font swapped
@@ -24,6 +26,7 @@ import importlib
 __version__ = "0.1.0"
 __all__ = [
     "archive",
+    "cache",
     "data",
     "distributed",
     "experiment",
@@ -34,6 +37,7 @@ __all__ = [
     "reliance",
     "train",
     "twins",
+    "validation",
     "viz",
     "workshop",
     "zoo",

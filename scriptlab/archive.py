@@ -8,15 +8,16 @@ minute, byte-identical, and are 300 MB per preset.
 
 Format: a gzip-compressed tar (no pickle anywhere) with one top folder,
 ``scriptlab-cache/``, holding ``manifest.json`` and ``zoo/<entry>/`` folders
-exactly as in ``$SCRIPTLAB_CACHE/zoo``. The manifest records the package version
-and, per entry, its zoo name, preset, seed, training-config key, dataset key and
+exactly as in ``$SCRIPTLAB_CACHE/zoo``. The manifest records the package version,
+``train.TRAINING_CODE_VERSION`` and, per entry, its zoo name, preset, seed, training-config key, dataset key and
 the sha256 and size of every file. Export is deterministic (sorted members, zero
 times and owners): the same models give the same bytes.
 
 Import trusts nothing in the file. Before anything is written it checks that every
 member is a plain file or folder under the top folder (no absolute paths, no
 ``..``, no links or devices), that the files are exactly those the manifest lists,
-with their sizes and sha256, that the package version is this one, and that each
+with their sizes and sha256, that the models were trained by this training-code
+version (else it names every model and both versions), that the package version is this one, and that each
 entry's config key and dataset key are the ones this installation computes for
 that zoo name, preset and seed. Any mismatch refuses the whole archive.
 """
@@ -34,7 +35,8 @@ from typing import NamedTuple
 
 from scriptlab import __version__, zoo
 from scriptlab import train as train_lib
-from scriptlab.data import cache_dir, cache_lock, write_atomic
+from scriptlab.cache import cache_dir, cache_lock, write_atomic
+from scriptlab.validation import check_name
 
 FORMAT = "scriptlab-cache"
 FORMAT_VERSION = 1
@@ -133,6 +135,7 @@ def export_models(file: str | Path, requests) -> list[Entry]:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "scriptlab_version": __version__,
+        "training_code_version": train_lib.TRAINING_CODE_VERSION,
         "entries": [e._asdict() for e in entries],
     }
     blobs[f"{ROOT}/manifest.json"] = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -211,12 +214,21 @@ def _entries(file: Path, manifest_blob: bytes | None) -> list[Entry]:
                 f"this scriptlab reads {FORMAT_VERSION}"
             )
         version = manifest.get("scriptlab_version")
+        trained_by = manifest.get("training_code_version", "unrecorded")
         entries = [
             Entry(**{**e, "files": {k: tuple(v) for k, v in e["files"].items()}})
             for e in manifest["entries"]
         ]
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         raise ArchiveError(f"{file}: manifest.json is malformed ({err})") from None
+    if trained_by != train_lib.TRAINING_CODE_VERSION:
+        models = ", ".join(f"{e.name} (preset {e.preset}, seed {e.seed})" for e in entries)
+        raise ArchiveError(
+            f"{file} holds models trained by training-code version {trained_by}, this scriptlab "
+            f"trains with version {train_lib.TRAINING_CODE_VERSION}: {models}. Refusing the archive "
+            f"(this code would train other weights); export it again from an up-to-date cache, "
+            f"or run `scriptlab prepare`"
+        )
     if version != __version__:
         raise ArchiveError(
             f"{file} was made by scriptlab {version}, this is scriptlab {__version__}; "
@@ -228,8 +240,6 @@ def _entries(file: Path, manifest_blob: bytes | None) -> list[Entry]:
 
 def _check_entry(file: Path, e: Entry, blobs: dict[str, bytes]) -> None:
     """The entry is this installation's zoo model and its files are whole."""
-    from scriptlab.fonts import check_name
-
     try:
         check_name("zoo model", e.name, tuple(zoo.ZOO))
         cfg = zoo.config(e.name, e.preset, e.seed)

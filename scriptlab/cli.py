@@ -66,13 +66,13 @@ def _strict(obj):
 
 
 def _write(path: Path, text: str) -> None:
-    from scriptlab.data import write_atomic
+    from scriptlab.cache import write_atomic
 
     write_atomic(path, text.encode())
 
 
 def _savefig(fig, path: Path) -> None:
-    from scriptlab.data import write_atomic
+    from scriptlab.cache import write_atomic
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -161,7 +161,7 @@ def _megabytes(n: int) -> str:
 
 
 def _prepare(args) -> None:
-    from scriptlab import data, workshop
+    from scriptlab import cache, workshop
 
     chosen = args.notebooks
     print(
@@ -172,7 +172,7 @@ def _prepare(args) -> None:
     parts = ", ".join(f"{k} {_megabytes(v)}" for k, v in done.disk.items())
     print(
         f"prepare: {done.trained} models trained, {done.cached} already cached, "
-        f"in {done.seconds:.0f} s; cache {data.cache_dir()}: "
+        f"in {done.seconds:.0f} s; cache {cache.cache_dir()}: "
         f"{_megabytes(sum(done.disk.values()))} ({parts})"
     )
 

@@ -27,10 +27,10 @@ import functools
 import hashlib
 import json
 import os
-import re
 import time
 import warnings
 import zipfile
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -39,7 +39,9 @@ from typing import NamedTuple
 import numpy as np
 
 from scriptlab import fonts
-from scriptlab.fonts import SCRIPTS, STYLES, check_name
+from scriptlab.cache import cache_dir, cache_lock, clean_temporaries
+from scriptlab.fonts import SCRIPTS, STYLES
+from scriptlab.validation import check_int, check_name, check_names, check_number
 from scriptlab.words import BICAMERAL
 
 DATA_VERSION = 1
@@ -104,6 +106,51 @@ class DataConfig:
     scripts: tuple[str, ...] = SCRIPTS
     styles: tuple[str, ...] = STYLES
 
+    def __post_init__(self):
+        """Every construction is checked (``make_config``, a restore, ``dataclasses.replace``).
+
+        Raises:
+          ValueError: naming the field, the value and what is allowed.
+        """
+        check_name("preset", self.preset, tuple(PRESETS))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
+        try:
+            check_number("rho", self.rho, low=0.0, high=1.0)
+        except ValueError:
+            raise ValueError(f"rho must be in [0, 1], got {self.rho!r}") from None
+        size = self.image_size
+        if (
+            isinstance(size, str)
+            or not isinstance(size, Sequence)
+            or len(size) != 2
+            or any(
+                isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))
+                for v in size
+            )
+            or min(size) < 16
+            or size[0] % 8
+            or size[1] % 8
+        ):
+            raise ValueError(
+                f"image_size must be (H, W) with H, W >= 16 and divisible by 8, got {size!r}"
+            )
+        object.__setattr__(self, "image_size", tuple(int(v) for v in size))
+        for split in SPLITS:
+            object.__setattr__(
+                self, f"n_{split}", check_int(f"n_{split}", getattr(self, f"n_{split}"), 0)
+            )
+        object.__setattr__(
+            self, "scripts", check_names("scripts", self.scripts, SCRIPTS, kind="script")
+        )
+        object.__setattr__(self, "styles", check_names("styles", self.styles, STYLES, kind="style"))
+        if len(self.scripts) < 2:
+            raise ValueError(f"scripts must name at least two scripts, got {self.scripts}")
+        if not self.styles:
+            raise ValueError(f"styles must name at least one style; allowed: {', '.join(STYLES)}")
+        for s in self.scripts:  # every script needs at least one covered style in the training pool
+            if not [st for st in self.styles if st in fonts.styles_for(s)]:
+                fonts.faces_for(s, self.styles[0])  # raises FontCoverageError naming the cell
+
     def sizes(self) -> dict[str, int]:
         return {s: getattr(self, f"n_{s}") for s in SPLITS}
 
@@ -141,31 +188,7 @@ def make_config(preset: str = "workshop", seed: int = 0, **overrides) -> DataCon
     for name in overrides:
         if name not in fields:
             raise ValueError(f"unknown config field {name!r}; allowed: {', '.join(sorted(fields))}")
-    cfg = DataConfig(preset=preset, seed=int(seed), **{**PRESETS[preset], **overrides})
-    if not 0.0 <= cfg.rho <= 1.0 or not np.isfinite(cfg.rho):
-        raise ValueError(f"rho must be in [0, 1], got {cfg.rho!r}")
-    h, w = cfg.image_size
-    if h < 16 or w < 16 or h % 8 or w % 8:
-        raise ValueError(
-            f"image_size must be (H, W) with H, W >= 16 and divisible by 8, got {cfg.image_size}"
-        )
-    for split, n in cfg.sizes().items():
-        if n < 0:
-            raise ValueError(f"n_{split} must be >= 0, got {n}")
-    if not cfg.scripts:
-        raise ValueError("scripts must name at least two scripts, got an empty set")
-    if not cfg.styles:
-        raise ValueError(f"styles must name at least one style; allowed: {', '.join(STYLES)}")
-    for s in cfg.scripts:
-        check_name("script", s, SCRIPTS)
-    for s in cfg.styles:
-        check_name("style", s, STYLES)
-    if len(cfg.scripts) < 2:
-        raise ValueError(f"scripts must name at least two scripts, got {cfg.scripts}")
-    for s in cfg.scripts:  # every script needs at least one covered style in the training pool
-        if not [st for st in cfg.styles if st in fonts.styles_for(s)]:
-            fonts.faces_for(s, cfg.styles[0])  # raises FontCoverageError naming the cell
-    return cfg
+    return DataConfig(preset=preset, seed=seed, **{**PRESETS[preset], **overrides})
 
 
 class Split(NamedTuple):
@@ -620,44 +643,6 @@ def _concat(parts: list[dict], key: str, empty_shape, dtype) -> np.ndarray:
 # --------------------------------------------------------------------------- caching
 
 
-def cache_dir() -> Path:
-    """Where datasets and models are cached: $SCRIPTLAB_CACHE or ~/.cache/scriptlab."""
-    root = os.environ.get("SCRIPTLAB_CACHE") or Path.home() / ".cache" / "scriptlab"
-    return Path(root)
-
-
-_TEMPORARY = re.compile(r"\.(\d+)\.tmp(\.npz)?$")
-
-
-def write_atomic(path: Path, blob: bytes) -> None:
-    """Write ``blob`` through a unique temporary file and rename it: no reader sees half a file.
-
-    A symbolic link at ``path`` is refused rather than followed out of its folder.
-    """
-    if path.is_symlink():
-        raise ValueError(f"refusing to write through the symbolic link {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def clean_temporaries(folder: Path) -> None:
-    """Delete the temporary files of killed writers in ``folder`` (their process is gone)."""
-    for tmp in folder.glob("*.tmp*") if folder.is_dir() else ():
-        match = _TEMPORARY.search(tmp.name)
-        if match is None:
-            continue
-        try:
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:  # alive, another user's
-            pass
-
-
 def _digest(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
@@ -783,32 +768,6 @@ def _try_load(cfg: DataConfig, path: Path) -> Dataset | None:
         with contextlib.suppress(OSError):  # a read-only cache keeps it
             path.unlink(missing_ok=True)
     return None
-
-
-@contextlib.contextmanager
-def cache_lock(path: Path):
-    """Hold an exclusive lock on ``path``'s cache entry; yields False when the cache is read-only.
-
-    Writers of one entry (datasets, zoo models) take it in turn, so two processes
-    asking for the same entry produce it once. A cache folder that cannot be
-    written (a read-only mount) is still read: no lock is needed to read files
-    that are only ever replaced atomically.
-    """
-    import fcntl
-
-    lock = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(lock, "a")  # noqa: SIM115 (held across the yield)
-    except OSError:
-        yield False
-        return
-    with fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- summaries

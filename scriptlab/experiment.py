@@ -37,7 +37,8 @@ from typing import NamedTuple
 import numpy as np
 
 from scriptlab import zoo
-from scriptlab.data import Dataset, cache_dir, clean_temporaries, write_atomic
+from scriptlab.cache import cache_dir, clean_temporaries, write_atomic
+from scriptlab.data import Dataset
 from scriptlab.erasure import Eraser, erase, fit_leace
 from scriptlab.fonts import LCG
 from scriptlab.probe import (
@@ -569,9 +570,11 @@ def run(
             raise ValueError(f"unknown reference {name!r}; allowed: {', '.join(REFERENCES)}")
     names = trained_models(methods, references)
     cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
+    # the config keys carry the training-code version: new training code, new results
+    model_keys = {n: zoo.config(n, preset).key() for n in names}
     key = hashlib.sha256(
         json.dumps(
-            [EVAL_CODE_VERSION, preset, seeds, methods, references, lam_sweep, cfgs],
+            [EVAL_CODE_VERSION, preset, seeds, methods, references, lam_sweep, cfgs, model_keys],
             sort_keys=True,
             default=str,
         ).encode()
@@ -585,6 +588,8 @@ def run(
                 raise ValueError("not a results object")
             if (cached.get("preset"), cached.get("seeds")) != (preset, seeds):
                 raise ValueError(f"holds preset/seeds {cached.get('preset')}/{cached.get('seeds')}")
+            if cached.get("eval_code_version") != EVAL_CODE_VERSION:
+                raise ValueError(f"made by eval code version {cached.get('eval_code_version')}")
             return cached
         except (OSError, ValueError) as err:
             print(f"experiment: cached results {where} are unreadable ({err}); recomputing")
@@ -613,6 +618,7 @@ def run(
         "goal": goal(summary) if "oracle" in summary and "baseline" in summary else {},
         "lam_sweep": sweep,
         "configs": cfgs,
+        "eval_code_version": EVAL_CODE_VERSION,
     }
     if cache:
         _write_json(where, results)
@@ -620,7 +626,7 @@ def run(
 
 
 def _write_json(path: Path, obj) -> None:
-    """Strict JSON (no bare NaN), written atomically (``data.write_atomic``)."""
+    """Strict JSON (no bare NaN), written atomically (``cache.write_atomic``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(obj, indent=1, default=str, allow_nan=False).encode())
 

@@ -18,6 +18,7 @@ import importlib.util
 from pathlib import Path
 from typing import NamedTuple
 
+from scriptlab.validation import check_name
 from scriptlab.words import WORDS
 
 SCRIPTS: tuple[str, ...] = (
@@ -421,13 +422,6 @@ class FontPackageError(FontCoverageError):
     Never skipped: a cell that silently lost its faces would render (and cache)
     a different dataset under the same name.
     """
-
-
-def check_name(kind: str, value: str, allowed: tuple[str, ...]) -> str:
-    """Raise a ValueError naming ``kind`` unless ``value`` is one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
-    return value
 
 
 @functools.cache

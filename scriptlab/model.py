@@ -22,6 +22,10 @@ slow select-and-scatter gradient. benchmarks/bench_train.py measures the train
 step against a re-creation of the first design, and the default channels
 (16, 32, 64) against (32, 64, 64), which train slower for no accuracy gain on
 this task.
+The trunk is one table (``layer_table``, a ``LayerSpec`` per row): the modules, the
+forward pass and its taps, ``geometry()``, ``cost()``, ``LAYERS`` and
+``interpret.receptive.trunk_fn`` all read it, so a layer is added in one place
+(``channels=(16, 32, 64, 64)`` adds conv4 + pool4).
 ``cost()`` gives the parameter count and FLOPs: 10 scripts x 5 styles ->
 0.29 M parameters and 10.8 MFLOP per image forward.
 
@@ -31,15 +35,13 @@ Kim et al. 2019, https://arxiv.org/abs/1812.10352.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-LAYERS = ("conv1", "conv2", "pool2", "conv3", "pool3", "dense")
-CONV_LAYERS = ("conv1", "conv2", "conv3")
 
 
 class Outputs(NamedTuple):
@@ -72,6 +74,87 @@ class LayerGeometry(NamedTuple):
     kernel: int
     stride: int
     padding: str
+
+
+class LayerSpec(NamedTuple):
+    """One row of ScriptNet's layer table: the trunk's layers in forward order.
+
+    Every view of the architecture derives from the table: the modules ``__init__``
+    builds, the forward pass and its activation taps, ``geometry()``, ``cost()``,
+    ``LAYERS`` / ``CONV_LAYERS`` and ``interpret.receptive.trunk_fn``.
+
+    Attributes:
+      name: the module attribute (conv, dense) and the key in ``Outputs.activations``.
+      kind: "conv" (followed by the nonlinearity), "pool" (2x2 max, stride 2) or
+        "dense" (the embedding, last: dropout, flatten, Linear, nonlinearity).
+      width: output channels (conv) or features (dense); 0 for a pool.
+      kernel: side of the square kernel or pooling window (0 for dense).
+      stride: step between windows (1 for dense).
+      padding: "SAME" or "VALID", as in ``jax.lax.conv_general_dilated``.
+    """
+
+    name: str
+    kind: str
+    width: int = 0
+    kernel: int = 0
+    stride: int = 1
+    padding: str = "SAME"
+
+    def geometry(self) -> LayerGeometry:
+        return LayerGeometry(self.name, self.kernel, self.stride, self.padding)
+
+
+KINDS = ("conv", "pool", "dense")
+
+
+def layer_table(channels: Sequence[int] = (16, 32, 64), hidden: int = 128) -> tuple[LayerSpec, ...]:
+    """ScriptNet's trunk for ``channels``: a strided 4x4 stem, then a 3x3 conv + 2x2 pool per block.
+
+    ``channels=(16, 32, 64)`` gives conv1, conv2, pool2, conv3, pool3, dense; one more
+    entry adds conv4 + pool4 (and halves the dense layer's input grid).
+    """
+    if isinstance(channels, str) or not isinstance(channels, Sequence) or not channels:
+        raise ValueError(f"channels must be a non-empty sequence of widths, got {channels!r}")
+    table = [LayerSpec("conv1", "conv", channels[0], 4, 2, "SAME")]
+    for i, width in enumerate(channels[1:], start=2):
+        table += [
+            LayerSpec(f"conv{i}", "conv", width, 3, 1, "SAME"),
+            LayerSpec(f"pool{i}", "pool", 0, 2, 2, "VALID"),
+        ]
+    return (*table, LayerSpec("dense", "dense", hidden))
+
+
+DEFAULT_TABLE = layer_table()
+LAYERS = tuple(row.name for row in DEFAULT_TABLE)  # activation taps of the default ScriptNet
+CONV_LAYERS = tuple(row.name for row in DEFAULT_TABLE if row.kind == "conv")
+
+
+def _check_table(table) -> tuple[LayerSpec, ...]:
+    """The table as a tuple of LayerSpec: known kinds, distinct names, one dense layer, last."""
+    table = tuple(LayerSpec(*row) for row in table)
+    names = [row.name for row in table]
+    if len(set(names)) != len(names):
+        raise ValueError(f"layers must have distinct names, got {names}")
+    for row in table:
+        if row.kind not in KINDS:
+            raise ValueError(
+                f"layer {row.name!r} has kind {row.kind!r}; allowed: {', '.join(KINDS)}"
+            )
+        if row.kind == "pool" and (row.kernel, row.stride, row.padding) != (2, 2, "VALID"):
+            raise ValueError(
+                f"pool {row.name!r} must be 2x2, stride 2, VALID (the one pool), got {row}"
+            )
+        if row.kind == "conv" and (row.width < 1 or row.kernel < 1 or row.stride < 1):
+            raise ValueError(f"conv {row.name!r} needs width, kernel and stride >= 1, got {row}")
+        if row.name in ("script_head", "font_head"):
+            raise ValueError(f"layer name {row.name!r} is taken by a head")
+    if [row.kind for row in table].count("dense") != 1 or table[-1].kind != "dense":
+        raise ValueError(
+            f"layers must end in exactly one dense layer, got kinds {[r.kind for r in table]}"
+        )
+    if table[0].kind != "conv":
+        raise ValueError(f"layers must start with a conv, got {table[0]}")
+    return table
 
 
 @jax.custom_vjp
@@ -174,11 +257,14 @@ class ScriptNet(nnx.Module):
     Args:
       n_scripts: number of script classes.
       n_styles: number of font-style classes.
-      channels: output channels of conv1..conv3.
+      channels: output channels of conv1, conv2, ...: a strided stem, then one 3x3 conv
+        and 2x2 pool per further entry (``layer_table``).
       hidden: width of the dense embedding.
       dropout: (after the trunk, after the embedding) drop rates.
       image_shape: (H, W, C) of the inputs, used for ``cost()``.
       conditional: one font head per script instead of one shared font head.
+      layers: the layer table itself (``LayerSpec`` rows in forward order), in place of
+        the one ``channels`` and ``hidden`` describe.
       rngs: nnx.Rngs for parameter initialisation.
     """
 
@@ -187,23 +273,38 @@ class ScriptNet(nnx.Module):
         n_scripts: int,
         n_styles: int,
         *,
-        channels: tuple[int, int, int] = (16, 32, 64),
+        channels: Sequence[int] = (16, 32, 64),
         hidden: int = 128,
         dropout: tuple[float, float] = (0.25, 0.5),
         image_shape: tuple[int, int, int] = (32, 64, 3),
         conditional: bool = False,
+        layers: Sequence[LayerSpec] | None = None,
         rngs: nnx.Rngs,
     ):
+        table = _check_table(layer_table(channels, hidden) if layers is None else layers)
         h, w, c = image_shape
-        if h % 8 or w % 8:
-            raise ValueError(f"image_shape must have H and W divisible by 8, got {image_shape}")
+        grid = _grid(table, h, w)
+        if grid is None:
+            factor = _downsampling(table)
+            raise ValueError(
+                f"image_shape must have H and W divisible by {factor}, got {image_shape}"
+            )
+        self.layers = table
         self.image_shape = tuple(image_shape)
         self.dropout = tuple(dropout)
-        c1, c2, c3 = channels
-        self.conv1 = nnx.Conv(c, c1, (4, 4), strides=(2, 2), padding="SAME", rngs=rngs)
-        self.conv2 = nnx.Conv(c1, c2, (3, 3), padding="SAME", rngs=rngs)
-        self.conv3 = nnx.Conv(c2, c3, (3, 3), padding="SAME", rngs=rngs)
-        self.dense = nnx.Linear((h // 8) * (w // 8) * c3, hidden, rngs=rngs)
+        width = c
+        # modules are made in table order, then the heads: the order the rngs draw in
+        for row in table:
+            if row.kind == "conv":
+                conv = nnx.Conv(
+                    width, row.width, (row.kernel, row.kernel), strides=(row.stride, row.stride),
+                    padding=row.padding, rngs=rngs,
+                )  # fmt: skip
+                setattr(self, row.name, conv)
+                width = row.width
+            elif row.kind == "dense":
+                (gh, gw), hidden = grid[-1], row.width
+                setattr(self, row.name, nnx.Linear(gh * gw * width, hidden, rngs=rngs))
         self.script_head = nnx.Linear(hidden, n_scripts, rngs=rngs)
         self.conditional = bool(conditional)
         self.n_styles = n_styles
@@ -250,14 +351,16 @@ class ScriptNet(nnx.Module):
         if dropout_key is not None:
             k1, k2 = jax.random.split(dropout_key)
         x = standardise(images)
-        x = tap("conv1", relu(self.conv1(x)))
-        x = tap("conv2", relu(self.conv2(x)))
-        x = tap("pool2", _max_pool(x))
-        x = tap("conv3", relu(self.conv3(x)))
-        x = tap("pool3", _max_pool(x))
-        x = _dropout(x, self.dropout[0], k1)
-        x = x.reshape(x.shape[0], -1)
-        emb = tap("dense", relu(self.dense(x)))
+        for row in self.layers:
+            if row.kind == "conv":
+                x = tap(row.name, relu(getattr(self, row.name)(x)))
+            elif row.kind == "pool":
+                x = tap(row.name, _max_pool(x))
+            else:  # the dense embedding, last
+                x = _dropout(x, self.dropout[0], k1)
+                x = x.reshape(x.shape[0], -1)
+                x = tap(row.name, relu(getattr(self, row.name)(x)))
+        emb = x
         h = _dropout(emb, self.dropout[1], k2)
         script = self.script_head(h)
         h_font = rms_normalise(h)
@@ -270,29 +373,49 @@ class ScriptNet(nnx.Module):
             font = jnp.take_along_axis(per_script, which[:, None, None], axis=1)[:, 0]
         return Outputs(script, font, emb, acts)
 
-    @staticmethod
-    def geometry() -> tuple[LayerGeometry, ...]:
-        """Spatial layers of the trunk in order, for receptive-field arithmetic."""
-        return (
-            LayerGeometry("conv1", 4, 2, "SAME"),
-            LayerGeometry("conv2", 3, 1, "SAME"),
-            LayerGeometry("pool2", 2, 2, "VALID"),
-            LayerGeometry("conv3", 3, 1, "SAME"),
-            LayerGeometry("pool3", 2, 2, "VALID"),
-        )
+    def geometry(self=None) -> tuple[LayerGeometry, ...]:
+        """Spatial layers of the trunk in order, for receptive-field arithmetic.
+
+        ``model.geometry()`` reads the model's own table; ``ScriptNet.geometry()`` (on the
+        class) the default one.
+        """
+        table = DEFAULT_TABLE if self is None else self.layers
+        return tuple(row.geometry() for row in table if row.kind != "dense")
 
     def cost(self) -> dict[str, int]:
         """Parameter count and forward multiply-add FLOPs (2 per MAC) per image."""
-        h, w, c = self.image_shape
+        h, w, _ = self.image_shape
         flops = 0
-        for conv, scale in ((self.conv1, 2), (self.conv2, 2), (self.conv3, 4)):
-            kh, kw, cin, cout = conv.kernel.value.shape
-            flops += 2 * (h // scale) * (w // scale) * kh * kw * cin * cout
-        for lin in (self.dense, self.script_head, self.font_head):
-            flops += 2 * lin.kernel.value.size
+        for row, (oh, ow) in zip(self.layers, _grid(self.layers, h, w), strict=True):
+            if row.kind == "conv":
+                kh, kw, cin, cout = getattr(self, row.name).kernel.value.shape
+                flops += 2 * oh * ow * kh * kw * cin * cout
+        for name in [r.name for r in self.layers if r.kind == "dense"] + [
+            "script_head",
+            "font_head",
+        ]:
+            flops += 2 * getattr(self, name).kernel.value.size
         _, params, _ = nnx.split(self, nnx.Param, ...)
         n_params = sum(x.size for x in jax.tree.leaves(params))
         return {"params": int(n_params), "flops_per_image": int(flops)}
+
+
+def _downsampling(table) -> int:
+    """The product of the spatial strides: what H and W must divide by."""
+    return math.prod(row.stride for row in table if row.kind != "dense")
+
+
+def _grid(table, h: int, w: int) -> list[tuple[int, int]] | None:
+    """The (H, W) each row of the table outputs (a dense row: its input grid); None if a
+    stride does not divide its input."""
+    out = []
+    for row in table:
+        if row.kind != "dense":
+            if h % row.stride or w % row.stride:
+                return None
+            h, w = h // row.stride, w // row.stride
+        out.append((h, w))
+    return out
 
 
 # Imports for the functional view only, kept with it while ScriptNet is edited above;

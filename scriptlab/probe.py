@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from scriptlab.interpret._common import check_array, check_indices, check_int, check_number
+from scriptlab.validation import check_array, check_indices, check_int, check_number
 
 
 class Probe(NamedTuple):

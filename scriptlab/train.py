@@ -43,8 +43,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,10 +55,17 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from scriptlab import cache, distributed
 from scriptlab import data as data_lib
-from scriptlab import distributed
-from scriptlab.fonts import check_name
+from scriptlab.interpret._common import (
+    check_batch_size,
+    check_images,
+    map_rows,
+    probe_outputs,
+    uint8_to_float,
+)
 from scriptlab.model import ScriptNet, functional
+from scriptlab.validation import check_bool, check_int, check_name, check_number
 
 MODES = ("baseline", "multitask", "unlearn", "ascent", "cdann", "balanced", "groupdro")
 ADVERSARIAL = ("unlearn", "cdann")  # modes whose font loss reaches the trunk through the flip
@@ -107,10 +114,74 @@ class TrainConfig:
     dro_eta: float = 0.1  # groupdro: step size of the group weights' exponentiated gradient
     balance: bool = False  # draw every (script, style) group equally (always on in BALANCED modes)
 
+    def __post_init__(self):
+        """Every construction is checked: ``make_train_config``, a restore, ``replace``.
+
+        Sequences become tuples (a config read back from JSON holds lists).
+
+        Raises:
+          ValueError: naming the field, the value and what is allowed.
+        """
+        check_name("mode", self.mode, MODES)
+        check_name("preset", self.preset, tuple(data_lib.PRESETS))
+        for name, low in (
+            ("seed", 0),
+            ("data_seed", 0),
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("micro_batch", 1),
+            ("warmup_steps", 0),
+        ):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low))
+        if self.n_train is not None:
+            object.__setattr__(self, "n_train", check_int("n_train", self.n_train, 1))
+        if self.batch_size % self.micro_batch:
+            raise ValueError(
+                f"micro_batch must divide batch_size, got micro_batch={self.micro_batch} and "
+                f"batch_size={self.batch_size}"
+            )
+        if self.rho is not None:
+            check_number("rho", self.rho, low=0.0, high=1.0)
+        try:
+            check_number("lr", self.lr, low=0.0, open_low=True)
+        except ValueError:
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}") from None
+        check_number("weight_decay", self.weight_decay, low=0.0)
+        check_number("clip_norm", self.clip_norm, low=0.0, open_low=True)
+        check_number("lam_max", self.lam_max, low=0.0)
+        check_number("adv_warmup", self.adv_warmup, low=0.0, high=1.0)
+        if self.adv_warmup == 1.0:
+            raise ValueError("adv_warmup must be in [0, 1), got 1.0 (the flip would never start)")
+        check_number("font_weight", self.font_weight)
+        check_number("max_loss", self.max_loss, low=0.0, open_low=True)
+        check_number("dro_eta", self.dro_eta, low=0.0)
+        for name in ("shuffle_labels", "snapshots", "balance"):
+            check_bool(name, getattr(self, name))
+        object.__setattr__(self, "dropout", _checked_tuple("dropout", self.dropout, 2, _rate))
+        object.__setattr__(self, "channels", _checked_tuple("channels", self.channels, 3, _width))
+
     def key(self) -> str:
         fields = dataclasses.asdict(self) | {"training_code_version": TRAINING_CODE_VERSION}
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _rate(name: str, value) -> float:
+    check_number(name, value, low=0.0, high=1.0)
+    if value == 1.0:
+        raise ValueError(f"{name} must be a drop rate in [0, 1), got 1.0")
+    return value
+
+
+def _width(name: str, value) -> int:
+    return check_int(name, value, 1)
+
+
+def _checked_tuple(name: str, values, length: int, check) -> tuple:
+    """``values`` as a tuple of ``length`` entries, each passed through ``check(label, v)``."""
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) != length:
+        raise ValueError(f"{name} must be a sequence of {length} values, got {values!r}")
+    return tuple(check(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
 def make_train_config(**kwargs) -> TrainConfig:
@@ -121,24 +192,7 @@ def make_train_config(**kwargs) -> TrainConfig:
             raise ValueError(
                 f"unknown training option {name!r}; allowed: {', '.join(sorted(fields))}"
             )
-    cfg = TrainConfig(**kwargs)
-    check_name("mode", cfg.mode, MODES)
-    check_name("preset", cfg.preset, tuple(data_lib.PRESETS))
-    for name in ("epochs", "batch_size", "micro_batch"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.batch_size % cfg.micro_batch:
-        raise ValueError(
-            f"micro_batch must divide batch_size, got micro_batch={cfg.micro_batch} and "
-            f"batch_size={cfg.batch_size}"
-        )
-    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
-        raise ValueError(f"lr must be a positive finite number, got {cfg.lr}")
-    if cfg.lam_max < 0:
-        raise ValueError(f"lam_max must be >= 0, got {cfg.lam_max}")
-    if not (cfg.dro_eta >= 0 and math.isfinite(cfg.dro_eta)):
-        raise ValueError(f"dro_eta must be a finite number >= 0, got {cfg.dro_eta}")
-    return cfg
+    return TrainConfig(**kwargs)
 
 
 class TrainingDiverged(RuntimeError):
@@ -326,8 +380,6 @@ def predict(apply_fn, params, images, *, batch_size: int = 250):
     Returns:
       (script_logits float32[N, S], font_logits float32[N, F], embedding float32[N, D]).
     """
-    from scriptlab.interpret._common import check_batch_size, check_images, probe_outputs
-
     batch_size = check_batch_size(batch_size)
     if np.shape(images)[:1] == (0,):  # an empty split predicts nothing
         return _predict(apply_fn, params, jnp.asarray(images), batch_size)
@@ -338,8 +390,6 @@ def predict(apply_fn, params, images, *, batch_size: int = 250):
 
 @jax.jit(static_argnums=(0, 3))
 def _predict(apply_fn, params, images, batch_size):
-    from scriptlab.interpret._common import map_rows, uint8_to_float
-
     x = uint8_to_float(images) if images.dtype == jnp.uint8 else images
     n = x.shape[0]
     n_batches = -(-n // batch_size)
@@ -581,7 +631,7 @@ def _write_checkpoint(result: Result, directory: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"cannot save a checkpoint into {directory}: it is a file, not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    data_lib.clean_temporaries(directory)
+    cache.clean_temporaries(directory)
     blobs = {"checkpoint.msgpack": nnx.state(result.model, nnx.Param).to_pure_dict()}
     for epoch, params in result.snapshots:
         blobs[f"epoch_{epoch:03d}.msgpack"] = params.to_pure_dict()
@@ -589,7 +639,7 @@ def _write_checkpoint(result: Result, directory: Path) -> None:
     for name, tree in blobs.items():
         blob = serialization.msgpack_serialize(tree)
         digests[name] = hashlib.sha256(blob).hexdigest()
-        data_lib.write_atomic(directory / name, blob)
+        cache.write_atomic(directory / name, blob)
     meta = {
         "config": dataclasses.asdict(result.config),
         "config_key": result.config.key(),
@@ -599,14 +649,11 @@ def _write_checkpoint(result: Result, directory: Path) -> None:
         "sha256": digests,
     }
     # written last: a checkpoint.json means every file it names is complete
-    data_lib.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
+    cache.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
 
 
 def _config_from_json(d: dict) -> TrainConfig:
-    d = dict(d)
-    for name in ("dropout", "channels"):
-        d[name] = tuple(d[name])
-    return TrainConfig(**d)
+    return TrainConfig(**d)  # __post_init__ checks every field and makes the lists tuples
 
 
 def restore(
@@ -686,7 +733,7 @@ def add_checksums(directory: str | Path) -> bool:
     names = ["checkpoint.msgpack", *(f"epoch_{e:03d}.msgpack" for e in meta["snapshots"])]
     meta["sha256"] = {n: hashlib.sha256((directory / n).read_bytes()).hexdigest() for n in names}
     meta["config_key"] = stored.key()
-    data_lib.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
+    cache.write_atomic(directory / "checkpoint.json", json.dumps(meta, indent=1).encode())
     return True
 
 

@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from scriptlab import data, fonts
+from scriptlab.cache import cache_dir, cache_lock, write_atomic
 from scriptlab.fonts import STYLES, check_name
 
 TWINS_VERSION = 1
@@ -142,7 +143,7 @@ def style_twins(
         path = twins_path(*request)
         twins = _try_load(path, request)
         if twins is None:
-            with data.cache_lock(path) as writable:
+            with cache_lock(path) as writable:
                 twins = _try_load(path, request)  # another process may have written it
                 if twins is None:
                     twins = _render(request, workers, progress)
@@ -170,7 +171,7 @@ def twins_path(cfg: data.DataConfig, split: str, index, slots, seed: int) -> Pat
         sort_keys=True,
     )
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return data.cache_dir() / "twins" / f"{cfg.preset}-{cfg.seed}-{split}-{key}.npz"
+    return cache_dir() / "twins" / f"{cfg.preset}-{cfg.seed}-{split}-{key}.npz"
 
 
 # --------------------------------------------------------------------------- checks
@@ -336,7 +337,7 @@ def _save(twins: Twins, path: Path, request) -> None:
     np.savez(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        data.write_atomic(path, buf.getvalue())
+        write_atomic(path, buf.getvalue())
     except OSError as err:
         warnings.warn(f"twins cache {path.parent} is read-only ({err}); not cached", stacklevel=3)
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from scriptlab import data, experiment, zoo
-from scriptlab.fonts import check_name
+from scriptlab import cache, data, experiment, zoo
+from scriptlab.validation import check_name
 
 PRESETS = ("smoke", "workshop", "full")
 
@@ -153,7 +153,7 @@ class Prepared(NamedTuple):
 
 def disk_usage(root: Path | None = None) -> dict[str, int]:
     """Bytes under each top-level folder of the cache (``data``, ``zoo``, ``experiments``, ...)."""
-    root = data.cache_dir() if root is None else root
+    root = cache.cache_dir() if root is None else root
     usage: dict[str, int] = {}
     if not root.is_dir():
         return usage
@@ -175,7 +175,7 @@ def prepare(
 ) -> Prepared:
     """Render the notebooks' datasets, train their zoo models and evaluate notebook 03's experiment.
 
-    Everything goes to the cache (``data.cache_dir()``); cached entries are skipped, so a
+    Everything goes to the cache (``cache.cache_dir()``); cached entries are skipped, so a
     second call trains nothing. Models start in the order notebooks 02 and 04-11 need
     them, before notebook 03's experiment, and a line reports each notebook as soon as
     everything it loads is cached, so a workshop can start before the last model is done.

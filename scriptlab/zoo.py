@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from scriptlab import train as train_lib
-from scriptlab.data import cache_dir, cache_lock
-from scriptlab.fonts import check_name
+from scriptlab.cache import cache_dir, cache_lock
 from scriptlab.model import ApplyFn, ScriptNet, functional
+from scriptlab.validation import check_name
 
 # The recipes. Every entry starts from train.TrainConfig's defaults.
 ZOO: dict[str, dict[str, Any]] = {

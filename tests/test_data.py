@@ -1,3 +1,4 @@
+import dataclasses
 import warnings
 
 import numpy as np
@@ -143,3 +144,36 @@ def test_missing_raqm_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(features, "check", lambda name: False)
     with pytest.raises(RuntimeError, match="raqm"):
         data._check_raqm()
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(scripts=("latin", "latin", "greek")), r"scripts must not repeat a script.*latin"),
+        (dict(styles=("sans", "serif", "sans")), r"styles must not repeat a style.*sans"),
+        (dict(scripts="latin"), r"scripts must be a sequence of script names"),
+        (dict(seed=True), r"seed must be an integer >= 0, got True"),
+        (dict(n_train=True), r"n_train must be an integer >= 0, got True"),
+        (dict(n_val=2.5), r"n_val must be an integer >= 0, got 2.5"),
+        (dict(rho=True), r"rho must be in \[0, 1\], got True"),
+        (dict(image_size=(True, 64)), r"image_size must be \(H, W\)"),
+        (dict(scripts=("latin",)), r"scripts must name at least two scripts"),
+    ],
+)
+def test_every_construction_of_a_data_config_is_checked(overrides, match):
+    """DataConfig checks itself (__post_init__): make_config, a direct build and replace alike."""
+    with pytest.raises(ValueError, match=match):
+        data.DataConfig(preset="smoke", **overrides)
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(data.make_config("smoke"), **overrides)
+    seed = overrides.pop("seed", 0)
+    with pytest.raises(ValueError, match=match):
+        data.make_config("smoke", seed, **overrides)
+
+
+def test_a_data_config_takes_lists_as_tuples_with_the_same_key():
+    cfg = data.make_config("smoke", scripts=["latin", "greek"], image_size=[32, 64])
+    assert cfg.scripts == ("latin", "greek") and cfg.image_size == (32, 64)
+    assert cfg.key() == data.make_config("smoke", scripts=("latin", "greek")).key()
+    with pytest.raises(ValueError, match="unknown preset 'typo'"):
+        data.DataConfig(preset="typo")

@@ -32,6 +32,8 @@ def test_method_pages_take_signatures_from_the_code():
         assert "```python" not in text, f"{page.name}: hand-written code block; use autofunction"
         for target in re.findall(r"^\.\. autofunction:: ([\w.]+)$", text, re.M):
             module, name = target.rsplit(".", 1)
-            assert callable(getattr(importlib.import_module(module), name)), f"{page.name}: {target}"
+            assert callable(getattr(importlib.import_module(module), name)), (
+                f"{page.name}: {target}"
+            )
         if page.name != "index.md":
             assert ".. autofunction::" in text, f"{page.name} shows no call"

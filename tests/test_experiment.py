@@ -288,3 +288,37 @@ def test_predicted_names_what_is_missing(smoke):
         experiment.predicted(results, "old")
     with pytest.raises(ValueError, match="labels must lie in"):
         experiment._encode_labels(np.array([0, 256]))
+
+
+def test_results_record_the_eval_code_and_follow_the_training_code(smoke, tmp_path, monkeypatch):
+    """The results file names EVAL_CODE_VERSION, and new training code is a new results key.
+
+    Training and scoring are replaced by a counter: only the cache's bookkeeping runs.
+    """
+    from scriptlab import train
+
+    monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(experiment.zoo, "warm", lambda *a, **k: None)
+    monkeypatch.setattr(experiment, "dataset_for", lambda *a, **k: smoke)
+    rows = experiment.score(_preds(smoke), smoke)
+    computed = []
+    monkeypatch.setattr(experiment, "_rows", lambda name, *a: computed.append(name) or [rows])
+    args = dict(preset="smoke", seeds=1, methods=("baseline",), references=(), lam_sweep=())
+
+    first = experiment.run(**args, progress=False)
+    (path,) = (tmp_path / "experiments").glob("*.json")
+    assert json.loads(path.read_text())["eval_code_version"] == experiment.EVAL_CODE_VERSION
+    assert first["eval_code_version"] == experiment.EVAL_CODE_VERSION
+    experiment.run(**args, progress=False)
+    assert computed == ["baseline"]  # the second run read the file
+
+    monkeypatch.setattr(train, "TRAINING_CODE_VERSION", train.TRAINING_CODE_VERSION + 1)
+    experiment.run(**args, progress=False)
+    assert computed == ["baseline", "baseline"]
+    assert len(list((tmp_path / "experiments").glob("*.json"))) == 2
+
+    stale = json.loads(path.read_text()) | {"eval_code_version": experiment.EVAL_CODE_VERSION - 1}
+    path.write_text(json.dumps(stale))
+    monkeypatch.setattr(train, "TRAINING_CODE_VERSION", train.TRAINING_CODE_VERSION - 1)
+    experiment.run(**args, progress=False)  # a file of other eval code is recomputed
+    assert computed == ["baseline"] * 3

@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.test_util import check_grads
 
 from scriptlab.model import LAYERS, gradient_flip
@@ -158,3 +159,124 @@ def test_cost_counts_parameters_and_flops(net):
         + (128 * 3 + 3)
     )
     assert cost["params"] == n
+
+
+# --------------------------------------------------------------------------- the layer table
+def _receptive_fields_match(model, image_hw):
+    """Every spatial layer: the analytic receptive field of three units is their empirical one."""
+    from scriptlab.interpret import receptive as R
+
+    rfs = R.receptive_fields(model.geometry(), image_hw)
+    f = R.trunk_fn(model)
+    acts = jax.eval_shape(f, jax.ShapeDtypeStruct((1, *image_hw, 3), jnp.float32))
+    assert set(rfs) == set(acts)
+    for name, rf in rfs.items():
+        assert acts[name].shape[1:3] == rf.shape, name
+        h, w = rf.shape
+        units = [(0, 0), (h // 2, w // 2), (h - 1, w - 1)]
+        masks = R.empirical_receptive_field(
+            f, (*image_hw, 3), name, [u[0] for u in units], [u[1] for u in units]
+        )
+        for (i, j), mask in zip(units, masks, strict=True):
+            box = tuple(int(v) for v in R.receptive_box(rf, i, j, image_hw))
+            rows, cols = np.nonzero(mask)
+            assert (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1) == box, (name, i, j)
+
+
+def test_a_fourth_conv_block_reaches_every_view():
+    """One more entry in ``channels`` adds conv4 + pool4 to the modules, taps, geometry and cost."""
+    from scriptlab.model import ScriptNet, functional
+
+    model = ScriptNet(4, 3, channels=(8, 16, 16, 32), hidden=24, rngs=nnx.Rngs(0))
+    names = ["conv1", "conv2", "pool2", "conv3", "pool3", "conv4", "pool4", "dense"]
+    assert [row.name for row in model.layers] == names
+    params, apply_fn = functional(model)
+    assert sorted(params.to_pure_dict()) == sorted(
+        ["conv1", "conv2", "conv3", "conv4", "dense", "script_head", "font_head"]
+    )
+    out = apply_fn(params, jax.random.uniform(jax.random.key(1), (2, 32, 64, 3)))
+    assert list(out.activations) == names  # the taps, in forward order
+    assert out.activations["pool4"].shape == (2, 2, 4, 32)
+    assert out.embedding.shape == (2, 24) and out.script.shape == (2, 4)
+    assert [g.name for g in model.geometry()] == names[:-1]
+    # by hand: output grid x kernel area x in x out x 2 per conv; 2 x weights per dense layer
+    convs = [
+        16 * 32 * 16 * 3 * 8,  # conv1: 4x4 stride 2 on 32x64
+        16 * 32 * 9 * 8 * 16,
+        8 * 16 * 9 * 16 * 16,
+        4 * 8 * 9 * 16 * 32,
+    ]
+    dense = (2 * 4 * 32) * 24 + 24 * 4 + 24 * 3
+    assert model.cost()["flops_per_image"] == 2 * (sum(convs) + dense)
+    weights = 16 * 3 * 8 + 9 * 8 * 16 + 9 * 16 * 16 + 9 * 16 * 32 + dense
+    assert model.cost()["params"] == weights + (8 + 16 + 16 + 32) + (24 + 4 + 3)
+
+
+def test_a_table_given_row_by_row_builds_that_network():
+    from scriptlab.model import LayerSpec, ScriptNet
+
+    table = (
+        LayerSpec("stem", "conv", 6, 5, 1, "SAME"),
+        LayerSpec("down", "pool", 0, 2, 2, "VALID"),
+        LayerSpec("wide", "conv", 12, 3, 2, "SAME"),
+        LayerSpec("embed", "dense", 16),
+    )
+    model = ScriptNet(3, 2, layers=table, image_shape=(16, 16, 3), rngs=nnx.Rngs(0))
+    assert [g.name for g in model.geometry()] == ["stem", "down", "wide"]
+    flops = 16 * 16 * 25 * 3 * 6 + 4 * 4 * 9 * 6 * 12 + (4 * 4 * 12) * 16 + 16 * 3 + 16 * 2
+    assert model.cost()["flops_per_image"] == 2 * flops
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ScriptNet(3, 2, layers=table, image_shape=(18, 16, 3), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.slow
+def test_the_geometry_of_a_variant_is_its_empirical_receptive_field():
+    """geometry() and trunk_fn of two variants agree with the gradients' support."""
+    from scriptlab.model import LayerSpec, ScriptNet
+
+    deeper = ScriptNet(4, 3, channels=(8, 16, 16, 32), rngs=nnx.Rngs(0))
+    _receptive_fields_match(deeper, (32, 64))
+    table = (
+        LayerSpec("stem", "conv", 6, 5, 1, "SAME"),
+        LayerSpec("down", "pool", 0, 2, 2, "VALID"),
+        LayerSpec("wide", "conv", 12, 3, 2, "SAME"),
+        LayerSpec("embed", "dense", 16),
+    )
+    _receptive_fields_match(
+        ScriptNet(3, 2, layers=table, image_shape=(16, 16, 3), rngs=nnx.Rngs(0)), (16, 16)
+    )
+
+
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        ((("a", "conv", 4, 3, 1, "SAME"), ("a", "dense", 8)), "distinct names"),
+        (
+            (("a", "conv", 4, 3, 1, "SAME"), ("p", "pool", 0, 3, 2, "VALID"), ("d", "dense", 8)),
+            "2x2",
+        ),
+        ((("a", "conv", 4, 3, 1, "SAME"),), "end in exactly one dense"),
+        ((("a", "norm", 4, 3, 1, "SAME"), ("d", "dense", 8)), "kind 'norm'"),
+        ((("a", "conv", 4, 3, 1, "SAME"), ("script_head", "dense", 8)), "taken by a head"),
+    ],
+)
+def test_a_bad_layer_table_is_named(rows, match):
+    from scriptlab.model import ScriptNet
+
+    with pytest.raises(ValueError, match=match):
+        ScriptNet(3, 2, layers=rows, image_shape=(16, 16, 3), rngs=nnx.Rngs(0))
+
+
+def test_the_default_table_is_the_documented_scriptnet():
+    from scriptlab.model import CONV_LAYERS, ScriptNet
+
+    assert LAYERS == ("conv1", "conv2", "pool2", "conv3", "pool3", "dense")
+    assert CONV_LAYERS == ("conv1", "conv2", "conv3")
+    assert ScriptNet.geometry() == scriptnet()[0].geometry()
+    assert [(g.kernel, g.stride) for g in ScriptNet.geometry()] == [
+        (4, 2),
+        (3, 1),
+        (2, 2),
+        (3, 1),
+        (2, 2),
+    ]

@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -168,5 +171,61 @@ def test_micro_batches_take_the_whole_batch_mean_gradient(smoke, mode):
 def test_micro_batch_must_divide_the_batch():
     with pytest.raises(ValueError, match=r"micro_batch must divide batch_size.*micro_batch=24.*64"):
         train.make_train_config(batch_size=64, micro_batch=24)
-    with pytest.raises(ValueError, match="micro_batch must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="micro_batch must be an integer >= 1, got 0"):
         train.make_train_config(micro_batch=0)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("mode", "typo", r"unknown mode 'typo'; allowed: baseline"),
+        ("preset", "huge", r"unknown preset 'huge'"),
+        ("seed", True, r"seed must be an integer >= 0, got True"),
+        ("data_seed", False, r"data_seed must be an integer >= 0, got False"),
+        ("epochs", True, r"epochs must be an integer >= 1, got True"),
+        ("batch_size", 64.5, r"batch_size must be an integer >= 1, got 64.5"),
+        ("warmup_steps", -1, r"warmup_steps must be an integer >= 0, got -1"),
+        ("n_train", True, r"n_train must be an integer >= 1, got True"),
+        ("rho", 1.5, r"rho must be a finite number >= 0.0 and <= 1.0, got 1.5"),
+        ("lr", True, r"lr must be a positive finite number, got True"),
+        ("clip_norm", 0.0, r"clip_norm must be a finite number > 0.0, got 0.0"),
+        ("adv_warmup", 1.0, r"adv_warmup must be in \[0, 1\)"),
+        ("font_weight", float("nan"), r"font_weight must be a finite number, got nan"),
+        ("snapshots", 1, r"snapshots must be True or False, got 1"),
+        ("dropout", (0.1,), r"dropout must be a sequence of 2 values"),
+        ("dropout", (0.1, 1.0), r"dropout\[1\] must be a drop rate in \[0, 1\)"),
+        ("channels", (16, 32, True), r"channels\[2\] must be an integer >= 1, got True"),
+        ("channels", "abc", r"channels must be a sequence of 3 values"),
+    ],
+)
+def test_every_construction_of_a_config_is_checked(field, value, match):
+    """The checks run in __post_init__: a direct TrainConfig and dataclasses.replace too."""
+    with pytest.raises(ValueError, match=match):
+        train.TrainConfig(**{field: value})
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(train.TrainConfig(), **{field: value})
+    with pytest.raises(ValueError, match=match):
+        train.make_train_config(**{field: value})
+
+
+def test_a_config_from_json_is_the_same_config():
+    cfg = train.TrainConfig(dropout=[0.0, 0.5], channels=[8, 16, 32], n_train=100)
+    assert (cfg.dropout, cfg.channels) == ((0.0, 0.5), (8, 16, 32))
+    back = train._config_from_json(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert back == cfg and back.key() == cfg.key()
+
+
+def test_restore_checks_the_stored_config(tmp_path, smoke):
+    """A checkpoint.json whose config no TrainConfig accepts is refused by name on restore."""
+    cfg = train.make_train_config(preset="smoke")
+    model = train.build_model(cfg, smoke)
+    train.save(train.Result(model, cfg, [{"epoch": 1}], smoke.key, []), tmp_path)
+    meta = json.loads((tmp_path / "checkpoint.json").read_text())
+    meta["config"]["mode"] = "typo"
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"checkpoint.json is malformed: unknown mode 'typo'"):
+        train.restore(tmp_path)
+    meta["config"] |= {"mode": "baseline", "seed": True}
+    (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"malformed: seed must be an integer >= 0, got True"):
+        train.restore(tmp_path)

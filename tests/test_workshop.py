@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -384,6 +385,16 @@ BAD = {
         dict(change=_manifest_edit(lambda m: m.update(scriptlab_version="0.0.1"))),
         f"made by scriptlab 0.0.1, this is scriptlab {__version__}",
     ),
+    "other training code": (
+        dict(change=_manifest_edit(lambda m: m.update(training_code_version=0))),
+        "trained by training-code version 0, this scriptlab trains with version "
+        f"{train.TRAINING_CODE_VERSION}: baseline (preset smoke, seed 0), "
+        "cdann (preset smoke, seed 0), oracle (preset smoke, seed 0)",
+    ),
+    "training code unrecorded": (
+        dict(change=_manifest_edit(lambda m: m.pop("training_code_version"))),
+        "trained by training-code version unrecorded",
+    ),
     "other config key": (
         dict(change=_manifest_edit(lambda m: m["entries"][0].update(config_key="0" * 12))),
         "has config key 000000000000, this installation's recipe has",
@@ -420,7 +431,7 @@ def test_import_refuses_a_bad_archive_and_writes_nothing(seeded, tmp_path, monke
     bad = _rewrite(good, tmp_path / "bad.tar.gz", **kwargs)
     fresh = tmp_path / "fresh"
     monkeypatch.setenv("SCRIPTLAB_CACHE", str(fresh))
-    with pytest.raises(archive.ArchiveError, match=match.replace("(", r"\(")):
+    with pytest.raises(archive.ArchiveError, match=re.escape(match)):
         archive.import_models(bad)
     assert not (fresh / "zoo").exists() or _tree(fresh / "zoo") == {}
     assert not (tmp_path / "evil.txt").exists()
@@ -444,6 +455,24 @@ def test_import_refuses_a_recipe_changed_since_export(seeded, tmp_path, monkeypa
     monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path / "fresh"))
     with pytest.raises(archive.ArchiveError, match="cdann .preset smoke, seed 0. has config key"):
         archive.import_models(good)
+
+
+def test_import_refuses_models_of_an_older_training_code(seeded, tmp_path, monkeypatch):
+    """The real case: the code was changed and TRAINING_CODE_VERSION bumped after the export."""
+    good = tmp_path / "good.tar.gz"
+    archive.export_models(good, REQUESTS)
+    manifest = json.loads(_members(good)["scriptlab-cache/manifest.json"][1])
+    assert manifest["training_code_version"] == train.TRAINING_CODE_VERSION
+    now = train.TRAINING_CODE_VERSION + 1
+    monkeypatch.setattr(train, "TRAINING_CODE_VERSION", now)
+    monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path / "fresh"))
+    with pytest.raises(archive.ArchiveError) as err:
+        archive.import_models(good)
+    message = str(err.value)
+    assert f"version {now - 1}, this scriptlab trains with version {now}" in message
+    for name in SMALL:
+        assert f"{name} (preset smoke, seed 0)" in message
+    assert not (tmp_path / "fresh" / "zoo").exists()
 
 
 def test_export_names_a_model_that_is_not_cached(cache, tmp_path):

@@ -27,10 +27,13 @@ from jax.flatten_util import ravel_pytree
 from scriptlab.distributed import map_rows as map_rows
 from scriptlab.distributed import split_rows as split_rows
 
-
-def is_concrete(x) -> bool:
-    """True unless ``x`` is a tracer (then only its shape and dtype can be checked)."""
-    return not isinstance(x, jax.core.Tracer)
+# The scalar and array checks every layer shares live at the bottom; re-exported here so
+# that every method module takes its checks from this one module.
+from scriptlab.validation import check_array as check_array
+from scriptlab.validation import check_indices as check_indices
+from scriptlab.validation import check_int as check_int
+from scriptlab.validation import check_number as check_number
+from scriptlab.validation import is_concrete as is_concrete
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -40,61 +43,9 @@ def check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
-    """An integer in [low, high) (either bound may be None), returned as int.
-
-    Floats are accepted only when integral (2.0, never 2.5: nothing is
-    truncated); bools and arrays of more than one value are rejected.
-    """
-    if np.ndim(value) == 0 and hasattr(value, "dtype") and is_concrete(value):
-        value = value.item()  # a 0-d numpy/jax array
-    ok = _is_real(value) and np.isfinite(value) and int(value) == value
-    ok = ok and (low is None or value >= low) and (high is None or value < high)
-    if not ok:
-        allowed = {
-            (False, False): "an integer",
-            (True, False): f"an integer >= {low}",
-            (False, True): f"an integer < {high}",
-            (True, True): f"an integer in [{low}, {high})",
-        }[low is not None, high is not None]
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return int(value)
-
-
 def check_batch_size(batch_size, *, name: str = "batch_size") -> int:
     """An integer >= 1, returned as int."""
     return check_int(name, batch_size, 1)
-
-
-def check_number(
-    name: str, value, *, low: float | None = None, high: float | None = None, open_low=False
-) -> float:
-    """A finite real number in [low, high] ((low, high] with ``open_low``), returned as float.
-
-    Traced values (a learning rate swept under jit) pass unchecked.
-    """
-    if not is_concrete(value):
-        return value
-    if np.ndim(value) == 0 and hasattr(value, "dtype"):
-        value = value.item()
-    ok = _is_real(value) and bool(np.isfinite(value))
-    if ok and low is not None:
-        ok = value > low if open_low else value >= low
-    ok = ok and (high is None or value <= high)
-    if not ok:
-        lo = "" if low is None else f"{'>' if open_low else '>='} {low}"
-        hi = "" if high is None else f"<= {high}"
-        bound = " and ".join(b for b in (lo, hi) if b)
-        raise ValueError(
-            f"{name} must be a finite number{' ' + bound if bound else ''}, got {value!r}"
-        )
-    return float(value)
 
 
 def check_nonneg(name: str, value: float) -> None:
@@ -137,55 +88,6 @@ def check_steps(steps, lr, momentum) -> None:
     check_number("momentum", momentum, low=0.0)
     if is_concrete(momentum) and momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-
-
-def check_array(name: str, x, *, shape=None, ndim: int | None = None) -> jax.Array:
-    """A finite real array; ``shape`` (None entries match anything) or ``ndim`` checked.
-
-    Returns float32 (or the tracer as given: its values cannot be checked).
-    """
-    if is_concrete(x) and not hasattr(x, "shape"):
-        x = np.asarray(x)
-    got = tuple(getattr(x, "shape", ()))
-    want = None if shape is None else tuple(shape)
-    if (ndim is not None and len(got) != ndim) or (
-        want is not None
-        and (
-            len(got) != len(want)
-            or any(w is not None and g != w for g, w in zip(got, want, strict=True))
-        )
-    ):
-        dims = ", ".join("*" if w is None else str(w) for w in want or ())
-        expected = f"shape [{dims}]" if want is not None else f"rank {ndim}"
-        raise ValueError(f"{name} must have {expected}, got shape {got}")
-    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
-        raise ValueError(f"{name} must be a real array, got dtype {x.dtype}")
-    if not is_concrete(x):
-        return x
-    x = jnp.asarray(x, jnp.float32)
-    if not bool(jnp.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
-
-
-def check_indices(name: str, values, size: int, *, what: str = "") -> np.ndarray:
-    """Integer indices in [0, size) as int64 (no negative wrap-around, no float truncation).
-
-    Args:
-      name: the argument's name.
-      values: an int or an int array (any shape).
-      size: the length of the axis the indices select from.
-      what: what the axis is, for the message ("images", "rows of conv1").
-    """
-    v = np.asarray(values)
-    if v.dtype == np.bool_ or not np.issubdtype(v.dtype, np.integer):
-        raise ValueError(f"{name} must be integer indices, got dtype {v.dtype}")
-    if v.size and (v.min() < 0 or v.max() >= size):
-        over = f" (the number of {what})" if what else ""
-        raise ValueError(
-            f"{name} must lie in [0, {size}){over}, got values in [{v.min()}, {v.max()}]"
-        )
-    return v.astype(np.int64)
 
 
 def uint8_to_float(images) -> jax.Array:

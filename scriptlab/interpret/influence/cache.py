@@ -11,7 +11,7 @@ import numpy as np
 
 def results_path(name: str) -> Path:
     """Where a cached validation result lives: $SCRIPTLAB_CACHE/influence/<name>.json."""
-    from scriptlab.data import cache_dir
+    from scriptlab.cache import cache_dir
 
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(name)):
         raise ValueError(f"name must be a plain file name (letters, digits, _ . -), got {name!r}")
@@ -20,7 +20,7 @@ def results_path(name: str) -> Path:
 
 def save_result(name: str, result: dict) -> Path:
     """Write a JSON-serialisable dict (numbers, lists, strings) to the influence cache."""
-    from scriptlab.data import write_atomic
+    from scriptlab.cache import write_atomic
 
     if not isinstance(result, dict):
         raise ValueError(f"result must be a dict, got {type(result).__name__}")
