@@ -30,6 +30,7 @@ import collections
 import dataclasses
 import functools
 import inspect
+import keyword
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,6 +52,12 @@ def outputs_type(heads: tuple[str, ...]) -> type:
 
     Cached, so one set of head names is always one type (jax sees one pytree structure).
     """
+    bad = [h for h in heads if not h.isidentifier() or keyword.iskeyword(h) or h.startswith("_")]
+    if bad or "activations" in heads:
+        raise TypeError(
+            f"the wrapped model's head names must be Python identifiers not starting with _ "
+            f"and not 'activations' (they become output fields); got {list(heads)}"
+        )
     return collections.namedtuple("WrappedOutputs", (*heads, *_FIXED))
 
 
@@ -99,15 +106,15 @@ class Wrapped:
                 f"dict {{name: array}}; got {type(raw).__name__}"
             )
         heads, acts = _heads(raw[0]), dict(raw[1])
-        clash = [k for k in heads if k == "activations"]
-        if clash or not acts and "embedding" not in heads:
-            raise TypeError(
-                "the wrapped model must return at least one activation (or an 'embedding' head), "
-                f"and no head named 'activations'; got heads {list(heads)}, activations {list(acts)}"
-            )
         emb = heads.pop("embedding", None)
         if emb is None:
-            emb = acts[self.embedding if self.embedding is not None else list(acts)[-1]]
+            name = self.embedding if self.embedding is not None else next(reversed(acts), None)
+            if name not in acts:
+                raise TypeError(
+                    f"the wrapped model returned no activation {name!r} for out.embedding "
+                    f"(and no 'embedding' head); its activations: {list(acts)}"
+                )
+            emb = acts[name]
         emb = jnp.reshape(emb, (emb.shape[0], -1))
         return outputs_type(tuple(heads))(*heads.values(), emb, acts)
 

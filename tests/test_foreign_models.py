@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -194,8 +196,12 @@ SPECS = (
             Geo("block2_a", 3, 2, "SAME"),
             Geo("block2", 3, 1, "SAME"),
         ),
-        (("head", ("head",)), ("block2", ("block2",)), ("block1", ("block1",)),
-         ("stem", ("stem", "stem_bn"))),  # fmt: skip
+        (
+            ("head", ("head",)),
+            ("block2", ("block2",)),
+            ("block1", ("block1",)),
+            ("stem", ("stem", "stem_bn")),
+        ),
         False,
     ),
     Spec(
@@ -261,7 +267,9 @@ def _ref_grad(c: Case, x, t, **kwargs):
 
 def _ref_grads(c: Case, images=None, **kwargs) -> np.ndarray:
     images = c.images if images is None else images
-    return np.stack([_ref_grad(c, x, int(t), **kwargs) for x, t in zip(images, c.targets)])
+    return np.stack(
+        [_ref_grad(c, x, int(t), **kwargs) for x, t in zip(images, c.targets, strict=True)]
+    )
 
 
 def _close(got, want, rtol=2e-4):
@@ -299,6 +307,49 @@ def test_wrap_refuses_options_the_model_does_not_declare():
         wrap(lambda x: x)
 
 
+class Tiny(nnx.Module):
+    """One 1x1 conv on 2x2 images; ``returns`` picks what __call__ gives back."""
+
+    def __init__(self, returns: str = "pair", heads=None):
+        self.conv = nnx.Conv(1, 2, (1, 1), rngs=nnx.Rngs(0))
+        self.returns, self.heads = returns, heads
+
+    def __call__(self, x):
+        h = self.conv(x)
+        if self.returns == "logits":
+            return h.mean((1, 2))
+        heads = {name: h.mean((1, 2)) for name in self.heads or ("logits",)}
+        return heads, ({"conv": h} if self.returns == "pair" else {})
+
+
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        (Tiny("logits"), "must return \\(heads, activations\\)"),
+        (Tiny("no activations"), "no activation None for out.embedding"),
+        (Tiny(heads=("class",)), "must be Python identifiers"),
+        (Tiny(heads=("activations",)), "not 'activations'"),
+    ],
+)
+def test_wrap_says_what_a_model_must_return(model, match):
+    params, apply_fn = wrap(model)
+    with pytest.raises(TypeError, match=match):
+        apply_fn(params, jnp.zeros((1, 2, 2, 1)))
+
+
+def test_wrap_reads_an_embedding_head_or_a_named_activation():
+    x = jnp.ones((1, 2, 2, 1))
+    params, apply_fn = wrap(Tiny(heads=("logits", "embedding")))
+    out = apply_fn(params, x)
+    assert out._fields == ("logits", "embedding", "activations")
+    params, apply_fn = wrap(Tiny(), embedding="conv")
+    np.testing.assert_array_equal(
+        apply_fn(params, x).embedding, Tiny()(x)[1]["conv"].reshape(1, -1)
+    )
+    with pytest.raises(TypeError, match="no activation 'nope'"):
+        wrap(Tiny(), embedding="nope")[1](params, x)
+
+
 def test_wrap_leaves_the_callers_model_in_train_mode():
     model = ResNet(rngs=nnx.Rngs(0))
     wrap(model)
@@ -323,8 +374,9 @@ def test_gradient_and_gradient_x_input_match_jax_grad(case):
     c = case
     g = _ref_grads(c)
     head = c.spec.head
-    _close(I.vanilla_gradient(c.apply_fn, c.params, c.images, c.targets, head=head),
-           np.abs(g).max(-1))  # fmt: skip
+    _close(
+        I.vanilla_gradient(c.apply_fn, c.params, c.images, c.targets, head=head), np.abs(g).max(-1)
+    )
     _close(
         I.vanilla_gradient(c.apply_fn, c.params, c.images, c.targets, head=head, reduce="none"), g
     )
@@ -370,8 +422,17 @@ def test_integrated_gradients_match_a_plain_loop_riemann_sum(case):
 def test_smoothgrad_matches_a_plain_loop_with_the_same_noise(case):
     c = case
     n, noise, key = 3, 0.2, jax.random.key(4)
-    sg = I.smoothgrad(c.apply_fn, c.params, c.images, c.targets, head=c.spec.head,
-                      n_samples=n, noise=noise, key=key, reduce="none")  # fmt: skip
+    sg = I.smoothgrad(
+        c.apply_fn,
+        c.params,
+        c.images,
+        c.targets,
+        head=c.spec.head,
+        n_samples=n,
+        noise=noise,
+        key=key,
+        reduce="none",
+    )
     x = np.asarray(c.images)
     sigma = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))[:, None, None, None]
     total = np.zeros(x.shape, np.float32)
@@ -410,8 +471,9 @@ def test_guided_backprop_and_deconvnet_match_hand_written_rules(case):
     for method, rule in ((I.guided_backprop, _Rules.guided), (I.deconvnet, _Rules.deconv)):
         want = _ref_grads(c, relu=rule)
         _close(method(*args, head=c.spec.head, reduce="none"), want)
-    assert not np.allclose(I.guided_backprop(*args, head=c.spec.head),
-                           I.vanilla_gradient(*args, head=c.spec.head))  # fmt: skip
+    assert not np.allclose(
+        I.guided_backprop(*args, head=c.spec.head), I.vanilla_gradient(*args, head=c.spec.head)
+    )
 
 
 @covers("grad_cam")
@@ -429,8 +491,14 @@ def test_grad_cam_matches_the_hand_formula(case):
         want = jax.nn.relu((act * g.mean(axis=(0, 1))).sum(-1))
         _close(cam, jax.image.resize(want, (h, w), method="bilinear"), rtol=1e-4)
     with pytest.raises(ValueError, match="must be spatial"):
-        I.grad_cam(c.apply_fn, c.params, c.images, c.targets, head=c.spec.head,
-                   layer=list(c.model(c.images)[1])[-1])  # fmt: skip
+        I.grad_cam(
+            c.apply_fn,
+            c.params,
+            c.images,
+            c.targets,
+            head=c.spec.head,
+            layer=list(c.model(c.images)[1])[-1],
+        )
 
 
 # --------------------------------------------------------------------------- occlusion
@@ -439,8 +507,16 @@ def test_occlusion_matches_a_plain_loop(case):
     c = case
     h, w, _ = c.spec.image_shape
     patch = (h // 3, w // 3)
-    occ = I.occlusion_map(c.apply_fn, c.params, c.images, c.targets, head=c.spec.head,
-                          patch=patch, stride=patch, output="logit")  # fmt: skip
+    occ = I.occlusion_map(
+        c.apply_fn,
+        c.params,
+        c.images,
+        c.targets,
+        head=c.spec.head,
+        patch=patch,
+        stride=patch,
+        output="logit",
+    )
     assert isinstance(occ, I.Occlusion) and occ.scores.shape == (3, 3, 3)
     for i, (x, t) in enumerate(zip(np.asarray(c.images), c.targets, strict=True)):
         for a, r in enumerate(range(0, h - patch[0] + 1, patch[0])):
@@ -449,8 +525,16 @@ def test_occlusion_matches_a_plain_loop(case):
                 hidden[r : r + patch[0], q : q + patch[1]] = 0.5
                 want = _head(c.model(hidden[None]), c.spec.head)[0, t]
                 _close(occ.scores[i, a, b], want, rtol=1e-5)
-    unit = I.occlusion_map(c.apply_fn, c.params, c.images, 0, layer=c.spec.layer, patch=patch,
-                           stride=patch, output="logit")  # fmt: skip
+    unit = I.occlusion_map(
+        c.apply_fn,
+        c.params,
+        c.images,
+        0,
+        layer=c.spec.layer,
+        patch=patch,
+        stride=patch,
+        output="logit",
+    )
     assert unit.scores.shape == (3, 3, 3) and bool(jnp.isfinite(unit.heatmap).all())
     masks = jax.random.bernoulli(jax.random.key(3), 0.3, c.images.shape[:3])
     scores = I.occlusion_localisation(occ.heatmap, masks)
@@ -458,8 +542,14 @@ def test_occlusion_matches_a_plain_loop(case):
 
 
 # --------------------------------------------------------------------------- activations and filters
-@covers("activation_maps", "activation_sparsity", "sparsity_curve", "dead_filters",
-        "DeadFilters", "feature_grid")  # fmt: skip
+@covers(
+    "activation_maps",
+    "activation_sparsity",
+    "sparsity_curve",
+    "dead_filters",
+    "DeadFilters",
+    "feature_grid",
+)
 def test_activations_match_the_unwrapped_model(case):
     c = case
     ref = c.model(c.images)[1]
@@ -520,8 +610,15 @@ def test_filters_of_every_conv_layer(case):
 def test_class_model_climbs_on_any_channel_count(case):
     c = case
     shape, head = c.spec.image_shape, c.spec.head
-    r = I.class_model(c.apply_fn, c.params, objective=("head", head), image_shape=shape,
-                      targets=[0, 1], steps=12, lr=0.05)  # fmt: skip
+    r = I.class_model(
+        c.apply_fn,
+        c.params,
+        objective=("head", head),
+        image_shape=shape,
+        targets=[0, 1],
+        steps=12,
+        lr=0.05,
+    )
     assert isinstance(r, I.ClassModel) and r.images.shape == (2, *shape)
     assert float(r.images.min()) >= 0 and float(r.images.max()) <= 1
     assert float(r.scores[-1].mean()) > float(r.scores[0].mean())
@@ -530,9 +627,15 @@ def test_class_model_climbs_on_any_channel_count(case):
     assert final.shape == (2, c.spec.n_classes)
     for param in ("pixel", "fourier"):
         for grey in (False, True):
-            r = I.class_model(c.apply_fn, c.params, objective=("layer", c.spec.layer, 1),
-                              image_shape=shape, steps=3, parametrisation=param,
-                              grayscale=grey)  # fmt: skip
+            r = I.class_model(
+                c.apply_fn,
+                c.params,
+                objective=("layer", c.spec.layer, 1),
+                image_shape=shape,
+                steps=3,
+                parametrisation=param,
+                grayscale=grey,
+            )
             assert r.images.shape == (1, *shape) and bool(jnp.isfinite(r.images).all())
             if grey:
                 np.testing.assert_array_equal(r.images[..., 0], r.images[..., -1])
@@ -596,14 +699,23 @@ def test_top_activating_patches_match_numpy(case):
 def test_localisation_table_on_every_method(case):
     c = case
     masks = jax.random.bernoulli(jax.random.key(3), 0.3, c.images.shape[:3])
-    methods = tuple(m for m in I.SALIENCY_METHODS
-                    if c.spec.relu or m not in ("guided_backprop", "deconvnet"))  # fmt: skip
+    methods = tuple(
+        m for m in I.SALIENCY_METHODS if c.spec.relu or m not in ("guided_backprop", "deconvnet")
+    )
     options = {m: {"head": c.spec.head} for m in methods}
     options["grad_cam"]["layer"] = c.spec.layer
     options["smoothgrad"]["n_samples"] = 2
     options["integrated_gradients"]["steps"] = 2
-    rows = I.localisation_table(c.apply_fn, c.params, c.images, masks, c.targets,
-                                methods=methods, options=options, model=c.spec.name)  # fmt: skip
+    rows = I.localisation_table(
+        c.apply_fn,
+        c.params,
+        c.images,
+        masks,
+        c.targets,
+        methods=methods,
+        options=options,
+        model=c.spec.name,
+    )
     assert [r["method"] for r in rows] == list(methods)
     grad = I.vanilla_gradient(c.apply_fn, c.params, c.images, c.targets, head=c.spec.head)
     scores = I.localisation_scores(grad, masks, tolerance=1)
@@ -615,8 +727,10 @@ def test_localisation_table_on_every_method(case):
 def test_sanity_checks_with_the_models_own_layers(case):
     c = case
     methods = ("gradient", "grad_cam")
-    options = {"gradient": {"head": c.spec.head},
-               "grad_cam": {"head": c.spec.head, "layer": c.spec.layer}}  # fmt: skip
+    options = {
+        "gradient": {"head": c.spec.head},
+        "grad_cam": {"head": c.spec.head, "layer": c.spec.layer},
+    }
     args = (c.apply_fn, c.params, c.random_params, c.images, c.targets)
     out = I.cascading_check(*args, methods=methods, cascade=c.spec.cascade, options=options)
     assert out["stages"] == [label for label, _ in c.spec.cascade]
@@ -636,8 +750,19 @@ def test_sanity_checks_with_the_models_own_layers(case):
 
 
 # --------------------------------------------------------------------------- embeddings
-@covers("embed", "pca", "PCA", "affinities", "Affinities", "joint_probabilities",
-        "kl_divergence_and_gradient", "tsne", "TSNEResult", "trustworthiness", "knn_accuracy")  # fmt: skip
+@covers(
+    "embed",
+    "pca",
+    "PCA",
+    "affinities",
+    "Affinities",
+    "joint_probabilities",
+    "kl_divergence_and_gradient",
+    "tsne",
+    "TSNEResult",
+    "trustworthiness",
+    "knn_accuracy",
+)
 def test_embedding_views_of_the_models_representation(case):
     c = case
     images = jax.random.uniform(jax.random.key(6), (24, *c.spec.image_shape))
@@ -687,3 +812,18 @@ def test_every_public_callable_is_covered():
     stale = sorted((COVERED | EXCLUDED) - set(I.__all__))
     assert not stale, f"covered or excluded names that scriptlab.interpret does not export: {stale}"
     assert all(inspect.isfunction(t) for n, t in globals().items() if n.startswith("test_"))
+
+
+# --------------------------------------------------------------------------- the docs page
+@pytest.mark.slow
+def test_own_model_page_runs():
+    # docs/own_model.md's code blocks, in order, in one namespace: the page cannot rot
+    page = (Path(__file__).resolve().parents[1] / "docs" / "own_model.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", page, re.S | re.M)
+    assert len(blocks) >= 5
+    namespace: dict = {}
+    exec(compile("\n".join(blocks), "docs/own_model.md", "exec"), namespace)
+    maps, rows = namespace["maps"], namespace["rows"]
+    assert set(maps) == set(I.SALIENCY_METHODS) and len(rows) == len(I.SALIENCY_METHODS)
+    assert all(m.shape == (8, 28, 28) and bool(jnp.isfinite(m).all()) for m in maps.values())
+    assert namespace["cm"].images.shape == (2, 28, 28, 1)
