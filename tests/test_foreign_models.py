@@ -239,7 +239,10 @@ def _randomise_batch_stats(model: nnx.Module, key) -> None:
             module.var.value = jax.random.uniform(k2, module.var.value.shape, minval=0.5, maxval=2)
 
 
-@pytest.fixture(scope="module", params=SPECS, ids=[s.name for s in SPECS])
+# every test over a foreign model compiles its methods afresh: slow on a 2-core CPU
+@pytest.fixture(
+    scope="module", params=[pytest.param(s, id=s.name, marks=pytest.mark.slow) for s in SPECS]
+)
 def case(request) -> Case:
     spec = request.param
     model = spec.make(rngs=nnx.Rngs(0))
