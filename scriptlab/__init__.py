@@ -19,6 +19,7 @@ worker processes never load JAX):
   archive     one file of trained zoo models (``scriptlab cache export / import``)
   interpret   saliency, class models, activations, occlusion, embeddings, influence
   viz         plotting helpers
+  wrap        your own Flax NNX model as an ``ApplyFn`` (docs: "Use it on your own model")
 """
 
 import importlib
@@ -39,6 +40,7 @@ __all__ = [
     "twins",
     "validation",
     "viz",
+    "wrap",
     "workshop",
     "zoo",
 ]

@@ -41,7 +41,8 @@ beartype), as equinox does.
 ``apply_fn`` is passed to ``jax.jit`` as a static argument, so it must hash and
 compare by value: two apply_fns of the same architecture should be equal, or
 every new instance recompiles every method. ``scriptlab.model.functional``
-returns one that is (its hash is the nnx GraphDef's).
+returns one that is (its hash is the nnx GraphDef's), and ``scriptlab.wrap.wrap``
+makes one of your own Flax NNX model (docs: "Use it on your own model").
 
 References: optax ``_src/base.py`` (a contract as Protocols); equinox
 ``Module`` (static arguments that hash by value).

@@ -254,9 +254,13 @@ def probe_outputs(apply_fn, params, images, head: str, *, logits: bool = True, *
     try:
         out = jax.eval_shape(lambda p, x: apply_fn(p, x, **kwargs), params, images[:1])
     except Exception as e:  # the model's own message says what it expected
+        options = ", ".join(f"{k}=" for k in kwargs)
+        given = f" with {options}" if kwargs else ""
+        hint = f", or does it not accept {options}?" if kwargs else "?"
         raise ValueError(
-            f"apply_fn could not run on images of shape {tuple(images.shape)} "
-            f"(wrong height, width or channel count for this model?): {type(e).__name__}: {e}"
+            f"apply_fn could not run on images of shape {tuple(images.shape)}{given} "
+            f"(wrong height, width or channel count for this model{hint}): "
+            f"{type(e).__name__}: {e}"
         ) from e
     if not hasattr(out, head):
         fields = getattr(out, "_fields", None) or [a for a in dir(out) if not a.startswith("_")]
@@ -268,6 +272,23 @@ def probe_outputs(apply_fn, params, images, head: str, *, logits: bool = True, *
     if logits and (shape is None or len(shape) != 2):
         raise ValueError(f"head={head!r} must be logits [N, n_classes], got shape {shape}")
     return out
+
+
+def check_image_shape(apply_fn, params, image_shape) -> tuple[int, int, int]:
+    """An (H, W, C) of positive ints that ``apply_fn`` runs on (traced, costs no FLOPs)."""
+    shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else None
+    if shape is None or len(shape) != 3:
+        raise ValueError(f"image_shape must be (H, W, C), got {image_shape!r}")
+    shape = tuple(check_int("image_shape", v, 1) for v in shape)
+    x = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    try:
+        jax.eval_shape(lambda p, im: apply_fn(p, im), params, x)
+    except Exception as e:  # the model's own message says what it expected
+        raise ValueError(
+            f"image_shape={shape} does not fit apply_fn (wrong height, width or channel "
+            f"count for this model?): {type(e).__name__}: {e}"
+        ) from e
+    return shape
 
 
 def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:

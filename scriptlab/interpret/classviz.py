@@ -5,7 +5,8 @@ mean image, as Simonyan et al. 2013, plus the regularisers that make the result
 readable on a small network: random jitter (Mordvintsev et al. 2015), periodic
 Gaussian blur and pixel clipping (Yosinski et al. 2015), a total-variation
 penalty (Mahendran & Vedaldi 2015), and a decorrelated Fourier parametrisation
-(Olah et al. 2017, Lucid). Grayscale or RGB.
+(Olah et al. 2017, Lucid). Any channel count: RGB, grayscale models, or one
+channel optimised and shown on all of a model's channels (``grayscale=True``).
 
 All targets (every class of a head, or several channels of a layer) are
 optimised together: one jitted call, ``vmap`` over targets and ``lax.scan`` over
@@ -34,6 +35,7 @@ from jaxtyping import Array, ArrayLike, Float, Integer
 from scriptlab.interpret._common import (
     check_array,
     check_choice,
+    check_image_shape,
     check_int,
     check_number,
     check_targets,
@@ -55,7 +57,7 @@ class ClassModel(NamedTuple):
     """Optimised images and the objective's score at every ascent step.
 
     Attributes:
-      images: float32[K, H, W, 3] in [0, 1], one per target.
+      images: float32[K, H, W, C] in [0, 1], one per target.
       scores: float32[steps, K], the score of the (jittered) image before each step.
     """
 
@@ -86,8 +88,8 @@ def _fourier_scale(h: int, w: int) -> jax.Array:
 
 
 def _init(key, n: int, s: _Static) -> jax.Array:
-    h, w, _ = s.image_shape
-    c = 1 if s.grayscale else 3
+    h, w, channels = s.image_shape
+    c = 1 if s.grayscale else channels
     if s.parametrisation == "pixel":
         # The mean image, plus a whisper of noise: a constant image has no
         # spatial structure to climb from (and zero spread, which a model that
@@ -97,8 +99,8 @@ def _init(key, n: int, s: _Static) -> jax.Array:
 
 
 def _to_image(z: jax.Array, s: _Static) -> jax.Array:
-    """One parameter tensor -> image float32[H, W, 3] in [0, 1]."""
-    h, w, _ = s.image_shape
+    """One parameter tensor -> image float32[H, W, C] in [0, 1]."""
+    h, w, channels = s.image_shape
     if s.parametrisation == "pixel":
         img = 0.5 + z
     else:
@@ -108,10 +110,10 @@ def _to_image(z: jax.Array, s: _Static) -> jax.Array:
             * (h * w) ** 0.5
             / 4.0
         )
-        if not s.grayscale:
+        if not s.grayscale and channels == 3:  # Lucid's colour decorrelation is for RGB
             x = x @ _COLOR_SQRT.T
         img = jax.nn.sigmoid(x)
-    return jnp.broadcast_to(img, (h, w, 3)) if s.grayscale else img
+    return jnp.broadcast_to(img, (h, w, channels)) if s.grayscale else img
 
 
 def _total_variation(img: jax.Array) -> jax.Array:
@@ -128,7 +130,7 @@ def _ascend(apply_fn, params, targets, key, lr, l2, tv, *, static: _Static) -> C
 
 
 def _ascend_targets(apply_fn, params, targets, key, lr, l2, tv, s: _Static) -> ClassModel:
-    """ClassModel(images float32[K, H, W, 3], scores float32[K, steps]) of K targets."""
+    """ClassModel(images float32[K, H, W, C], scores float32[K, steps]) of K targets."""
     init_key, jitter_key = jax.random.split(key)
     z0 = _init(init_key, targets.shape[0], s)
     opt = optax.sgd(lr) if s.optimizer == "sgd" else optax.adam(lr)
@@ -198,7 +200,7 @@ def class_model(
         ``("layer", name)``) optimises every channel of the layer.
       targets: int[K] class ids (or channels); default every class / channel.
         Overridden by an int ``channel`` in a layer objective.
-      image_shape: (H, W, 3) of the model's inputs.
+      image_shape: (H, W, C) of the model's inputs, any channel count C.
       steps: ascent steps (``lax.scan``).
       lr: step size (traced: changing it does not recompile).
       l2: weight of the L2 penalty ||I - 0.5||^2 (Simonyan's lambda; traced).
@@ -210,15 +212,15 @@ def class_model(
       blur_every: blur period in steps.
       clip: keep pixels in [0, 1] after each step (pixel parametrisation; the
         Fourier one maps through a sigmoid instead).
-      parametrisation: "pixel" (Simonyan) or "fourier" (decorrelated colour,
-        1/frequency-scaled spectrum, Olah et al. 2017).
-      grayscale: optimise one channel shown on all three.
+      parametrisation: "pixel" (Simonyan) or "fourier" (1/frequency-scaled
+        spectrum, with decorrelated colour when C = 3; Olah et al. 2017).
+      grayscale: optimise one channel shown on all C.
       optimizer: "adam" (default; robust to the score's scale) or "sgd"
         (Simonyan's plain gradient ascent).
       seed: PRNG seed for the initial noise and the jitter (same seed, same images).
 
     Returns:
-      ClassModel(images float32[K, H, W, 3] in [0, 1], scores float32[steps, K]).
+      ClassModel(images float32[K, H, W, C] in [0, 1], scores float32[steps, K]).
 
     References: Simonyan, Vedaldi & Zisserman 2013, Deep Inside Convolutional Networks,
     https://arxiv.org/abs/1312.6034; Olah, Mordvintsev & Schubert 2017, Feature
@@ -226,8 +228,7 @@ def class_model(
     """
     check_choice("parametrisation", parametrisation, PARAMETRISATIONS)
     check_choice("optimizer", optimizer, OPTIMIZERS)
-    if len(image_shape) != 3 or image_shape[-1] != 3:
-        raise ValueError(f"image_shape must be (H, W, 3), got {image_shape}")
+    image_shape = check_image_shape(apply_fn, params, image_shape)
     for name, value, low in (
         ("steps", steps, 1),
         ("jitter", jitter, 0),

@@ -134,7 +134,7 @@ def embed(
       apply_fn: a ``scriptlab.protocols.ApplyFn``; ``out.embedding`` (or
         ``out.activations[layer]``) is read.
       params: the model parameters (any pytree).
-      images: float32[N, H, W, 3] in [0, 1], or uint8[N, H, W, 3] (divided by
+      images: float32[N, H, W, C] in [0, 1], or uint8[N, H, W, C] (divided by
         255 chunk by chunk).
       layer: None for ``out.embedding``; otherwise another output field or a
         name in ``out.activations``, flattened to [N, -1].

@@ -30,19 +30,34 @@ from scriptlab.interpret._common import check_array, check_int
 MEASURES = ("tv", "hf")
 
 
+def _conv_paths(tree, prefix: str = "") -> list[str]:
+    """Dotted paths of every sub-dict holding a 4-D "kernel", in the tree's order."""
+    if not isinstance(tree, dict):
+        return []
+    here = [prefix[:-1]] if getattr(tree.get("kernel"), "ndim", 0) == 4 else []
+    return here + [p for k, v in tree.items() for p in _conv_paths(v, f"{prefix}{k}.")]
+
+
 def conv_kernel(params, layer: str) -> jax.Array:
-    """float32[kh, kw, c_in, c_out] kernel of a conv layer from a params pytree."""
+    """float32[kh, kw, c_in, c_out] kernel of a conv layer from a params pytree.
+
+    Args:
+      params: the model parameters (an nnx.State or nested dicts).
+      layer: the layer's attribute name, or a dotted path to a nested one
+        ("block1.conv_a"; list items by index, "blocks.0.conv").
+    """
     tree = params.to_pure_dict() if hasattr(params, "to_pure_dict") else params
-    if layer not in tree or "kernel" not in tree[layer]:
-        convs = [
-            k
-            for k, v in tree.items()
-            if isinstance(v, dict) and getattr(v.get("kernel"), "ndim", 0) == 4
-        ]
+    node = tree
+    for key in str(layer).split("."):
+        node = node.get(key, node.get(int(key)) if key.isdigit() else None)
+        if not isinstance(node, dict):
+            break
+    if not isinstance(node, dict) or "kernel" not in node:
         raise ValueError(
-            f"layer must name a conv layer with a 4-D kernel; got {layer!r}, allowed: {', '.join(convs)}"
+            f"layer must name a conv layer with a 4-D kernel; got {layer!r}, "
+            f"allowed: {', '.join(_conv_paths(tree))}"
         )
-    kernel = jnp.asarray(tree[layer]["kernel"])
+    kernel = jnp.asarray(node["kernel"])
     if kernel.ndim != 4:
         raise ValueError(
             f"layer {layer!r} has a {kernel.ndim}-D kernel; expected [kh, kw, c_in, c_out]"
@@ -61,10 +76,11 @@ def filter_images(kernel, *, mode: str = "rgb") -> np.ndarray:
     """First-layer filters as displayable images in [0, 1].
 
     Args:
-      kernel: float32[kh, kw, 3, c_out] (``mode="rgb"``) or any [kh, kw, c_in, c_out].
+      kernel: float32[kh, kw, 3 or 1, c_out] (``mode="rgb"``) or any [kh, kw, c_in, c_out].
       mode: "rgb": one colour image per filter, all three input channels scaled
-        together around mid-grey (0.5 = zero weight); "channels": one grey image
-        per (filter, input channel), each scaled symmetrically by its filter's max |w|.
+        together around mid-grey (0.5 = zero weight; a 1-channel kernel, a
+        grayscale model's, is shown grey); "channels": one grey image per
+        (filter, input channel), each scaled symmetrically by its filter's max |w|.
 
     Returns:
       float32[c_out, kh, kw, 3] for "rgb", float32[c_out, c_in, kh, kw] for "channels".
@@ -73,9 +89,12 @@ def filter_images(kernel, *, mode: str = "rgb") -> np.ndarray:
     scale = np.abs(kernel).max(axis=(0, 1, 2), keepdims=True)
     scaled = 0.5 + 0.5 * kernel / np.where(scale > 0, scale, 1.0)  # [kh, kw, cin, cout]
     if mode == "rgb":
-        if kernel.shape[2] != 3:
-            raise ValueError(f"mode='rgb' needs 3 input channels, got kernel shape {kernel.shape}")
-        return scaled.transpose(3, 0, 1, 2).astype(np.float32)
+        if kernel.shape[2] not in (1, 3):
+            raise ValueError(
+                f"mode='rgb' needs 3 input channels (or 1, shown grey), got kernel shape {kernel.shape}"
+            )
+        rgb = np.broadcast_to(scaled, (*scaled.shape[:2], 3, scaled.shape[3]))
+        return rgb.transpose(3, 0, 1, 2).astype(np.float32)
     if mode == "channels":
         return scaled.transpose(3, 2, 0, 1).astype(np.float32)
     raise ValueError(f"mode must be 'rgb' or 'channels', got {mode!r}")

@@ -561,6 +561,7 @@ def grad_cam(
         raise ValueError(
             f"layer={layer!r} must be spatial [N, h, w, k], got shape {acts[layer].shape}"
         )
+    probe_outputs(apply_fn, params, images, head, perturb={layer: jnp.zeros(acts[layer].shape)})
     return _grad_cam_map(apply_fn, params, images, targets, head=head, layer=layer)
 
 

@@ -146,6 +146,11 @@ def _path_names(path) -> set[str]:
     return {str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", "")))) for k in path}
 
 
+def _layer_names(params) -> set[str]:
+    """Every key on any leaf's path: the names a cascade may use."""
+    return set().union(*(_path_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)))
+
+
 def randomise_layers(params, random_params, layers: tuple[str, ...]):
     """``params`` with every leaf under one of ``layers`` taken from ``random_params``.
 
@@ -157,7 +162,7 @@ def randomise_layers(params, random_params, layers: tuple[str, ...]):
         raise ValueError(
             f"random_params must have the structure of params: {len(fresh)} leaves vs {len(leaves)}"
         )
-    known = set().union(*(_path_names(p) for p, _ in leaves))
+    known = _layer_names(params)
     missing = [name for name in layers if name not in known]
     if missing:
         raise ValueError(f"layers {missing} are not in params (which has {sorted(known)})")
@@ -169,6 +174,14 @@ def randomise_layers(params, random_params, layers: tuple[str, ...]):
 
 def cascading_randomisation(params, random_params, cascade=CASCADE) -> list[tuple[str, object]]:
     """[("original", params), (stage, params with this and all earlier stages re-initialised), ...]."""
+    known = _layer_names(params)
+    missing = [name for _, layers in cascade for name in layers if name not in known]
+    if missing:
+        raise ValueError(
+            f"cascade names layers {missing} that are not in params; pass cascade=((stage, "
+            f"(layer, ...)), ...) naming your model's layers from the top down (the default, "
+            f"CASCADE, is ScriptNet's)"
+        )
     stages = [("original", params)]
     done: tuple[str, ...] = ()
     for label, layers in cascade:
