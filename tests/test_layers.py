@@ -22,7 +22,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("scriptlab", "validation", "cache", "protocols", "distributed", "metrics"),
         (),
     ),
-    "model": (("model",), ("foundation",)),
+    "model": (("model", "wrap"), ("foundation",)),
     "data": (("words", "fonts", "data", "twins"), ("foundation",)),
     # the methods ask for a protocol, never for ScriptNet or the dataset
     "methods": (("interpret", "probe", "erasure"), ("foundation",)),
