@@ -65,6 +65,7 @@ from scriptlab.interpret._common import (
     uint8_to_float,
 )
 from scriptlab.model import ScriptNet, functional
+from scriptlab.protocols import ApplyFn
 from scriptlab.validation import check_bool, check_int, check_name, check_number
 
 MODES = ("baseline", "multitask", "unlearn", "ascent", "cdann", "balanced", "groupdro")
@@ -371,7 +372,7 @@ def make_step(
     )
 
 
-def predict(apply_fn, params, images, *, batch_size: int = 250):
+def predict(apply_fn: ApplyFn, params, images, *, batch_size: int = 250):
     """Script logits, font logits and embeddings for uint8 images, in memory-bounded chunks.
 
     Args:
@@ -404,7 +405,7 @@ def _predict(apply_fn, params, images, batch_size):
     return tuple(o.reshape(n_batches * batch_size, *o.shape[2:])[:n] for o in outs)
 
 
-def evaluate(apply_fn, params, split: data_lib.Split) -> dict[str, float]:
+def evaluate(apply_fn: ApplyFn, params, split: data_lib.Split) -> dict[str, float]:
     """Script and font-head accuracy on a split."""
     if len(split) == 0:
         return {"script_acc": float("nan"), "font_acc": float("nan")}

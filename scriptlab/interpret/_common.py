@@ -22,10 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-# The two ways a transform's independent work is split across devices: re-exported
-# here so that every method module takes its helpers from this one module.
 from scriptlab.distributed import map_rows as map_rows
 from scriptlab.distributed import split_rows as split_rows
+
+# The two ways a transform's independent work is split across devices: re-exported
+# here so that every method module takes its helpers from this one module.
+from scriptlab.protocols import ApplyFn
 
 # The scalar and array checks every layer shares live at the bottom; re-exported here so
 # that every method module takes its checks from this one module.
@@ -238,7 +240,7 @@ def check_hessian(hessian, params, method: str):
 
 
 # --------------------------------------------------------------------------- probing apply_fn
-def probe_outputs(apply_fn, params, images, head: str, *, logits: bool = True, **kwargs):
+def probe_outputs(apply_fn: ApplyFn, params, images, head: str, *, logits: bool = True, **kwargs):
     """Run ``apply_fn`` abstractly (``jax.eval_shape``) on one image; turn failures into clear errors.
 
     Args:
@@ -274,7 +276,7 @@ def probe_outputs(apply_fn, params, images, head: str, *, logits: bool = True, *
     return out
 
 
-def check_image_shape(apply_fn, params, image_shape) -> tuple[int, int, int]:
+def check_image_shape(apply_fn: ApplyFn, params, image_shape) -> tuple[int, int, int]:
     """An (H, W, C) of positive ints that ``apply_fn`` runs on (traced, costs no FLOPs)."""
     shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else None
     if shape is None or len(shape) != 3:
@@ -291,7 +293,9 @@ def check_image_shape(apply_fn, params, image_shape) -> tuple[int, int, int]:
     return shape
 
 
-def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+def layer_shapes(
+    apply_fn: ApplyFn, params, image_shape: Sequence[int]
+) -> dict[str, tuple[int, ...]]:
     """Shape of every named activation for one image, e.g. {'conv1': (16, 32, 16), ...}.
 
     Traced with ``jax.eval_shape``: costs no FLOPs.
@@ -307,7 +311,7 @@ def layer_shapes(apply_fn, params, image_shape: Sequence[int]) -> dict[str, tupl
 
 
 def check_layers(
-    apply_fn, params, image_shape, layers, *, spatial: bool = False
+    apply_fn: ApplyFn, params, image_shape, layers, *, spatial: bool = False
 ) -> tuple[str, ...]:
     """Validate layer names against the model's activations (all of them when ``layers`` is None)."""
     shapes = layer_shapes(apply_fn, params, image_shape)
@@ -348,7 +352,7 @@ def gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
 
 
 def forward_chunks(
-    apply_fn, params: Any, images, *, layer: str | None, batch_size: int
+    apply_fn: ApplyFn, params: Any, images, *, layer: str | None, batch_size: int
 ) -> jax.Array:
     """One representation per image, float32[N, D], over memory-bounded chunks in one jitted call.
 

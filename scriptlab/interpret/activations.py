@@ -37,7 +37,7 @@ from scriptlab.interpret._common import (
     check_number,
     map_rows,
 )
-from scriptlab.protocols import AnyArray, Image
+from scriptlab.protocols import AnyArray, ApplyFn, Image
 
 
 class DeadFilters(NamedTuple):
@@ -65,7 +65,7 @@ def _maps(apply_fn, params, images, *, layers, batch_size):
 
 
 def activation_maps(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     *,
@@ -135,7 +135,7 @@ def _stats(apply_fn, params, images, *, layers, batch_size):
 
 
 def activation_sparsity(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     *,
@@ -180,7 +180,7 @@ def _curve(apply_fn, stacked, images, *, layers, batch_size):
 
 
 def sparsity_curve(
-    apply_fn,
+    apply_fn: ApplyFn,
     snapshots: Sequence[tuple[int, Any]],
     images: Image[AnyArray, "n h w c"],
     *,
@@ -208,7 +208,7 @@ def sparsity_curve(
 
 
 def dead_filters(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     *,

@@ -43,6 +43,7 @@ from scriptlab.interpret._common import (
     probe_outputs,
     split_rows,
 )
+from scriptlab.protocols import ApplyFn
 
 PARAMETRISATIONS = ("pixel", "fourier")
 OPTIMIZERS = ("sgd", "adam")
@@ -170,7 +171,7 @@ def _ascend_targets(apply_fn, params, targets, key, lr, l2, tv, s: _Static) -> C
 
 
 def class_model(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     *,
     objective: tuple = ("head", "script"),
@@ -277,7 +278,7 @@ def class_model(
 
 
 def final_scores(
-    apply_fn, params, result: ClassModel, *, head: str = "script"
+    apply_fn: ApplyFn, params, result: ClassModel, *, head: str = "script"
 ) -> Float[Array, "k classes"]:
     """Logits of the optimised images (no jitter): float32[K, n_classes]."""
     # finite, but not range-checked: clip=False images may leave [0, 1]

@@ -25,7 +25,7 @@ from jaxtyping import Array, Bool, Float, Real
 
 from scriptlab.interpret._common import check_array, check_int, check_method_options
 from scriptlab.interpret.saliency import METHODS, saliency
-from scriptlab.protocols import AnyArray, Image, Targets
+from scriptlab.protocols import AnyArray, ApplyFn, Image, Targets
 
 
 def _check_maps_masks(maps, masks) -> tuple[jax.Array, jax.Array]:
@@ -94,7 +94,7 @@ def localisation_scores(
 
 
 def localisation_table(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     masks: Bool[AnyArray, "n h w"],

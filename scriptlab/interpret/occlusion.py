@@ -41,7 +41,7 @@ from scriptlab.interpret._common import (
     map_rows,
     probe_outputs,
 )
-from scriptlab.protocols import AnyArray, Image, Targets
+from scriptlab.protocols import AnyArray, ApplyFn, Image, Targets
 
 FILLS = ("grey", "mean", "blur")
 OUTPUTS = ("probability", "logit")
@@ -171,7 +171,7 @@ def _occlusion(
 
 
 def occlusion(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,

@@ -45,6 +45,7 @@ from scriptlab.interpret._common import (
     check_number,
     map_rows,
 )
+from scriptlab.protocols import ApplyFn
 
 
 class ReceptiveField(NamedTuple):
@@ -262,7 +263,7 @@ def _top(apply_fn, params, images, *, layer, k, batch_size):
 
 
 def top_activating(
-    apply_fn, params, images, layer: str, *, k: int = 8, batch_size: int = 64
+    apply_fn: ApplyFn, params, images, layer: str, *, k: int = 8, batch_size: int = 64
 ) -> TopPatches:
     """For every channel of a layer, the k images that activate it most, and where.
 

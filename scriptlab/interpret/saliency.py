@@ -48,7 +48,7 @@ from scriptlab.interpret._common import (
     probe_outputs,
     split_rows,
 )
-from scriptlab.protocols import AnyArray, Image, Targets
+from scriptlab.protocols import AnyArray, ApplyFn, Image, Targets
 
 METHODS = (
     "gradient",
@@ -259,7 +259,7 @@ def _grad_cam_map(apply_fn, params, images, targets, *, head, layer):
 
 # --------------------------------------------------------------------------- public API
 def vanilla_gradient(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,
@@ -291,7 +291,7 @@ def vanilla_gradient(
 
 
 def gradient_x_input(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,
@@ -314,7 +314,7 @@ def gradient_x_input(
 
 
 def smoothgrad(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,
@@ -386,7 +386,7 @@ def make_baseline(
 
 
 def integrated_gradients(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,
@@ -435,7 +435,7 @@ def integrated_gradients(
 
 
 def completeness_gap(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,
@@ -467,7 +467,7 @@ def completeness_gap(
 
 
 def guided_backprop(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,
@@ -499,7 +499,7 @@ def guided_backprop(
 
 
 def deconvnet(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,
@@ -533,7 +533,7 @@ def deconvnet(
 
 
 def grad_cam(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,
@@ -577,7 +577,7 @@ _FUNCTIONS = {
 
 
 def saliency(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     images: Image[AnyArray, "n h w c"],
     targets: Targets,

@@ -36,6 +36,7 @@ from scriptlab.interpret._common import (
     check_number,
 )
 from scriptlab.interpret.saliency import METHODS, saliency
+from scriptlab.protocols import ApplyFn
 
 # Top layer down; each stage re-initialises its layers on top of the previous ones.
 CASCADE: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -195,7 +196,7 @@ def _method_options(method: str, options: dict | None) -> dict:
 
 
 def cascading_check(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     random_params,
     images,
@@ -237,7 +238,7 @@ def cascading_check(
 
 
 def data_randomisation_check(
-    apply_fn,
+    apply_fn: ApplyFn,
     params,
     shuffled_params,
     images,
