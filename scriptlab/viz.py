@@ -171,7 +171,8 @@ def image_grid(
         entries: own range). Panels that share limits can be compared by eye
         (``attribution_limits``).
       colorbar_label: when given, each column with limits gets a colourbar below it, with
-        this label; "{title}" in it is replaced by the column's title.
+        this label ("{title}" in it is replaced by the column's title); with one pair of
+        limits for every panel, the grid gets a single colourbar on its right instead.
       cell: (width, height) in inches of one panel.
       fontsize: of the labels and titles (default: the style's, see ``style``).
       suptitle: a title over the whole grid.
@@ -181,7 +182,8 @@ def image_grid(
     n_rows, n_cols = len(panels), len(panels[0])
     if cmaps is None or isinstance(cmaps, str):
         cmaps = [cmaps] * n_cols
-    if vlims is None or (len(vlims) == 2 and np.isscalar(vlims[0])):
+    shared = vlims is not None and len(vlims) == 2 and np.isscalar(vlims[0])
+    if vlims is None or shared:
         vlims = [vlims] * n_cols
     if len(vlims) != n_cols:
         raise ValueError(
@@ -200,10 +202,18 @@ def image_grid(
             shown = axes[r, c].imshow(np.asarray(image), cmap=cmaps[c], vmin=lims[0], vmax=lims[1])
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
-            if colorbar_label is not None and r == n_rows - 1 and lims[0] is not None:
+            if (
+                colorbar_label is not None
+                and r == n_rows - 1
+                and lims[0] is not None
+                and not shared
+            ):
                 title = col_titles[c].replace("_", " ") if c < len(col_titles) else ""
                 bar = fig.colorbar(shown, ax=axes[:, c], location="bottom", shrink=0.9, aspect=12)
                 bar.set_label(colorbar_label.replace("{title}", title), fontsize=fontsize)
+    if shared and colorbar_label is not None:
+        bar = fig.colorbar(shown, ax=axes, location="right", shrink=0.6, aspect=25)
+        bar.set_label(colorbar_label, fontsize=fontsize)
     for r, label in enumerate(row_labels):
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=fontsize)
     for c, title in enumerate(col_titles):

@@ -221,3 +221,15 @@ def test_image_grid_shares_limits_per_column_and_draws_signed_colourbars():
     plt.close(fig)
     with pytest.raises(ValueError, match="vlims must be one"):
         viz.image_grid([[neg, pos]], vlims=[(0, 1)] * 3)
+
+
+def test_image_grid_with_one_shared_scale_draws_one_colourbar():
+    grey = np.linspace(0, 1, 32).reshape(4, 8)
+    fig = viz.image_grid(
+        [[grey, grey], [grey, 2 * grey]], vlims=(0.0, 1.0), colorbar_label="pixel rank"
+    )
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert [b.get_ylabel() for b in bars] == ["pixel rank"]
+    image_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert {ax.images[0].get_clim() for ax in image_axes} == {(0.0, 1.0)}
+    plt.close(fig)
