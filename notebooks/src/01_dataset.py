@@ -108,11 +108,11 @@ for row in table:
 # %% [markdown]
 # ## Class balance and the bias knob
 #
-# Scripts are balanced in every split. Styles are not, on purpose: in train, val and test a fraction
-# `rho` of every script is drawn in that script's *assigned* style (Latin in hand, Cyrillic in serif,
-# Greek in mono, ...), the rest uniformly from the other styles it has fonts in. A model can then
-# score well by reading style instead of letters, exactly the shortcut the unlearning notebook
-# fights. The **conflict** split never uses a script's assigned style: it measures how much a
+# Scripts are balanced in every split (the held-out split, which has no Korean, up to one crop).
+# Styles are not, on purpose: in train, val and test a fraction `rho` of every script is drawn in
+# that script's *assigned* style (Latin in hand, Cyrillic in serif, Greek in mono, ...), the rest
+# uniformly from the other styles it has fonts in. A model can then score well by reading style
+# instead of letters, exactly the shortcut the unlearning notebook fights. The **conflict** split never uses a script's assigned style: it measures how much a
 # model leans on the shortcut.
 
 # %%
