@@ -110,6 +110,35 @@ def image_row(images, titles=(), *, cmap=None, size: float = 1.4, suptitle: str 
     return fig
 
 
+# Attribution maps: a diverging map for signed evidence (red for, blue against, white zero)
+# and a sequential one for magnitudes.
+SIGNED_CMAP = "RdBu_r"
+ABS_CMAP = "inferno"
+
+
+def attribution_limits(maps, *, signed: bool = False, percentile: float = 99.5):
+    """One pair of colour limits for attribution maps that are compared side by side.
+
+    Panels drawn with the same limits can be compared by eye: a weak map looks weak instead of
+    being stretched to full contrast, as scaling each panel to its own maximum does. The upper
+    limit is a high percentile of ``|maps|`` rather than the maximum, so one hot pixel does not
+    wash out the rest; pixels beyond it saturate (the colourbar's end).
+
+    Args:
+      maps: float[..., H, W] attribution maps (any leading shape), all in the same units.
+      signed: True for limits symmetric about zero (draw with ``SIGNED_CMAP``, so negative
+        evidence shows); False for magnitudes from zero (draw ``|maps|`` with ``ABS_CMAP``).
+      percentile: of ``|maps|``, in (0, 100], that sets the upper limit.
+
+    Returns:
+      (vmin, vmax): (-q, q) when signed, else (0, q); q > 0 even for all-zero maps.
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    q = max(float(np.percentile(np.abs(np.asarray(maps, float)), percentile)), 1e-12)
+    return (-q, q) if signed else (0.0, q)
+
+
 def abs_scaled(image_map) -> np.ndarray:
     """``|map|`` divided by its maximum, so a saliency map shows in [0, 1] (an all-zero map stays 0)."""
     m = np.abs(np.asarray(image_map))
@@ -122,6 +151,8 @@ def image_grid(
     row_labels=(),
     col_titles=(),
     cmaps=None,
+    vlims=None,
+    colorbar_label: str | None = None,
     cell: tuple[float, float] = (1.9, 0.95),
     fontsize: float | None = None,
     suptitle: str | None = None,
@@ -135,6 +166,13 @@ def image_grid(
       col_titles: a title above each column; underscores show as spaces.
       cmaps: one colormap for every panel, or a sequence of one per column (None
         entries: matplotlib's default; RGB images ignore it).
+      vlims: colour limits of single-channel panels: None (each panel stretched to its own
+        range), one (vmin, vmax) pair for every panel, or a sequence of one per column (None
+        entries: own range). Panels that share limits can be compared by eye
+        (``attribution_limits``).
+      colorbar_label: when given, each column with limits gets a colourbar below it, with
+        this label ("{title}" in it is replaced by the column's title); with one pair of
+        limits for every panel, the grid gets a single colourbar on its right instead.
       cell: (width, height) in inches of one panel.
       fontsize: of the labels and titles (default: the style's, see ``style``).
       suptitle: a title over the whole grid.
@@ -144,6 +182,13 @@ def image_grid(
     n_rows, n_cols = len(panels), len(panels[0])
     if cmaps is None or isinstance(cmaps, str):
         cmaps = [cmaps] * n_cols
+    shared = vlims is not None and len(vlims) == 2 and np.isscalar(vlims[0])
+    if vlims is None or shared:
+        vlims = [vlims] * n_cols
+    if len(vlims) != n_cols:
+        raise ValueError(
+            f"vlims must be one (vmin, vmax) pair or {n_cols} (one per column), got {len(vlims)}"
+        )
     fig, axes = plt.subplots(
         n_rows,
         n_cols,
@@ -153,9 +198,22 @@ def image_grid(
     )
     for r, row in enumerate(panels):
         for c, image in enumerate(row):
-            axes[r, c].imshow(np.asarray(image), cmap=cmaps[c])
+            lims = vlims[c] if np.ndim(image) == 2 and vlims[c] is not None else (None, None)
+            shown = axes[r, c].imshow(np.asarray(image), cmap=cmaps[c], vmin=lims[0], vmax=lims[1])
             axes[r, c].set_xticks([])
             axes[r, c].set_yticks([])
+            if (
+                colorbar_label is not None
+                and r == n_rows - 1
+                and lims[0] is not None
+                and not shared
+            ):
+                title = col_titles[c].replace("_", " ") if c < len(col_titles) else ""
+                bar = fig.colorbar(shown, ax=axes[:, c], location="bottom", shrink=0.9, aspect=12)
+                bar.set_label(colorbar_label.replace("{title}", title), fontsize=fontsize)
+    if shared and colorbar_label is not None:
+        bar = fig.colorbar(shown, ax=axes, location="right", shrink=0.6, aspect=25)
+        bar.set_label(colorbar_label, fontsize=fontsize)
     for r, label in enumerate(row_labels):
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=fontsize)
     for c, title in enumerate(col_titles):

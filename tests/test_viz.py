@@ -181,3 +181,55 @@ def test_exit_stops_prefetching_and_waits_for_the_key_in_flight(tmp_path):
     after = lines[lines.index("exiting") + 1 :]
     assert len(after) <= 1, after  # at most the key in flight finishes after the exit began
     assert len(lines) < 50  # the rest never started
+
+
+def test_attribution_limits_are_shared_and_signed_on_request():
+    maps = np.stack([np.full((4, 8), -3.0), np.full((4, 8), 1.0)])
+    assert viz.attribution_limits(maps, signed=True, percentile=100) == (-3.0, 3.0)
+    assert viz.attribution_limits(maps, percentile=100) == (0.0, 3.0)
+    # a high percentile keeps one hot pixel from washing out the rest
+    hot = np.ones((10, 10))
+    hot[0, 0] = 1000.0
+    assert viz.attribution_limits(hot, percentile=98) == (0.0, 1.0)
+    assert viz.attribution_limits(np.zeros((2, 2)))[1] > 0
+    with pytest.raises(ValueError, match="percentile must be in"):
+        viz.attribution_limits(maps, percentile=0)
+
+
+def test_image_grid_shares_limits_per_column_and_draws_signed_colourbars():
+    rgb = np.random.default_rng(0).random((4, 8, 3))
+    neg, pos = np.full((4, 8), -0.5), np.full((4, 8), 0.25)
+    fig = viz.image_grid(
+        [[rgb, neg, pos], [rgb, pos, neg]],
+        col_titles=["crop", "gradient", "ig"],
+        cmaps=(None, viz.SIGNED_CMAP, viz.ABS_CMAP),
+        vlims=[None, (-1.0, 1.0), (0.0, 0.5)],
+        colorbar_label="{title} (score per pixel)",
+    )
+    image_axes = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    axes = np.array(image_axes).reshape(2, 3)
+    assert axes[0, 1].images[0].get_clim() == axes[1, 1].images[0].get_clim() == (-1.0, 1.0)
+    assert axes[1, 2].images[0].get_clim() == (0.0, 0.5)
+    # a signed map keeps its sign: -0.5 is drawn below the middle of the diverging scale
+    assert axes[0, 1].images[0].norm(-0.5) == 0.25
+    assert axes[0, 1].images[0].get_cmap().name == "RdBu_r"
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert sorted(b.get_xlabel() for b in bars) == [
+        "gradient (score per pixel)",
+        "ig (score per pixel)",
+    ]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="vlims must be one"):
+        viz.image_grid([[neg, pos]], vlims=[(0, 1)] * 3)
+
+
+def test_image_grid_with_one_shared_scale_draws_one_colourbar():
+    grey = np.linspace(0, 1, 32).reshape(4, 8)
+    fig = viz.image_grid(
+        [[grey, grey], [grey, 2 * grey]], vlims=(0.0, 1.0), colorbar_label="pixel rank"
+    )
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert [b.get_ylabel() for b in bars] == ["pixel rank"]
+    image_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert {ax.images[0].get_clim() for ax in image_axes} == {(0.0, 1.0)}
+    plt.close(fig)
