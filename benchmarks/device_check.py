@@ -615,7 +615,7 @@ def spearman_rows(a, b) -> float:
 def maps_agree(a, b, *, key: str = "maps_rel_l2") -> list[Check]:
     return [
         Check("rel. L2", rel_l2(a, b), TOLERANCES[key]),
-        Check("max |diff|", max_abs(a, b), None),
+        Check("max abs diff", max_abs(a, b), None),
     ]
 
 
