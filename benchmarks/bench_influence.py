@@ -338,26 +338,28 @@ def wholenet_speed(ds, m):
     x, y = ds.train.images[:N_SPEED], jnp.asarray(ds.train.script[:N_SPEED])
     xt, yt = ds.test.images[:100], jnp.asarray(ds.test.script[:100])
     retrain = retrain_seconds(ds, m)
-    loss = inf.ScriptNetLoss(m.apply_fn, "script")
+    loss = inf.layerwise_loss(m.apply_fn, "script")
     snaps = zoo.load_epochs("baseline")
     lrs = inf.epoch_learning_rates(m.config, n_all, [e for e, _ in snaps])
     rows = []
     ck = [p for _, p in snaps[1:]]
-    _, t = timed(lambda: inf.tracin_scores(loss, ck[-1:], lrs[-1:], x, y, xt, yt, batch_size=128))
+    _, t = timed(
+        lambda: inf.tracin_scores(
+            loss, ck[-1:], x, y, xt, yt, learning_rates=lrs[-1:], batch_size=128
+        )
+    )
     rows.append(("TracIn, last snapshot", 0.0, t))
     rows.append(("TracIn, 4 epoch snapshots (= 4 x the row above)", 0.0, 4 * t))
-    f, t_fit = timed(lambda: inf.fit_ekfac(m.apply_fn, m.params, x, batch_size=128))
+    f, t_fit = timed(lambda: inf.fit_ekfac(loss, m.params, x, batch_size=128))
     lam = ek._damping(f, 0.0, None)
     exact, agree = None, {}
     for r in (None, *QUERY_RANKS):
         # preconditioning the 100 test gradients is once per call, whatever N: timed on its
         # own for each rank (the low-rank one is cheaper) and not scaled with N
-        _, t_pre = timed(
-            lambda r=r: ek._preconditioned_test(m.apply_fn, "script", f, lam, m.params, xt, yt, r)
-        )
+        _, t_pre = timed(lambda r=r: ek._preconditioned_test(loss, f, lam, m.params, xt, yt, r))
         got, t = timed(
             lambda r=r: inf.ekfac_scores(
-                f, m.apply_fn, m.params, x, y, xt, yt, batch_size=128, query_rank=r
+                loss, m.params, x, y, xt, yt, factors=f, l2=0.0, batch_size=128, query_rank=r
             )
         )
         name = "EK-FAC, every layer" if r is None else f"EK-FAC, dense-layer query rank {r}"
@@ -443,18 +445,20 @@ def mislabel_wholenet(ds, flip=0.1, seed=0):
     r = train.train(cfg, noisy, progress=False)
     t_train = time.perf_counter() - t0
     params, apply_fn = functional(r.model)
-    loss = inf.ScriptNetLoss(apply_fn, "script")
+    loss = inf.layerwise_loss(apply_fn, "script")
     epochs = [e for e, _ in r.snapshots]
     lrs = inf.epoch_learning_rates(cfg, MISLABEL_N, epochs)
     yj = jnp.asarray(y, jnp.int32)
     ranks, times = {}, {}
     t0 = time.perf_counter()
-    si = inf.tracin_self_influence(loss, [p for _, p in r.snapshots[1:]], lrs[1:], tr.images, yj)
+    si = inf.tracin_self_influence(
+        loss, [p for _, p in r.snapshots[1:]], tr.images, yj, learning_rates=lrs[1:]
+    )
     ranks["TracIn self-influence (4 snapshots)"] = np.argsort(-np.asarray(si))
     times["TracIn self-influence (4 snapshots)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    f = inf.fit_ekfac(apply_fn, params, tr.images, batch_size=128)
-    se = inf.ekfac_self_influence(f, apply_fn, params, tr.images, yj)
+    f = inf.fit_ekfac(loss, params, tr.images, batch_size=128)
+    se = inf.ekfac_self_influence(loss, params, tr.images, yj, factors=f, l2=0.0)
     ranks["EK-FAC self-influence (every layer)"] = np.argsort(-np.asarray(se))
     times["EK-FAC self-influence (every layer)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -638,7 +642,7 @@ def validate_wholenet(ds):
         return M.functional(net)
 
     (p_a, apply_fn), (p_b, _) = init(WN_SEEDS[0]), init(WN_SEEDS[1])
-    loss = inf.ScriptNetLoss(apply_fn, "script")
+    loss = inf.layerwise_loss(apply_fn, "script")
     t0 = time.perf_counter()
     none = np.zeros((0, 1), np.int64)
     base = inf.leave_out_retrain(loss, p_a, x, y, x[:1], y[:1], none, seed=WN_SEEDS[0], **WN_TRAIN)
@@ -657,15 +661,15 @@ def validate_wholenet(ds):
         f"(losses {np.round(np.sort(test_loss)[::-1][4 : 4 + WN_TEST], 2).tolist()})"
     )
     t0 = time.perf_counter()
-    f = inf.fit_ekfac(apply_fn, theta, x)
+    f = inf.fit_ekfac(loss, theta, x)
     l2 = WN_TRAIN["l2"]
     preds = {}
     for d in WN_DAMPINGS:
-        ek = inf.ekfac_scores(f, apply_fn, theta, x, y, xt, yt, l2=l2, damping=d)
+        ek = inf.ekfac_scores(loss, theta, x, y, xt, yt, factors=f, l2=l2, damping=d)
         preds[f"EK-FAC, every layer, damping {l2 + d:g}"] = np.asarray(
             inf.predicted_loo_change(ek, WN_N)
         )
-    gd = inf.tracin_scores(loss, [theta], np.ones(1), x, y, xt, yt)
+    gd = inf.tracin_scores(loss, [theta], x, y, xt, yt, learning_rates=np.ones(1))
     preds["gradient dot product (TracIn, last checkpoint)"] = np.asarray(gd)
     t_est = time.perf_counter() - t0
     ekp = next(iter(preds.values()))

@@ -257,7 +257,7 @@ def _nonneg(text: str) -> int:
 
 _DEVICES_HELP = (
     "'all' or a count: split every training batch over that many devices (default 1: "
-    "one device, the single-device code); see README, 'More than one device'"
+    "one device, the single-device code); see docs/scaling.md"
 )
 
 

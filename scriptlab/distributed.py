@@ -23,7 +23,7 @@ Multi-host: every process runs the same program; ``initialize`` joins them
 (``jax.distributed.initialize``), each process feeds its own rows of a batch
 (``shard_batch``, ``jax.make_array_from_process_local_data``), process 0 alone
 writes files (``is_main_process``) and ``to_host`` gathers results on every
-process. README, "More than one device", has the launch recipe.
+process. docs/scaling.md has the launch recipe.
 
 References: JAX, "Distributed arrays and automatic parallelization" and
 "Multi-process environments", https://docs.jax.dev/en/latest/.

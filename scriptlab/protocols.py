@@ -9,10 +9,18 @@ what a method reads   who reads it
 ====================  ====================================================
 ``out.<head>``        every class-score method (``head="script"`` / ``"font"``)
 ``out.embedding``     ``embedding.embed``, influence's frozen features
+                      ``detection.style_readout`` with a probe
 ``out.activations``   activations, receptive, occlusion (layer targets),
                       class models of a layer, Grad-CAM
+                      TCAV (CAVs of a layer's activations)
 ``relu=``             guided backprop and deconvnet
 ``perturb=``          Grad-CAM
+                      TCAV (``tcav.layer_gradients``)
+``out.<head>`` only   faithfulness (deletion, insertion and ROAD curves
+                      score perturbed copies; no gradient is taken)
+``LayerwiseLoss``     TracIn and EK-FAC: ``layerwise_loss(apply_fn, head)``
+                      reads ``out.<head>`` (any field) and taps every
+                      ``nnx.Conv`` / ``nnx.Linear`` the model calls
 ====================  ====================================================
 
 Images, the one convention: every public function that takes ``images``
@@ -89,6 +97,7 @@ class ModelOutputs(Protocol):
     def activations(self) -> Mapping[str, jax.Array]: ...
 
 
+@runtime_checkable  # so a checked `apply_fn: ApplyFn` annotation (beartype) accepts any callable
 class ApplyFn(Protocol):
     """A pure function of the parameters: ``apply_fn(params, images, **options) -> ModelOutputs``.
 
@@ -125,4 +134,52 @@ class ApplyFn(Protocol):
         Returns:
           A ``ModelOutputs``.
         """
+        ...
+
+
+@runtime_checkable
+class LayerwiseLoss(Protocol):
+    """A per-example softmax cross-entropy that shows each linear layer: the whole-network estimators' loss.
+
+    ``tracin_scores``, ``fit_ekfac``, ``ekfac_scores`` (and their ``s_test`` and
+    self-influence) take one as ``loss_fn``; ``interpret.influence.layerwise_loss(apply_fn,
+    head)`` builds one for any NNX model made of ``nnx.Conv`` / ``nnx.Linear`` layers. A
+    layer computes s = W a + b at S positions (S = 1 for a dense layer); its per-example
+    gradient is sum_s a_s g_s^T with g_s = dL/ds. It must hash and compare by value (a static
+    jit argument).
+
+    References: Grosse & Martens 2016 (KFC), https://arxiv.org/abs/1602.01407; kronfluence's
+    ``Task`` (the loss a model hands to influence code), https://github.com/pomonam/kronfluence.
+    """
+
+    def __call__(self, params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        """Per-example losses float32[N] of inputs x[N, ...] and int labels y[N]."""
+        ...
+
+    def layers(self, params: Any, x: jax.Array) -> tuple:
+        """The tracked layers (``LinearLayer``s: name, params leaves, geometry) in forward order.
+
+        Checks the model and the head before any jit, raising a ValueError that names the problem.
+        """
+        ...
+
+    def forward(self, params: Any, x: jax.Array) -> tuple:
+        """(layers, inputs, logits, backward) on a batch.
+
+        inputs: per layer float32[N, S, d_in (+ 1)] patches (a trailing 1 for a bias);
+        logits: float32[N, C]; ``backward(r)`` maps a logit cotangent float32[N, C] to the
+        per-layer pre-activation gradients float32[N, S, out].
+        """
+        ...
+
+    def layer_grads(self, params: Any, x: jax.Array, y: jax.Array) -> Mapping[str, Any]:
+        """{layer name: per-example gradient}, kept factored (a, g) for a one-position layer."""
+        ...
+
+    def grad_dots(self, u: Mapping[str, Any], v: Mapping[str, Any]) -> jax.Array:
+        """float32[B_u, B_v] dot products of two batches of ``layer_grads``."""
+        ...
+
+    def grad_sq_norms(self, u: Mapping[str, Any]) -> jax.Array:
+        """float32[B] squared norms of a batch of ``layer_grads``."""
         ...

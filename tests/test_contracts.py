@@ -79,15 +79,16 @@ def _xy(c):
 
 def _tracin(c):
     return dict(
-        loss_fn=ILA.ScriptNetLoss(c.fn, "script"), checkpoints=[c.params], learning_rates=[0.1]
+        loss_fn=ILA.layerwise_loss(c.fn, "script"), checkpoints=[c.params], learning_rates=[0.1]
     )
 
 
 def _ekfac(c):
     """EK-FAC factors of the fixture's model on its two images, fitted once per module."""
+    loss = ILA.layerwise_loss(c.fn, "script")
     if not hasattr(c, "factors"):
-        c.factors = IE.fit_ekfac(c.fn, c.params, c.x)
-    return dict(factors=c.factors, apply_fn=c.fn, params=c.params)
+        c.factors = IE.fit_ekfac(loss, c.params, c.x)
+    return dict(loss_fn=loss, params=c.params, factors=c.factors, l2=0.0)
 
 
 def _attack(c):
@@ -324,7 +325,7 @@ CALLS = {
         erasure.fit_leace,
         lambda c: dict(features=c.feats, concept=c.labels, n_classes=2),
     ),
-    "ScriptNetLoss": (ILA.ScriptNetLoss, lambda c: dict(apply_fn=c.fn, head="script")),
+    "layerwise_loss": (ILA.layerwise_loss, lambda c: dict(apply_fn=c.fn, head="script")),
     "tracin_scores": (
         IT.tracin_scores,
         lambda c: dict(_tracin(c), train_x=c.x, train_y=c.t, test_x=c.x, test_y=c.t),
@@ -334,7 +335,10 @@ CALLS = {
         IT.epoch_learning_rates,
         lambda c: dict(config=train.TrainConfig(), n_train=1000, epochs=[0, 1]),
     ),
-    "fit_ekfac": (IE.fit_ekfac, lambda c: dict(apply_fn=c.fn, params=c.params, images=c.x)),
+    "fit_ekfac": (
+        IE.fit_ekfac,
+        lambda c: dict(loss_fn=ILA.layerwise_loss(c.fn, "script"), params=c.params, x=c.x),
+    ),
     "ekfac_scores": (
         IE.ekfac_scores,
         lambda c: dict(_ekfac(c), train_x=c.x, train_y=c.t, test_x=c.x[:1], test_y=c.t[:1]),
@@ -568,7 +572,7 @@ BAD = [
     ("fit_leace", "tol", lambda c: NAN, "tol"),
     ("fit_leace", "concept", lambda c: c.labels - 1, "concept"),
     # whole-network influence, I_pert,loss and the attack (issue 17)
-    ("ScriptNetLoss", "head", lambda c: "nope", "head"),
+    ("layerwise_loss", "head", lambda c: 3, "head"),
     ("tracin_scores", "checkpoints", lambda c: [], "checkpoints"),
     ("tracin_scores", "learning_rates", lambda c: [0.1, 0.2], "learning_rates"),
     ("tracin_scores", "learning_rates", lambda c: [-0.1], "learning_rates"),
@@ -577,16 +581,18 @@ BAD = [
     ("tracin_self_influence", "learning_rates", lambda c: [NAN], "learning_rates"),
     ("epoch_learning_rates", "epochs", lambda c: [99], "epochs"),
     ("epoch_learning_rates", "n_train", lambda c: 0, "n_train"),
-    ("fit_ekfac", "images", NAN_IMAGE, "NaN"),
+    ("fit_ekfac", "x", NAN_IMAGE, "NaN"),
     ("fit_ekfac", "labels", lambda c: "nope", "labels"),
-    ("fit_ekfac", "head", lambda c: "nope", "head"),
+    ("fit_ekfac", "loss_fn", lambda c: ILA.layerwise_loss(c.fn, "nope"), "head"),
+    ("fit_ekfac", "loss_fn", lambda c: IL.cross_entropy(c.fn, "script"), "LayerwiseLoss"),
     ("fit_ekfac", "batch_size", lambda c: 0, "batch_size"),
     ("ekfac_scores", "damping", lambda c: NAN, "damping"),
     ("ekfac_scores", "l2", lambda c: -1.0, "l2"),
     ("ekfac_scores", "query_rank", lambda c: 1.5, "query_rank"),
     ("ekfac_scores", "train_x", lambda c: c.x * 255, r"\[0, 1\]"),
     ("ekfac_scores", "test_y", lambda c: c.t, "test"),
-    ("ekfac_s_test", "head", lambda c: "font", "head"),
+    ("ekfac_s_test", "loss_fn", lambda c: ILA.layerwise_loss(c.fn, "font"), "head='font'"),
+    ("ekfac_s_test", "l2", lambda c: None, "l2 must be given"),
     ("ekfac_s_test", "test_x", NAN_IMAGE, "NaN"),
     ("ekfac_self_influence", "batch_size", lambda c: 0, "batch_size"),
     ("perturbation_influence", "s_test", lambda c: {"w": c.lp["w"]}, "s_test"),

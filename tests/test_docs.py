@@ -21,3 +21,17 @@ def test_api_reference_lists_every_module():
         m for m in listed if m.count(".") == 1 and m not in modules | {"scriptlab.interpret"}
     )
     assert not unknown, f"docs/api/index.md lists modules that do not exist: {unknown}"
+
+
+def test_method_pages_take_signatures_from_the_code():
+    """A method page shows its calls through autodoc, never a hand-copied signature that rots."""
+    import importlib
+
+    for page in sorted((ROOT / "docs/methods").glob("*.md")):
+        text = page.read_text()
+        assert "```python" not in text, f"{page.name}: hand-written code block; use autofunction"
+        for target in re.findall(r"^\.\. autofunction:: ([\w.]+)$", text, re.M):
+            module, name = target.rsplit(".", 1)
+            assert callable(getattr(importlib.import_module(module), name)), f"{page.name}: {target}"
+        if page.name != "index.md":
+            assert ".. autofunction::" in text, f"{page.name} shows no call"

@@ -64,7 +64,9 @@ def test_tracin_matches_plain_python_loop(fast):
     xt, yt = _data(2, seed=2)
     ref = inf.cross_entropy(apply_fn, "script")
     loss = L.ScriptNetLoss(apply_fn, "script") if fast else ref
-    got = inf.tracin_scores(loss, ckpts, lrs, x, y, xt, yt, batch_size=3)  # 7 = 3 + 3 + 1 padded
+    got = inf.tracin_scores(
+        loss, ckpts, x, y, xt, yt, learning_rates=lrs, batch_size=3
+    )  # 7 = 3 + 3 + 1 padded
     want = np.zeros((2, 7))
     for p, lr in zip(ckpts, lrs, strict=True):
         for t in range(2):
@@ -73,7 +75,7 @@ def test_tracin_matches_plain_python_loop(fast):
                     _loop_grad(ref, p, xt[t], yt[t]) @ _loop_grad(ref, p, x[i], y[i])
                 )
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
-    self_inf = inf.tracin_self_influence(loss, ckpts, lrs, x, y, batch_size=4)
+    self_inf = inf.tracin_self_influence(loss, ckpts, x, y, learning_rates=lrs, batch_size=4)
     want_self = [
         sum(
             lr * float(jnp.sum(_loop_grad(ref, p, x[i], y[i]) ** 2))
@@ -89,13 +91,15 @@ def test_tracin_rejects_bad_checkpoints():
     x, y = _data(3)
     loss = L.ScriptNetLoss(apply_fn)
     with pytest.raises(ValueError, match="learning_rates"):
-        inf.tracin_scores(loss, ckpts, lrs[:2], x, y, x, y)
+        inf.tracin_scores(loss, ckpts, x, y, x, y, learning_rates=lrs[:2])
     with pytest.raises(ValueError, match="learning_rates must be >= 0"):
-        inf.tracin_scores(loss, ckpts, -lrs, x, y, x, y)
+        inf.tracin_scores(loss, ckpts, x, y, x, y, learning_rates=-lrs)
     with pytest.raises(ValueError, match="checkpoints"):
-        inf.tracin_scores(loss, [], [], x, y, x, y)
+        inf.tracin_scores(loss, [], x, y, x, y, learning_rates=[])
     with pytest.raises(ValueError, match=r"checkpoints\[1\]"):
-        inf.tracin_scores(loss, [ckpts[0], {"w": jnp.ones(2)}], [1.0, 1.0], x, y, x, y)
+        inf.tracin_scores(
+            loss, [ckpts[0], {"w": jnp.ones(2)}], x, y, x, y, learning_rates=[1.0, 1.0]
+        )
 
 
 def test_epoch_learning_rates_average_the_training_schedule():
@@ -165,14 +169,16 @@ def _expected_factors():
     """EK-FAC of the tiny model on 5 crops, fitted once for the tests that only read it."""
     params, apply_fn = _tiny()
     x, _ = _data(5, seed=4)
-    return ek.fit_ekfac(apply_fn, params, x, labels="expected", batch_size=2)  # 2 + 2 + 1 padded
+    return ek.fit_ekfac(
+        L.ScriptNetLoss(apply_fn), params, x, labels="expected", batch_size=2
+    )  # 2 + 2 + 1 padded
 
 
 def test_fit_ekfac_eigenvalues_match_exact_gauss_newton_of_every_scriptnet_layer():
     params, apply_fn = _tiny()
     x, _ = _data(5, seed=4)
     f = _expected_factors()
-    layers = L.layers_for("script")
+    layers = L.ScriptNetLoss(apply_fn).layers(params, x)
     p = np.asarray(jax.nn.softmax(apply_fn(params, x).script), np.float64)
     fisher = np.stack([np.diag(q) - np.outer(q, q) for q in p])
     for name in ("conv1", "conv2", "conv3", "dense", "script_head"):  # strided, SAME, dense, head
@@ -185,9 +191,8 @@ def test_fit_ekfac_eigenvalues_match_exact_gauss_newton_of_every_scriptnet_layer
         np.testing.assert_allclose(f.eigenvalues[name], want, rtol=2e-3, atol=1e-7, err_msg=name)
 
 
-def _dense_ekfac_inverse(f, params, lam):
+def _dense_ekfac_inverse(f, params, lam, layers):
     """The EK-FAC (GN + lam I)^-1 as a dense matrix over ravel_pytree(params), block by block."""
-    layers = L.layers_for("script")
     flat, unravel = ravel_pytree(params)
     eye = np.eye(flat.size, dtype=np.float32)
 
@@ -206,20 +211,44 @@ def test_ekfac_scores_s_test_and_self_influence_use_one_inverse():
     params, apply_fn = _tiny()
     x, y = _data(6, seed=5)
     xt, yt = _data(2, seed=6)
-    f = ek.fit_ekfac(apply_fn, params, x, labels="sampled", seed=1, batch_size=4)
-    hinv = _dense_ekfac_inverse(f, params, 0.05)
+    f = ek.fit_ekfac(L.ScriptNetLoss(apply_fn), params, x, labels="sampled", seed=1, batch_size=4)
+    hinv = _dense_ekfac_inverse(f, params, 0.05, L.ScriptNetLoss(apply_fn).layers(params, x))
     ref = inf.cross_entropy(apply_fn, "script")
     g = np.stack([_loop_grad(ref, params, x[i], y[i]) for i in range(6)])
     gt = np.stack([_loop_grad(ref, params, xt[i], yt[i]) for i in range(2)])
-    scores = inf.ekfac_scores(f, apply_fn, params, x, y, xt, yt, damping=0.05, batch_size=4)
+    scores = inf.ekfac_scores(
+        L.ScriptNetLoss(apply_fn),
+        params,
+        x,
+        y,
+        xt,
+        yt,
+        factors=f,
+        l2=0.0,
+        damping=0.05,
+        batch_size=4,
+    )
     np.testing.assert_allclose(scores, -gt @ hinv @ g.T, rtol=2e-3, atol=1e-5)
-    s = inf.ekfac_s_test(f, apply_fn, params, xt, yt, damping=0.05)
+    s = inf.ekfac_s_test(L.ScriptNetLoss(apply_fn), params, xt, yt, factors=f, l2=0.0, damping=0.05)
     flat_s = jax.vmap(lambda t: ravel_pytree(t)[0])(s)
     np.testing.assert_allclose(flat_s, gt @ hinv.T, rtol=2e-3, atol=1e-5)
-    si = inf.ekfac_self_influence(f, apply_fn, params, x, y, damping=0.05, batch_size=4)
+    si = inf.ekfac_self_influence(
+        L.ScriptNetLoss(apply_fn), params, x, y, factors=f, l2=0.0, damping=0.05, batch_size=4
+    )
     np.testing.assert_allclose(si, np.einsum("np,pq,nq->n", g, hinv, g), rtol=2e-3, atol=1e-5)
     # l2 and damping add: the same inverse
-    s2 = inf.ekfac_scores(f, apply_fn, params, x, y, xt, yt, l2=0.02, damping=0.03, batch_size=4)
+    s2 = inf.ekfac_scores(
+        L.ScriptNetLoss(apply_fn),
+        params,
+        x,
+        y,
+        xt,
+        yt,
+        factors=f,
+        l2=0.02,
+        damping=0.03,
+        batch_size=4,
+    )
     np.testing.assert_allclose(s2, scores, rtol=1e-5, atol=1e-7)
 
 
@@ -249,17 +278,59 @@ def test_ekfac_query_rank_one_is_exact_when_the_eigenvalues_are_kronecker():
         for k, v in f.eigenvalues.items()
     }
     fk = f._replace(eigenvalues=kron)
-    exact = inf.ekfac_scores(fk, apply_fn, params, x, y, xt, yt, damping=0.0, batch_size=4)
+    exact = inf.ekfac_scores(
+        L.ScriptNetLoss(apply_fn),
+        params,
+        x,
+        y,
+        xt,
+        yt,
+        factors=fk,
+        l2=0.0,
+        damping=0.0,
+        batch_size=4,
+    )
     rank1 = inf.ekfac_scores(
-        fk, apply_fn, params, x, y, xt, yt, damping=0.0, batch_size=4, query_rank=1
+        L.ScriptNetLoss(apply_fn),
+        params,
+        x,
+        y,
+        xt,
+        yt,
+        factors=fk,
+        l2=0.0,
+        damping=0.0,
+        batch_size=4,
+        query_rank=1,
     )
     np.testing.assert_allclose(rank1, exact, rtol=1e-4, atol=1e-6)
     # the corrected eigenvalues are not Kronecker: rank 1 is off, the error shrinks with rank
-    exact = inf.ekfac_scores(f, apply_fn, params, x, y, xt, yt, damping=0.05, batch_size=4)
+    exact = inf.ekfac_scores(
+        L.ScriptNetLoss(apply_fn),
+        params,
+        x,
+        y,
+        xt,
+        yt,
+        factors=f,
+        l2=0.0,
+        damping=0.05,
+        batch_size=4,
+    )
     err = [
         np.abs(
             inf.ekfac_scores(
-                f, apply_fn, params, x, y, xt, yt, damping=0.05, batch_size=4, query_rank=r
+                L.ScriptNetLoss(apply_fn),
+                params,
+                x,
+                y,
+                xt,
+                yt,
+                factors=f,
+                l2=0.0,
+                damping=0.05,
+                batch_size=4,
+                query_rank=r,
             )
             - exact
         ).max()
@@ -267,21 +338,25 @@ def test_ekfac_query_rank_one_is_exact_when_the_eigenvalues_are_kronecker():
     ]
     assert err[0] > 1e-4 * np.abs(exact).max() and err[2] < err[0]
     with pytest.raises(ValueError, match="query_rank"):
-        inf.ekfac_scores(f, apply_fn, params, x, y, xt, yt, query_rank=0)
+        inf.ekfac_scores(
+            L.ScriptNetLoss(apply_fn), params, x, y, xt, yt, factors=f, l2=0.0, query_rank=0
+        )
 
 
 def test_ekfac_rejects_bad_arguments():
     params, apply_fn = _tiny()
     x, y = _data(3)
     with pytest.raises(ValueError, match="labels"):
-        ek.fit_ekfac(apply_fn, params, x, labels="empirical")
+        ek.fit_ekfac(L.ScriptNetLoss(apply_fn), params, x, labels="empirical")
     with pytest.raises(ValueError, match="targets"):
-        ek.fit_ekfac(apply_fn, params, x, labels="true")
+        ek.fit_ekfac(L.ScriptNetLoss(apply_fn), params, x, labels="true")
     f = _expected_factors()
     with pytest.raises(ValueError, match="damping"):
-        inf.ekfac_scores(f, apply_fn, params, x, y, x, y, damping=-1.0)
+        inf.ekfac_scores(
+            L.ScriptNetLoss(apply_fn), params, x, y, x, y, factors=f, l2=0.0, damping=-1.0
+        )
     with pytest.raises(ValueError, match="head='font'"):
-        inf.ekfac_scores(f, apply_fn, params, x, y, x, y, head="font")
+        inf.ekfac_scores(L.ScriptNetLoss(apply_fn, "font"), params, x, y, x, y, factors=f, l2=0.0)
 
 
 # --------------------------------------------------------------------------- I_pert,loss
@@ -323,8 +398,10 @@ def test_pert_influence_of_the_convex_model_is_the_derivative_of_the_exact_influ
 def test_pert_influence_of_the_whole_network_matches_finite_differences():
     params, apply_fn = _tiny()
     x, y = _data(4, seed=7)
-    f = ek.fit_ekfac(apply_fn, params, x, batch_size=4)
-    s = inf.ekfac_s_test(f, apply_fn, params, x[:1], y[:1], damping=0.1)
+    f = ek.fit_ekfac(L.ScriptNetLoss(apply_fn), params, x, batch_size=4)
+    s = inf.ekfac_s_test(
+        L.ScriptNetLoss(apply_fn), params, x[:1], y[:1], factors=f, l2=0.0, damping=0.1
+    )
     loss = inf.cross_entropy(apply_fn, "script")
     got = inf.perturbation_influence(loss, params, s, x, y, batch_size=3)
     assert got.shape == (4, 1, 8, 16, 3)

@@ -288,7 +288,7 @@ show_influential(font_scores, TEST, title="influence on the\nFONT loss");
 # All three score the same `N_WHOLE` training crops against the same `N_COMPARE` high-loss test crops.
 
 # %%
-loss_net = inf.ScriptNetLoss(base.apply_fn, "script")
+loss_net = inf.layerwise_loss(base.apply_fn, "script")
 snapshots = zoo.load_epochs("baseline", progress=False)[1:]  # epoch 0 (the init) has weight 0
 lrs = inf.epoch_learning_rates(base.config, len(tr), [e for e, _ in snapshots])
 COMPARE = np.argsort(test_losses)[::-10][:N_COMPARE]  # TEST first, then every 10th by loss
@@ -312,13 +312,22 @@ est = {
 # TracIn against every test crop costs a few seconds more than against four (the training crops'
 # gradient passes dominate): the widget below reads its rows
 tracin_all = -np.asarray(
-    inf.tracin_scores(loss_net, [p for _, p in snapshots], lrs, imgs_net, y_net, imgs_te, yt)
+    inf.tracin_scores(
+        loss_net, [p for _, p in snapshots], imgs_net, y_net, imgs_te, yt, learning_rates=lrs
+    )
 )
 est["TracIn (every layer)"] = tracin_all[COMPARE]
-factors = inf.fit_ekfac(base.apply_fn, base.params, tr.images[:N_EKFAC])
+factors = inf.fit_ekfac(loss_net, base.params, tr.images[:N_EKFAC])
 est["EK-FAC (every layer)"] = np.asarray(
     inf.ekfac_scores(
-        factors, base.apply_fn, base.params, imgs_net, y_net, imgs_te[COMPARE], yt[COMPARE]
+        loss_net,
+        base.params,
+        imgs_net,
+        y_net,
+        imgs_te[COMPARE],
+        yt[COMPARE],
+        factors=factors,
+        l2=0.0,
     )
 )
 
@@ -551,7 +560,7 @@ def ekfac_row(test_index):
     rows = np.r_[test_index, COMPARE[1:]]
     return np.asarray(
         inf.ekfac_scores(
-            factors, base.apply_fn, base.params, imgs_net, y_net, imgs_te[rows], yt[rows]
+            loss_net, base.params, imgs_net, y_net, imgs_te[rows], yt[rows], factors=factors, l2=0.0
         )
     )[0]
 

@@ -102,6 +102,20 @@ def check_nonneg(name: str, value: float) -> None:
     check_number(name, value, low=0.0)
 
 
+def check_l2(l2) -> float:
+    """The objective's L2 weight, which every curvature-based influence estimator requires.
+
+    It has no default anywhere (``influence_scores``, EK-FAC): the curvature must be
+    that of the objective the model was trained on, so the caller says which.
+    """
+    if l2 is None:
+        raise ValueError(
+            "l2 must be given: the objective's L2 weight, a number >= 0 (0 for a network "
+            "trained with decoupled weight decay), got None"
+        )
+    return check_number("l2", l2, low=0.0)
+
+
 def check_method_options(options, methods) -> dict:
     """Per-method keyword options {method: {option: value}}: every key names a method.
 
@@ -243,6 +257,44 @@ def check_targets(targets, n: int, n_classes: int | None, *, name: str = "target
         if lo < 0 or hi >= n_classes:
             raise ValueError(f"{name} must lie in [0, {n_classes}), got values in [{lo}, {hi}]")
     return t.astype(jnp.int32)
+
+
+def check_maps(maps, image_shape, *, name: str = "maps") -> jax.Array:
+    """Attribution maps of a batch of images: float[N, H, W] or float[N, H, W, C], finite.
+
+    Args:
+      maps: the maps (any real dtype).
+      image_shape: (N, H, W, C) of the images they explain.
+      name: the argument's name, for the error message.
+
+    Returns:
+      float32[N, H, W] or float32[N, H, W, C].
+    """
+    n, h, w, c = image_shape
+    shape = tuple(getattr(maps, "shape", np.shape(maps)))
+    if shape not in ((n, h, w), (n, h, w, c)):
+        raise ValueError(
+            f"{name} must be float32[N, H, W] or float32[N, H, W, C] like the images, "
+            f"[{n}, {h}, {w}] or [{n}, {h}, {w}, {c}], got shape {shape}"
+        )
+    return check_array(name, maps)
+
+
+def check_masks(masks, shape, *, name: str = "masks") -> jax.Array:
+    """Boolean masks bool[N, H, W] (``shape`` (N, H, W), or None for any rank-3 shape).
+
+    Only bool is accepted: 0/1 floats or ints would be a guess at a threshold.
+    """
+    got = tuple(getattr(masks, "shape", np.shape(masks)))
+    dtype = getattr(masks, "dtype", np.asarray(masks).dtype)
+    want = "[N, H, W]" if shape is None else list(shape)
+    if len(got) != 3 or (shape is not None and got != tuple(shape)):
+        raise ValueError(f"{name} must be bool{want}, got shape {got}")
+    if dtype != np.bool_:
+        raise ValueError(f"{name} must be bool{want}, got dtype {dtype}")
+    if got[0] == 0:
+        raise ValueError(f"{name} is empty: shape {got}")
+    return jnp.asarray(masks)
 
 
 def check_xy(x, y, name: str) -> tuple[jax.Array, jax.Array]:
@@ -417,3 +469,26 @@ def _forward_chunks(apply_fn, params, images, layer, batch_size):
         return rep.reshape(-1)
 
     return map_rows(one, images, batch_size=batch_size)
+
+
+def check_binary(name: str, values, *, shape=None) -> jax.Array:
+    """Binary labels, bool or integers 0 / 1 (e.g. "did the prediction flip"), as bool.
+
+    Args:
+      name: the argument's name.
+      values: a bool or integer array.
+      shape: the shape it must have (None: any).
+
+    Returns:
+      bool array of ``values``' shape.
+    """
+    v = np.asarray(values) if is_concrete(values) else values
+    got = tuple(getattr(v, "shape", ()))
+    if shape is not None and got != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {got}")
+    if v.dtype != np.bool_:
+        if not jnp.issubdtype(v.dtype, jnp.integer):
+            raise ValueError(f"{name} must be bool or integer 0 / 1, got dtype {v.dtype}")
+        if is_concrete(v) and v.size and not np.isin(v, (0, 1)).all():
+            raise ValueError(f"{name} must be bool or integer 0 / 1, got values {np.unique(v)[:5]}")
+    return jnp.asarray(v).astype(bool)

@@ -15,13 +15,25 @@ the training objective at its optimum. The package, one concern per module:
   fit         the convex logistic head (``fit_logistic``, ``embeddings``) and ``refine``
   top_layers  ScriptNet's dense layer and heads on frozen pool3 features
   cache       cached validation results
-  layers      ScriptNet as linear layers: inputs, pre-activation gradients, ``ScriptNetLoss``
+  layers      any NNX network as linear layers: inputs, pre-activation gradients,
+              ``layerwise_loss`` (a ``protocols.LayerwiseLoss``)
   tracin      ``tracin_scores`` over epoch snapshots (Pruthi et al. 2020), every parameter
   ekfac       ``fit_ekfac`` and ``ekfac_scores``: EK-FAC inverse Gauss-Newton, every layer
   perturb     ``perturbation_influence``: I_pert,loss, the pixels of a training crop that move a test loss
   attack      ``training_set_attack``: Koh & Liang's section 5.2 attack, validated by retraining
   retrain     whole-network references: ``leave_out_retrain`` (leave-k-out, seeded) and
               ``pbrf``, the proximal Bregman response that damped influence estimates
+
+The estimators share one leading signature and one set of defaults:
+``estimator(loss_fn, params, train_x, train_y, test_x, test_y, *, ...)``
+(``influence_scores``, ``tracin_scores`` with its checkpoints in the place of
+``params``, ``ekfac_scores``); ``fit_ekfac``, the ``s_test`` and
+self-influence functions take the same first two. What fixes the curvature
+comes after the ``*``: ``hessian=`` / ``factors=``, and ``l2``, which has no
+default (the objective's L2 weight: say which); TracIn takes
+``learning_rates=`` there. ``loss_fn`` is a ``LossFn``; TracIn and EK-FAC
+over the whole network take a ``protocols.LayerwiseLoss``,
+``layerwise_loss(apply_fn, head)``, for any NNX model and any head.
 
 References: Koh & Liang 2017, https://arxiv.org/abs/1703.04730; Agarwal, Bullins & Hazan
 2017 (LiSSA), https://arxiv.org/abs/1602.03943; Pearlmutter 1994 (fast exact HVP); Basu,
@@ -40,7 +52,12 @@ from scriptlab.interpret.influence.ekfac import (
     fit_ekfac,
 )
 from scriptlab.interpret.influence.fit import embeddings, fit_logistic, refine
-from scriptlab.interpret.influence.layers import ScriptNetLoss
+from scriptlab.interpret.influence.layers import (
+    LayerwiseCrossEntropy,
+    LinearLayer,
+    ScriptNetLoss,
+    layerwise_loss,
+)
 from scriptlab.interpret.influence.loo import (
     LOO_METHODS,
     LOOResult,
@@ -100,6 +117,9 @@ __all__ = [
     "epoch_learning_rates",
     "fit_ekfac",
     "ScriptNetLoss",
+    "LayerwiseCrossEntropy",
+    "LinearLayer",
+    "layerwise_loss",
     "tracin_scores",
     "tracin_self_influence",
     "cross_entropy",

@@ -32,7 +32,6 @@ implementation), https://github.com/pomonam/kronfluence.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -44,18 +43,17 @@ from scriptlab.interpret._common import (
     check_choice,
     check_images,
     check_int,
+    check_l2,
     check_nonneg,
     check_xy,
 )
 from scriptlab.interpret.influence.layers import (
-    ScriptNetLoss,
-    layer_inputs_and_vjp,
-    layers_for,
+    check_layerwise,
     logit_residual,
     matrices_to_params,
 )
 from scriptlab.interpret.influence.losses import map_chunks
-from scriptlab.protocols import AnyArray, Image
+from scriptlab.protocols import AnyArray, Image, LayerwiseLoss
 
 LABELS = ("sampled", "expected", "true")
 
@@ -122,7 +120,7 @@ def precondition(
     return jnp.einsum("ij,tjp,op->tio", q_a, rot, q_s)
 
 
-# --------------------------------------------------------------------------- ScriptNet
+# --------------------------------------------------------------------------- the network
 def _cotangents(logits, labels_mode, key, idx, targets):
     """Logit cotangents float32[B, K, C] whose outer products average to the output Hessian."""
     p = jax.nn.softmax(logits)
@@ -136,24 +134,24 @@ def _cotangents(logits, labels_mode, key, idx, targets):
     return logit_residual(logits, y)[:, None]
 
 
-def _layer_data(apply_fn, head, labels_mode, params, key, chunk):
+def _layer_data(loss_fn, labels_mode, params, key, chunk):
     images, targets, idx, valid = chunk
-    inputs, logits, backward = layer_inputs_and_vjp(apply_fn, params, images, head)
+    _, inputs, logits, backward = loss_fn.forward(params, images)
     r = _cotangents(logits, labels_mode, key, idx, targets)
     grads = jax.vmap(backward, in_axes=1, out_axes=1)(r)  # [B, K, S, out] per layer
     return inputs, grads, valid
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "head", "labels_mode"))
-def _covariance_chunk(apply_fn, head, labels_mode, params, key, chunk):
-    inputs, grads, valid = _layer_data(apply_fn, head, labels_mode, params, key, chunk)
+@functools.partial(jax.jit, static_argnames=("loss_fn", "labels_mode"))
+def _covariance_chunk(loss_fn, labels_mode, params, key, chunk):
+    inputs, grads, valid = _layer_data(loss_fn, labels_mode, params, key, chunk)
     out = [kronecker_factors(a, g, valid) for a, g in zip(inputs, grads, strict=True)]
     return jax.tree.map(lambda x: x[None], out)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "head", "labels_mode"))
-def _eigenvalue_chunk(apply_fn, head, labels_mode, params, key, q_a, q_s, chunk):
-    inputs, grads, valid = _layer_data(apply_fn, head, labels_mode, params, key, chunk)
+@functools.partial(jax.jit, static_argnames=("loss_fn", "labels_mode"))
+def _eigenvalue_chunk(loss_fn, labels_mode, params, key, q_a, q_s, chunk):
+    inputs, grads, valid = _layer_data(loss_fn, labels_mode, params, key, chunk)
     out = [
         jnp.einsum("nkio,n->io", rotated_grads(qa, qs, a, g) ** 2, valid)
         for qa, qs, a, g in zip(q_a, q_s, inputs, grads, strict=True)
@@ -171,28 +169,27 @@ def _eigenbases(sums, n):
 
 
 def fit_ekfac(
-    apply_fn: Callable,
-    params,
-    images: Image[AnyArray, "n h w c"],
-    targets: Integer[AnyArray, " n"] | None = None,
+    loss_fn: LayerwiseLoss,
+    params: PyTree,
+    x: Image[AnyArray, " n *input"],
+    y: Integer[AnyArray, " n"] | None = None,
     *,
-    head: str = "script",
     labels: str = "sampled",
     seed: int = 0,
     batch_size: int = 128,
 ) -> EKFACFactors:
-    """Fit EK-FAC factors for every conv and dense layer of a ScriptNet: two passes over ``images``.
+    """Fit EK-FAC factors for every conv and dense layer of a network: two passes over ``x``.
 
     Pass 1 accumulates A and S and eigendecomposes them; pass 2 projects
     per-example gradients onto the eigenbasis for the corrected eigenvalues.
     Both passes draw the same labels (deterministic in ``seed``).
 
     Args:
-      apply_fn: a ScriptNet ``Functional`` (``model.functional``).
-      params: its params (the trained model).
-      images: float32[N, H, W, 3] in [0, 1] or uint8 (the training crops).
-      targets: int[N] true labels; needed only for ``labels="true"``.
-      head: "script" or "font": whose cross-entropy the curvature is of.
+      loss_fn: a ``scriptlab.protocols.LayerwiseLoss`` (``layerwise_loss(apply_fn, head)``):
+        whose cross-entropy the curvature is of, and which layers it covers.
+      params: the model's params (the trained model).
+      x: float32[N, ...] in [0, 1] or uint8 (the training inputs).
+      y: int[N] true labels; needed only for ``labels="true"``.
       labels: "sampled" (one label per example from the model's softmax: the
         Gauss-Newton matrix, Grosse et al. 2023), "expected" (all C labels
         weighted by their probability: the exact Gauss-Newton, C times the
@@ -201,31 +198,31 @@ def fit_ekfac(
       batch_size: examples per jitted chunk.
 
     Returns:
-      EKFACFactors (layers ``layers.layers_for(head)``).
+      EKFACFactors keyed by ``loss_fn.layers(params, x)``'s names.
 
     References: George et al. 2018, https://arxiv.org/abs/1806.03884; Grosse et al.
     2023, section 2.2, https://arxiv.org/abs/2308.03296.
     """
-    check_choice("head", head, ("script", "font"))
     check_choice("labels", labels, LABELS)
     seed = check_int("seed", seed)
     batch_size = check_batch_size(batch_size)
-    images = check_images(images, keep_uint8=True)
-    n = images.shape[0]
+    x = check_images(x, name="x", keep_uint8=True)
+    layers = check_layerwise(loss_fn, params, x)
+    n = x.shape[0]
     if labels == "true":
-        if targets is None:
-            raise ValueError('labels="true" needs targets (int[N] true labels), got None')
-        images, targets = check_xy(images, targets, "images")
+        if y is None:
+            raise ValueError('labels="true" needs y, the int[N] true labels (targets), got None')
+        x, y = check_xy(x, y, "train")
     else:
-        targets = jnp.zeros(n, jnp.int32)
-    chunk = (images, targets, jnp.arange(n), jnp.ones(n, jnp.float32))
+        y = jnp.zeros(n, jnp.int32)
+    chunk = (x, y, jnp.arange(n), jnp.ones(n, jnp.float32))
     key = jax.random.key(seed)
-    fn = functools.partial(_covariance_chunk, apply_fn, head, labels)
+    fn = functools.partial(_covariance_chunk, loss_fn, labels)
     sums = _sum_rows(map_chunks(fn, chunk, batch_size, params, key))
     q_a, q_s = _eigenbases(sums, n)
-    fn = functools.partial(_eigenvalue_chunk, apply_fn, head, labels)
+    fn = functools.partial(_eigenvalue_chunk, loss_fn, labels)
     lam = _sum_rows(map_chunks(fn, chunk, batch_size, params, key, q_a, q_s))
-    names = [layer.name for layer in layers_for(head)]
+    names = [layer.name for layer in layers]
     return EKFACFactors(
         dict(zip(names, q_a, strict=True)),
         dict(zip(names, q_s, strict=True)),
@@ -251,20 +248,23 @@ def _damping(factors: EKFACFactors, l2, damping) -> dict:
     return {k: l2 + damping for k in factors.eigenvalues}
 
 
-def _check_factors(factors, head):
-    names = {layer.name for layer in layers_for(head)}
+def _check_factors(factors, layers, loss_fn):
+    names = {layer.name for layer in layers}
     if not isinstance(factors, EKFACFactors) or set(factors.eigenvalues) != names:
         raise ValueError(
-            f"factors must be EKFACFactors from fit_ekfac(..., head={head!r}) with layers "
+            f"factors must be EKFACFactors from fit_ekfac({loss_fn!r}, ...) with layers "
             f"{sorted(names)}, got {type(factors).__name__}"
             + (f" with {sorted(factors.eigenvalues)}" if isinstance(factors, EKFACFactors) else "")
         )
 
 
-def _check_damping(l2, damping):
-    check_nonneg("l2", l2)
+def _check_curvature(loss_fn, factors, layers, l2, damping) -> float:
+    """The checks every EK-FAC solve shares; returns l2 as a float."""
+    _check_factors(factors, layers, loss_fn)
+    l2 = check_l2(l2)
     if damping is not None:
         check_nonneg("damping", damping)
+    return l2
 
 
 def low_rank_precondition(
@@ -293,9 +293,9 @@ def low_rank_precondition(
     return jnp.matmul(q_a, u), jnp.matmul(q_s, jnp.swapaxes(vt[:, :rank], 1, 2))
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "head", "query_rank"))
-def _preconditioned_test(apply_fn, head, factors, lam, params, xt, yt, query_rank=None):
-    grads = ScriptNetLoss(apply_fn, head).layer_grads(params, xt, yt)
+@functools.partial(jax.jit, static_argnames=("loss_fn", "query_rank"))
+def _preconditioned_test(loss_fn, factors, lam, params, xt, yt, query_rank=None):
+    grads = loss_fn.layer_grads(params, xt, yt)
     out = {}
     for name, gr in grads.items():
         q_a, q_s, ev = factors.q_a[name], factors.q_s[name], factors.eigenvalues[name]
@@ -308,9 +308,9 @@ def _preconditioned_test(apply_fn, head, factors, lam, params, xt, yt, query_ran
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
-def _score_chunk(apply_fn, head, params, w_test, chunk):
-    grads = ScriptNetLoss(apply_fn, head).layer_grads(params, *chunk)
+@functools.partial(jax.jit, static_argnames=("loss_fn",))
+def _score_chunk(loss_fn, params, w_test, chunk):
+    grads = loss_fn.layer_grads(params, *chunk)
     total = 0.0
     for name, gr in grads.items():
         w = w_test[name]
@@ -328,68 +328,66 @@ def _score_chunk(apply_fn, head, params, w_test, chunk):
 
 
 def ekfac_s_test(
-    factors: EKFACFactors,
-    apply_fn: Callable,
-    params,
-    test_x: Image[AnyArray, "t h w c"],
+    loss_fn: LayerwiseLoss,
+    params: PyTree,
+    test_x: Image[AnyArray, " t *input"],
     test_y: Integer[AnyArray, " t"],
     *,
-    head: str = "script",
-    l2: float = 0.0,
+    factors: EKFACFactors,
+    l2: float | None = None,
     damping: float | None = None,
 ) -> PyTree[Float[Array, "t ..."]]:
     """s_test = (GN + lambda I)^-1 grad L(z_test) for T test points, as a params-shaped pytree.
 
     Args:
-      factors: from ``fit_ekfac`` (same head).
-      apply_fn, params: the ScriptNet.
-      test_x: float32[T, H, W, 3]; test_y: int[T].
-      head: as in ``fit_ekfac``.
+      loss_fn: the ``scriptlab.protocols.LayerwiseLoss`` the factors were fitted with.
+      params: the model's params.
+      test_x: float32[T, ...] in [0, 1] or uint8; test_y: int[T].
+      factors: from ``fit_ekfac(loss_fn, params, ...)``.
       l2: the objective's L2 weight (0 for a network trained with decoupled
-        weight decay); lambda = l2 + damping.
+        weight decay); lambda = l2 + damping. Required, as in ``influence_scores``.
       damping: added to every eigenvalue; None: 0.1 x each layer's mean eigenvalue.
 
     Returns:
-      A pytree like ``params`` with a leading T axis on every leaf (zeros for
-      the other head, which the loss does not reach); pass it to
+      A pytree like ``params`` with a leading T axis on every leaf (zeros off
+      the tracked layers: another head, a normalisation scale); pass it to
       ``perturbation_influence`` for I_pert,loss.
     """
-    _check_factors(factors, head)
-    _check_damping(l2, damping)
-    test_x = check_images(test_x, keep_uint8=True)
+    test_x = check_images(test_x, name="test_x", keep_uint8=True)
     test_x, test_y = check_xy(test_x, test_y, "test")
+    layers = check_layerwise(loss_fn, params, test_x)
+    l2 = _check_curvature(loss_fn, factors, layers, l2, damping)
     w = _preconditioned_test(
-        apply_fn, head, factors, _damping(factors, l2, damping), params, test_x, test_y
+        loss_fn, factors, _damping(factors, l2, damping), params, test_x, test_y
     )
-    return matrices_to_params(params, w, layers_for(head), (test_y.shape[0],))
+    return matrices_to_params(params, w, layers, (test_y.shape[0],))
 
 
 def ekfac_scores(
-    factors: EKFACFactors,
-    apply_fn: Callable,
-    params,
-    train_x: Image[AnyArray, "n h w c"],
+    loss_fn: LayerwiseLoss,
+    params: PyTree,
+    train_x: Image[AnyArray, " n *input"],
     train_y: Integer[AnyArray, " n"],
-    test_x: Image[AnyArray, "t h w c"],
+    test_x: Image[AnyArray, " t *input"],
     test_y: Integer[AnyArray, " t"],
     *,
-    head: str = "script",
-    l2: float = 0.0,
+    factors: EKFACFactors,
+    l2: float | None = None,
     damping: float | None = None,
     batch_size: int = 128,
     query_rank: int | None = None,
 ) -> Float[Array, "t n"]:
-    """I_up,loss of every training crop on every test crop, over every parameter, with EK-FAC.
+    """I_up,loss of every training point on every test point, over every tracked layer, with EK-FAC.
 
     The T test gradients are preconditioned once; each chunk of training
-    crops costs one forward and backward pass plus one contraction per layer
+    points costs one forward and backward pass plus one contraction per layer
     (a dense layer's per-example gradient stays factored: a^T W_t g).
 
     Args:
-      factors, apply_fn, params, head, l2, damping: as in ``ekfac_s_test``.
-      train_x: float32[N, H, W, 3] or uint8; train_y: int[N].
-      test_x, test_y: [T] test crops and labels.
-      batch_size: training crops per jitted chunk.
+      loss_fn, params, factors, l2, damping: as in ``ekfac_s_test``.
+      train_x: float32[N, ...] or uint8; train_y: int[N].
+      test_x, test_y: [T] test inputs and labels.
+      batch_size: training points per jitted chunk.
       query_rank: None (exact), or keep the top ``query_rank`` singular pairs of each
         preconditioned test gradient of the dense layers (``low_rank_precondition``;
         kronfluence's query rank). The 2049 x 128 dense layer holds 90 % of ScriptNet's
@@ -403,8 +401,6 @@ def ekfac_scores(
 
     References: Koh & Liang 2017, eq. 2; Grosse et al. 2023, eq. 26.
     """
-    _check_factors(factors, head)
-    _check_damping(l2, damping)
     batch_size = check_batch_size(batch_size)
     train_x, test_x = (
         check_images(train_x, name="train_x", keep_uint8=True),
@@ -412,22 +408,24 @@ def ekfac_scores(
     )
     train_x, train_y = check_xy(train_x, train_y, "train")
     test_x, test_y = check_xy(test_x, test_y, "test")
+    layers = check_layerwise(loss_fn, params, train_x)
+    l2 = _check_curvature(loss_fn, factors, layers, l2, damping)
     if query_rank is not None:
         query_rank = check_int("query_rank", query_rank, 1)
     w = _preconditioned_test(
-        apply_fn, head, factors, _damping(factors, l2, damping), params, test_x, test_y, query_rank
+        loss_fn, factors, _damping(factors, l2, damping), params, test_x, test_y, query_rank
     )
-    fn = functools.partial(_score_chunk, apply_fn, head)
+    fn = functools.partial(_score_chunk, loss_fn)
     return map_chunks(fn, (train_x, train_y), batch_size, params, w).T
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "head"))
-def _self_chunk(apply_fn, head, factors, lam, params, chunk):
+@functools.partial(jax.jit, static_argnames=("loss_fn",))
+def _self_chunk(loss_fn, factors, lam, params, chunk):
     images, targets = chunk
-    inputs, logits, backward = layer_inputs_and_vjp(apply_fn, params, images, head)
+    layers, inputs, logits, backward = loss_fn.forward(params, images)
     grads = backward(logit_residual(logits, targets))
     total = 0.0
-    for layer, a, g in zip(layers_for(head), inputs, grads, strict=True):
+    for layer, a, g in zip(layers, inputs, grads, strict=True):
         n = layer.name
         rot = rotated_grads(factors.q_a[n], factors.q_s[n], a, g[:, None])[:, 0]
         total = total + jnp.sum(rot**2 / (factors.eigenvalues[n] + lam[n]), axis=(1, 2))
@@ -435,18 +433,17 @@ def _self_chunk(apply_fn, head, factors, lam, params, chunk):
 
 
 def ekfac_self_influence(
-    factors: EKFACFactors,
-    apply_fn: Callable,
-    params,
-    x: Image[AnyArray, "n h w c"],
+    loss_fn: LayerwiseLoss,
+    params: PyTree,
+    x: Image[AnyArray, " n *input"],
     y: Integer[AnyArray, " n"],
     *,
-    head: str = "script",
-    l2: float = 0.0,
+    factors: EKFACFactors,
+    l2: float | None = None,
     damping: float | None = None,
     batch_size: int = 128,
 ) -> Float[Array, " n"]:
-    """grad L(z_i)^T (GN + lambda I)^-1 grad L(z_i) for every training crop (mislabel ranking).
+    """grad L(z_i)^T (GN + lambda I)^-1 grad L(z_i) for every training point (mislabel ranking).
 
     Args: as in ``ekfac_scores``.
 
@@ -455,10 +452,10 @@ def ekfac_self_influence(
 
     References: Grosse et al. 2023 (self-influence), https://arxiv.org/abs/2308.03296.
     """
-    _check_factors(factors, head)
-    _check_damping(l2, damping)
     batch_size = check_batch_size(batch_size)
     x = check_images(x, name="x", keep_uint8=True)
     x, y = check_xy(x, y, "train")
-    fn = functools.partial(_self_chunk, apply_fn, head)
+    layers = check_layerwise(loss_fn, params, x)
+    l2 = _check_curvature(loss_fn, factors, layers, l2, damping)
+    fn = functools.partial(_self_chunk, loss_fn)
     return map_chunks(fn, (x, y), batch_size, factors, _damping(factors, l2, damping), params)

@@ -24,6 +24,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from scriptlab.interpret._common import check_array
+from scriptlab.protocols import LayerwiseLoss
 
 LossFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
@@ -96,12 +97,12 @@ def gradient_products(loss_fn: LossFn):
 
     ``grads(params, x[B], y[B])`` returns some representation of the B
     gradients, ``dots(u, v) -> float32[B_u, B_v]`` their pairwise dot products
-    and ``sq_norms(u) -> float32[B]`` their squared norms. A loss with
-    ``layer_grads`` (``layers.ScriptNetLoss``) keeps dense layers factored (one
+    and ``sq_norms(u) -> float32[B]`` their squared norms. A
+    ``scriptlab.protocols.LayerwiseLoss`` keeps dense layers factored (one
     matmul per layer); any other loss gets flat float32[B, P] gradients by
     ``vmap`` of ``example_grad``.
     """
-    if hasattr(loss_fn, "layer_grads"):
+    if isinstance(loss_fn, LayerwiseLoss):
         return loss_fn.layer_grads, loss_fn.grad_dots, loss_fn.grad_sq_norms
     g = jax.vmap(example_grad(loss_fn), in_axes=(None, 0, 0))
     return g, lambda u, v: u @ v.T, lambda u: jnp.sum(u**2, axis=1)

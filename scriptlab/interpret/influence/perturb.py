@@ -89,7 +89,7 @@ def perturbation_influence(
     Args:
       loss_fn: per-example loss ``loss_fn(params, inputs, y) -> float32[N]``.
         For the whole network: ``cross_entropy(apply_fn, head)`` (or
-        ``ScriptNetLoss``) on images. For a head on frozen features:
+        ``layerwise_loss(apply_fn, head)``) on images. For a head on frozen features:
         ``logistic_loss``, with ``apply_fn``/``trunk_params`` below so that the
         derivative reaches the pixels through the frozen trunk.
       params: the parameters s_test lives on (the whole net, or the head).

@@ -206,7 +206,7 @@ def leave_out_retrain(
 
     Args:
       loss_fn: per-example losses, ``loss_fn(params, x, y) -> float32[B]`` (e.g.
-        ``ScriptNetLoss(apply_fn)``; a static jit argument, so pass the same object
+        ``layerwise_loss(apply_fn)``; a static jit argument, so pass the same object
         to reuse the compiled step). uint8 inputs are divided by 255.
       params: the starting parameters.
       train_x, train_y: the N training points; test_x, test_y: the T test points.

@@ -23,11 +23,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Float64, Integer, Shaped
+from jaxtyping import Array, Float, Float64, Integer, PyTree, Shaped
 
 from scriptlab.interpret._common import check_array, check_batch_size, check_int, check_xy
 from scriptlab.interpret.influence.losses import LossFn, gradient_products, map_chunks
-from scriptlab.protocols import AnyArray
+from scriptlab.protocols import AnyArray, LayerwiseLoss
 
 
 def _check_checkpoints(checkpoints, learning_rates):
@@ -50,6 +50,12 @@ def _check_checkpoints(checkpoints, learning_rates):
     return [float(r) for r in lrs]
 
 
+def _check_loss(loss_fn, params, x) -> None:
+    """A layer-wise loss checks its head and layers here, before anything is jitted."""
+    if isinstance(loss_fn, LayerwiseLoss):
+        loss_fn.layers(params, x)
+
+
 @functools.partial(jax.jit, static_argnames=("loss_fn",))
 def _test_grads(loss_fn, params, xt, yt):
     return gradient_products(loss_fn)[0](params, xt, yt)
@@ -68,14 +74,14 @@ def _sq_norms(loss_fn, params, chunk):
 
 
 def tracin_scores(
-    loss_fn: LossFn,
-    checkpoints: Sequence,
-    learning_rates,
+    loss_fn: LossFn | LayerwiseLoss,
+    checkpoints: Sequence[PyTree],
     train_x: Shaped[AnyArray, " n *input"],
     train_y: Integer[AnyArray, " n"],
     test_x: Shaped[AnyArray, " t *input"],
     test_y: Integer[AnyArray, " t"],
     *,
+    learning_rates: Sequence[float] | Float[AnyArray, " checkpoints"],
     test_loss_fn: LossFn | None = None,
     batch_size: int = 64,
 ) -> Float[Array, "t n"]:
@@ -83,19 +89,25 @@ def tracin_scores(
 
     Per-example gradients are computed ``batch_size`` at a time by one jitted
     program (``losses.gradient_products``: layer-wise for a
-    ``layers.ScriptNetLoss``, else vmap; ``losses.map_chunks``) and contracted
+    ``scriptlab.protocols.LayerwiseLoss``, else vmap; ``losses.map_chunks``) and contracted
     with the test gradients right away, so memory is about (batch_size + T) x P,
     never N x P. Every checkpoint reuses the same compiled program.
 
+    The leading arguments are every estimator's (``influence_scores``, ``ekfac_scores``):
+    ``(loss_fn, params, train_x, train_y, test_x, test_y)``, with the C checkpoints in
+    the place of ``params``.
+
     Args:
       loss_fn: per-example loss ``loss_fn(params, x, y) -> float32[N]``; for the
-        whole network pass ``ScriptNetLoss(apply_fn, "script")`` (same loss as
-        ``cross_entropy(apply_fn, "script")``, 15x faster per-example gradients).
+        whole network pass a ``scriptlab.protocols.LayerwiseLoss``,
+        ``layerwise_loss(apply_fn, head)`` (the same loss as ``cross_entropy(apply_fn,
+        head)`` over the nnx.Conv / nnx.Linear parameters, 15x faster per-example
+        gradients on ScriptNet).
       checkpoints: C params pytrees of one structure (``[p for _, p in zoo.load_epochs(...)]``).
-      learning_rates: float[C] >= 0, the step size in force at each checkpoint
-        (``epoch_learning_rates``).
       train_x, train_y: training inputs [N, ...] and int[N] targets.
       test_x, test_y: test inputs [T, ...] and int[T] targets.
+      learning_rates: float[C] >= 0, the step size in force at each checkpoint
+        (``epoch_learning_rates``).
       test_loss_fn: loss on the test points; default ``loss_fn``.
       batch_size: examples per vmapped chunk.
 
@@ -108,6 +120,7 @@ def tracin_scores(
     test_x, test_y = check_xy(test_x, test_y, "test")
     batch_size = check_batch_size(batch_size)
     lrs = _check_checkpoints(checkpoints, learning_rates)
+    _check_loss(loss_fn, checkpoints[0], train_x)
     total = jnp.zeros((test_y.shape[0], train_y.shape[0]), jnp.float32)
     for params, lr in zip(checkpoints, lrs, strict=True):  # C checkpoints, a handful
         g_test = _test_grads(test_loss_fn or loss_fn, params, test_x, test_y)
@@ -119,12 +132,12 @@ def tracin_scores(
 
 
 def tracin_self_influence(
-    loss_fn: LossFn,
-    checkpoints: Sequence,
-    learning_rates,
+    loss_fn: LossFn | LayerwiseLoss,
+    checkpoints: Sequence[PyTree],
     x: Shaped[AnyArray, " n *input"],
     y: Integer[AnyArray, " n"],
     *,
+    learning_rates: Sequence[float] | Float[AnyArray, " checkpoints"],
     batch_size: int = 64,
 ) -> Float[Array, " n"]:
     """sum_c lr_c ||grad L(z_i; theta_c)||^2 for every training point (mislabel ranking).
@@ -140,6 +153,7 @@ def tracin_self_influence(
     x, y = check_xy(x, y, "train")
     batch_size = check_batch_size(batch_size)
     lrs = _check_checkpoints(checkpoints, learning_rates)
+    _check_loss(loss_fn, checkpoints[0], x)
     total = jnp.zeros(y.shape[0], jnp.float32)
     for params, lr in zip(checkpoints, lrs, strict=True):
         total = total + lr * map_chunks(
