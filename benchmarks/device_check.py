@@ -692,15 +692,14 @@ def synthetic_dataset(plan: Plan):
     h, w = cfg.image_size
 
     def split(n):
-        return data.Split(
-            images=rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
-            masks=np.zeros((n, h, w), bool),
-            script=rng.integers(0, len(fonts.SCRIPTS), n).astype(np.int32),
-            style=rng.integers(0, len(fonts.STYLES), n).astype(np.int32),
-            family=np.zeros(n, np.int32),
-            text=np.array([""] * n),
-            color=np.zeros((n, 3), np.uint8),
-        )
+        given = {
+            "images": rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8),
+            "masks": np.zeros((n, h, w), bool),
+            "script": rng.integers(0, len(fonts.SCRIPTS), n).astype(np.int32),
+            "style": rng.integers(0, len(fonts.STYLES), n).astype(np.int32),
+            "text": np.array([""] * n),
+        }  # the other per-crop records (family, colours, ...) are never read here
+        return data.Split(**{f: given.get(f, np.zeros(n, np.int32)) for f in data.Split._fields})
 
     splits = {name: split(n) for name, n in cfg.sizes().items()}
     return data.Dataset(cfg, splits, fonts.SCRIPTS, fonts.STYLES, ("random",))
