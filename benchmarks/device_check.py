@@ -861,18 +861,21 @@ def benches(plan: Plan, ds, model: Model) -> list[Bench]:
 
     def tracin_setup(device, n):
         ckpts = put([p for e, p in model.snapshots if e > 0], device)
-        loss = inf.ScriptNetLoss(apply_fn, "script")
+        loss = inf.layerwise_loss(apply_fn, "script")
         x, y = train_x[:n], train_y[:n]
         lrs = model.learning_rates
-        return lambda: inf.tracin_scores(loss, ckpts, lrs, x, y, test_x, test_y, batch_size=128)
+        return lambda: inf.tracin_scores(
+            loss, ckpts, x, y, test_x, test_y, learning_rates=lrs, batch_size=128
+        )
 
     def ekfac_setup(device, n):
         p = put(model.params, device)
+        loss = inf.layerwise_loss(apply_fn, "script")
         x, y = train_x[:n], train_y[:n]
 
         def call():
-            f = inf.fit_ekfac(apply_fn, p, x, batch_size=128)
-            return inf.ekfac_scores(f, apply_fn, p, x, y, test_x, test_y, batch_size=128)
+            f = inf.fit_ekfac(loss, p, x, batch_size=128)
+            return inf.ekfac_scores(loss, p, x, y, test_x, test_y, factors=f, batch_size=128)
 
         return call
 
