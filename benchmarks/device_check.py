@@ -875,7 +875,9 @@ def benches(plan: Plan, ds, model: Model) -> list[Bench]:
 
         def call():
             f = inf.fit_ekfac(loss, p, x, batch_size=128)
-            return inf.ekfac_scores(loss, p, x, y, test_x, test_y, factors=f, batch_size=128)
+            return inf.ekfac_scores(
+                loss, p, x, y, test_x, test_y, factors=f, l2=0.0, batch_size=128
+            )
 
         return call
 
