@@ -44,8 +44,7 @@ CONVS = ("conv1", "conv2", "conv3")
 
 
 def snapshots(m):
-    # (epoch, params) of a zoo run. Epoch 0 is rebuilt from the recipe's seed: the zoo's stored
-    # epoch-0 snapshot currently equals the final weights (reported upstream).
+    # (epoch, params) of a zoo run; epoch 0, the initialisation, is rebuilt from the recipe's seed
     init, _ = functional(train.build_model(m.config, ds))
     return [(0, init)] + [s for s in zoo.load_epochs(m.name, PRESET, progress=False) if s[0] > 0]
 
