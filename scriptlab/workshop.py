@@ -1,7 +1,7 @@
 """Everything the notebooks need, prepared once: ``scriptlab prepare``.
 
 The notebooks train their zoo models on first use, which on a laptop means about
-18 models before the first picture. ``prepare`` does that work ahead of time, in
+19 models before the first picture. ``prepare`` does that work ahead of time, in
 parallel (``zoo.warm``): it renders the notebooks' dataset, trains every zoo model
 they load, and evaluates notebook 03's experiment into the results cache. What is
 already cached is skipped. ``scriptlab cache export`` (``scriptlab.archive``) then
@@ -28,14 +28,14 @@ DATASET_SEEDS = (0,)
 
 # Zoo entries the notebooks load by name (notebooks 02 and 04-11), each at seed 0, longest
 # first (``zoo.warm`` starts them in this order).
-MODELS = ("baseline", "unlearn", "high_lr", "shuffled", "overfit")
+MODELS = ("baseline", "unlearn", "high_lr", "shuffled", "multitask", "overfit")
 
 # What each notebook loads by name (seed 0); notebook 03 also runs the experiment below.
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01": (),
     "02": ("baseline",),
     "03": ("baseline",),
-    "04": ("baseline", "unlearn"),
+    "04": ("baseline", "unlearn", "multitask"),
     "05": ("baseline", "unlearn", "shuffled"),
     "06": ("baseline", "high_lr"),
     "07": ("baseline", "high_lr", "overfit"),

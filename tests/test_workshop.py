@@ -172,12 +172,12 @@ def zoo_requests(preset, seeds, methods, references):
     return experiment.zoo_requests(preset, seeds, methods, references, ())
 
 
-def test_requests_are_the_eighteen_models_once_each():
+def test_requests_are_the_nineteen_models_once_each():
     wanted = workshop.requests("workshop")
-    assert len(wanted) == len({(n, s) for n, _, s, _ in wanted}) == 18
+    assert len(wanted) == len({(n, s) for n, _, s, _ in wanted}) == 19
     assert {n for n, *_ in wanted} == {
         "baseline", "unlearn", "high_lr", "overfit", "shuffled", "cdann", "balanced_cdann",
-        "oracle",
+        "oracle", "multitask",
     }  # fmt: skip
     assert {s for n, _, s, _ in wanted if n == "oracle"} == {0, 1, 2}
     assert all(p == "workshop" and o == {} for _, p, _, o in wanted)
@@ -200,9 +200,11 @@ def test_notebook_specs_and_the_requests_they_select():
         with pytest.raises(ValueError, match=f"ranges from 01-11 .* or 'all'; got {bad!r}"):
             workshop.parse_notebooks(bad)
     every = workshop.requests("workshop")
-    # notebooks 01-02 and 04-11: the five directly loaded models, none of the experiment's
+    # notebooks 01-02 and 04-11: the directly loaded models, none of the experiment's
     rest = workshop.requests("workshop", workshop.parse_notebooks("1-2,4-11"))
-    assert rest == [(n, "workshop", 0, {}) for n in workshop.MODELS] == every[:5]
+    assert (
+        rest == [(n, "workshop", 0, {}) for n in workshop.MODELS] == every[: len(workshop.MODELS)]
+    )
     assert workshop.requests("workshop", ("01",)) == []
     assert workshop.requests("workshop", ("09", "11")) == [("baseline", "workshop", 0, {})]
     only03 = workshop.requests("workshop", ("03",))
