@@ -26,11 +26,12 @@ CROP = 5
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
-from scriptlab import data, viz, zoo
+from scriptlab import data, metrics, viz, zoo
 from scriptlab.interpret.occlusion import occlusion, occlusion_localisation
-from scriptlab.interpret.localisation import localisation_table
+from scriptlab.interpret.localisation import localisation_scores
+from scriptlab.interpret.saliency import saliency
 
-viz.style()  # the series' figure style: readable labels, constrained layout
+viz.style()
 ds = data.load(PRESET, seed=0, progress=False)
 test = data.as_float(ds.test.images)
 base = zoo.load("baseline", PRESET, progress=False)
@@ -52,29 +53,37 @@ print(
 
 
 # %%
-def overlay(ax, img, heat, title):
+def overlay(ax, img, heat, title, lims):
+    """The crop with a signed heat map on top, drawn with the given (shared) colour limits."""
     ax.imshow(img)
-    m = float(np.abs(heat).max()) or 1.0
-    ax.imshow(heat, cmap="RdBu_r", vmin=-m, vmax=m, alpha=0.6)
+    shown = ax.imshow(heat, cmap=viz.SIGNED_CMAP, vmin=lims[0], vmax=lims[1], alpha=0.6)
     ax.set_title(title, fontsize=viz.SMALL)
     ax.axis("off")
+    return shown
 
 
-fig, axes = plt.subplots(4, 3, figsize=(12, 6.0))
+# one signed colour scale for all four heat maps, so a weak map looks weak
+lims = viz.attribution_limits(np.asarray(res.heatmap[:4]), signed=True)
+# the four crops' heat maps share one colour scale: a crop whose score no single window moves
+# shows pale, instead of being stretched to full contrast
+fig, axes = plt.subplots(4, 3, figsize=(13, 7.5))
 for a, i in enumerate(range(4)):
     axes[a, 0].imshow(ds.test.images[i])
     axes[a, 0].axis("off")
     label = f"{ds.scripts[targets[i]]} / {ds.styles[ds.test.style[i]]}"
     axes[a, 0].set_title(f"{label}: p = {float(res.base[i]):.2f}", fontsize=viz.SMALL)
-    axes[a, 1].imshow(np.asarray(res.scores[i]), cmap="viridis", vmin=0, vmax=1)
+    p_shown = axes[a, 1].imshow(np.asarray(res.scores[i]), cmap="viridis", vmin=0, vmax=1)
     axes[a, 1].axis("off")
     axes[a, 1].set_title("p(true script) with the window at each position", fontsize=viz.SMALL)
-    overlay(
+    heat_shown = overlay(
         axes[a, 2],
         ds.test.images[i],
         np.asarray(res.heatmap[i]),
         "drop in p per pixel (red: needed)",
+        lims,
     )
+fig.colorbar(p_shown, ax=axes[:, 1], location="bottom", shrink=0.8, label="p(true script)")
+fig.colorbar(heat_shown, ax=axes[:, 2], location="bottom", shrink=0.8, label="drop in p")
 plt.show()
 
 
@@ -101,7 +110,7 @@ def explore(crop=CROP, patch=PATCH, stride=STRIDE, fill=FILL, output="probabilit
         fill=fill,
         output=output,
     )
-    fig, axes = plt.subplots(1, 3, figsize=(11, 1.9))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 2.4))
     axes[0].imshow(ds.test.images[crop])
     axes[0].imshow(ds.test.masks[crop], cmap="gray", alpha=0.25)
     axes[0].axis("off")
@@ -111,26 +120,34 @@ def explore(crop=CROP, patch=PATCH, stride=STRIDE, fill=FILL, output="probabilit
     axes[1].imshow(np.asarray(r.scores[0]), cmap="viridis")
     axes[1].axis("off")
     axes[1].set_title(f"{r.scores.shape[1]}x{r.scores.shape[2]} windows", fontsize=viz.SMALL)
-    overlay(axes[2], ds.test.images[crop], np.asarray(r.heatmap[0]), "drop per pixel")
+    heat = np.asarray(r.heatmap[0])
+    overlay(axes[2], ds.test.images[crop], heat, "drop per pixel", viz.attribution_limits(heat, signed=True))
     plt.show()
 
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(13, 2.1))
+fill_maps = {
+    fill: np.asarray(
+        occlusion(
+            base.apply_fn,
+            base.params,
+            test[CROP : CROP + 1],
+            targets[CROP],
+            patch=PATCH,
+            stride=STRIDE,
+            fill=fill,
+        ).heatmap[0]
+    )
+    for fill in ("grey", "mean", "blur")
+}
+lims = viz.attribution_limits(np.stack(list(fill_maps.values())), signed=True)
+fig, axes = plt.subplots(1, 4, figsize=(14, 2.6))
 axes[0].imshow(ds.test.images[CROP])
 axes[0].axis("off")
 axes[0].set_title("crop", fontsize=viz.SMALL)
-for ax, fill in zip(axes[1:], ("grey", "mean", "blur")):
-    r = occlusion(
-        base.apply_fn,
-        base.params,
-        test[CROP : CROP + 1],
-        targets[CROP],
-        patch=PATCH,
-        stride=STRIDE,
-        fill=fill,
-    )
-    overlay(ax, ds.test.images[CROP], np.asarray(r.heatmap[0]), f"fill = {fill}")
+for ax, (fill, heat) in zip(axes[1:], fill_maps.items()):
+    shown = overlay(ax, ds.test.images[CROP], heat, f"fill = {fill}", lims)
+fig.colorbar(shown, ax=axes[1:], shrink=0.9, label="drop in p")
 plt.show()
 
 # %% [markdown]
@@ -150,12 +167,18 @@ ch = int(
 r = occlusion(
     base.apply_fn, base.params, test[CROP : CROP + 1], ch, patch=6, stride=1, layer="conv3"
 )
-fig, axes = plt.subplots(1, 2, figsize=(8, 2.1))
+fig, axes = plt.subplots(1, 2, figsize=(9, 2.6))
 axes[0].imshow(ds.test.images[CROP])
 axes[0].axis("off")
-overlay(
-    axes[1], ds.test.images[CROP], np.asarray(r.heatmap[0]), f"conv3 channel {ch}: drop of its max"
+heat = np.asarray(r.heatmap[0])
+shown = overlay(
+    axes[1],
+    ds.test.images[CROP],
+    heat,
+    f"conv3 channel {ch}: drop of its max",
+    viz.attribution_limits(heat, signed=True),
 )
+fig.colorbar(shown, ax=axes[1], label="drop in activation")
 plt.show()
 
 # %% [markdown]
@@ -167,54 +190,108 @@ plt.show()
 
 # %%
 x, m, t = test[:N_LOCAL], ds.test.masks[:N_LOCAL], targets[:N_LOCAL]
-rows = []
-for fill in ("grey", "blur"):
-    r = occlusion(base.apply_fn, base.params, x, t, patch=PATCH, stride=STRIDE, fill=fill)
-    s = {k: float(v.mean()) for k, v in occlusion_localisation(r.heatmap, m, tolerance=1).items()}
-    rows.append(
-        dict(
-            method=f"occlusion {PATCH}x{PATCH}/{STRIDE} {fill}",
-            ink_mass=s["ink_mass"],
-            chance=s["ink_fraction"],
-            lift=s["ink_mass"] / s["ink_fraction"],
-            pointing=s["pointing"],
-            pointing_chance=s["pointing_chance"],
-        )
+maps = {
+    f"occlusion {fill}": occlusion(
+        base.apply_fn, base.params, x, t, patch=PATCH, stride=STRIDE, fill=fill
+    ).heatmap
+    for fill in ("grey", "blur")
+}
+options = {"integrated_gradients": {"steps": 16}}
+for method in ("gradient", "integrated_gradients", "grad_cam"):
+    maps[method] = saliency(base.apply_fn, base.params, x, t, method=method, **options.get(method, {}))
+# occlusion maps count their positive part only (where occluding lowers the score)
+scores = {
+    name: {
+        k: np.asarray(v)
+        for k, v in (
+            occlusion_localisation if name.startswith("occlusion") else localisation_scores
+        )(hm, m, tolerance=1).items()
+    }
+    for name, hm in maps.items()
+}
+ink_chance = float(scores["gradient"]["ink_fraction"].mean())
+point_chance = float(scores["gradient"]["pointing_chance"].mean())
+
+
+def with_interval(v):
+    lo, hi = metrics.bootstrap_interval(v)
+    return f"{v.mean():.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+rows = [
+    dict(
+        method=name,
+        ink=with_interval(s["ink_mass"]),
+        lift=s["ink_mass"].mean() / ink_chance,
+        pointing=with_interval(s["pointing"]),
     )
-rows += localisation_table(
-    base.apply_fn,
-    base.params,
-    x,
-    m,
-    t,
-    methods=("gradient", "integrated_gradients", "grad_cam"),
-    tolerance=1,
-    options={"integrated_gradients": {"steps": 16}},
-)
+    for name, s in scores.items()
+]
+print(f"{N_LOCAL} test crops; chance: ink mass {ink_chance:.2f}, pointing {point_chance:.2f}")
 columns = [
-    ("method", "method", "26s"),
-    ("ink mass", "ink_mass", "8.3f"),
-    ("chance", "chance", "7.3f"),
-    ("lift", "lift", "5.2f"),
-    ("pointing", "pointing", "8.3f"),
-    ("chance", "pointing_chance", "7.3f"),
+    ("method", "method", "20s"),
+    ("ink mass [95 % interval]", "ink", ">24s"),
+    ("lift over chance", "lift", "16.2f"),
+    ("pointing [95 % interval]", "pointing", ">24s"),
 ]
 print(viz.text_table(rows, columns))
-blur = next(r for r in rows if r["method"].endswith("blur"))
-assert blur["lift"] > 1.5 and blur["pointing"] > blur["pointing_chance"], (
-    "blur-fill occlusion should localise on ink"
-)
 
 # %% [markdown]
-# **What we find** (the numbers are in the table above and move a little between training runs).
-# The fill matters more than anything else. A **grey** 8x8 patch is a strong, unnatural edit (it
-# also shifts the per-crop colour statistics that the model standardises by), so the score also
-# drops where the patch covers background, and its map is better than chance on the ink but
-# behind the blur fill. A **blurred** patch removes the strokes but keeps the colours, and its map
-# lands on the glyphs, on a par with Integrated Gradients in ink mass and ahead of plain gradients;
-# the pointing game can favour the gradient methods, whose single sharpest pixel is usually on a
-# stroke. The occlusion map is blurred by its own 8x8 window, which caps its ink mass. So the
-# seed's use, "to verify that the CNN is placing emphasis on the right areas", works here best with
+# The brackets are 95 % bootstrap intervals over the crops: resample the crops with replacement
+# 1,000 times (`metrics.bootstrap_interval`) and keep the middle 95 % of the resampled means.
+# Two methods are compared on the same crops, so the checks below bootstrap their per-crop
+# *difference* (paired), which is tighter than comparing two intervals.
+
+# %%
+def paired(a, b, score):
+    """Mean of a minus b over the crops, with its paired bootstrap interval."""
+    d = scores[a][score] - scores[b][score]
+    return d.mean(), *metrics.bootstrap_interval(d)
+
+
+GRADIENTS = ("gradient", "integrated_gradients")
+for b in GRADIENTS:
+    d, lo, hi = paired("occlusion blur", b, "pointing")
+    print(f"pointing, occlusion blur - {b}: {d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def above(v, level):
+    return metrics.bootstrap_interval(v)[0] > level
+
+
+claims = {
+    "every map puts more mass on ink than chance": all(
+        above(s["ink_mass"], ink_chance) for s in scores.values()
+    ),
+    "blur beats grey in ink mass": paired("occlusion blur", "occlusion grey", "ink_mass")[1] > 0,
+    "blur beats grey in pointing": paired("occlusion blur", "occlusion grey", "pointing")[1] > 0,
+    "blur beats plain gradients in ink mass": paired("occlusion blur", "gradient", "ink_mass")[1] > 0,
+    "blur and IG are within 0.05 in ink mass": abs(
+        paired("occlusion blur", "integrated_gradients", "ink_mass")[0]
+    )
+    < 0.05,
+    "blur points on ink above chance": above(scores["occlusion blur"]["pointing"], point_chance),
+    "in pointing, blur and the gradient methods cannot be told apart": all(
+        paired("occlusion blur", b, "pointing")[1] < 0 < paired("occlusion blur", b, "pointing")[2]
+        for b in GRADIENTS
+    ),
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
+
+# %% [markdown]
+# **What we find.** The fill matters a great deal. A **grey** 8x8 patch is a strong,
+# unnatural edit (it also shifts the per-crop colour statistics that the model standardises by),
+# so the score also drops where the patch covers background: its map is better than chance on the
+# ink but behind the blur fill in both scores. A **blurred** patch removes the strokes but keeps
+# the colours, and its map lands on the glyphs: its ink mass is ahead of plain gradients and
+# within a few hundredths of Integrated Gradients. In the pointing game, blur occlusion and the
+# two gradient methods cannot be told apart on 48 crops (their paired intervals, printed above
+# the checks, include zero). The occlusion map is blurred by its own 8x8 window, which caps its
+# ink mass. So the seed's use, "to verify that the CNN is placing emphasis on the right areas", works here best with
 # a blur fill; the grey fill of the classic recipe finds the ink less reliably, because its map
 # mixes the glyphs with where the network dislikes grey squares.
 
@@ -224,8 +301,8 @@ assert blur["lift"] > 1.5 and blur["pointing"] > blur["pointing_chance"], (
 # The first way one writes occlusion is a Python loop: occlude one window, run one forward,
 # repeat. Here is that loop (each step jitted), next to the single batched call, on one crop. Both
 # give the same map; the loop pays a dispatch and a batch-of-one forward per window. The times
-# below are the best of five runs each, on whatever else this machine is doing: the ratio says how
-# much the batching buys *here*, and on a busy machine it can shrink towards 1.
+# below are the best of five runs each, under whatever else the machine is doing: the ratio says
+# how much the batching buys *here*, and on a busy machine it can shrink towards 1 or below.
 # `benchmarks/bench_occlusion.py` measures it properly, against eager JAX and PyTorch loops too.
 
 # %%
@@ -269,7 +346,7 @@ assert np.allclose(looped, batched, atol=1e-5), "the batched map must equal the 
 print(
     f"{len(windows)} windows, same map (best of 5) | loop {t_loop:.3f} s, one call {t_call:.3f} s"
 )
-print(f"the batched call is {t_loop / t_call:.1f}x faster here")
+print(f"loop time / one-call time: {t_loop / t_call:.1f} (above 1: the batched call is faster)")
 
 # %% [markdown]
 # ## Exercises

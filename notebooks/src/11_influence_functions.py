@@ -16,10 +16,9 @@
 #
 # 1. **Convex**: an L2-regularised logistic regression refit on the frozen CNN embeddings
 #    (`apply_fn(params, images).embedding`). $H$ is positive definite, formed and Cholesky-factorised exactly.
-# 2. **The CNN's last layers** (dense + script head, 264k parameters, the conv trunk frozen; non-convex),
-#    solved by conjugate gradients with damping. Its leave-one-out check is too slow for this notebook;
-#    `python benchmarks/bench_influence.py --validate` runs it and caches the result, which this notebook
-#    shows when the cache exists (in this run it did not, so no CNN-level numbers appear below).
+# 2. **The whole network** (non-convex): TracIn over the training snapshots and EK-FAC, a Kronecker-factored
+#    approximation of $H^{-1}$ for every conv and dense layer. Their leave-one-out checks need many retrains of the
+#    network and live in `benchmarks/bench_influence.py`; their results are summarised below.
 
 # %%
 # Configuration
@@ -43,10 +42,10 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scriptlab import data, viz, zoo
+from scriptlab import data, metrics, viz, zoo
 from scriptlab.interpret import influence as inf
 
-plt.rcParams["figure.dpi"] = 72
+viz.style()
 t0 = time.perf_counter()
 ds = data.load("workshop", seed=SEED)
 base = zoo.load("baseline", progress=False)
@@ -58,13 +57,18 @@ head, gnorm = inf.fit_logistic(x, y, n_classes=len(ds.scripts), l2=L2)
 H = inf.training_hessian(
     inf.logistic_loss, head, x, y, l2=L2
 )  # 1,290 x 1,290: formed once, reused below
-acc = float((jnp.argmax(xt @ head["w"] + head["b"], 1) == yt).mean())
+hits = np.asarray(jnp.argmax(xt @ head["w"] + head["b"], 1) == yt, float)
+acc, (acc_lo, acc_hi) = hits.mean(), metrics.bootstrap_interval(hits)
 print(
-    f"convex head on {N_TRAIN} embeddings: test accuracy {acc:.3f}, |grad J| at the fit {float(gnorm):.1e}"
+    f"convex head on {N_TRAIN} embeddings: test accuracy {acc:.3f} [{acc_lo:.3f}, {acc_hi:.3f}], "
+    f"|grad J| at the fit {float(gnorm):.1e}"
 )
 assert float(gnorm) < 1e-4 and acc > 0.5
 
 # %% [markdown]
+# Brackets are 95 % bootstrap intervals: the test crops are resampled with replacement 1,000 times
+# (`metrics.bootstrap_interval`) and the middle 95 % of the resampled statistics kept.
+#
 # ## One test crop: its most helpful and most harmful training crops
 #
 # We pick a crop the head gets wrong with confidence (the 10th-highest test loss), score all training crops against it
@@ -96,23 +100,22 @@ assert res.s_test.residual[0] < 1e-4
 # %%
 def show_influential(scores, test_index, k=K_SHOW, split=te, title=""):
     helpful, harmful = np.argsort(scores)[:k], np.argsort(scores)[::-1][:k]
-    fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 3.4))
+    fig, axes = plt.subplots(3, k, figsize=(1.8 * k, 4.2))
     for ax in axes.ravel():
         ax.set_axis_off()
     axes[0, 0].imshow(split.images[test_index])
     axes[0, 0].set_title(
         f"test: {ds.scripts[split.script[test_index]]}\n{ds.styles[split.style[test_index]]}",
-        fontsize=7,
+        fontsize=viz.SMALL,
     )
-    axes[0, 1].text(0, 0.5, title, fontsize=8, va="center")
+    axes[0, 1].text(0, 0.5, title, va="center")
     for row, idx, name in ((1, helpful, "helpful"), (2, harmful, "harmful")):
         for c, i in enumerate(idx):
             axes[row, c].imshow(tr.images[i])
             axes[row, c].set_title(
                 f"{name} {scores[i]:+.2f}\n{ds.scripts[tr.script[i]]} / {ds.styles[tr.style[i]]}",
-                fontsize=6,
+                fontsize=viz.SMALL,
             )
-    fig.tight_layout(pad=0.2)
     return fig
 
 
@@ -131,22 +134,30 @@ many = inf.influence_scores(
 ).scores
 many = np.asarray(many)
 harm20 = np.argsort(-many, axis=1)[:, :20]
-same_style = (tr.style[:N_TRAIN][harm20] == te.style[hard][:, None]).mean()
-base_rate = np.mean([(tr.style[:N_TRAIN] == s).mean() for s in te.style[hard]])
 help20 = np.argsort(many, axis=1)[:, :20]
-same_style_help = (tr.style[:N_TRAIN][help20] == te.style[hard][:, None]).mean()
-print(f"share of top-20 harmful crops with the test crop's style: {same_style:.2f}")
-print(f"share of top-20 helpful crops with the test crop's style: {same_style_help:.2f}")
-print(f"base rate of that style in the training subset:           {base_rate:.2f}")
+# per test crop: the share of its top 20 with its style, and that style's base rate
+share = {
+    "harmful": (tr.style[:N_TRAIN][harm20] == te.style[hard][:, None]).mean(1),
+    "helpful": (tr.style[:N_TRAIN][help20] == te.style[hard][:, None]).mean(1),
+    "base rate": np.array([(tr.style[:N_TRAIN] == s).mean() for s in te.style[hard]]),
+}
+ci = {k: (v.mean(), *metrics.bootstrap_interval(v)) for k, v in share.items()}
+same_style, same_style_help, base_rate = (ci[k][0] for k in ("harmful", "helpful", "base rate"))
+for k, label in (
+    ("harmful", "top-20 harmful crops with the test crop's style"),
+    ("helpful", "top-20 helpful crops with the test crop's style"),
+    ("base rate", "that style in the training subset (base rate)"),
+):
+    print(f"share of {label:50s} {ci[k][0]:.2f} [{ci[k][1]:.2f}, {ci[k][2]:.2f}]")
 
 # %%
 # NBVAL_CHECK_OUTPUT
 # The digits above move a little between training runs; these claims do not.
 claims = {
-    "the most harmful crops share the test crop's style above the base rate": same_style
-    > 1.3 * base_rate,
-    "the most helpful crops share the test crop's style above the base rate": same_style_help
-    > 1.3 * base_rate,
+    "the most harmful crops share the test crop's style above the base rate": ci["harmful"][1]
+    > ci["base rate"][2],
+    "the most helpful crops share the test crop's style above the base rate": ci["helpful"][1]
+    > ci["base rate"][2],
 }
 for claim, holds in claims.items():
     print(f"{claim}: {holds}")
@@ -154,7 +165,7 @@ assert all(claims.values())
 
 # %% [markdown]
 # **What the counts say.** Both ends of the ranking lean towards the test crop's style: the most harmful and the most
-# helpful crops both share it far more often than the base rate (the counts above). So style does not only push
+# helpful crops both share it more often than the base rate, with intervals apart (over the 100 test crops). So style does not only push
 # predictions the wrong way, as the question above expected; it decides which training crops matter at all, in both
 # directions. That is how an embedding that carries style looks to a linear head on top of it (in notebook 10, a kNN
 # on the baseline embedding names the style of most conflict crops, far above chance).
@@ -186,11 +197,16 @@ loo = inf.loo_retrain(
 pred = np.asarray(inf.predicted_loo_change(scores[idx], N_TRAIN))
 actual = np.asarray(loo.delta_test_loss[:, 0])
 r_convex = inf.pearson(pred, actual)
+r_lo, r_hi = metrics.bootstrap_interval(
+    (pred, actual),
+    lambda p, a: np.array([np.corrcoef(pi, ai)[0, 1] for pi, ai in zip(p, a, strict=True)]),
+)
 print(
     f"{len(idx)} leave-one-out retrains; converged (max |grad| < 1e-4): {bool(loo.grad_norm.max() < 1e-4)}"
 )
 print(f"Pearson r (convex head) >= 0.95: {r_convex >= 0.95}")
-assert r_convex >= 0.95
+print(f"its bootstrap interval over the removed crops lies above 0.9: {r_lo > 0.9}")
+assert r_convex >= 0.95 and r_lo > 0.9
 
 # %%
 cached = inf.load_result("loo_validation")
@@ -203,10 +219,10 @@ def scatter(ax, p, a, title):
     ax.scatter(a, p, s=12)
     ax.set_xlabel("actual change in test loss (retrained)")
     ax.set_ylabel("predicted (influence)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title)
 
 
-scatter(axes[0, 0], pred, actual, f"convex head, N={N_TRAIN}: r = {r_convex:.3f}")
+scatter(axes[0, 0], pred, actual, f"convex head, N={N_TRAIN}: r = {r_convex:.3f}\n[{r_lo:.3f}, {r_hi:.3f}]")
 if cached:
     c = cached["cnn_top"]
     scatter(
@@ -215,8 +231,7 @@ if cached:
         np.array(c["actual"]),
         f"CNN last layers, N={c['n_train']} (cached): r = {c['pearson']:.3f}",
     )
-fig.tight_layout()
-print(f"convex head: r = {r_convex:.3f} over {len(idx)} removed crops")
+print(f"convex head: r = {r_convex:.3f} [{r_lo:.3f}, {r_hi:.3f}] over {len(idx)} removed crops")
 if cached:
     for level in ("convex", "cnn_top"):
         c = cached[level]
@@ -229,31 +244,36 @@ if cached:
         f"CNN level: |grad J| after the refit {cached['cnn_top']['refine_grad_norm']:.1e}, damping "
         f"{cached['cnn_top']['damping']}, retrains {cached['cnn_top']['loo_steps']} full-batch steps each"
     )
-else:
-    print("no cached CNN-level result: run python benchmarks/bench_influence.py --validate")
+
 
 # %% [markdown]
-# The convex head's points sit close to the diagonal (Pearson r printed above). For the CNN's last layers there
-# is no cached result in this run: that comparison comes from running `python benchmarks/bench_influence.py --validate`.
-# Expect it to be looser than the convex one: the damping added to the indefinite Hessian shrinks the predicted changes,
-# the refit is not exactly at a minimum, and the retrains from a warm start find the nearby solution Bae et al. (2022)
-# call the proximal response. Koh & Liang's own CNN figure is r of about 0.86 to 0.88.
-#
-# The unlearning comparison (`zoo.load("unlearn")`) is left out here: it is not cheap unless that model is already
-# trained; the widget below works with any model's embeddings.
+# The convex head's points sit close to the diagonal (Pearson r and its bootstrap interval over the removed crops,
+# printed above). The same check for the CNN's last layers (dense and script head, the trunk frozen, solved by
+# conjugate gradients with damping) needs a refit of 264k parameters per removed crop: it lives in
+# `python benchmarks/bench_influence.py --validate`, and when that has been run on this machine its cached result
+# appears as a second panel above. Expect it to be looser than the convex one: the damping added to the indefinite
+# Hessian shrinks the predicted changes, the refit is not exactly at a minimum, and the retrains from a warm start
+# find the nearby solution Bae et al. (2022) call the proximal response. Koh & Liang's own CNN figure is r of about
+# 0.86 to 0.88.
 #
 # ## Which crops moved the *font* prediction?
 #
 # The same machinery answers a question about the nuisance: fit a second convex head reading **font style** from the
-# same embeddings and score training crops by their influence on the font loss of the test crop. In the baseline
-# model the embedding still carries style, so this probe works; the unlearning notebook's question is whether it
-# would after gradient reversal.
+# same embeddings and score training crops by their influence on the font loss of the test crop. A word of caution
+# first: on the test split style nearly follows from script (90 % of each script's crops are in its usual style), so
+# the probe must beat *guessing the style from the script*, not only the majority style, before it shows style
+# information beyond script.
 
 # %%
 s, st = jnp.asarray(tr.style[:N_TRAIN]), jnp.asarray(te.style[:N_TEST])
 font_head, _ = inf.fit_logistic(x, s, n_classes=len(ds.styles), l2=L2)
 H_font = inf.training_hessian(inf.logistic_loss, font_head, x, s, l2=L2)
-font_acc = float((jnp.argmax(xt @ font_head["w"] + font_head["b"], 1) == st).mean())
+font_hits = np.asarray(jnp.argmax(xt @ font_head["w"] + font_head["b"], 1) == st, float)
+font_acc, font_ci = font_hits.mean(), metrics.bootstrap_interval(font_hits)
+# two guesses without the embedding: the majority style, and the usual style of the crop's script
+style_chance = np.bincount(te.style[:N_TEST]).max() / N_TEST
+usual = np.array([np.bincount(tr.style[:N_TRAIN][tr.script[:N_TRAIN] == c], minlength=len(ds.styles)).argmax() for c in range(len(ds.scripts))])
+from_script = float((usual[te.script[:N_TEST]] == te.style[:N_TEST]).mean())
 font_scores = np.asarray(
     inf.influence_scores(
         inf.logistic_loss,
@@ -268,9 +288,27 @@ font_scores = np.asarray(
     ).scores[0]
 )
 print(
-    f"font probe on the embedding: test accuracy {font_acc:.2f} (chance {1 / len(ds.styles):.2f})"
+    f"font probe on the embedding: test accuracy {font_acc:.2f} [{font_ci[0]:.2f}, {font_ci[1]:.2f}]; "
+    f"guessing the majority style {style_chance:.2f}, the script's usual style {from_script:.2f}"
 )
 show_influential(font_scores, TEST, title="influence on the\nFONT loss");
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claims = {
+    "the probe beats the majority-style guess": font_ci[0] > style_chance,
+    "but not guessing the style from the script (its interval reaches that guess)": font_ci[1]
+    >= from_script,
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
+
+# %% [markdown]
+# So on these crops the font probe may be reading script: its accuracy is what the script alone gives. The
+# font-loss influences above are real influences on that probe, but they say nothing about style beyond script.
+# Notebook 10 asks that question where it can be answered, on the conflict split and within each script, and
+# finds style there above chance; notebook 03 asks whether it survives gradient reversal.
 
 # %% [markdown]
 # ## Through the whole network: TracIn and EK-FAC
@@ -291,7 +329,8 @@ show_influential(font_scores, TEST, title="influence on the\nFONT loss");
 loss_net = inf.layerwise_loss(base.apply_fn, "script")
 snapshots = zoo.load_epochs("baseline", progress=False)[1:]  # epoch 0 (the init) has weight 0
 lrs = inf.epoch_learning_rates(base.config, len(tr), [e for e, _ in snapshots])
-COMPARE = np.argsort(test_losses)[::-10][:N_COMPARE]  # TEST first, then every 10th by loss
+COMPARE = np.argsort(test_losses)[::-1][9::10][:N_COMPARE]  # TEST first, then every 10th by loss
+assert COMPARE[0] == TEST
 imgs_tr, imgs_te = tr.images[:N_TRAIN], te.images[:N_TEST]
 imgs_net, y_net = tr.images[:N_WHOLE], y[:N_WHOLE]
 est = {
@@ -339,22 +378,21 @@ assert all(v.shape == (N_COMPARE, N_WHOLE) and np.isfinite(v).all() for v in est
 
 
 # %%
-def show_estimators(scores_by_name, test_index, row=0, k=K_SHOW):
-    """One row per estimator: its k most helpful, then its k most harmful training crops."""
-    n = len(scores_by_name)
-    fig, axes = plt.subplots(n, 2 * k + 1, figsize=(1.1 * (2 * k + 1), 1.5 * n))
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for r, (name, sc) in enumerate(scores_by_name.items()):
+def show_estimators(scores_by_name, test_index, row=0, k=4):
+    """One row per estimator, named above it: the test crop, its k most helpful, then its k most harmful."""
+    fig = plt.figure(figsize=(1.5 * (2 * k + 1), 1.75 * len(scores_by_name)))
+    for sub, (name, sc) in zip(fig.subfigures(len(scores_by_name), 1), scores_by_name.items()):
+        sub.suptitle(name, x=0.01, ha="left")
+        axes = sub.subplots(1, 2 * k + 1)
         order = np.argsort(sc[row])
-        axes[r, 0].imshow(te.images[test_index])
-        axes[r, 0].set_title(
-            f"{name}\ntest: {ds.scripts[te.script[test_index]]}", fontsize=7, loc="left"
-        )
+        axes[0].imshow(te.images[test_index])
+        axes[0].set_title(f"test: {ds.scripts[te.script[test_index]]}", fontsize=viz.SMALL)
         for c, i in enumerate([*order[:k], *order[::-1][:k]]):
-            axes[r, c + 1].imshow(tr.images[i])
+            axes[c + 1].imshow(tr.images[i])
             kind = "helpful" if c < k else "harmful"
-            axes[r, c + 1].set_title(f"{kind}\n{ds.scripts[tr.script[i]]}", fontsize=6)
+            axes[c + 1].set_title(f"{kind}: {ds.scripts[tr.script[i]]}", fontsize=viz.SMALL)
+        for ax in axes:
+            ax.set_axis_off()
     return fig
 
 
@@ -376,12 +414,63 @@ def top_overlap(a, b, k=50):
     return len(np.intersect1d(np.argsort(a)[:k], np.argsort(b)[:k])) / k
 
 
-print("| estimator A | estimator B | mean Spearman r | mean overlap of the 50 most helpful |")
+rho = {
+    (a, b): np.array([spearmanr(est[a][t], est[b][t])[0] for t in range(N_COMPARE)])
+    for a, b in combinations(est, 2)
+}
+overlap = {
+    (a, b): np.array([top_overlap(est[a][t], est[b][t]) for t in range(N_COMPARE)])
+    for a, b in combinations(est, 2)
+}
+print(f"mean (lowest to highest) over the {N_COMPARE} test crops; chance overlap {50 / N_WHOLE:.2f}")
+print("| estimator A | estimator B | Spearman r | overlap of the 50 most helpful |")
 print("|---|---|---|---|")
-for a, b in combinations(est, 2):
-    rho = np.mean([spearmanr(est[a][t], est[b][t])[0] for t in range(N_COMPARE)])
-    top = np.mean([top_overlap(est[a][t], est[b][t]) for t in range(N_COMPARE)])
-    print(f"| {a} | {b} | {rho:.2f} | {top:.2f} |")
+for a, b in rho:
+    r, o = rho[a, b], overlap[a, b]
+    print(
+        f"| {a} | {b} | {r.mean():.2f} ({r.min():.2f} to {r.max():.2f}) "
+        f"| {o.mean():.2f} ({o.min():.2f} to {o.max():.2f}) |"
+    )
+# what the 50 most helpful crops of each estimator have in common: the test crop's script?
+same_script = {
+    name: np.mean(
+        [(tr.script[:N_WHOLE][np.argsort(sc[t])[:50]] == te.script[c]).mean() for t, c in enumerate(COMPARE)]
+    )
+    for name, sc in est.items()
+}
+script_rate = np.mean([(tr.script[:N_WHOLE] == te.script[c]).mean() for c in COMPARE])
+for name, v in same_script.items():
+    print(f"{name:24s}: {v:.2f} of its 50 most helpful crops share the test crop's script")
+print(f"{'base rate':24s}: {script_rate:.2f}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claims = {
+    "every pair ranks all crops almost independently (mean Spearman r < 0.3)": all(
+        r.mean() < 0.3 for r in rho.values()
+    ),
+    "every pair shares its most helpful crops far above chance (overlap > 3x chance)": all(
+        o.mean() > 3 * 50 / N_WHOLE for o in overlap.values()
+    ),
+    "each estimator's most helpful crops share the test crop's script above 1.5x the base rate": all(
+        v > 1.5 * script_rate for v in same_script.values()
+    ),
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
+
+# %% [markdown]
+# **What the disagreement means.** The three estimators agree at the helpful end and nowhere else. Their 50 most
+# helpful crops overlap several times more than chance, and all three favour crops of the test crop's own script,
+# well above its base rate. Over all 1,000 crops their rankings are nearly independent (Spearman r around 0.1 or
+# below): most crops have small scores, and there each estimator's order is set by what it approximates, not by a
+# shared signal. And they approximate different things: the convex head asks how a linear refit on frozen features
+# would change, TracIn how the training trajectory used each crop (its sum is dominated by the first epoch,
+# exercise 3), EK-FAC how the final network would respond near its parameters. Read the top of a ranking, not its
+# full order, and do not take one estimator's agreement with another as validation: the next section compares them
+# with retraining instead. (Four test crops only; the ranges in the table show how much the numbers move between
+# them.)
 
 # %% [markdown]
 # ## What does whole-network influence predict?
@@ -426,8 +515,8 @@ for a, b in combinations(est, 2):
 # same crops by random signs of the same size.
 #
 # The target here is the correctly classified test crop with the **smallest margin**: the one an attack is most
-# likely to flip, chosen to show what a flip looks like. The success rate over random targets is the benchmark
-# table at the end.
+# likely to flip. That choice also makes a flip cheap, so the random control is the comparison to read, and the
+# success rate over random targets is the benchmark table at the end.
 
 # %%
 logits_te = np.asarray(xt @ head["w"] + head["b"])
@@ -457,35 +546,39 @@ claims = {
     ),
     "both refits converged to |grad J| <= 1e-6": bool(attack.converged and control.converged),
     "the attack raises the target's loss more than the random control": rise["a"] > rise["c"],
+    "the attack flips the target": bool(attack.flipped),
+    "so does the random control": bool(control.flipped),
 }
 for claim, holds in claims.items():
     print(f"{claim}: {holds}")
 assert all(claims.values())
 
 # %%
-fig, axes = plt.subplots(3, 5, figsize=(7.5, 4.4))
+fig, axes = plt.subplots(3, 5, figsize=(9, 5.0))
 for ax in axes.ravel():
     ax.set_axis_off()
 gain = 0.5 * 255 / EPS_ATTACK  # the largest change maps to black or white
 for c in range(5):
     i = int(attack.indices[c])
     axes[0, c].imshow(tr.images[i])
-    axes[0, c].set_title(f"before: {ds.scripts[tr.script[i]]}", fontsize=7)
+    axes[0, c].set_title(f"before: {ds.scripts[tr.script[i]]}", fontsize=viz.SMALL)
     axes[1, c].imshow(np.asarray(attack.images[c]))
-    axes[1, c].set_title("after (attacked)", fontsize=7)
+    axes[1, c].set_title("after (attacked)", fontsize=viz.SMALL)
     axes[2, c].imshow(np.clip(0.5 + np.asarray(attack.delta[c]) * gain, 0, 1))
-    axes[2, c].set_title(f"difference x{gain:.0f}", fontsize=7)
+    axes[2, c].set_title(f"difference x{gain:.0f}", fontsize=viz.SMALL)
 verdict = {True: "flipped", False: "not flipped"}
 fig.suptitle(
     f"target {ds.scripts[te.script[TARGET]]}: {ds.scripts[int(attack.pred_before)]} -> "
     f"{ds.scripts[int(attack.pred_after)]} after the attack ({verdict[bool(attack.flipped)]}); "
     f"random control: {verdict[bool(control.flipped)]}",
-    fontsize=8,
 );
 
 # %% [markdown]
 # The middle row is what went into the retrain: at 2/255 the change is invisible, and only the enlarged difference
-# (bottom row; grey is no change) shows the pattern the influence gradient picked.
+# (bottom row; grey is no change) shows the pattern the influence gradient picked. On this target the random
+# control flips the prediction too (the checks above): at the smallest margin any small change to the training set
+# can tip it, so the flip itself shows little. What the attack adds is the size of the loss rise, several times the
+# control's; the benchmark table below gives the flip rate on random targets, where the margin is not picked.
 
 # %% [markdown]
 # ## Finding mislabelled crops by self-influence
@@ -509,10 +602,18 @@ rankings = {
     "random": np.random.default_rng(SEED).permutation(N_TRAIN),
 }
 curves = {k: inf.detection_curve(v, flipped, fractions) for k, v in rankings.items()}
+def found_interval(order, share):
+    """95 % bootstrap interval, over the flipped crops, of the share found in the first `share` checked."""
+    rank = np.empty(N_TRAIN, int)
+    rank[order] = np.arange(N_TRAIN)
+    return metrics.bootstrap_interval((rank[flipped] < share * N_TRAIN).astype(float))
+
+
 print("| ranking | found at 10% checked | found at 20% checked |")
 print("|---|---|---|")
 for k, c in curves.items():
-    print(f"| {k} | {c[10]:.2f} | {c[20]:.2f} |")
+    (lo10, hi10), (lo20, hi20) = (found_interval(rankings[k], f) for f in (0.1, 0.2))
+    print(f"| {k} | {c[10]:.2f} [{lo10:.2f}, {hi10:.2f}] | {c[20]:.2f} [{lo20:.2f}, {hi20:.2f}] |")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -525,6 +626,10 @@ claims = {
         "self-influence"
     ][10]
     > 0.5,
+    "training loss finds as many at 10% (intervals overlap)": found_interval(
+        rankings["training loss"], 0.1
+    )[1]
+    >= found_interval(rankings["self-influence"], 0.1)[0],
 }
 for claim, holds in claims.items():
     print(f"{claim}: {holds}")
@@ -537,8 +642,8 @@ for k, c in curves.items():
 ax.axvline(FLIP, color="0.8", lw=1)
 ax.set_xlabel("fraction of training data checked")
 ax.set_ylabel("fraction of flipped labels found")
-ax.legend(fontsize=8)
-fig.tight_layout()
+ax.legend()
+plt.show()
 
 # %% [markdown]
 # ## Pick a test crop and an estimator
@@ -604,7 +709,7 @@ widgets.interact(
 # correctly classified targets, every refit run to $\|\nabla J\| \le 10^{-6}$, from
 # `python benchmarks/bench_influence.py --attack`:
 #
-# | budget | k | attack: flipped | control (random signs): flipped | mean loss rise, attack | mean loss rise, control | max refit grad norm | refits converged | max refit steps |
+# | budget | crops perturbed | attack: flipped | control (random signs): flipped | mean loss rise, attack | mean loss rise, control | max refit grad norm | refits converged | max refit steps |
 # |---|---|---|---|---|---|---|---|---|
 # | 2/255 | 1 | 0/20 | 0/20 | 1.93e-02 | 7.63e-04 | 9.4e-07 | 40/40 | 12 |
 # | 2/255 | 2 | 0/20 | 0/20 | 3.72e-02 | 1.45e-03 | 9.8e-07 | 40/40 | 14 |
@@ -629,20 +734,20 @@ widgets.interact(
 #
 # The cost is one forward and backward pass per crop and snapshot: TracIn takes 3.5 s per 3,000 crops against
 # one test crop and 3.7 s against 100, so a low-rank projection of the gradients would save memory, not time.
-# The mislabel recall comes from `python benchmarks/bench_influence.py --mislabel`, the convex leave-one-out
-# validation with slopes and the float64 reference from `python benchmarks/bench_influence.py --validate
-# --convex`; they were not rerun for this notebook.
+# The mislabel recall at full scale comes from `python benchmarks/bench_influence.py --mislabel`, the convex
+# leave-one-out validation with slopes and the float64 reference from `python benchmarks/bench_influence.py
+# --validate --convex`.
 
 # %%
 elapsed = time.perf_counter() - t0
-print(f"notebook ran in {elapsed:.0f} s (budget: 90 s on 2 uncontended cores with the zoo warm)")
+print(f"notebook compute time: {elapsed:.0f} s")
 
 # %% [markdown]
 # **What to take away.** For the convex head the first-order prediction tracks actual retraining closely (Koh & Liang
-# report the same for logistic regression). For the CNN's last layers it is an approximation: how good one is measured by
-# `python benchmarks/bench_influence.py --validate` (no cached result in this run), and it depends on how well the refit
-# converged and on the damping. Self-influence
-# finds flipped labels far faster than random checking; training loss, the cheapest signal, is a strong baseline here.
+# report the same for logistic regression). Through the whole network, influence estimates track the network's local
+# response (the warm-started retrain and the PBRF), not a retrain from scratch, which training noise dominates; and
+# the three estimators here rank the bulk of the training crops almost independently. Self-influence finds flipped
+# labels far faster than random checking; training loss, the cheapest signal, does as well here.
 #
 # References: Koh & Liang 2017 (arXiv:1703.04730); Agarwal, Bullins & Hazan 2017 (LiSSA); Basu, Pope & Feizi 2021;
 # Bae et al. 2022; Grosse et al. 2023.
