@@ -420,8 +420,8 @@ def insertion_curve(
     gives a high ``auc``.
 
     Args:
-      apply_fn, params, images, targets, maps, steps, blur_sigma, reduce, head,
-        output, batch_size: as ``deletion_curve``.
+      apply_fn, params, images, targets, maps: as ``deletion_curve``.
+      steps, blur_sigma, reduce, head, output, batch_size: as ``deletion_curve``.
       baseline: the starting image: "blur" (default), "black", "white", "gray",
         or an image [H, W, C] / [N, H, W, C] in [0, 1].
 
@@ -467,8 +467,8 @@ def road_curve(
     (``correct.mean(0)``) as well.
 
     Args:
-      apply_fn, params, images, targets, maps, steps, reduce, head, output,
-        batch_size: as ``deletion_curve``.
+      apply_fn, params, images, targets, maps: as ``deletion_curve``.
+      steps, reduce, head, output, batch_size: as ``deletion_curve``.
       order: "morf" (most relevant first) or "lerf" (least relevant first).
       noise: standard deviation of the imputation noise, >= 0 (ROAD: 0.01).
       seed: the noise seed.
