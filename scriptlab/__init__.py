@@ -5,11 +5,13 @@ worker processes never load JAX):
 
   fonts       the pip-installed font table and cmap checks
   data        the multi-script text-crop dataset (font style as a nuisance)
+  twins       style counterfactuals: a crop re-rendered with only its font swapped
   model       the dual-head CNN, ``gradient_flip`` and the functional view
   train       training modes, checkpoints
   distributed the device mesh: data-parallel training and transforms
   zoo         named trained models, cached on first use
   probe       linear probes on frozen features
+  reliance    style reliance: does a prediction change with the font alone
   experiment  the font-style unlearning experiment
   workshop    what the notebooks need, prepared once (``scriptlab prepare``)
   archive     one file of trained zoo models (``scriptlab cache export / import``)
@@ -29,7 +31,9 @@ __all__ = [
     "interpret",
     "model",
     "probe",
+    "reliance",
     "train",
+    "twins",
     "viz",
     "workshop",
     "zoo",

@@ -304,37 +304,91 @@ def _check_raqm() -> None:
         )
 
 
-def _glyph_alpha(rng, face: fonts.Face, script: str, h: int, w: int):
-    """Render one word as an 8-bit coverage image; returns (alpha, text)."""
-    from PIL import Image, ImageDraw
+class Glyph(NamedTuple):
+    """One crop's word and its placement, as drawn for the crop's own face.
 
+    Attributes:
+      text: the word.
+      size: the font size in pixels.
+      box: (left, top, width, height) of the word's ink box before rotation, in pixels.
+      angle: the rotation in degrees (counter-clockwise, about the crop's centre).
+      face: the face it was drawn for.
+      origin: (x, y) where Pillow draws the word in that face.
+    """
+
+    text: str
+    size: int
+    box: tuple[int, int, int, int]
+    angle: float
+    face: fonts.Face
+    origin: tuple[int, int]
+
+
+def _draw_glyph(rng, face: fonts.Face, script: str, h: int, w: int) -> Glyph:
+    """Draw one crop's word, size, position and rotation for ``face``."""
     words = fonts.words_for(face, script)
     for _ in range(16):
         text = words[rng.integers(len(words))]
         if script in BICAMERAL and rng.random() < 0.3:
             text = text[:1].upper() + text[1:]
         size = int(rng.integers(int(0.45 * h), int(0.75 * h) + 1))
-        font = _font(face, size)
-        left, top, right, bottom = font.getbbox(text)
+        left, top, right, bottom = _font(face, size).getbbox(text)
         tw, th = right - left, bottom - top
         if tw > w - 2 or th > h - 2:
             size = int(size * min((w - 2) / tw, (h - 2) / th))
             if size < 0.3 * h:
                 continue
-            font = _font(face, size)
-            left, top, right, bottom = font.getbbox(text)
+            left, top, right, bottom = _font(face, size).getbbox(text)
             tw, th = right - left, bottom - top
             if tw > w - 2 or th > h - 2:
                 continue
         break
     else:
         raise RuntimeError(f"no word of {script} fits a {h}x{w} crop in {face.family}")
-    x = int(rng.integers(1, w - tw)) - left
-    y = int(rng.integers(1, h - th)) - top
+    x = int(rng.integers(1, w - tw))
+    y = int(rng.integers(1, h - th))
+    angle = float(rng.uniform(-5, 5))
+    return Glyph(text, size, (x, y, tw, th), angle, face, (x - left, y - top))
+
+
+def _settled_box(face: fonts.Face, size: int, text: str) -> tuple[int, int, int, int]:
+    """``text``'s ink box, measured after one throwaway measurement.
+
+    The first box a freshly made variable-font object measures can be a pixel off the
+    later ones (FreeType; seen with Noto Serif 500 at 15 px), so a single measurement
+    would depend on which fonts the process loaded before.
+    """
+    font = _font(face, size)
+    font.getbbox(text)
+    return font.getbbox(text)
+
+
+def glyph_alpha(face: fonts.Face, glyph: Glyph, h: int, w: int) -> np.ndarray:
+    """Draw ``glyph``'s word in ``face`` as an 8-bit coverage image, uint8[H, W].
+
+    In the face ``glyph`` was drawn for, the word goes where the dataset drew it: the
+    crop's own glyph image, bit for bit. In another face it is set at ``glyph.size``
+    (shrunk only as far as needed for the face's ink box to fit inside the crop with a
+    one-pixel margin), its ink box centred where ``glyph.box`` is centred (then moved
+    the least to stay inside that margin). Either way it is rotated by ``glyph.angle``.
+    """
+    from PIL import Image, ImageDraw
+
+    size, origin = glyph.size, glyph.origin
+    if face != glyph.face:
+        left, top, right, bottom = _settled_box(face, size, glyph.text)
+        while size > 1 and (right - left > w - 2 or bottom - top > h - 2):
+            size -= 1  # another face can be wider or taller at the same size
+            left, top, right, bottom = _settled_box(face, size, glyph.text)
+        tw, th = right - left, bottom - top
+        x0, y0, tw0, th0 = glyph.box
+        x = min(max(x0 + (tw0 - tw) // 2, 1), max(w - 1 - tw, 1))
+        y = min(max(y0 + (th0 - th) // 2, 1), max(h - 1 - th, 1))
+        origin = (x - left, y - top)
     img = Image.new("L", (w, h), 0)
-    ImageDraw.Draw(img).text((x, y), text, font=font, fill=255)
-    img = img.rotate(float(rng.uniform(-5, 5)), resample=Image.BILINEAR)
-    return np.asarray(img), text
+    ImageDraw.Draw(img).text(origin, glyph.text, font=_font(face, size), fill=255)
+    img = img.rotate(glyph.angle, resample=Image.BILINEAR)
+    return np.asarray(img)
 
 
 def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
@@ -368,21 +422,47 @@ def _blur(img: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return img
 
 
-def _render_chunk(job) -> dict[str, np.ndarray]:
-    """Render one chunk of planned samples (runs in a worker process)."""
-    cfg, entropy, scripts, faces = job
+class Draws(NamedTuple):
+    """A chunk's random draws: everything about its crops except the font (row-aligned).
+
+    Attributes:
+      glyphs: one ``Glyph`` per crop (word, size, position, rotation).
+      background: float64[n, H, W, 3] background colour + gradient + texture.
+      color: float32[n, 3] text colour in [0, 1].
+      sigma: float32[n] blur standard deviation in pixels.
+      noise: float64[n, H, W, 3] additive pixel noise.
+    """
+
+    glyphs: tuple[Glyph, ...]
+    background: np.ndarray
+    color: np.ndarray
+    sigma: np.ndarray
+    noise: np.ndarray
+
+    def take(self, idx) -> Draws:
+        """Rows ``idx`` (int array) of every field."""
+        return Draws(tuple(self.glyphs[i] for i in idx), *(a[idx] for a in self[1:]))
+
+
+def draw_chunk(cfg: DataConfig, entropy, scripts, faces) -> Draws:
+    """Replay one chunk's random draws (the dataset's, number for number).
+
+    Args:
+      cfg: the dataset config.
+      entropy: the chunk's seed (``chunk_entropy``).
+      scripts: int[n] script ids (into ``cfg.scripts``) of the chunk's crops.
+      faces: int[n] face ids (into ``fonts.FACES``) of the chunk's crops.
+
+    Returns:
+      The chunk's ``Draws``, the same numbers the dataset was rendered from.
+    """
     _check_raqm()
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
     h, w = cfg.image_size
     n = len(scripts)
-    alpha = np.empty((n, h, w), np.uint8)
-    texts = []
-    for i in range(n):  # Pillow draws one string at a time; the rest is vectorised
-        face = fonts.FACES[faces[i]]
-        alpha[i], text = _glyph_alpha(rng, face, cfg.scripts[scripts[i]], h, w)
-        texts.append(text)
-    a = alpha.astype(np.float32)[..., None] / 255.0
-
+    glyphs = tuple(  # the words come first: their draws depend on each face's metrics
+        _draw_glyph(rng, fonts.FACES[faces[i]], cfg.scripts[scripts[i]], h, w) for i in range(n)
+    )
     bg = rng.uniform(0, 1, (n, 3)).astype(np.float32)
     cand = rng.uniform(0, 1, (n, 16, 3)).astype(np.float32)
     ok = np.abs(_luma(cand) - _luma(bg)[:, None]) > 0.35
@@ -399,52 +479,79 @@ def _render_chunk(job) -> dict[str, np.ndarray]:
     coarse = rng.normal(0, 1, (n, 5, 9)) * rng.uniform(0, 0.08, n)[:, None, None]
     texture = np.einsum("hi,nij,wj->nhw", _bilinear_matrix(h, 5), coarse, _bilinear_matrix(w, 9))
     background = bg[:, None, None, :] + (gradient + texture)[..., None]
-    img = background * (1 - a) + fg[:, None, None, :] * a
-    img = _blur(img.astype(np.float32), rng.uniform(0, 0.9, n).astype(np.float32))
-    img = img + rng.normal(0, 1, img.shape) * rng.uniform(0, 0.05, n)[:, None, None, None]
+    sigma = rng.uniform(0, 0.9, n).astype(np.float32)
+    noise = rng.normal(0, 1, (n, h, w, 3)) * rng.uniform(0, 0.05, n)[:, None, None, None]
+    return Draws(glyphs, background, fg, sigma, noise)
+
+
+def paint(alpha: np.ndarray, draws: Draws) -> np.ndarray:
+    """Composite glyph coverage onto the drawn backgrounds, then blur and add noise.
+
+    Args:
+      alpha: uint8[n, H, W] glyph coverage (``glyph_alpha``), row-aligned with ``draws``.
+      draws: the crops' ``Draws``.
+
+    Returns:
+      uint8[n, H, W, 3] crops.
+    """
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    img = draws.background * (1 - a) + draws.color[:, None, None, :] * a
+    img = _blur(img.astype(np.float32), draws.sigma)
+    img = img + draws.noise
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _render_chunk(job) -> dict[str, np.ndarray]:
+    """Render one chunk of planned samples (runs in a worker process)."""
+    cfg, entropy, scripts, faces = job
+    h, w = cfg.image_size
+    draws = draw_chunk(cfg, entropy, scripts, faces)
+    alpha = np.empty((len(scripts), h, w), np.uint8)
+    for i, glyph in enumerate(draws.glyphs):  # Pillow draws one string at a time
+        alpha[i] = glyph_alpha(fonts.FACES[faces[i]], glyph, h, w)
     return {
-        "images": np.round(np.clip(img, 0, 1) * 255).astype(np.uint8),
+        "images": paint(alpha, draws),
         "masks": alpha >= 128,
-        "text": np.array(texts, dtype=str),
-        "color": np.round(fg * 255).astype(np.uint8),
+        "text": np.array([g.text for g in draws.glyphs], dtype=str),
+        "color": np.round(draws.color * 255).astype(np.uint8),
     }
 
 
-def _generate(cfg: DataConfig, workers: int | None, progress: bool) -> Dataset:
-    from tqdm.auto import tqdm
+def split_plan(cfg: DataConfig, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (script, style, face) ids of every crop of ``split``, as the dataset draws them.
 
+    Returns:
+      (script int32[N] into ``cfg.scripts``, style int32[N] into ``cfg.styles``,
+      face int32[N] into ``fonts.FACES``).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, SPLITS.index(split), 0]))
+    return _plan(cfg, split, rng)
+
+
+def chunk_entropy(cfg: DataConfig, split: str, chunk: int) -> list[int]:
+    """The seed of chunk ``chunk`` (crops ``chunk * CHUNK`` onwards) of ``split``."""
+    return [cfg.seed, SPLITS.index(split), chunk + 1]
+
+
+def _generate(cfg: DataConfig, workers: int | None, progress: bool) -> Dataset:
     _check_raqm()
     t0 = time.perf_counter()
     family_ids = {f: i for i, f in enumerate(fonts.FAMILIES)}
     plans, jobs = {}, []
-    for s_idx, split in enumerate(SPLITS):
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, s_idx, 0]))
-        plans[split] = _plan(cfg, split, rng)
+    for split in SPLITS:
+        plans[split] = split_plan(cfg, split)
         script, _, face = plans[split]
         for c, start in enumerate(range(0, len(script), CHUNK)):
             sl = slice(start, start + CHUNK)
-            jobs.append((cfg, [cfg.seed, s_idx, c + 1], script[sl], face[sl]))
-    total = sum(len(j[2]) for j in jobs)
-    workers = workers or os.cpu_count() or 1
-    bar = tqdm(
-        total=total,
+            jobs.append((cfg, chunk_entropy(cfg, split, c), script[sl], face[sl]))
+    results = map_chunks(
+        _render_chunk,
+        jobs,
+        [len(j[2]) for j in jobs],
+        workers=workers,
+        progress=progress,
         desc=f"rendering {cfg.preset}",
-        unit="crop",
-        disable=not progress,
-        mininterval=1.0,  # as train.train's bar: few messages for a notebook kernel to send
     )
-    if workers == 1 or total <= 2 * CHUNK:
-        results = []
-        for job in jobs:
-            results.append(_render_chunk(job))
-            bar.update(len(job[2]))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = []
-            for job, res in zip(jobs, pool.map(_render_chunk, jobs), strict=True):
-                results.append(res)
-                bar.update(len(job[2]))
-    bar.close()
     splits, k = {}, 0
     for split in SPLITS:
         script, style, face = plans[split]
@@ -461,6 +568,49 @@ def _generate(cfg: DataConfig, workers: int | None, progress: bool) -> Dataset:
             color=_concat(parts, "color", (0, 3), np.uint8),
         )
     return Dataset(cfg, splits, cfg.scripts, cfg.styles, fonts.FAMILIES, time.perf_counter() - t0)
+
+
+def map_chunks(fn, jobs: list, sizes: list[int], *, workers: int | None, progress: bool, desc: str):
+    """``[fn(job) for job in jobs]``, in spawned worker processes when there is enough work.
+
+    The dataset's renderer and ``scriptlab.twins`` share it; ``fn`` must be a module-level
+    function (workers import it) and each job's result depends only on the job, so the
+    output is the same for any number of workers.
+
+    Args:
+      fn: the job function.
+      jobs: one picklable job per chunk.
+      sizes: crops per job, for the progress bar.
+      workers: processes (default: all cores; 1 renders in this process).
+      progress: show a tqdm bar.
+      desc: the bar's label.
+
+    Returns:
+      The jobs' results, in order.
+    """
+    from tqdm.auto import tqdm
+
+    total = sum(sizes)
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit="crop",
+        disable=not progress,
+        mininterval=1.0,  # as train.train's bar: few messages for a notebook kernel to send
+    )
+    results = []
+    if workers == 1 or total <= 2 * CHUNK:
+        for job, size in zip(jobs, sizes, strict=True):
+            results.append(fn(job))
+            bar.update(size)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for size, res in zip(sizes, pool.map(fn, jobs), strict=True):
+                results.append(res)
+                bar.update(size)
+    bar.close()
+    return results
 
 
 def _concat(parts: list[dict], key: str, empty_shape, dtype) -> np.ndarray:
@@ -726,3 +876,18 @@ def sample_grid(ds: Dataset, *, splits=("test", "conflict")) -> list[list[int | 
             row.append(hit)
         grid.append(row)
     return grid
+
+
+# --------------------------------------------------------------------------- style twins
+
+_TWINS = ("Twins", "style_twins", "twins_path")
+
+
+def __getattr__(name: str):
+    # scriptlab.twins builds on this module, so its names are re-exported lazily:
+    # ``from scriptlab.data import style_twins`` works without an import cycle.
+    if name in _TWINS:
+        from scriptlab import twins
+
+        return getattr(twins, name)
+    raise AttributeError(f"module 'scriptlab.data' has no attribute {name!r}")
