@@ -9,10 +9,13 @@ what a method reads   who reads it
 ====================  ====================================================
 ``out.<head>``        every class-score method (``head="script"`` / ``"font"``)
 ``out.embedding``     ``embedding.embed``, influence's frozen features
+                      ``detection.style_readout`` with a probe
 ``out.activations``   activations, receptive, occlusion (layer targets),
                       class models of a layer, Grad-CAM
+                      TCAV (CAVs of a layer's activations)
 ``relu=``             guided backprop and deconvnet
 ``perturb=``          Grad-CAM
+                      TCAV (``tcav.layer_gradients``)
 ====================  ====================================================
 
 Images, the one convention: every public function that takes ``images``
@@ -89,6 +92,7 @@ class ModelOutputs(Protocol):
     def activations(self) -> Mapping[str, jax.Array]: ...
 
 
+@runtime_checkable  # so a checked `apply_fn: ApplyFn` annotation (beartype) accepts any callable
 class ApplyFn(Protocol):
     """A pure function of the parameters: ``apply_fn(params, images, **options) -> ModelOutputs``.
 

@@ -18,6 +18,18 @@ from scriptlab.interpret.activations import (
 )
 from scriptlab.interpret.classviz import ClassModel, class_model
 
+# Judging explanations against a known shortcut (Adebayo, Muelly, Abelson & Kim 2022): K-SSD,
+# CCM, FAM, per-crop detection AUC, class-model style readout, top-k shares of rankings
+from scriptlab.interpret.detection import (
+    ccm,
+    detection_auc,
+    fam,
+    kssd,
+    map_distance,
+    map_statistic,
+    style_readout,
+)
+
 # Embedding views: PCA, exact-gradient t-SNE, map quality (van der Maaten & Hinton 2008)
 from scriptlab.interpret.embedding import (
     PCA,
@@ -52,6 +64,7 @@ from scriptlab.interpret.localisation import (
 )
 from scriptlab.interpret.occlusion import Occlusion, occlusion_localisation
 from scriptlab.interpret.occlusion import occlusion as occlusion_map
+from scriptlab.interpret.ranking import TopKShares, neighbour_shares, ranking_shares
 from scriptlab.interpret.receptive import (
     ReceptiveField,
     TopPatches,
@@ -84,12 +97,47 @@ from scriptlab.interpret.sanity import (
     verdicts,
 )
 
+# Statistics every estimate carries: t-test, Holm / Bonferroni, ROC AUC, bootstrap, seeds
+from scriptlab.interpret.stats import (
+    Estimate,
+    SeedSummary,
+    TTest,
+    adjust_p_values,
+    bootstrap,
+    bootstrap_auc,
+    bootstrap_difference,
+    bootstrap_mean,
+    resample_indices,
+    roc_auc,
+    seed_summary,
+    t_test,
+)
+
+# Concept activation vectors and their significance test (Kim et al. 2018); tcav() is exported
+# as tcav_test so the module name stays a module.
+from scriptlab.interpret.tcav import (
+    CAV,
+    TCAVResult,
+    fit_cav,
+    fit_cavs,
+    layer_gradients,
+    tcav_scores,
+)
+from scriptlab.interpret.tcav import tcav as tcav_test
+
 __all__ = [
     "activation_maps",
     "activation_sparsity",
+    "adjust_p_values",
     "Affinities",
     "affinities",
+    "bootstrap",
+    "bootstrap_auc",
+    "bootstrap_difference",
+    "bootstrap_mean",
     "cascading_check",
+    "CAV",
+    "ccm",
     "class_model",
     "ClassModel",
     "completeness_gap",
@@ -98,12 +146,17 @@ __all__ = [
     "dead_filters",
     "DeadFilters",
     "deconvnet",
+    "detection_auc",
     "embed",
     "empirical_receptive_field",
+    "Estimate",
+    "fam",
     "feature_grid",
     "filter_grid",
     "filter_images",
     "filter_noisiness",
+    "fit_cav",
+    "fit_cavs",
     "grad_cam",
     "gradient_x_input",
     "guided_backprop",
@@ -116,33 +169,50 @@ __all__ = [
     "joint_probabilities",
     "kl_divergence_and_gradient",
     "knn_accuracy",
+    "kssd",
     "label_purity",
+    "layer_gradients",
     "localisation_rows",
     "localisation_scores",
     "localisation_table",
     "loo_retrain",
     "LOOResult",
+    "map_distance",
+    "map_statistic",
+    "neighbour_shares",
     "Occlusion",
     "occlusion_localisation",
     "occlusion_map",
     "PCA",
     "pca",
+    "ranking_shares",
     "receptive_box",
     "receptive_crops",
     "receptive_fields",
     "ReceptiveField",
+    "resample_indices",
+    "roc_auc",
     "SALIENCY_METHODS",
+    "seed_summary",
+    "SeedSummary",
     "self_influence",
     "smoothgrad",
     "sparsity_curve",
     "spearman",
     "ssim",
+    "style_readout",
+    "t_test",
+    "tcav_test",
+    "tcav_scores",
+    "TCAVResult",
     "top_activating",
+    "TopKShares",
     "TopPatches",
     "trunk_fn",
     "trustworthiness",
     "tsne",
     "TSNEResult",
+    "TTest",
     "vanilla_gradient",
     "verdicts",
 ]

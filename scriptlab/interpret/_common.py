@@ -417,3 +417,26 @@ def _forward_chunks(apply_fn, params, images, layer, batch_size):
         return rep.reshape(-1)
 
     return map_rows(one, images, batch_size=batch_size)
+
+
+def check_binary(name: str, values, *, shape=None) -> jax.Array:
+    """Binary labels, bool or integers 0 / 1 (e.g. "did the prediction flip"), as bool.
+
+    Args:
+      name: the argument's name.
+      values: a bool or integer array.
+      shape: the shape it must have (None: any).
+
+    Returns:
+      bool array of ``values``' shape.
+    """
+    v = np.asarray(values) if is_concrete(values) else values
+    got = tuple(getattr(v, "shape", ()))
+    if shape is not None and got != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got shape {got}")
+    if v.dtype != np.bool_:
+        if not jnp.issubdtype(v.dtype, jnp.integer):
+            raise ValueError(f"{name} must be bool or integer 0 / 1, got dtype {v.dtype}")
+        if is_concrete(v) and v.size and not np.isin(v, (0, 1)).all():
+            raise ValueError(f"{name} must be bool or integer 0 / 1, got values {np.unique(v)[:5]}")
+    return jnp.asarray(v).astype(bool)
