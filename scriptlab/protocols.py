@@ -16,6 +16,8 @@ what a method reads   who reads it
 ``relu=``             guided backprop and deconvnet
 ``perturb=``          Grad-CAM
                       TCAV (``tcav.layer_gradients``)
+``out.<head>`` only   faithfulness (deletion, insertion and ROAD curves
+                      score perturbed copies; no gradient is taken)
 ====================  ====================================================
 
 Images, the one convention: every public function that takes ``images``

@@ -44,6 +44,18 @@ from scriptlab.interpret.embedding import (
     trustworthiness,
     tsne,
 )
+
+# Faithfulness: deletion and insertion (Petsiuk et al. 2018), ROAD (Rong et al. 2022)
+from scriptlab.interpret.faithfulness import (
+    FaithfulnessCurve,
+    deletion_curve,
+    faithfulness_rows,
+    ink_maps,
+    insertion_curve,
+    random_maps,
+    road_curve,
+    road_impute,
+)
 from scriptlab.interpret.filters import conv_kernel, filter_grid, filter_images, filter_noisiness
 
 # Training-data attribution (Koh & Liang 2017)
@@ -146,10 +158,13 @@ __all__ = [
     "dead_filters",
     "DeadFilters",
     "deconvnet",
+    "deletion_curve",
     "detection_auc",
     "embed",
     "empirical_receptive_field",
     "Estimate",
+    "faithfulness_rows",
+    "FaithfulnessCurve",
     "fam",
     "feature_grid",
     "filter_grid",
@@ -163,6 +178,8 @@ __all__ = [
     "hvp",
     "Influence",
     "influence_scores",
+    "ink_maps",
+    "insertion_curve",
     "integrated_gradients",
     "inverse_hvp",
     "InverseHVPState",
@@ -185,12 +202,15 @@ __all__ = [
     "occlusion_map",
     "PCA",
     "pca",
+    "random_maps",
     "ranking_shares",
     "receptive_box",
     "receptive_crops",
     "receptive_fields",
     "ReceptiveField",
     "resample_indices",
+    "road_curve",
+    "road_impute",
     "roc_auc",
     "SALIENCY_METHODS",
     "seed_summary",

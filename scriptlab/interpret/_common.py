@@ -245,6 +245,44 @@ def check_targets(targets, n: int, n_classes: int | None, *, name: str = "target
     return t.astype(jnp.int32)
 
 
+def check_maps(maps, image_shape, *, name: str = "maps") -> jax.Array:
+    """Attribution maps of a batch of images: float[N, H, W] or float[N, H, W, C], finite.
+
+    Args:
+      maps: the maps (any real dtype).
+      image_shape: (N, H, W, C) of the images they explain.
+      name: the argument's name, for the error message.
+
+    Returns:
+      float32[N, H, W] or float32[N, H, W, C].
+    """
+    n, h, w, c = image_shape
+    shape = tuple(getattr(maps, "shape", np.shape(maps)))
+    if shape not in ((n, h, w), (n, h, w, c)):
+        raise ValueError(
+            f"{name} must be float32[N, H, W] or float32[N, H, W, C] like the images, "
+            f"[{n}, {h}, {w}] or [{n}, {h}, {w}, {c}], got shape {shape}"
+        )
+    return check_array(name, maps)
+
+
+def check_masks(masks, shape, *, name: str = "masks") -> jax.Array:
+    """Boolean masks bool[N, H, W] (``shape`` (N, H, W), or None for any rank-3 shape).
+
+    Only bool is accepted: 0/1 floats or ints would be a guess at a threshold.
+    """
+    got = tuple(getattr(masks, "shape", np.shape(masks)))
+    dtype = getattr(masks, "dtype", np.asarray(masks).dtype)
+    want = "[N, H, W]" if shape is None else list(shape)
+    if len(got) != 3 or (shape is not None and got != tuple(shape)):
+        raise ValueError(f"{name} must be bool{want}, got shape {got}")
+    if dtype != np.bool_:
+        raise ValueError(f"{name} must be bool{want}, got dtype {dtype}")
+    if got[0] == 0:
+        raise ValueError(f"{name} is empty: shape {got}")
+    return jnp.asarray(masks)
+
+
 def check_xy(x, y, name: str) -> tuple[jax.Array, jax.Array]:
     """Validate a batch of inputs [N, ...] and int[N] targets; returns (x, int32 y)."""
     xs = getattr(x, "shape", None)
