@@ -47,6 +47,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,12 @@ def study(
     runs = {name: _seeds(v)[:seeds] for name, v in models.items()}
     names = list(runs)
     n_pairs = min(len(runs[relying]), len(runs[reference]))
-    say = print if progress else (lambda *_: None)
+    t0 = time.perf_counter()
+
+    def say(line: str) -> None:
+        if progress:
+            print(f"{line} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
     rng = np.random.default_rng(cfg.seed)
     scripts, styles = ds.scripts, ds.styles
 
@@ -882,8 +888,8 @@ def zoo_study(
     Models: ``ZOO_MODELS`` at seeds 0..seeds-1 (trained through the zoo cache if missing),
     ``rho99`` only where every seed is already cached (never trained here), and the fix
     ``ZOO_FIX`` (``experiment.fit_posthoc`` on each baseline seed, composed with its trunk
-    by ``experiment.posthoc_model``). The class models' style is read by the ``multitask``
-    model's font head (seed 0) where it is cached, else by a linear probe. The cache key
+    by ``experiment.posthoc_model``). The class models' style is read by a linear probe on
+    the oracle's embedding (``study``'s default), so no extra model is needed. The cache key
     (``study_key``) holds the zoo models' config keys, the dataset key, the study's
     settings, ``experiment.EVAL_CODE_VERSION`` and ``STUDY_CODE_VERSION``.
 
@@ -907,11 +913,8 @@ def zoo_study(
     names = list(ZOO_MODELS)
     if all(is_cached(("rho99", preset, s, {})) for s in range(seeds)):
         names.insert(1, "rho99")
-    reader = "multitask" if is_cached(("multitask", preset, 0, {})) else None
     keys = {n: [zoo.config(n, preset, s).key() for s in range(seeds)] for n in names}
     keys[ZOO_FIX] = [f"{k}+{ZOO_FIX}+eval{experiment.EVAL_CODE_VERSION}" for k in keys["baseline"]]
-    if reader:
-        keys["style_reader"] = [zoo.config(reader, preset, 0).key()]
     ds_cfg = zoo.config("baseline", preset)
     settings = {"config": dataclasses.asdict(cfg), "relying": "baseline", "reference": "oracle",
                 "methods": METHODS, "preset": preset}  # fmt: skip
@@ -927,11 +930,7 @@ def zoo_study(
                     experiment.posthoc_model(m, experiment.fit_posthoc(m, ds, ZOO_FIX))
                     for m in loaded
                 ]
-        style_reader = None
-        if reader:
-            r = zoo.load(reader, preset, seed=0, progress=progress)
-            style_reader = (r.apply_fn, r.params)
-        return study(models, ds, config=cfg, style_reader=style_reader, progress=progress)
+        return study(models, ds, config=cfg, progress=progress)
 
     key = study_key(keys, dataset_for_key(ds_cfg), settings)
     return cached_study(f"{preset}-{seeds}-{key}", compute, cache=cache)

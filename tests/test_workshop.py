@@ -163,7 +163,13 @@ def test_prepare_list_matches_the_notebooks():
         for r in runs[workshop.EXPERIMENT_NOTEBOOK]
         for n, p, s, _ in zoo_requests(r["preset"], r["seeds"], r["methods"], r["references"])
     }
-    assert {(n, p, s) for n, p, s, _ in wanted} == set().union(*loads.values()) | from_runs
+    from_study = {(n, "workshop", s) for n, _, s, _ in workshop._needs("workshop", "12")}
+    every_need = set().union(*loads.values()) | from_runs | from_study
+    assert {(n, p, s) for n, p, s, _ in wanted} == every_need
+    # notebook 12 computes its study through the one cached call prepare makes
+    src = (NOTEBOOKS / "12_see_the_shortcut.py").read_text()
+    assert "shortcut.zoo_study(PRESET, SEEDS" in src and "SEEDS = 3" in src
+    assert workshop.STUDY_SEEDS == 3
 
 
 def zoo_requests(preset, seeds, methods, references):
@@ -196,18 +202,20 @@ def test_notebook_specs_and_the_requests_they_select():
         nb for nb in workshop.NOTEBOOKS if nb != "03"
     )
     assert workshop.parse_notebooks(" 09 , 3,3 ") == ("03", "09")
-    for bad in ("0", "12", "1-", "a", "1-2-3", "", "11-4", "1,,2"):
-        with pytest.raises(ValueError, match=f"ranges from 01-11 .* or 'all'; got {bad!r}"):
+    for bad in ("0", "13", "1-", "a", "1-2-3", "", "11-4", "1,,2"):
+        with pytest.raises(ValueError, match=f"ranges from 01-12 .* or 'all'; got {bad!r}"):
             workshop.parse_notebooks(bad)
     every = workshop.requests("workshop")
     # notebooks 01-02 and 04-11: the five directly loaded models, none of the experiment's
     rest = workshop.requests("workshop", workshop.parse_notebooks("1-2,4-11"))
-    assert rest == [(n, "workshop", 0, {}) for n in workshop.MODELS] == every[:5]
+    assert rest == [(n, "workshop", 0, {}) for n in workshop.MODELS if n != "oracle"] == every[:5]
     assert workshop.requests("workshop", ("01",)) == []
     assert workshop.requests("workshop", ("09", "11")) == [("baseline", "workshop", 0, {})]
     only03 = workshop.requests("workshop", ("03",))
     key = lambda reqs: {(n, p, s) for n, p, s, _ in reqs}  # noqa: E731
-    assert len(only03) == 15 and key(only03) | key(rest) == key(every)
+    only12 = workshop.requests("workshop", ("12",))
+    assert len(only03) == 15 and key(only03) | key(rest) | key(only12) == key(every)
+    assert key(only12) <= key(only03)  # the study trains nothing the experiment does not
     with pytest.raises(ValueError, match="unknown notebook '3'"):
         workshop.requests("workshop", ("3",))
 
@@ -517,8 +525,10 @@ def test_cli_checks_files_before_any_work(tmp_path, capsys, monkeypatch):
 
 
 def _loads_only(monkeypatch, models):
-    """Make notebook 02 the only one that loads models by name, and ``models`` what it loads."""
+    """Make notebook 02 the only one that loads models by name, and ``models`` what it loads
+    (notebook 12's study, tested in test_shortcut.py, needs nothing here)."""
     monkeypatch.setattr(workshop, "MODELS", models)
+    monkeypatch.setattr(workshop, "STUDY_NOTEBOOK", None)
     monkeypatch.setattr(
         workshop, "NOTEBOOKS", {nb: models if nb == "02" else () for nb in workshop.NOTEBOOKS}
     )
@@ -555,7 +565,7 @@ def test_cli_prepare_trains_what_is_missing_then_nothing(cache, smoke, capsys, m
     monkeypatch.setitem(zoo.ZOO, "overfit", {**zoo.ZOO["overfit"], "epochs": 1})
     code, out, err = _cli(["prepare", "--preset", "smoke", "--workers", "1"], capsys)
     assert code == 0, err
-    assert "prepare: notebooks 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11: 2 zoo models" in out
+    assert "prepare: notebooks 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11, 12: 2 zoo models" in out
     assert "1 models trained, 1 already cached" in out
     ready = [line.split()[2] for line in out.splitlines() if " ready (" in line]
     assert ready[0] == "01" and ready[-1] == "03" and sorted(ready) == sorted(workshop.NOTEBOOKS)
