@@ -177,6 +177,7 @@ def test_cached_study_computes_once(tmp_path):
     assert key != shortcut.study_key({"m": ["abd"]}, "d", {"n": 1})
 
 
+@pytest.mark.slow  # 78 s on the shared 2-core machine (compiling ScriptNet's forward)
 def test_posthoc_model_is_the_head_on_the_trunk(smoke):
     net = model.ScriptNet(10, 5, channels=(4, 4, 4), hidden=8, rngs=nnx.Rngs(0))
     params, apply_fn = model.functional(net)

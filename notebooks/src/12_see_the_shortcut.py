@@ -1,0 +1,297 @@
+# %% [markdown]
+# # 12 · Can you see the shortcut?
+#
+# Notebook 03 measured a shortcut: the baseline reads font style as a proxy for the script, the
+# oracle (trained with styles uniform within each script) does not, and a group-balanced head
+# fitted on held-out crops (`dfr_val`) removes much of it. Notebooks 04-11 showed eight ways to
+# look inside a model. This notebook asks the question that matters to a practitioner: **does a
+# method show that the model cheats, and does it show the fix?**
+#
+# We can answer it because we control the nuisance. Every conflict crop can be rendered again
+# with only its font swapped (its *style twins*, `scriptlab.twins`), so for every crop and every
+# model we know whether the prediction depends on style: the ground truth each method is judged
+# against (Adebayo, Muelly, Abelson & Kim 2022). The whole study is one cached call,
+# `shortcut.zoo_study`, the same one `scriptlab detect` and `scriptlab prepare` run.
+
+# %%
+# Configuration
+PRESET = "workshop"
+SEEDS = 3  # training seeds per model
+RELYING, REFERENCE, FIX = "baseline", "oracle", "dfr_val"
+EXPLORER_MODELS = ("baseline", "unlearn", "oracle", "dfr_val")
+
+# %%
+import time
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import Markdown, display
+
+from scriptlab import data, experiment, shortcut, viz, zoo
+from scriptlab.interpret.saliency import saliency
+
+t_start = time.perf_counter()
+# %config InlineBackend.figure_formats = ["jpeg"]
+viz.style()  # the series' figure style: readable labels, constrained layout
+ds = data.load(PRESET)
+
+# %% [markdown]
+# ## The study, computed once
+#
+# Cold this takes several minutes (every model x seed x method); warm it reads a JSON file from
+# the cache. `shortcut.study` works on any models meeting `scriptlab.protocols.ApplyFn`:
+# `zoo_study` only loads the zoo's baseline, unlearn and oracle (3 seeds each) and builds the fix,
+# the `dfr_val` head on each baseline trunk.
+
+# %%
+results = shortcut.zoo_study(PRESET, SEEDS, progress=False)
+T = shortcut.tables(results)
+R = results["reliance"]
+print("models:", ", ".join(results["models"]), "| seeds:", results["seeds"])
+print("config:", results["config"])
+
+# %% [markdown]
+# ## 1 · Ground truth: whose prediction flips when only the font changes?
+#
+# For each conflict and test crop, the share whose predicted script changes under some swap to
+# another style, with a 95 % bootstrap interval over crops (seeds pooled crop by crop).
+
+# %%
+display(Markdown(T["reliance"]))
+
+
+def share_plot(ax, split):
+    names = results["models"]
+    shares = [R[n][split]["pooled"]["any"] for n in names]
+    values = [s["share"] for s in shares]
+    errors = [[v - s["low"] for v, s in zip(values, shares)], [s["high"] - v for v, s in zip(values, shares)]]
+    ax.bar(names, values, yerr=errors, capsize=4, color="0.6")
+    for s, n in enumerate(names):
+        seeds = [p["share"] for p in R[n][split]["per_seed"]]
+        ax.plot([s] * len(seeds), seeds, "k.", ms=5)
+    ax.set_title(f"{split} crops: prediction flips with style alone")
+    ax.set_ylabel("share of crops")
+
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 2.8))
+for ax, split in zip(axes, shortcut.SPLITS):
+    share_plot(ax, split)
+plt.show()
+
+# %% [markdown]
+# The baseline's reading flips with the font on many more conflict crops than the oracle's, and
+# the two intervals do not overlap: the baseline relies on style, the oracle much less. The fix
+# lowers the baseline's share.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+conflict = {n: R[n]["conflict"]["pooled"]["any"] for n in results["models"]}
+assert conflict[RELYING]["low"] > conflict[REFERENCE]["high"]
+assert conflict[FIX]["share"] < conflict[RELYING]["share"]
+print("baseline flips more than the oracle (intervals apart); the fix flips less than the baseline")
+
+# %% [markdown]
+# ## 2 · Feature attribution: does a map show the reliance?
+#
+# For each method, on conflict crops (a crop in a style its script rarely has in training) and
+# each crop's *plain twin* (the same crop in the style its script usually has):
+#
+# - **AUC**: does the change of the map between crop and twin (1 - SSIM) pick out the crops whose
+#   prediction flips under a style swap, on the baseline? 0.5 is chance.
+# - **false alarm**: the share of the *oracle's* crops flagged by the same threshold (the one
+#   that best separates flipping from non-flipping baseline crops), next to the share of the
+#   baseline's crops it flags.
+# - **FAM gap**: the mean map change on the baseline minus on the oracle (Adebayo et al.'s
+#   false-alarm measure, read the other way: a method that sees reliance changes more on the
+#   model that relies). **K-SSD** compares the baseline's and the oracle's maps of crops that
+#   flip, **CCM** of crops that do not; K-SSD above CCM is evidence of detection.
+
+# %%
+display(Markdown(T["detection"]))
+
+# %%
+D = results["detection"]
+methods = list(D)
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.0))
+for ax, key, title in (
+    (axes[0], "auc", "per-crop AUC on the baseline (0.5 = chance)"),
+    (axes[1], "false_alarm", "oracle crops flagged (false alarms)"),
+):
+    vals = [D[m][key] for m in methods]
+    v = np.array([np.nan if x is None else x["value"] for x in vals])
+    lo = np.array([np.nan if x is None else x["low"] for x in vals])
+    hi = np.array([np.nan if x is None else x["high"] for x in vals])
+    ax.errorbar(np.arange(len(methods)), v, yerr=[v - lo, hi - v], fmt="o", capsize=3)
+    ax.set_xticks(np.arange(len(methods)), methods, rotation=40, ha="right")
+    ax.set_title(title)
+axes[0].axhline(0.5, color="0.5", ls="--")
+flagged = [D[m]["flagged"][RELYING]["value"] for m in methods]
+axes[1].plot(np.arange(len(methods)), flagged, "x", color="C3", label="baseline crops flagged")
+axes[1].legend()
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+aucs = {m: D[m]["auc"] for m in methods}
+detects = sorted(m for m, a in aucs.items() if a is not None and a["low"] > 0.5)
+alarms = {m: D[m]["false_alarm"]["value"] for m in methods}
+print("methods whose per-crop AUC interval lies above 0.5:", detects or "none")
+print("largest false-alarm rate on the oracle:", max(alarms, key=alarms.get))
+
+# %% [markdown]
+# LESSON_ATTRIBUTION
+
+# %%
+# NBVAL_CHECK_OUTPUT
+CHECK_ATTRIBUTION = None
+
+# %% [markdown]
+# ## 3 · Concepts: TCAV
+#
+# Each style is a concept, given by crops of that style from *other* scripts; "random crops" is a
+# control concept of random training crops. For the Latin class (whose training crops are mostly
+# handwritten) each concept is tested at every layer against 20 random sets with the two-sided
+# t-test of Kim et al. 2018, Holm-corrected over layers x concepts. The table counts the seeds in
+# which a concept comes out significant at some layer.
+
+# %%
+display(Markdown(T["tcav"]))
+tc = results["tcav"]
+print("bias style of", tc["script"], "=", tc["bias_style"])
+
+# %% [markdown]
+# LESSON_TCAV
+
+# %%
+# NBVAL_CHECK_OUTPUT
+CHECK_TCAV = None
+
+# %% [markdown]
+# ## 4 · Training-point ranking and neighbours
+#
+# For each conflict crop the baseline misreads: among the 10 training crops that most helped its
+# wrong prediction (influence of the convex script head on the frozen embedding, Koh & Liang
+# 2017), the share that carry the crop's style *and* the wrongly predicted script, next to that
+# share's base rate over the training crops. The oracle is asked about the same crops and labels.
+# Then the crops' 10 nearest training crops in each model's embedding: same style or same script?
+
+# %%
+display(Markdown(T["ranking"]))
+display(Markdown(T["neighbours"]))
+
+# %% [markdown]
+# LESSON_RANKING
+
+# %%
+# NBVAL_CHECK_OUTPUT
+CHECK_RANKING = None
+
+# %% [markdown]
+# ## 5 · Class models, read by another classifier
+#
+# Each model's class-model image of each script (gradient ascent, notebook 04), its style read by
+# a linear probe on the oracle's embedding (a classifier that is not the model explained). Is the
+# baseline's Latin image read as handwritten, and the oracle's not?
+
+# %%
+cm = results["class_models"]
+print(f"reader: {cm['reader']} (test accuracy {cm['reader_test_accuracy']:.3f})")
+latin = results["scripts"].index(tc["script"])
+bias = results["styles"].index(tc["bias_style"])
+for n in results["models"]:
+    p = np.array(cm["models"][n]["bias_style_probability"])[:, latin]
+    print(f"{n:>9}: P({tc['bias_style']} | {tc['script']} class model) per seed {np.round(p, 2)}")
+
+# %% [markdown]
+# LESSON_CLASSMODELS
+
+# %%
+# NBVAL_CHECK_OUTPUT
+CHECK_CLASSMODELS = None
+
+# %% [markdown]
+# ## 6 · Faithfulness, localisation, randomisation
+#
+# Faithfulness asks whether the pixels a map ranks first are the ones the score depends on:
+# deletion (low is good), insertion (high), ROAD in both orders with noisy linear imputation
+# (the gap LeRF - MoRF, high is good), next to a random map and the ink mask.
+
+# %%
+display(Markdown(T["faithfulness"]))
+
+# %% [markdown]
+# ## 7 · The summary
+#
+# One row per method: does it detect the reliance (per-crop AUC above 0.5), how often does it
+# raise a false alarm on the oracle, is it faithful (ROAD gap, against a random map's), does it
+# localise on ink (mass on ink / ink fraction), and does it pass parameter randomisation
+# (Spearman similarity of |map| to the map of a model with permuted weights; below 0.5 passes).
+
+# %%
+display(Markdown(T["summary"]))
+
+# %% [markdown]
+# LESSON_SUMMARY
+
+# %% [markdown]
+# ## 8 · Explore one crop
+#
+# Pick a conflict crop: its style twins with each model's reading, each model's saliency map of
+# the true script, the crop's nearest training crops in the baseline's embedding and the training
+# crops most influential on the baseline's prediction (both from the study's cache).
+
+# %%
+ex = results["explorer"]
+models = {n: zoo.load(n, PRESET, seed=0, progress=False) for n in EXPLORER_MODELS if n != FIX}
+fixed = experiment.fit_posthoc(models[RELYING], ds, FIX)
+runs = {n: (m.apply_fn, m.params) for n, m in models.items()}
+runs[FIX] = experiment.posthoc_model(models[RELYING], fixed)
+twins = data.style_twins(ds, "conflict", np.array(results["crops"]["conflict"]), seed=results["config"]["seed"])
+where = {c: i for i, c in enumerate(results["crops"]["conflict"])}
+
+
+def draw(pick=0, method="gradient_x_input"):
+    crop = ex["crops"][pick]
+    i = where[crop]
+    truth = int(ds.conflict.script[crop])
+    k = len(twins.slots)
+    fig = plt.figure(figsize=(2.0 * max(k + 1, 5), 6.4))
+    grid = fig.add_gridspec(4, max(k + 1, len(runs), results["config"]["k"]))
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(ds.conflict.images[crop]), ax.axis("off")
+    read = ", ".join(f"{n[:4]}:{ds.scripts[ex['readings'][n]['pred'][pick]][:3]}" for n in ex["readings"])
+    ax.set_title(f"crop ({ds.styles[ds.conflict.style[crop]]})\n{read}", fontsize=8)
+    for s in range(k):
+        ax = fig.add_subplot(grid[0, s + 1])
+        ax.axis("off")
+        if twins.valid[i, s]:
+            ax.imshow(twins.images[i, s])
+            read = ", ".join(f"{ds.scripts[ex['readings'][n]['twin_pred'][pick][s]][:3]}" for n in ex["readings"])
+            ax.set_title(f"{twins.slots[s]}\n{read}", fontsize=8)
+    for j, (n, (fn, p)) in enumerate(runs.items()):
+        m = saliency(fn, p, ds.conflict.images[crop : crop + 1], truth, method=method)[0]
+        ax = fig.add_subplot(grid[1, j])
+        ax.imshow(viz.abs_scaled(m), cmap="inferno"), ax.axis("off")
+        ax.set_title(f"{n}: {method}", fontsize=8)
+    for row, key, label in ((2, "neighbours", "nearest"), (3, "influential", "most helpful")):
+        for j, t in enumerate(ex[key][RELYING][pick]):
+            ax = fig.add_subplot(grid[row, j])
+            ax.imshow(ds.train.images[t]), ax.axis("off")
+            ax.set_title(f"{label}: {ds.scripts[ds.train.script[t]][:3]}/{ds.styles[ds.train.style[t]]}", fontsize=7)
+    fig.suptitle(f"conflict crop {crop}: true {ds.scripts[truth]} (readings: baseline, unlearn, oracle, fix)")
+    plt.show()
+
+
+misread = [j for j, c in enumerate(ex["crops"]) if ex["readings"][RELYING]["pred"][j] != ds.conflict.script[c]]
+draw(misread[0] if misread else 0)  # the static figure: the first crop the baseline misreads
+
+# %%
+widgets.interact(
+    viz.busy(draw, message="computing the saliency maps ..."),
+    pick=widgets.IntSlider(misread[0] if misread else 0, 0, len(ex["crops"]) - 1, description="crop"),
+    method=list(shortcut.SALIENCY_METHODS),
+);
+
+# %%
+print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")
