@@ -81,15 +81,20 @@ plt.show()
 
 # %% [markdown]
 # The baseline's reading flips with the font on many more conflict crops than the oracle's, and
-# the two intervals do not overlap: the baseline relies on style, the oracle much less. The fix
-# lowers the baseline's share.
+# the two intervals do not overlap: the baseline relies on style, the oracle much less. The
+# oracle's share is not zero: crops whose reading is fragile flip under any change, style or not.
+# The fix (`dfr_val`) flips a little less than the baseline, but its interval overlaps the
+# baseline's: by this strict measure (any single swap that flips the reading) the new head leaves
+# most of the baseline's sensitivity to style in place.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 conflict = {n: R[n]["conflict"]["pooled"]["any"] for n in results["models"]}
 assert conflict[RELYING]["low"] > conflict[REFERENCE]["high"]
 assert conflict[FIX]["share"] < conflict[RELYING]["share"]
-print("baseline flips more than the oracle (intervals apart); the fix flips less than the baseline")
+assert conflict[FIX]["low"] < conflict[RELYING]["high"]  # the intervals overlap
+assert conflict[REFERENCE]["share"] > 0.05
+print("baseline flips more than the oracle (intervals apart); the fix slightly less (overlapping)")
 
 # %% [markdown]
 # ## 2 · Feature attribution: does a map show the reliance?
@@ -132,7 +137,6 @@ axes[1].legend()
 plt.show()
 
 # %%
-# NBVAL_CHECK_OUTPUT
 aucs = {m: D[m]["auc"] for m in methods}
 detects = sorted(m for m, a in aucs.items() if a is not None and a["low"] > 0.5)
 alarms = {m: D[m]["false_alarm"]["value"] for m in methods}
@@ -140,11 +144,21 @@ print("methods whose per-crop AUC interval lies above 0.5:", detects or "none")
 print("largest false-alarm rate on the oracle:", max(alarms, key=alarms.get))
 
 # %% [markdown]
-# LESSON_ATTRIBUTION
+# **What the maps show.** Every method's per-crop AUC lies above 0.5: crops whose baseline reading
+# flips under a style swap also change their map more when restyled. K-SSD exceeds CCM for every
+# method too. But that is not evidence that *the model* relies on style: the same threshold flags
+# almost as many of the *oracle's* crops (false alarms within a fifth of the baseline's flag
+# rate), and the mean map change differs little between the two models (the FAM gap stays
+# below 0.1 on a 0-2 scale). The maps pick out fragile crops in any model, not the model that
+# cheats.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-CHECK_ATTRIBUTION = None
+assert all(a is not None and a["low"] > 0.5 for a in aucs.values())
+assert all(D[m]["kssd_minus_ccm"]["low"] > 0 for m in methods)
+assert all(D[m]["false_alarm"]["value"] > 0.75 * D[m]["flagged"][RELYING]["value"] for m in methods)
+assert max(D[m]["alarm_gap"]["value"] for m in methods) < 0.1
+print("every AUC above chance, but false alarms on the oracle nearly as frequent as hits")
 
 # %% [markdown]
 # ## 3 · Concepts: TCAV
@@ -161,11 +175,19 @@ tc = results["tcav"]
 print("bias style of", tc["script"], "=", tc["bias_style"])
 
 # %% [markdown]
-# LESSON_TCAV
+# **What TCAV shows.** "hand" comes out significant for the baseline's Latin class, as expected,
+# but just as often for the oracle's, which does not rely on style; and the control concept of
+# random crops comes out significant too. With one fixed random set R_0 standing for "no concept",
+# the paper's t-test asks whether a concept differs from R_0, which a random set can (the
+# `tcav` docstring warns of it): the test is anti-conservative here and does not tell the
+# baseline from the oracle.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-CHECK_TCAV = None
+sig = {n: tc["models"][n]["seeds_significant"] for n in results["models"]}
+assert sig[REFERENCE][tc["bias_style"]] >= sig[RELYING][tc["bias_style"]] >= 1
+assert max(sig[n]["random crops"] for n in results["models"]) >= 1
+print("hand significant for the oracle as often as for the baseline; random crops significant too")
 
 # %% [markdown]
 # ## 4 · Training-point ranking and neighbours
@@ -181,11 +203,25 @@ display(Markdown(T["ranking"]))
 display(Markdown(T["neighbours"]))
 
 # %% [markdown]
-# LESSON_RANKING
+# **What ranking and neighbours show.** The most helpful training crops carry the misread crop's
+# style and the wrong script far more often than their base rate, for the baseline, but *more*
+# often still for the oracle asked about the same crops: influence ranks training crops that
+# support the label it is asked about, and does not single out the model that cheats. The
+# embedding is clearer: the baseline's neighbours of a misread crop share its style and the wrongly
+# read script more than the oracle's do, and the oracle's share the true script most. The fix
+# keeps the baseline's trunk, so its neighbours are the baseline's: an embedding cannot show a
+# fix that changes only the head.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-CHECK_RANKING = None
+rk, nb = results["ranking"], results["neighbours"]
+assert rk[RELYING]["joint"]["low"] > rk[RELYING]["base_rate"]
+assert rk[REFERENCE]["joint"]["value"] > rk[RELYING]["joint"]["value"]
+assert nb[RELYING]["wrong_script"]["low"] > nb[REFERENCE]["wrong_script"]["high"]
+assert nb[RELYING]["style"]["low"] > nb[REFERENCE]["style"]["high"]
+assert nb[REFERENCE]["script"]["low"] > nb[RELYING]["script"]["high"]
+assert nb[FIX]["style"] == nb[RELYING]["style"]
+print("influence: above base rate, but no lower for the oracle; kNN: baseline by style, oracle by script")
 
 # %% [markdown]
 # ## 5 · Class models, read by another classifier
@@ -204,11 +240,18 @@ for n in results["models"]:
     print(f"{n:>9}: P({tc['bias_style']} | {tc['script']} class model) per seed {np.round(p, 2)}")
 
 # %% [markdown]
-# LESSON_CLASSMODELS
+# **What class models show.** The baseline's Latin class model is read as handwritten in every
+# seed; the oracle's in fewer seeds. This is the one view here that separates the two models
+# seed by seed. It does not show the fix: `dfr_val`'s Latin image is read as handwritten too.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-CHECK_CLASSMODELS = None
+p_hand = {
+    n: np.array(cm["models"][n]["bias_style_probability"])[:, latin] for n in results["models"]
+}
+assert p_hand[RELYING].min() > 0.9 and p_hand[FIX].min() > 0.9
+assert p_hand[REFERENCE].mean() < 0.5
+print("baseline and fix: Latin image read as hand in every seed; oracle: in fewer")
 
 # %% [markdown]
 # ## 6 · Faithfulness, localisation, randomisation
@@ -232,7 +275,25 @@ display(Markdown(T["faithfulness"]))
 display(Markdown(T["summary"]))
 
 # %% [markdown]
-# LESSON_SUMMARY
+# **The lesson.** On this shortcut, a signal spread over every glyph rather than a patch, no
+# feature-attribution method tells the model that cheats from the one that does not: each finds
+# the crops whose reading is fragile, on the oracle as much as on the baseline (Adebayo et al.
+# 2022 found attributions weak for such signals). TCAV's standard test raises false alarms, and
+# influence ranking does not separate the models. The two views that do separate them look at
+# the model as a whole rather than at one crop: the embedding's neighbourhoods and the class
+# model read by an independent classifier. None shows the fix. Faithfulness is a separate
+# question: gradient x input and Integrated Gradients have ROAD gaps at or below the random
+# map's, while SmoothGrad and guided backprop have the largest, and a faithful map is still not
+# a detector. Every method passes full-model randomisation here (all weights permuted), a
+# weaker test than notebook 05's cascade, where guided backprop fails.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = {r["method"]: r for r in results["summary"]}
+assert all(rows[m]["randomisation_passes"] for m in rows)
+assert rows["gradient_x_input"]["road_gap"] < rows["smoothgrad"]["road_gap"]
+assert rows["integrated_gradients"]["road_gap"] < 0.1
+print("all pass full randomisation; gradient x input and IG are the least faithful by ROAD")
 
 # %% [markdown]
 # ## 8 · Explore one crop
@@ -251,6 +312,13 @@ twins = data.style_twins(ds, "conflict", np.array(results["crops"]["conflict"]),
 where = {c: i for i, c in enumerate(results["crops"]["conflict"])}
 
 
+SHORT = {n: n[0] for n in results["models"]}  # b, d, u, o: one letter per model in the titles
+
+
+def readings(preds):
+    return " ".join(f"{SHORT[n]}:{ds.scripts[p][:3]}" for n, p in preds.items())
+
+
 def draw(pick=0, method="gradient_x_input"):
     crop = ex["crops"][pick]
     i = where[crop]
@@ -260,26 +328,32 @@ def draw(pick=0, method="gradient_x_input"):
     grid = fig.add_gridspec(4, max(k + 1, len(runs), results["config"]["k"]))
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(ds.conflict.images[crop]), ax.axis("off")
-    read = ", ".join(f"{n[:4]}:{ds.scripts[ex['readings'][n]['pred'][pick]][:3]}" for n in ex["readings"])
-    ax.set_title(f"crop ({ds.styles[ds.conflict.style[crop]]})\n{read}", fontsize=8)
+    own = {n: r["pred"][pick] for n, r in ex["readings"].items()}
+    ax.set_title(f"crop ({ds.styles[ds.conflict.style[crop]]})\n{readings(own)}", fontsize=7)
     for s in range(k):
         ax = fig.add_subplot(grid[0, s + 1])
         ax.axis("off")
         if twins.valid[i, s]:
             ax.imshow(twins.images[i, s])
-            read = ", ".join(f"{ds.scripts[ex['readings'][n]['twin_pred'][pick][s]][:3]}" for n in ex["readings"])
-            ax.set_title(f"{twins.slots[s]}\n{read}", fontsize=8)
+            swap = {n: r["twin_pred"][pick][s] for n, r in ex["readings"].items()}
+            ax.set_title(f"{twins.slots[s]}\n{readings(swap)}", fontsize=7)
     for j, (n, (fn, p)) in enumerate(runs.items()):
         m = saliency(fn, p, ds.conflict.images[crop : crop + 1], truth, method=method)[0]
         ax = fig.add_subplot(grid[1, j])
         ax.imshow(viz.abs_scaled(m), cmap="inferno"), ax.axis("off")
-        ax.set_title(f"{n}: {method}", fontsize=8)
+        ax.set_title(f"{n}", fontsize=8)
     for row, key, label in ((2, "neighbours", "nearest"), (3, "influential", "most helpful")):
         for j, t in enumerate(ex[key][RELYING][pick]):
             ax = fig.add_subplot(grid[row, j])
             ax.imshow(ds.train.images[t]), ax.axis("off")
-            ax.set_title(f"{label}: {ds.scripts[ds.train.script[t]][:3]}/{ds.styles[ds.train.style[t]]}", fontsize=7)
-    fig.suptitle(f"conflict crop {crop}: true {ds.scripts[truth]} (readings: baseline, unlearn, oracle, fix)")
+            name = f"{ds.scripts[ds.train.script[t]][:3]}/{ds.styles[ds.train.style[t]]}"
+            ax.set_title(f"{label}: {name}", fontsize=7)
+    key = ", ".join(f"{v} = {n}" for n, v in SHORT.items())
+    fig.suptitle(
+        f"conflict crop {crop}, true {ds.scripts[truth]} ({key}); row 2: {method} maps; "
+        f"rows 3-4: the {RELYING}'s nearest and most helpful training crops",
+        fontsize=9,
+    )
     plt.show()
 
 
