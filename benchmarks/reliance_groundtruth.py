@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 from scriptlab import data, zoo
 from scriptlab.reliance import reliance, style_reliance
+from scriptlab.twins import Twins
 
 
 def cached(name: str, seed: int) -> bool:
@@ -32,16 +34,31 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--splits", nargs="+", default=["conflict", "test"])
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--keep", default=None, help="folder to keep the rendered twins in between runs (.npz)"
+    )
     args = parser.parse_args()
 
     ds = data.load("workshop", progress=False)
     twins = {}
     for split in args.splits:
+        kept = Path(args.keep) / f"twins-{split}-{args.n}.npz" if args.keep else None
+        if kept is not None and kept.exists():
+            with np.load(kept, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            slots = tuple(str(x) for x in arrays.pop("slots"))
+            families = tuple(str(x) for x in arrays.pop("families"))
+            twins[split] = Twins(**arrays, slots=slots, families=families)
+            print(f"twins {split}: read from {kept}")
+            continue
         t = time.perf_counter()
         twins[split] = data.style_twins(
             ds, split, np.arange(args.n), cache=False, workers=args.workers
         )
         dt = time.perf_counter() - t
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(kept, **{k: np.asarray(v) for k, v in twins[split]._asdict().items()})
         n_twins = int(twins[split].valid.sum())
         print(
             f"twins {split}: {args.n} crops, {n_twins} twins in {dt:.1f} s "
@@ -53,7 +70,7 @@ def main() -> None:
     print()
     print(
         f"{'model':9s} {'seeds':6s} {'split':9s} "
-        + " ".join(f"{k:>19s}" for k in keys)
+        + " ".join(f"{k:>19s}" for k in [*keys, "any->bias"])
         + "   per-seed any   s/model"
     )
     for name in args.models:
@@ -71,12 +88,21 @@ def main() -> None:
                 runs[split].append(reliance(m.apply_fn, m.params, crops, twins[split]))
             seconds.append(time.perf_counter() - t)
         for split in args.splits:
-            shares = style_reliance(runs[split], n_boot=2000, seed=0)
+            shares = style_reliance(runs[split], n_resamples=2000, seed=0)
             cells = " ".join(
                 f"{shares[k].share:.3f} [{shares[k].low:.3f},{shares[k].high:.3f}]" for k in keys
             )
+            # flips to a script whose biased training style is the twin's style: the shortcut's
+            # direction (Latin in serif read as Cyrillic, whose biased style is serif)
+            bias = np.array([ds.bias_style(sc) for sc in ds.scripts])
+            toward = [
+                r._replace(flip=r.flip & (bias[np.maximum(r.twin_pred, 0)] == twins[split].style))
+                for r in runs[split]
+            ]
+            tb = style_reliance(toward, n_resamples=2000, seed=0)["any"]
+            cells += f" {tb.share:.3f} [{tb.low:.3f},{tb.high:.3f}]"
             per_seed = ",".join(
-                f"{style_reliance(r, n_boot=1)['any'].share:.3f}" for r in runs[split]
+                f"{style_reliance(r, n_resamples=1)['any'].share:.3f}" for r in runs[split]
             )
             print(
                 f"{name:9s} {','.join(map(str, seeds)):6s} {split:9s} {cells}   {per_seed}"

@@ -10,8 +10,8 @@ proxy for the script changes it.
 A model's *style reliance* is the share of crops whose prediction changes with
 style alone: under any swap to another style, under a swap to each style, and
 under a swap to a family held out of training. Its 95 % interval is a percentile
-bootstrap over crops (``metrics.bootstrap_interval``); several models (seeds) on
-the same crops are resampled together, crop by crop.
+bootstrap over crops (``interpret.stats.bootstrap``, every key in one program); several
+models (seeds) on the same crops are resampled together, crop by crop.
 
 ``apply_fn`` is a ``scriptlab.protocols.ApplyFn``; reliance reads its ``script``
 logits, through the library's chunked forward pass (``train.predict``).
@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from scriptlab import metrics
+from scriptlab.interpret.stats import bootstrap
 from scriptlab.protocols import ApplyFn
 from scriptlab.twins import HELDOUT, Twins
 
@@ -154,7 +154,7 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
 def style_reliance(
     results: Reliance | Sequence[Reliance],
     *,
-    n_boot: int = 2000,
+    n_resamples: int = 2000,
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Share]:
@@ -164,13 +164,12 @@ def style_reliance(
     counted), each style slot, and ``"heldout"`` when the twins have one. Each share
     is over the crops that have a swapped twin for the key (a crop's own style is
     no swap). With several models (seeds) on the same crops, the share is the mean
-    of their shares and the bootstrap resamples crops for all of them together.
+    of their shares. The bootstrap resamples all N crops, for every model and key
+    together, and takes each key's share over the resampled crops it applies to.
 
     Args:
       results: one ``Reliance`` or several on the same crops and twins.
-      n_boot: bootstrap resamples (>= 1).
-      level: the interval's coverage, in (0, 1).
-      seed: the bootstrap's seed.
+      n_resamples, level, seed: the bootstrap's, as ``interpret.stats.bootstrap``.
 
     Returns:
       {key: ``Share``}; a key with no crop has share NaN and n 0.
@@ -187,13 +186,21 @@ def style_reliance(
     flips = np.stack([r.flip for r in runs])  # [M, N, S]
     styles = [k for k, name in enumerate(first.slots) if name != HELDOUT]
     columns = {ANY: styles} | {name: [k] for k, name in enumerate(first.slots)}
-    out = {}
-    for key, cols in columns.items():
-        rows = first.swapped[:, cols].any(1)
-        hit = flips[:, rows][:, :, cols].any(2).astype(np.float64)  # [M, n]
-        if not rows.any():
-            out[key] = Share(float("nan"), float("nan"), float("nan"), 0)
-            continue
-        low, high = metrics.bootstrap_interval(hit.mean(0), n_boot=n_boot, level=level, seed=seed)
-        out[key] = Share(float(hit.mean()), low, high, int(rows.sum()))
-    return out
+    # per crop and key: does the key apply (a swapped twin), and the share of models it flips
+    rows = np.stack([first.swapped[:, cols].any(1) for cols in columns.values()], 1)
+    hits = np.stack([flips[:, :, cols].any(2).mean(0) for cols in columns.values()], 1)
+    est = bootstrap(
+        _shares, hits, rows.astype(np.float64), n_resamples=n_resamples, level=level, seed=seed
+    )
+    share = _shares(hits, rows)
+    return {
+        key: Share(float(share[k]), float(est.low[k]), float(est.high[k]), int(rows[:, k].sum()))
+        if rows[:, k].any()
+        else Share(float("nan"), float("nan"), float("nan"), 0)
+        for k, key in enumerate(columns)
+    }
+
+
+def _shares(hits, rows):
+    """Per key, the mean of ``hits`` over the crops where ``rows``: float[N, K] -> float[K]."""
+    return (hits * rows).sum(0) / rows.sum(0)

@@ -123,6 +123,7 @@ def test_batched_cav_fit_equals_a_loop_of_single_fits(method):
     np.testing.assert_allclose(jnp.linalg.norm(batched.direction, axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_tcav_test_on_the_toy_model():
     params = toy_params()
     x = toy_images(jax.random.key(8), 10)
