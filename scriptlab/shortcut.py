@@ -69,7 +69,7 @@ from scriptlab.protocols import ApplyFn
 from scriptlab.reliance import ANY, reliance, style_reliance
 from scriptlab.twins import HELDOUT
 
-STUDY_CODE_VERSION = 1
+STUDY_CODE_VERSION = 2
 """Bump when a change to this module changes the numbers ``study`` returns (cache keys hold it)."""
 METHODS = (*SALIENCY_METHODS, "occlusion")
 SPLITS = ("conflict", "test")
@@ -482,8 +482,8 @@ def _strict(obj):
 
 
 def _reliance_summary(runs, cfg: StudyConfig) -> dict:
-    pooled = style_reliance(runs, n_boot=cfg.n_boot, seed=cfg.seed)
-    per_seed = [style_reliance(r, n_boot=cfg.n_boot, seed=cfg.seed)[ANY] for r in runs]
+    pooled = style_reliance(runs, n_resamples=cfg.n_boot, seed=cfg.seed)
+    per_seed = [style_reliance(r, n_resamples=cfg.n_boot, seed=cfg.seed)[ANY] for r in runs]
     return {
         "pooled": {k: v._asdict() for k, v in pooled.items()},
         "per_seed": [v._asdict() for v in per_seed],
