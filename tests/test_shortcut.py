@@ -193,3 +193,31 @@ def test_posthoc_model_is_the_head_on_the_trunk(smoke):
     np.testing.assert_allclose(out.script, expected, rtol=1e-5, atol=1e-5)
     fn2, _ = experiment.posthoc_model(zoo_model, fitted)
     assert fn == fn2 and hash(fn) == hash(fn2)  # hashes by value: one jitted program
+
+
+def test_cli_detect_rejects_bad_arguments_before_any_work(tmp_path, capsys, monkeypatch):
+    from scriptlab import cli
+
+    monkeypatch.setattr(shortcut, "zoo_study", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["detect", "--seeds", "0"])
+    assert (
+        e.value.code == 2 and "--seeds: must be an integer >= 1, got 0" in capsys.readouterr().err
+    )
+    (tmp_path / "detection.md").symlink_to(tmp_path / "elsewhere.md")
+    assert cli.main(["detect", "--out", str(tmp_path)]) == 2
+    assert "detection.md is a symbolic link" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_detect_writes_the_tables(results, tmp_path, capsys, monkeypatch):
+    from scriptlab import cli
+
+    calls = []
+    monkeypatch.setattr(shortcut, "zoo_study", lambda *a: calls.append(a) or results)
+    assert cli.main(["detect", "--preset", "smoke", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    assert calls == [("smoke", 2)]
+    assert json.loads((tmp_path / "detection.json").read_text()) == results
+    md = (tmp_path / "detection.md").read_text()
+    assert all(f"## {name}" in md for name in shortcut.tables(results))
+    assert "| occlusion |" in capsys.readouterr().out
