@@ -25,6 +25,7 @@ OUTPUTS = {
     "dataset": ("summary.json", "preview.png"),
     "train": ("checkpoint.json", "checkpoint.msgpack", "metrics.json"),
     "experiment": ("summary.json", "preview.png", "results.json", "results.txt", "results.png"),
+    "detect": ("detection.json", "detection.md"),
 }
 
 
@@ -154,6 +155,16 @@ def _experiment(args) -> None:
     experiment.write(results, out)
     print((out / "results.txt").read_text())
     print(f"wrote {out}/results.json, results.txt, results.png")
+
+
+def _detect(args) -> None:
+    from scriptlab import shortcut
+
+    t0 = time.perf_counter()
+    results = shortcut.zoo_study(args.preset, args.seeds)
+    shortcut.write(results, args.out)
+    print(shortcut.tables(results)["summary"])
+    print(f"wrote {args.out}/detection.json, detection.md ({time.perf_counter() - t0:.0f} s)")
 
 
 def _megabytes(n: int) -> str:
@@ -295,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="out/experiment")
     p.add_argument("--devices", type=_devices, default=1, help=_DEVICES_HELP)
     p.set_defaults(func=_experiment)
+
+    p = sub.add_parser(
+        "detect", help="can each method see the font-style shortcut? write detection.json + .md"
+    )
+    p.add_argument("--preset", default="workshop", choices=["smoke", "workshop", "full"])
+    p.add_argument("--seeds", type=_positive, default=3, help="seeds per model (>= 1)")
+    p.add_argument("--out", default="out/detect")
+    p.set_defaults(func=_detect)
 
     p = sub.add_parser(
         "prepare",

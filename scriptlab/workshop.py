@@ -28,7 +28,7 @@ DATASET_SEEDS = (0,)
 
 # Zoo entries the notebooks load by name (notebooks 02 and 04-11), each at seed 0, longest
 # first (``zoo.warm`` starts them in this order).
-MODELS = ("baseline", "unlearn", "high_lr", "shuffled", "multitask", "overfit")
+MODELS = ("baseline", "unlearn", "high_lr", "shuffled", "multitask", "overfit", "oracle")
 
 # What each notebook loads by name (seed 0); notebook 03 also runs the experiment below.
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
@@ -43,7 +43,21 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "09": ("baseline",),
     "10": ("baseline", "unlearn"),
     "11": ("baseline",),
+    "12": ("baseline", "unlearn", "oracle"),
 }
+# Models a notebook loads at more seeds than 0, for a seed spread (all in notebook 03's set):
+# 06 counts the baseline's dead filters, 10 embeds both models, at three training seeds.
+NOTEBOOK_SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
+    "06": {"baseline": (0, 1, 2)},
+    "10": {"baseline": (0, 1, 2), "unlearn": (0, 1, 2)},
+}
+
+
+def notebook_seeds(notebook: str, name: str) -> tuple[int, ...]:
+    """The seeds at which ``notebook`` loads zoo model ``name`` (0 unless ``NOTEBOOK_SEEDS`` says)."""
+    return NOTEBOOK_SEEDS.get(notebook, {}).get(name, (0,))
+
+
 EXPERIMENT_NOTEBOOK = "03"
 
 # Notebook 03's call, argument for argument:
@@ -63,6 +77,11 @@ EXPERIMENT_METHODS = (
 )
 EXPERIMENT_REFERENCES = ("oracle",)
 EXPERIMENT_LAM_SWEEP: tuple[float, ...] = ()
+
+# Notebook 12's call: shortcut.zoo_study(PRESET, STUDY_SEEDS), the shortcut study over
+# shortcut.ZOO_MODELS at these seeds (its fix, dfr_val, trains nothing of its own).
+STUDY_NOTEBOOK = "12"
+STUDY_SEEDS = 3
 
 
 def parse_notebooks(spec: str | None = None) -> tuple[str, ...]:
@@ -93,7 +112,7 @@ def parse_notebooks(spec: str | None = None) -> tuple[str, ...]:
 
 def _needs(preset: str, notebook: str) -> list[tuple[str, str, int, dict]]:
     """The zoo requests one notebook needs: its own loads, and for notebook 03 the experiment's."""
-    out = [(n, preset, 0, {}) for n in NOTEBOOKS[notebook]]
+    out = [(n, preset, s, {}) for n in NOTEBOOKS[notebook] for s in notebook_seeds(notebook, n)]
     if notebook == EXPERIMENT_NOTEBOOK:
         out += experiment.zoo_requests(
             preset,
@@ -102,6 +121,10 @@ def _needs(preset: str, notebook: str) -> list[tuple[str, str, int, dict]]:
             EXPERIMENT_REFERENCES,
             EXPERIMENT_LAM_SWEEP,
         )
+    if notebook == STUDY_NOTEBOOK:
+        from scriptlab.shortcut import ZOO_MODELS
+
+        out += [(n, preset, s, {}) for n in ZOO_MODELS for s in range(STUDY_SEEDS)]
     return out
 
 
@@ -125,19 +148,16 @@ def requests(
         check_name("notebook", nb, tuple(NOTEBOOKS))
     direct = {n for nb in chosen for n in NOTEBOOKS[nb]}
     out: list[tuple[str, str, int, dict]] = [(n, preset, 0, {}) for n in MODELS if n in direct]
-    if EXPERIMENT_NOTEBOOK in chosen:
-        for req in _needs(preset, EXPERIMENT_NOTEBOOK):
+    for nb in sorted(chosen, key=lambda nb: nb in (EXPERIMENT_NOTEBOOK, STUDY_NOTEBOOK)):
+        for req in _needs(preset, nb):
             if req not in out:
                 out.append(req)
     return out
 
 
 def is_cached(request: tuple[str, str, int, dict]) -> bool:
-    """Whether the zoo already holds a finished checkpoint for ``request``."""
-    name, preset, seed, overrides = request
-    return (
-        zoo.path(zoo.config(name, preset, seed, **overrides), name) / "checkpoint.json"
-    ).exists()
+    """Whether the zoo already holds a finished checkpoint for ``request`` (``zoo.is_cached``)."""
+    return zoo.is_cached(*request)
 
 
 class Prepared(NamedTuple):
@@ -188,8 +208,8 @@ def prepare(
         tuple of numbers; default all.
       workers: training processes (default: one per core).
       progress: progress bars and the notebook-ready lines.
-      evaluate: also run notebook 03's ``experiment.run`` (when 03 is chosen) so its
-        results are cached.
+      evaluate: also run notebook 03's ``experiment.run`` (when 03 is chosen) and notebook
+        12's ``shortcut.zoo_study`` (when 12 is chosen) so their results are cached.
 
     Returns:
       A ``Prepared`` with the counts, the seconds taken, the cache's size by folder and
@@ -210,7 +230,7 @@ def prepare(
     def report(done=None):
         for nb, left in waiting.items():
             left.discard(done)
-            if nb in ready or left or (nb == EXPERIMENT_NOTEBOOK and evaluate):
+            if nb in ready or left or (nb in (EXPERIMENT_NOTEBOOK, STUDY_NOTEBOOK) and evaluate):
                 continue
             ready[nb] = time.perf_counter() - t0
             if progress:
@@ -231,6 +251,13 @@ def prepare(
         if progress:
             minutes = ready[EXPERIMENT_NOTEBOOK] / 60
             _say(f"prepare: notebook {EXPERIMENT_NOTEBOOK} ready ({minutes:.1f} min)")
+    if evaluate and STUDY_NOTEBOOK in chosen:
+        from scriptlab import shortcut
+
+        shortcut.zoo_study(preset, STUDY_SEEDS, progress=progress)
+        ready[STUDY_NOTEBOOK] = time.perf_counter() - t0
+        if progress:
+            _say(f"prepare: notebook {STUDY_NOTEBOOK} ready ({ready[STUDY_NOTEBOOK] / 60:.1f} min)")
     return Prepared(
         trained=len(missing),
         cached=len(wanted) - len(missing),

@@ -104,6 +104,12 @@ _NO_MAIN_GUARD = (
 )
 
 
+def is_cached(name: str, preset: str, seed: int, overrides: dict | None = None) -> bool:
+    """Whether the zoo already holds a finished checkpoint of ``name`` (nothing is trained)."""
+    cfg = config(name, preset, seed, **(overrides or {}))
+    return (path(cfg, name) / "checkpoint.json").exists()
+
+
 def _check_not_bootstrapping() -> None:
     """Fail fast (instead of training, or waiting on a lock) inside a spawned worker's re-import."""
     import multiprocessing

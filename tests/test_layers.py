@@ -27,7 +27,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # the methods ask for a protocol, never for ScriptNet or the dataset
     "methods": (("interpret", "probe", "erasure"), ("foundation",)),
     "training": (
-        ("train", "zoo", "experiment", "archive", "viz", "reliance"),
+        ("train", "zoo", "experiment", "archive", "viz", "reliance", "shortcut"),
         ("foundation", "model", "data", "methods"),
     ),
     "apps": (

@@ -63,6 +63,10 @@ def _values(node, env, parents):
                 for gen in up.generators:
                     if isinstance(gen.target, ast.Name) and gen.target.id == node.id:
                         return _values(gen.iter, env, parents)
+            # a for-loop variable: the values of what the loop iterates
+            if isinstance(up, ast.For) and isinstance(up.target, ast.Name):
+                if up.target.id == node.id:
+                    return _values(up.iter, env, parents)
             up = parents.get(up)
         if node.id in env:
             value = env[node.id]
@@ -104,12 +108,15 @@ def _scan_notebooks():
                 assert not extra, f"{src.name}: {ast.unparse(call)} has overrides {extra}"
                 names = _values(call.args[0], env, parents)
                 preset = _one(_arg(call, 1, "preset"), env, parents, "workshop")
-                seed = _one(next((k.value for k in call.keywords if k.arg == "seed"), None),
-                            env, parents, 0)  # fmt: skip
+                seed = next((k.value for k in call.keywords if k.arg == "seed"), None)
+                seeds = [0] if seed is None else _values(seed, env, parents)
+                assert seeds is not None, f"{src.name}: unresolved seed in {ast.unparse(call)}"
                 if names is None:
                     unresolved.add((src.stem, ast.unparse(call.args[0])))
                 else:
-                    loads.setdefault(src.stem[:2], set()).update((n, preset, seed) for n in names)
+                    loads.setdefault(src.stem[:2], set()).update(
+                        (n, preset, s) for n in names for s in seeds
+                    )
             elif what == ("zoo", "warm"):
                 unresolved.add((src.stem, ast.unparse(call)))
             elif what == ("experiment", "run"):
@@ -155,16 +162,26 @@ def test_prepare_list_matches_the_notebooks():
     # each notebook's own loads, as prepare --notebooks reads them
     assert sorted(workshop.NOTEBOOKS) == [f"{i:02d}" for i in range(1, len(workshop.NOTEBOOKS) + 1)]
     assert {nb: set(v) for nb, v in loads.items()} == {
-        nb: {(n, "workshop", 0) for n in names} for nb, names in workshop.NOTEBOOKS.items() if names
+        nb: {(n, "workshop", s) for n in names for s in workshop.notebook_seeds(nb, n)}
+        for nb, names in workshop.NOTEBOOKS.items()
+        if names
     }
-    assert set().union(*loads.values()) == {(n, "workshop", 0) for n in workshop.MODELS}
+    assert {(n, p) for n, p, _ in set().union(*loads.values())} == {
+        (n, "workshop") for n in workshop.MODELS
+    }
     wanted = workshop.requests("workshop")
     from_runs = {
         (n, p, s)
         for r in runs[workshop.EXPERIMENT_NOTEBOOK]
         for n, p, s, _ in zoo_requests(r["preset"], r["seeds"], r["methods"], r["references"])
     }
-    assert {(n, p, s) for n, p, s, _ in wanted} == set().union(*loads.values()) | from_runs
+    from_study = {(n, "workshop", s) for n, _, s, _ in workshop._needs("workshop", "12")}
+    every_need = set().union(*loads.values()) | from_runs | from_study
+    assert {(n, p, s) for n, p, s, _ in wanted} == every_need
+    # notebook 12 computes its study through the one cached call prepare makes
+    src = (NOTEBOOKS / "12_see_the_shortcut.py").read_text()
+    assert "shortcut.zoo_study(PRESET, SEEDS" in src and "SEEDS = 3" in src
+    assert workshop.STUDY_SEEDS == 3
 
 
 def zoo_requests(preset, seeds, methods, references):
@@ -194,23 +211,27 @@ def test_notebook_specs_and_the_requests_they_select():
         == tuple(workshop.NOTEBOOKS)
     )
     assert workshop.parse_notebooks("1-2,4-11") == tuple(
-        nb for nb in workshop.NOTEBOOKS if nb != "03"
+        nb for nb in workshop.NOTEBOOKS if nb not in ("03", "12")
     )
     assert workshop.parse_notebooks(" 09 , 3,3 ") == ("03", "09")
-    for bad in ("0", "12", "1-", "a", "1-2-3", "", "11-4", "1,,2"):
-        with pytest.raises(ValueError, match=f"ranges from 01-11 .* or 'all'; got {bad!r}"):
+    for bad in ("0", "13", "1-", "a", "1-2-3", "", "11-4", "1,,2"):
+        with pytest.raises(ValueError, match=f"ranges from 01-12 .* or 'all'; got {bad!r}"):
             workshop.parse_notebooks(bad)
     every = workshop.requests("workshop")
-    # notebooks 01-02 and 04-11: the directly loaded models, none of the experiment's
+    # notebooks 01-02 and 04-11: the directly loaded models at seed 0 first, then the extra seeds
+    # 06 and 10 load for a seed spread (baseline and unlearn at 1 and 2), none of the rest
     rest = workshop.requests("workshop", workshop.parse_notebooks("1-2,4-11"))
-    assert (
-        rest == [(n, "workshop", 0, {}) for n in workshop.MODELS] == every[: len(workshop.MODELS)]
-    )
+    direct = [(n, "workshop", 0, {}) for n in workshop.MODELS if n != "oracle"]
+    spread = [(n, "workshop", s, {}) for n in ("baseline", "unlearn") for s in (1, 2)]
+    assert rest[: len(direct)] == direct == every[: len(direct)]
+    assert sorted(rest[len(direct) :]) == spread
     assert workshop.requests("workshop", ("01",)) == []
     assert workshop.requests("workshop", ("09", "11")) == [("baseline", "workshop", 0, {})]
     only03 = workshop.requests("workshop", ("03",))
     key = lambda reqs: {(n, p, s) for n, p, s, _ in reqs}  # noqa: E731
-    assert len(only03) == 15 and key(only03) | key(rest) == key(every)
+    only12 = workshop.requests("workshop", ("12",))
+    assert len(only03) == 15 and key(only03) | key(rest) | key(only12) == key(every)
+    assert key(only12) <= key(only03)  # the study trains nothing the experiment does not
     with pytest.raises(ValueError, match="unknown notebook '3'"):
         workshop.requests("workshop", ("3",))
 
@@ -231,8 +252,9 @@ def test_prepare_reports_each_notebook_when_its_models_are_done(monkeypatch, cap
 
     monkeypatch.setattr(workshop.zoo, "warm", warm)
     done = workshop.prepare("smoke", notebooks="1-2,6-7,9", workers=2)
-    assert finished == ["baseline", "high_lr"]  # no experiment for these notebooks
-    assert (done.trained, done.cached) == (2, 1)
+    # no experiment for these notebooks; 06 also loads the baseline at seeds 1 and 2
+    assert finished == ["baseline", "baseline", "baseline", "high_lr"]
+    assert (done.trained, done.cached) == (4, 1)
     assert list(done.ready) == ["01", "02", "06", "07", "09"]
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if "ready" in line]
@@ -519,7 +541,7 @@ def _cli(argv, capsys):
         (["prepare", "--workers", "0"], "--workers: must be an integer >= 1, got 0"),
         (["prepare", "--workers", "two"], "--workers: must be an integer >= 1, got 'two'"),
         (["prepare", "--preset", "huge"], "--preset: invalid choice: 'huge'"),
-        (["prepare", "--notebooks", "3-12"], "--notebooks: must be numbers or ranges from 01-11"),
+        (["prepare", "--notebooks", "3-13"], "--notebooks: must be numbers or ranges from 01-12"),
         (["cache"], "required"),
         (["cache", "zip"], "invalid choice: 'zip'"),
         (["cache", "export"], "FILE"),
@@ -548,8 +570,10 @@ def test_cli_checks_files_before_any_work(tmp_path, capsys, monkeypatch):
 
 
 def _loads_only(monkeypatch, models):
-    """Make notebook 02 the only one that loads models by name, and ``models`` what it loads."""
+    """Make notebook 02 the only one that loads models by name, and ``models`` what it loads
+    (notebook 12's study, tested in test_shortcut.py, needs nothing here)."""
     monkeypatch.setattr(workshop, "MODELS", models)
+    monkeypatch.setattr(workshop, "STUDY_NOTEBOOK", None)
     monkeypatch.setattr(
         workshop, "NOTEBOOKS", {nb: models if nb == "02" else () for nb in workshop.NOTEBOOKS}
     )
@@ -586,7 +610,7 @@ def test_cli_prepare_trains_what_is_missing_then_nothing(cache, smoke, capsys, m
     monkeypatch.setitem(zoo.ZOO, "overfit", {**zoo.ZOO["overfit"], "epochs": 1})
     code, out, err = _cli(["prepare", "--preset", "smoke", "--workers", "1"], capsys)
     assert code == 0, err
-    assert "prepare: notebooks 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11: 2 zoo models" in out
+    assert "prepare: notebooks 01, 02, 03, 04, 05, 06, 07, 08, 09, 10, 11, 12: 2 zoo models" in out
     assert "1 models trained, 1 already cached" in out
     ready = [line.split()[2] for line in out.splitlines() if " ready (" in line]
     assert ready[0] == "01" and ready[-1] == "03" and sorted(ready) == sorted(workshop.NOTEBOOKS)

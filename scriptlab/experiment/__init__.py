@@ -41,9 +41,11 @@ from scriptlab.experiment.methods import (
     POSTHOC,
     REFERENCES,
     Posthoc,
+    PosthocApply,
     PosthocHead,
     _apply_posthoc,
     fit_posthoc,
+    posthoc_model,
     posthoc_predictions,
 )
 from scriptlab.experiment.results import (
@@ -101,6 +103,7 @@ __all__ = [
     "REFERENCES",
     "STYLE",
     "Posthoc",
+    "PosthocApply",
     "PosthocHead",
     "Predictions",
     "family_table",
@@ -112,6 +115,7 @@ __all__ = [
     "measure",
     "minority_accuracy",
     "misread",
+    "posthoc_model",
     "posthoc_predictions",
     "predicted",
     "predictions",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -189,3 +189,44 @@ def _apply_posthoc(
         z = fitted.view(p.embedding)
         out[split] = Predictions(np.asarray(fitted.head.logits(z)), None, z)
     return out
+
+
+class PosthocApply(NamedTuple):
+    """The ``scriptlab.protocols.ApplyFn`` of a post-hoc head on a frozen trunk.
+
+    ``apply(params, images, **options)`` runs the trunk (``params["trunk"]``) and
+    replaces its script logits by the head's: ``(view(z) - mean) / scale @ weights +
+    bias`` on the trunk's embedding z, ``view`` the LEACE erasure when there is one.
+    A NamedTuple of the trunk's apply_fn, so two heads on one architecture hash and
+    compare equal and share jitted code (the head's numbers live in ``params``).
+    """
+
+    trunk: Any
+
+    def __call__(self, params, images, **options):
+        out = self.trunk(params["trunk"], images, **options)
+        z = out.embedding
+        if params["eraser"] is not None:
+            z = z - (z - params["eraser"]["mean"]) @ params["eraser"]["proj"].T
+        head = params["head"]
+        logits = (z - head["mean"]) / head["scale"] @ head["weights"] + head["bias"]
+        return out._replace(script=logits)
+
+
+def posthoc_model(m: zoo.ZooModel, fitted: PosthocHead) -> tuple[PosthocApply, dict]:
+    """(apply_fn, params) of a fitted post-hoc head on zoo model ``m``'s trunk, for any method.
+
+    Args:
+      m: the trunk the head was fitted on (``fit_posthoc``'s ``m``).
+      fitted: the ``PosthocHead``.
+
+    Returns:
+      (``PosthocApply``, params {"trunk", "head", "eraser"}); its script logits equal
+      ``posthoc_predictions``' on the same crops.
+    """
+    h = fitted.head
+    head = {"weights": h.weights, "bias": h.bias, "mean": h.mean, "scale": h.scale}
+    eraser = None
+    if fitted.eraser is not None:
+        eraser = {"mean": fitted.eraser.mean, "proj": fitted.eraser.proj}
+    return PosthocApply(m.apply_fn), {"trunk": m.params, "head": head, "eraser": eraser}

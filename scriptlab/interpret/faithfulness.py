@@ -551,6 +551,7 @@ def faithfulness_rows(
     head: str = "script",
     batch_size: int = 64,
     model: str = "",
+    road_iterations: int = ROAD_ITERATIONS,
 ) -> list[dict]:
     """One row of mean AUCs per map: deletion, insertion and ROAD in both orders.
 
@@ -566,6 +567,7 @@ def faithfulness_rows(
       head: the output field holding the class logits.
       batch_size: perturbed images per vmapped chunk.
       model: a label copied into every row.
+      road_iterations: ROAD's conjugate-gradient steps (``road_curve``'s ``iterations``).
 
     Returns:
       One dict per method: model, method, deletion (lower is better), insertion
@@ -580,7 +582,7 @@ def faithfulness_rows(
             f"maps must be a non-empty dict {{method: maps}}, got {type(maps).__name__}"
         )
     common = dict(steps=steps, head=head, batch_size=batch_size)
-    road = dict(common, noise=noise, seed=seed)
+    road = dict(common, noise=noise, seed=seed, iterations=road_iterations)
     rows = []
     for method, m in maps.items():  # a handful of methods, each curve one batched call
         aucs = {
