@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scriptlab import data as data_lib
+from scriptlab.cache import cache_dir, write_atomic
 from scriptlab.interpret import detection, faithfulness, localisation, ranking, sanity, stats, tcav
 from scriptlab.interpret.classviz import class_model
 from scriptlab.interpret.embedding import embed
@@ -851,7 +852,7 @@ def cached_study(
     Returns:
       The result, as JSON reads it back (so a fresh and a cached run look the same).
     """
-    where = Path(folder) if folder is not None else data_lib.cache_dir() / "studies"
+    where = Path(folder) if folder is not None else cache_dir() / "studies"
     path = where / f"study-{key}.json"
     if cache and path.exists():
         try:
@@ -863,7 +864,7 @@ def cached_study(
     result = json.loads(json.dumps(_strict(compute()), allow_nan=False))
     if cache:
         where.mkdir(parents=True, exist_ok=True)
-        data_lib.write_atomic(path, json.dumps(result, allow_nan=False).encode())
+        write_atomic(path, json.dumps(result, allow_nan=False).encode())
     return result
 
 
@@ -947,6 +948,6 @@ def write(results: dict, out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     md = "\n\n".join(f"## {name}\n\n{text}" for name, text in tables(results).items())
     paths = [out / "detection.json", out / "detection.md"]
-    data_lib.write_atomic(paths[0], json.dumps(results, indent=1, allow_nan=False).encode())
-    data_lib.write_atomic(paths[1], ("# Can you see the shortcut?\n\n" + md + "\n").encode())
+    write_atomic(paths[0], json.dumps(results, indent=1, allow_nan=False).encode())
+    write_atomic(paths[1], ("# Can you see the shortcut?\n\n" + md + "\n").encode())
     return paths
