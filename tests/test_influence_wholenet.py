@@ -105,7 +105,7 @@ def test_tracin_rejects_bad_checkpoints():
 def test_epoch_learning_rates_average_the_training_schedule():
     from scriptlab.train import TrainConfig, lr_schedule
 
-    cfg = TrainConfig(epochs=3, batch_size=10, warmup_steps=5, lr=1e-2)
+    cfg = TrainConfig(epochs=3, batch_size=10, micro_batch=10, warmup_steps=5, lr=1e-2)
     got = inf.epoch_learning_rates(cfg, 100, [0, 1, 3])
     sched = lr_schedule(cfg, 30)
     assert got[0] == 0.0
