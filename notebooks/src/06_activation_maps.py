@@ -84,7 +84,11 @@ axes[0, 0].set_title(f"{ds.scripts[ds.test.script[IMAGE]]} / {ds.styles[ds.test.
 for ax in axes[:, 0]:
     ax.axis("off")
 for ax, name in zip(axes[:, 1], CONVS):
-    show_layer(ax, maps[name][IMAGE], f"{name}: {maps[name].shape[-1]} channels of {tuple(maps[name].shape[1:3])}")
+    show_layer(
+        ax,
+        maps[name][IMAGE],
+        f"{name}: {maps[name].shape[-1]} channels of {tuple(maps[name].shape[1:3])}",
+    )
 plt.show()
 
 
@@ -158,7 +162,9 @@ change = {}
 for k in curve:
     d = per_crop["trained"][k] - per_crop["init"][k]
     change[k] = (d.mean(), *metrics.bootstrap_interval(d))
-    print(f"{k:6s} zero share {d.mean():+.2f} (95 % interval {change[k][1]:+.2f} to {change[k][2]:+.2f})")
+    print(
+        f"{k:6s} zero share {d.mean():+.2f} (95 % interval {change[k][1]:+.2f} to {change[k][2]:+.2f})"
+    )
 # every layer is sparser after training, with the whole interval above zero
 assert all(change[k][1] > 0 for k in curve)
 
@@ -169,14 +175,13 @@ h = {k: np.asarray(v["hoyer"]) for k, v in curve.items()}
 claims = {
     "init: about half of every layer is zero": all(abs(z[k][0] - 0.5) < 0.1 for k in z),
     "conv2 and conv3 end with over 80 % zeros": all(z[k][-1] > 0.8 for k in ("conv2", "conv3")),
-    "conv1 changes least of the conv layers": min(CONVS, key=lambda k: z[k][-1] - z[k][0]) == "conv1",
+    "conv1 changes least of the conv layers": min(CONVS, key=lambda k: z[k][-1] - z[k][0])
+    == "conv1",
     "every conv map is peakier (Hoyer up by > 0.1)": all(h[k][-1] > h[k][0] + 0.1 for k in CONVS),
     "over 3/4 of the change happens in epoch 1": all(
         z[k][1] - z[k][0] > 0.75 * (z[k][-1] - z[k][0]) for k in CONVS
     ),
-    "after epoch 1 no layer moves by more than 0.05": all(
-        np.ptp(z[k][1:]) < 0.05 for k in z
-    ),
+    "after epoch 1 no layer moves by more than 0.05": all(np.ptp(z[k][1:]) < 0.05 for k in z),
 }
 for claim, holds in claims.items():
     print(f"{claim}: {holds}")
@@ -266,7 +271,11 @@ silent = {k: np.asarray(hot_curve[k]["peak"]) <= 0 for k in CONVS}  # [epoch, ch
 print("epoch  " + "  ".join(f"{'high_lr ' + k:>13s}" for k in CONVS) + "   baseline (all layers)")
 for t, e in enumerate(hot_epochs):
     n_base = sum(int((np.asarray(base_curve[k]["peak"][t]) <= 0).sum()) for k in CONVS)
-    print(f"{e:5d}  " + "  ".join(f"{int(silent[k][t].sum()):13d}" for k in CONVS) + f"   {n_base:10d}")
+    print(
+        f"{e:5d}  "
+        + "  ".join(f"{int(silent[k][t].sum()):13d}" for k in CONVS)
+        + f"   {n_base:10d}"
+    )
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -154,14 +154,18 @@ for name, row in table.items():
 # %%
 # NBVAL_CHECK_OUTPUT
 rough = {name: {col: table[name][col] for col in COLUMNS} for name in table}
-init_, early, trained = (rough[k] for k in ("init (epoch 0)", f"baseline epoch {EARLY_EPOCH}", "baseline trained"))
+init_, early, trained = (
+    rough[k] for k in ("init (epoch 0)", f"baseline epoch {EARLY_EPOCH}", "baseline trained")
+)
 claims = {
     "init scores about 1 (a check of the measure)": all(abs(v - 1) < 0.15 for v in init_.values()),
     "trained filters are smoother than init in every layer": all(
         trained[l, "hf"] < init_[l, "hf"] for l in CONVS
     ),
     "epoch 1 lies between init and trained in conv2 and conv3": all(
-        trained[l, m] <= early[l, m] <= init_[l, m] for l in ("conv2", "conv3") for m in ("tv", "hf")
+        trained[l, m] <= early[l, m] <= init_[l, m]
+        for l in ("conv2", "conv3")
+        for m in ("tv", "hf")
     ),
     "high_lr's conv2 and conv3 are smoother than the baseline's": all(
         rough["high_lr"][l, "hf"] < trained[l, "hf"] for l in ("conv2", "conv3")
@@ -200,7 +204,9 @@ n_steps = {
 }
 acc = {
     ("baseline", "test"): accuracy(base, ds.test),
-    ("overfit", "its training crops"): accuracy(overfit, ds.train.take(slice(0, overfit.config.n_train))),
+    ("overfit", "its training crops"): accuracy(
+        overfit, ds.train.take(slice(0, overfit.config.n_train))
+    ),
     ("overfit", "test"): accuracy(overfit, ds.test),
 }
 for name, n in n_steps.items():
@@ -213,7 +219,8 @@ for (name, split), (a, lo, hi) in acc.items():
 claims = {
     "overfit took fewer steps than even the baseline's first epoch": n_steps["overfit"]
     < n_steps[f"baseline epoch {EARLY_EPOCH}"],
-    "overfit fits its training crops (accuracy > 0.95)": acc["overfit", "its training crops"][0] > 0.95,
+    "overfit fits its training crops (accuracy > 0.95)": acc["overfit", "its training crops"][0]
+    > 0.95,
     "overfit's test accuracy is below the baseline's (intervals apart)": acc["overfit", "test"][2]
     < acc["baseline", "test"][1],
     "overfit's conv2 and conv3 are noisier than the baseline's at epoch 1": all(

@@ -113,14 +113,21 @@ for _ in range(3):  # dropping a style can leave a script with one style: repeat
     pairs = {(a, b) for a, b in zip(split.script[keep], split.style[keep])}
     n_styles = {a: sum(1 for p in pairs if p[0] == a) for a, _ in pairs}
     n_scripts = {b: sum(1 for p in pairs if p[1] == b) for _, b in pairs}
-    keep &= np.array([n_styles.get(a, 0) > 1 and n_scripts.get(b, 0) > 1 for a, b in zip(split.script, split.style)])
+    keep &= np.array(
+        [
+            n_styles.get(a, 0) > 1 and n_scripts.get(b, 0) > 1
+            for a, b in zip(split.script, split.style)
+        ]
+    )
 sub = split.take(np.flatnonzero(keep))
 x = data.as_float(sub.images)
 table = np.zeros((len(ds.scripts), len(ds.styles)), int)
 np.add.at(table, (sub.script, sub.style), 1)
 style_given_script = (table.max(1) / np.maximum(table.sum(1), 1)).max()
 script_given_style = (table.max(0) / np.maximum(table.sum(0), 1)).max()
-print(f"{len(sub.script)} conflict crops, {len(set(sub.script))} scripts, {len(set(sub.style))} styles")
+print(
+    f"{len(sub.script)} conflict crops, {len(set(sub.script))} scripts, {len(set(sub.style))} styles"
+)
 print(f"largest share of one style within a script: {style_given_script:.2f}")
 print(f"largest share of one script within a style: {script_given_style:.2f}")
 # neither label can make the other's purity reach the 0.8 used for "units" below
@@ -249,7 +256,9 @@ for name, m in models.items():
                 style_units=f"{((pt >= 0.8) & (ps < 0.8)).sum()}/{n} ({chance['style_unit'] * n:.1f})",
             )
         )
-print(f"chance purity of {K} random crops: script {chance['script']:.2f}, style {chance['style']:.2f}")
+print(
+    f"chance purity of {K} random crops: script {chance['script']:.2f}, style {chance['style']:.2f}"
+)
 columns = [
     ("model", "model", "9s"),
     ("layer", "layer", "6s"),

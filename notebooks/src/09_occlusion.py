@@ -121,7 +121,13 @@ def explore(crop=CROP, patch=PATCH, stride=STRIDE, fill=FILL, output="probabilit
     axes[1].axis("off")
     axes[1].set_title(f"{r.scores.shape[1]}x{r.scores.shape[2]} windows", fontsize=viz.SMALL)
     heat = np.asarray(r.heatmap[0])
-    overlay(axes[2], ds.test.images[crop], heat, "drop per pixel", viz.attribution_limits(heat, signed=True))
+    overlay(
+        axes[2],
+        ds.test.images[crop],
+        heat,
+        "drop per pixel",
+        viz.attribution_limits(heat, signed=True),
+    )
     plt.show()
 
 
@@ -198,7 +204,9 @@ maps = {
 }
 options = {"integrated_gradients": {"steps": 16}}
 for method in ("gradient", "integrated_gradients", "grad_cam"):
-    maps[method] = saliency(base.apply_fn, base.params, x, t, method=method, **options.get(method, {}))
+    maps[method] = saliency(
+        base.apply_fn, base.params, x, t, method=method, **options.get(method, {})
+    )
 # occlusion maps count their positive part only (where occluding lowers the score)
 scores = {
     name: {
@@ -267,7 +275,8 @@ claims = {
     ),
     "blur beats grey in ink mass": paired("occlusion blur", "occlusion grey", "ink_mass")[1] > 0,
     "blur beats grey in pointing": paired("occlusion blur", "occlusion grey", "pointing")[1] > 0,
-    "blur beats plain gradients in ink mass": paired("occlusion blur", "gradient", "ink_mass")[1] > 0,
+    "blur beats plain gradients in ink mass": paired("occlusion blur", "gradient", "ink_mass")[1]
+    > 0,
     "blur and IG are within 0.05 in ink mass": abs(
         paired("occlusion blur", "integrated_gradients", "ink_mass")[0]
     )

@@ -381,7 +381,10 @@ chance = table["chance (majority guess)", SPLIT]
 print(f"{'':9s} " + " ".join(f"{t:>21s}" for t in ("script", "style within script", "balanced")))
 for name in MODELS:
     v = np.array([seed_rows[name, seed] for seed in SEEDS])
-    print(f"{name:9s} " + " ".join(f"{v[:, c].mean():14.3f} ± {v[:, c].std(ddof=1):.3f}" for c in (0, 2, 3)))
+    print(
+        f"{name:9s} "
+        + " ".join(f"{v[:, c].mean():14.3f} ± {v[:, c].std(ddof=1):.3f}" for c in (0, 2, 3))
+    )
 print("chance    " + " ".join(f"{chance[c]:20.3f}" for c in (0, 2, 3)))
 
 # %%
@@ -396,7 +399,8 @@ claims = {
     ),
     "style within script: every unlearn seed is below every baseline seed": v["unlearn"][:, 2].max()
     < v["baseline"][:, 2].min(),
-    "balanced: the two models' seeds overlap": v["unlearn"][:, 3].max() >= v["baseline"][:, 3].min(),
+    "balanced: the two models' seeds overlap": v["unlearn"][:, 3].max()
+    >= v["baseline"][:, 3].min(),
 }
 kept = {
     c: (v["unlearn"][:, c].mean() - chance[c]) / (v["baseline"][:, c].mean() - chance[c])
@@ -411,7 +415,9 @@ assert all(claims.values())
 
 # %%
 for c, what in ((2, "style within script"), (3, "  ... balanced")):
-    print(f"{what:20s}: unlearning kept {kept[c]:.0%} of the baseline's lead over chance (seed means)")
+    print(
+        f"{what:20s}: unlearning kept {kept[c]:.0%} of the baseline's lead over chance (seed means)"
+    )
 
 # %% [markdown]
 # ## What we learnt

@@ -222,7 +222,12 @@ def scatter(ax, p, a, title):
     ax.set_title(title)
 
 
-scatter(axes[0, 0], pred, actual, f"convex head, N={N_TRAIN}: r = {r_convex:.3f}\n[{r_lo:.3f}, {r_hi:.3f}]")
+scatter(
+    axes[0, 0],
+    pred,
+    actual,
+    f"convex head, N={N_TRAIN}: r = {r_convex:.3f}\n[{r_lo:.3f}, {r_hi:.3f}]",
+)
 if cached:
     c = cached["cnn_top"]
     scatter(
@@ -272,7 +277,12 @@ font_hits = np.asarray(jnp.argmax(xt @ font_head["w"] + font_head["b"], 1) == st
 font_acc, font_ci = font_hits.mean(), metrics.bootstrap_interval(font_hits)
 # two guesses without the embedding: the majority style, and the usual style of the crop's script
 style_chance = np.bincount(te.style[:N_TEST]).max() / N_TEST
-usual = np.array([np.bincount(tr.style[:N_TRAIN][tr.script[:N_TRAIN] == c], minlength=len(ds.styles)).argmax() for c in range(len(ds.scripts))])
+usual = np.array(
+    [
+        np.bincount(tr.style[:N_TRAIN][tr.script[:N_TRAIN] == c], minlength=len(ds.styles)).argmax()
+        for c in range(len(ds.scripts))
+    ]
+)
 from_script = float((usual[te.script[:N_TEST]] == te.style[:N_TEST]).mean())
 font_scores = np.asarray(
     inf.influence_scores(
@@ -422,7 +432,9 @@ overlap = {
     (a, b): np.array([top_overlap(est[a][t], est[b][t]) for t in range(N_COMPARE)])
     for a, b in combinations(est, 2)
 }
-print(f"mean (lowest to highest) over the {N_COMPARE} test crops; chance overlap {50 / N_WHOLE:.2f}")
+print(
+    f"mean (lowest to highest) over the {N_COMPARE} test crops; chance overlap {50 / N_WHOLE:.2f}"
+)
 print("| estimator A | estimator B | Spearman r | overlap of the 50 most helpful |")
 print("|---|---|---|---|")
 for a, b in rho:
@@ -434,7 +446,10 @@ for a, b in rho:
 # what the 50 most helpful crops of each estimator have in common: the test crop's script?
 same_script = {
     name: np.mean(
-        [(tr.script[:N_WHOLE][np.argsort(sc[t])[:50]] == te.script[c]).mean() for t, c in enumerate(COMPARE)]
+        [
+            (tr.script[:N_WHOLE][np.argsort(sc[t])[:50]] == te.script[c]).mean()
+            for t, c in enumerate(COMPARE)
+        ]
     )
     for name, sc in est.items()
 }
@@ -602,6 +617,8 @@ rankings = {
     "random": np.random.default_rng(SEED).permutation(N_TRAIN),
 }
 curves = {k: inf.detection_curve(v, flipped, fractions) for k, v in rankings.items()}
+
+
 def found_interval(order, share):
     """95 % bootstrap interval, over the flipped crops, of the share found in the first `share` checked."""
     rank = np.empty(N_TRAIN, int)

@@ -65,7 +65,10 @@ def share_plot(ax, split):
     names = results["models"]
     shares = [R[n][split]["pooled"]["any"] for n in names]
     values = [s["share"] for s in shares]
-    errors = [[v - s["low"] for v, s in zip(values, shares)], [s["high"] - v for v, s in zip(values, shares)]]
+    errors = [
+        [v - s["low"] for v, s in zip(values, shares)],
+        [s["high"] - v for v, s in zip(values, shares)],
+    ]
     ax.bar(names, values, yerr=errors, capsize=4, color="0.6")
     for s, n in enumerate(names):
         seeds = [p["share"] for p in R[n][split]["per_seed"]]
@@ -221,7 +224,9 @@ assert nb[RELYING]["wrong_script"]["low"] > nb[REFERENCE]["wrong_script"]["high"
 assert nb[RELYING]["style"]["low"] > nb[REFERENCE]["style"]["high"]
 assert nb[REFERENCE]["script"]["low"] > nb[RELYING]["script"]["high"]
 assert nb[FIX]["style"] == nb[RELYING]["style"]
-print("influence: above base rate, but no lower for the oracle; kNN: baseline by style, oracle by script")
+print(
+    "influence: above base rate, but no lower for the oracle; kNN: baseline by style, oracle by script"
+)
 
 # %% [markdown]
 # ## 5 · Class models, read by another classifier
@@ -308,7 +313,9 @@ models = {n: zoo.load(n, PRESET, seed=0, progress=False) for n in EXPLORER_MODEL
 fixed = experiment.fit_posthoc(models[RELYING], ds, FIX)
 runs = {n: (m.apply_fn, m.params) for n, m in models.items()}
 runs[FIX] = experiment.posthoc_model(models[RELYING], fixed)
-twins = data.style_twins(ds, "conflict", np.array(results["crops"]["conflict"]), seed=results["config"]["seed"])
+twins = data.style_twins(
+    ds, "conflict", np.array(results["crops"]["conflict"]), seed=results["config"]["seed"]
+)
 where = {c: i for i, c in enumerate(results["crops"]["conflict"])}
 
 
@@ -357,13 +364,19 @@ def draw(pick=0, method="gradient_x_input"):
     plt.show()
 
 
-misread = [j for j, c in enumerate(ex["crops"]) if ex["readings"][RELYING]["pred"][j] != ds.conflict.script[c]]
+misread = [
+    j
+    for j, c in enumerate(ex["crops"])
+    if ex["readings"][RELYING]["pred"][j] != ds.conflict.script[c]
+]
 draw(misread[0] if misread else 0)  # the static figure: the first crop the baseline misreads
 
 # %%
 widgets.interact(
     viz.busy(draw, message="computing the saliency maps ..."),
-    pick=widgets.IntSlider(misread[0] if misread else 0, 0, len(ex["crops"]) - 1, description="crop"),
+    pick=widgets.IntSlider(
+        misread[0] if misread else 0, 0, len(ex["crops"]) - 1, description="crop"
+    ),
     method=list(shortcut.SALIENCY_METHODS),
 );
 
