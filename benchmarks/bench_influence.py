@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scriptlab import data, zoo
+from scriptlab import data, train, zoo
 from scriptlab.interpret import influence as inf
 from scriptlab.interpret.influence import ekfac as ek
 
@@ -316,13 +316,11 @@ def retrain_seconds(ds, m) -> float:
     epoch's steps, times the recipe's epochs. Compiling is left out, as it is from the
     estimators' timings. (A difference of two short runs was too noisy: 70 to 127 s.)
     """
-    from scriptlab import train as train_lib
-
     t = []
     for n_train in (2 * m.config.batch_size, None):
         cfg = dataclasses.replace(m.config, n_train=n_train, epochs=1, snapshots=False)
         t0 = time.perf_counter()
-        train_lib.train(cfg, ds, progress=False)
+        train.train(cfg, ds, progress=False)
         t.append(time.perf_counter() - t0)
     return (t[1] - t[0]) * m.config.epochs
 
@@ -340,7 +338,7 @@ def wholenet_speed(ds, m):
     retrain = retrain_seconds(ds, m)
     loss = inf.layerwise_loss(m.apply_fn, "script")
     snaps = zoo.load_epochs("baseline")
-    lrs = inf.epoch_learning_rates(m.config, n_all, [e for e, _ in snaps])
+    lrs = train.epoch_learning_rates(m.config, n_all, [e for e, _ in snaps])
     rows = []
     ck = [p for _, p in snaps[1:]]
     _, t = timed(
@@ -426,9 +424,6 @@ def mislabel_wholenet(ds, flip=0.1, seed=0):
     The zoo baseline's recipe (4 epochs, snapshots) on the first MISLABEL_N training crops, with
     ``flip_labels``'s flips; recall = share of the flipped crops among the top 10 % / 20 % ranked.
     """
-    import dataclasses
-
-    from scriptlab import train
     from scriptlab.model import functional
 
     print(
@@ -447,7 +442,7 @@ def mislabel_wholenet(ds, flip=0.1, seed=0):
     params, apply_fn = functional(r.model)
     loss = inf.layerwise_loss(apply_fn, "script")
     epochs = [e for e, _ in r.snapshots]
-    lrs = inf.epoch_learning_rates(cfg, MISLABEL_N, epochs)
+    lrs = train.epoch_learning_rates(cfg, MISLABEL_N, epochs)
     yj = jnp.asarray(y, jnp.int32)
     ranks, times = {}, {}
     t0 = time.perf_counter()

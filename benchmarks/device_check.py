@@ -733,7 +733,7 @@ def train_one_epoch(ds) -> tuple[Model, dict]:
         jax.device_get(params),
         apply_fn,
         [(e, jax.device_get(p)) for e, p in result.snapshots],
-        np.asarray(inf.epoch_learning_rates(cfg, n, epochs)),
+        np.asarray(train.epoch_learning_rates(cfg, n, epochs)),
     )
     return model, info
 

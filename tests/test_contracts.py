@@ -332,7 +332,7 @@ CALLS = {
     ),
     "tracin_self_influence": (IT.tracin_self_influence, lambda c: dict(_tracin(c), x=c.x, y=c.t)),
     "epoch_learning_rates": (
-        IT.epoch_learning_rates,
+        train.epoch_learning_rates,
         lambda c: dict(config=train.TrainConfig(), n_train=1000, epochs=[0, 1]),
     ),
     "fit_ekfac": (

@@ -103,16 +103,16 @@ def test_tracin_rejects_bad_checkpoints():
 
 
 def test_epoch_learning_rates_average_the_training_schedule():
-    from scriptlab.train import TrainConfig, lr_schedule
+    from scriptlab.train import TrainConfig, epoch_learning_rates, lr_schedule
 
     cfg = TrainConfig(epochs=3, batch_size=10, micro_batch=10, warmup_steps=5, lr=1e-2)
-    got = inf.epoch_learning_rates(cfg, 100, [0, 1, 3])
+    got = epoch_learning_rates(cfg, 100, [0, 1, 3])
     sched = lr_schedule(cfg, 30)
     assert got[0] == 0.0
     np.testing.assert_allclose(got[1], np.mean([sched(i) for i in range(10)]), rtol=1e-6)
     np.testing.assert_allclose(got[2], np.mean([sched(i) for i in range(20, 30)]), rtol=1e-6)
     with pytest.raises(ValueError, match="epochs"):
-        inf.epoch_learning_rates(cfg, 100, [4])
+        epoch_learning_rates(cfg, 100, [4])
 
 
 # --------------------------------------------------------------------------- EK-FAC

@@ -41,8 +41,6 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 PENDING = {
     # the top-layer view reads ScriptNet's font head: it belongs with the model's layer table
     ("interpret.influence.top_layers", "model"),
-    # epoch_learning_rates reads a TrainConfig: pass learning rates in, or move it to train
-    ("interpret.influence.tracin", "train"),
 }
 
 

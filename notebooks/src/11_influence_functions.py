@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from scriptlab import data, metrics, viz, zoo
+from scriptlab import data, metrics, train, viz, zoo
 from scriptlab.interpret import influence as inf
 
 viz.style()
@@ -338,7 +338,7 @@ assert all(claims.values())
 # %%
 loss_net = inf.layerwise_loss(base.apply_fn, "script")
 snapshots = zoo.load_epochs("baseline", progress=False)[1:]  # epoch 0 (the init) has weight 0
-lrs = inf.epoch_learning_rates(base.config, len(tr), [e for e, _ in snapshots])
+lrs = train.epoch_learning_rates(base.config, len(tr), [e for e, _ in snapshots])
 COMPARE = np.argsort(test_losses)[::-1][9::10][:N_COMPARE]  # TEST first, then every 10th by loss
 assert COMPARE[0] == TEST
 imgs_tr, imgs_te = tr.images[:N_TRAIN], te.images[:N_TEST]

@@ -81,6 +81,7 @@ from scriptlab.train.loop import (
     _on_host,
     build_model,
     dataset_for,
+    epoch_learning_rates,
     lr_schedule,
     train,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "dann_lambda",
     "dataset_for",
     "dro_update",
+    "epoch_learning_rates",
     "evaluate",
     "group_ids",
     "lr_schedule",

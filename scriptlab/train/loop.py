@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -10,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jaxtyping import Float64
 from jax.sharding import Mesh
 
 from scriptlab import data as data_lib
 from scriptlab import distributed
 from scriptlab.model import ScriptNet, functional
+from scriptlab.validation import check_int
 from scriptlab.train.config import BALANCED, TrainConfig
 from scriptlab.train.inference import evaluate
 from scriptlab.train.modes import _lam, balanced_probabilities, group_ids
@@ -64,11 +67,38 @@ def dataset_for(cfg: TrainConfig, *, progress: bool = True) -> data_lib.Dataset:
 def lr_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:
     """The step-size schedule of ``train``: linear warm-up, cosine decay to 2 % of cfg.lr.
 
-    TracIn (``interpret.influence.tracin``) weights each epoch snapshot by it.
+    TracIn weights each epoch snapshot by it (``epoch_learning_rates``).
     """
     return optax.warmup_cosine_decay_schedule(
         0.0, cfg.lr, min(cfg.warmup_steps, total_steps // 2), total_steps, cfg.lr * 0.02
     )
+
+
+def epoch_learning_rates(
+    config: TrainConfig, n_train: int, epochs: Sequence[int]
+) -> Float64[np.ndarray, " checkpoints"]:
+    """The mean step size of the epoch that ended at each snapshot (0 for epoch 0, the init).
+
+    TracIn's weights for a zoo model's epoch snapshots: pass the result as
+    ``interpret.influence.tracin_scores(..., learning_rates=...)``.
+
+    Args:
+      config: the ``TrainConfig`` the snapshots were trained with.
+      n_train: training crops the run saw (``config.n_train`` or the split's size).
+      epochs: the snapshots' epoch numbers (``[e for e, _ in zoo.load_epochs(...)]``).
+
+    Returns:
+      float64[C]: lr_c for ``tracin_scores``.
+    """
+    n_train = check_int("n_train", n_train, 1)
+    steps_per_epoch = max(n_train // config.batch_size, 1)
+    total = steps_per_epoch * config.epochs
+    rates = np.asarray(jax.jit(lr_schedule(config, total))(np.arange(total)), np.float64)
+    out = []
+    for e in epochs:
+        e = check_int("epochs[i]", e, 0, config.epochs + 1)
+        out.append(0.0 if e == 0 else rates[(e - 1) * steps_per_epoch : e * steps_per_epoch].mean())
+    return np.asarray(out)
 
 
 def train(

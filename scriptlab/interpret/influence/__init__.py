@@ -95,7 +95,6 @@ from scriptlab.interpret.influence.solvers import (
 )
 from scriptlab.interpret.influence.top_layers import TopOutputs, top_apply, top_loss, top_params
 from scriptlab.interpret.influence.tracin import (
-    epoch_learning_rates,
     tracin_scores,
     tracin_self_influence,
 )
@@ -114,7 +113,6 @@ __all__ = [
     "ekfac_s_test",
     "ekfac_scores",
     "ekfac_self_influence",
-    "epoch_learning_rates",
     "fit_ekfac",
     "ScriptNetLoss",
     "LayerwiseCrossEntropy",

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Float64, Integer, PyTree, Shaped
+from jaxtyping import Array, Float, Integer, PyTree, Shaped
 
-from scriptlab.interpret._common import check_array, check_batch_size, check_int, check_xy
+from scriptlab.interpret._common import check_array, check_batch_size, check_xy
 from scriptlab.interpret.influence.losses import LossFn, gradient_products, map_chunks
 from scriptlab.protocols import AnyArray, LayerwiseLoss
 
@@ -107,7 +107,7 @@ def tracin_scores(
       train_x, train_y: training inputs [N, ...] and int[N] targets.
       test_x, test_y: test inputs [T, ...] and int[T] targets.
       learning_rates: float[C] >= 0, the step size in force at each checkpoint
-        (``epoch_learning_rates``).
+        (``scriptlab.train.epoch_learning_rates`` for a zoo model's snapshots).
       test_loss_fn: loss on the test points; default ``loss_fn``.
       batch_size: examples per vmapped chunk.
 
@@ -160,30 +160,3 @@ def tracin_self_influence(
             functools.partial(_sq_norms, loss_fn), (x, y), batch_size, params
         )
     return total
-
-
-def epoch_learning_rates(
-    config, n_train: int, epochs: Sequence[int]
-) -> Float64[np.ndarray, " checkpoints"]:
-    """The mean step size of the epoch that ended at each snapshot (0 for epoch 0, the init).
-
-    Args:
-      config: the ``train.TrainConfig`` the snapshots were trained with.
-      n_train: training crops the run saw (``config.n_train`` or the split's size).
-      epochs: the snapshots' epoch numbers (``[e for e, _ in zoo.load_epochs(...)]``).
-
-    Returns:
-      float64[C]: lr_c for ``tracin_scores``.
-    """
-    from scriptlab.train import lr_schedule
-
-    n_train = check_int("n_train", n_train, 1)
-    steps_per_epoch = max(n_train // config.batch_size, 1)
-    total = steps_per_epoch * config.epochs
-    schedule = lr_schedule(config, total)
-    rates = np.asarray(jax.jit(schedule)(np.arange(total)), np.float64)  # one program
-    out = []
-    for e in epochs:
-        e = check_int("epochs[i]", e, 0, config.epochs + 1)
-        out.append(0.0 if e == 0 else rates[(e - 1) * steps_per_epoch : e * steps_per_epoch].mean())
-    return np.asarray(out)
