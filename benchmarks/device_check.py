@@ -711,7 +711,6 @@ def train_one_epoch(ds) -> tuple[Model, dict]:
 
     from scriptlab import model as model_lib
     from scriptlab import train, zoo
-    from scriptlab.interpret import influence as inf
 
     cfg = zoo.config("baseline", preset="smoke", epochs=1)
     t0 = time.perf_counter()

@@ -11,17 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jaxtyping import Float64
 from jax.sharding import Mesh
+from jaxtyping import Float64
 
 from scriptlab import data as data_lib
 from scriptlab import distributed
 from scriptlab.model import ScriptNet, functional
-from scriptlab.validation import check_int
 from scriptlab.train.config import BALANCED, TrainConfig
 from scriptlab.train.inference import evaluate
 from scriptlab.train.modes import _lam, balanced_probabilities, group_ids
 from scriptlab.train.step import TrainState, make_step
+from scriptlab.validation import check_int
 
 
 class TrainingDiverged(RuntimeError):
