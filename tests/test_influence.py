@@ -212,33 +212,41 @@ def test_momentum_loo_agrees_with_newton_loo():
 
 
 @pytest.mark.slow
-def test_top_layers_reproduce_scriptnet_and_font_head_influence_runs():
+@pytest.mark.parametrize("conditional", [False, True])
+def test_top_layers_reproduce_scriptnet_and_font_head_influence_runs(conditional):
     from scriptlab.model import build, functional
 
-    params, apply_fn = functional(build(4, 3, seed=0, channels=(4, 4, 8), hidden=16))
+    net = build(4, 3, seed=0, channels=(4, 4, 8), hidden=16, conditional=conditional)
+    params, apply_fn = functional(net)
     imgs = jax.random.uniform(jax.random.key(0), (6, 32, 64, 3))
     feats = inf.embeddings(apply_fn, params, imgs, field="pool3", batch_size=4)
     assert feats.shape == (6, 4 * 8 * 8)
-    top = inf.top_params(params)
-    out = apply_fn(params, imgs)
-    np.testing.assert_allclose(inf.top_apply(top, feats).script, out.script, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(inf.top_apply(top, feats).font, out.font, rtol=1e-4, atol=1e-4)
+    view = inf.top_layers(apply_fn, params, imgs, "dense")
+    np.testing.assert_array_equal(view.features(params, imgs), feats)
+    top = view.params(params)
+    assert sorted(top) == ["dense", "font_head", "script_head"]
+    out, got = apply_fn(params, imgs), view(top, feats)
+    # the conditional model's font head is read at the predicted script, as the model reads it
+    for field in ("script", "font", "embedding"):
+        np.testing.assert_allclose(getattr(got, field), getattr(out, field), rtol=1e-4, atol=1e-4)
     emb = inf.embeddings(apply_fn, params, imgs)
     np.testing.assert_allclose(emb, out.embedding, rtol=1e-4, atol=1e-5)
     y = jnp.array([0, 1, 2, 3, 0, 1])
     res = inf.influence_scores(
-        inf.top_loss("script"),
+        inf.top_loss(view, "script"),
         top,
         feats,
         y,
         feats[:2],
         jnp.array([0, 2]),
         l2=1e-3,
-        test_loss_fn=inf.top_loss("font"),
+        test_loss_fn=inf.top_loss(view, "font"),
         damping=0.01,
         max_iter=20,
     )
     assert res.scores.shape == (2, 6) and bool(jnp.isfinite(res.scores).all())
+    with pytest.raises(ValueError, match="head"):
+        inf.top_loss(view, "nope")(top, feats, y)
 
 
 def test_detection_curve_and_flip_labels_by_hand():

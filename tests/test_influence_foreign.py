@@ -421,3 +421,54 @@ def test_unsupported_layers_and_heads_are_refused_by_name():
     f = inf.fit_ekfac(loss, params, x, batch_size=2)
     with pytest.raises(ValueError, match="l2 must be given"):
         inf.ekfac_scores(loss, params, x, y, x, y, factors=f)
+
+
+# --------------------------------------------------------------------------- the top-layer view
+@pytest.mark.parametrize(
+    "name, first, above",
+    [("mnist", "linear1", ["linear1", "linear2"]), ("resnet", "head", ["head"])],
+)
+def test_top_layers_are_the_model_above_the_cut_and_their_gradient_is_jax_grad(name, first, above):
+    params, apply_fn, head = _model(name)
+    x, y = _data(name, 5, 1)
+    view = inf.top_layers(apply_fn, params, x, first)
+    top = view.params(params)
+    assert list(top) == above
+    feats = view.features(params, x)
+    model = nnx.merge(apply_fn.graphdef, params, apply_fn.rest)
+    if name == "mnist":  # the flattened second pool, written out here
+        pool = functools.partial(nnx.avg_pool, window_shape=(2, 2), strides=(2, 2))
+        h = pool(nnx.relu(model.conv2(pool(nnx.relu(model.conv1(x))))))
+        want = h.reshape(5, -1)
+    else:  # LayerNorm of the global average pool
+        h = nnx.gelu(model.stem(x))
+        for block in model.blocks:
+            h = block(h)
+        want = model.norm(h.mean(axis=(1, 2)))
+    np.testing.assert_allclose(feats, want, rtol=1e-5, atol=1e-6)
+    out = getattr(view(top, feats), head)
+    np.testing.assert_allclose(out, getattr(apply_fn(params, x), head), rtol=1e-5, atol=1e-6)
+    # the view's loss gradient is the whole model's, on the layers above the cut
+    loss = inf.top_loss(view, head)
+    got = jax.grad(lambda t: loss(t, feats, y).sum())(top)
+    full = jax.grad(lambda p: inf.cross_entropy(apply_fn, head)(p, x, y).sum())(params)
+    for layer in above:
+        module = functools.reduce(getattr, layer.split("."), full)
+        np.testing.assert_allclose(
+            got[layer]["kernel"], module["kernel"][...], rtol=1e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(got[layer]["bias"], module["bias"][...], rtol=1e-4, atol=1e-6)
+    res = inf.influence_scores(loss, top, feats, y, feats[:2], y[:2], l2=1e-2, damping=0.01)
+    assert res.scores.shape == (2, 5) and bool(jnp.isfinite(res.scores).all())
+
+
+def test_a_cut_that_a_connection_bypasses_or_no_layer_is_refused():
+    params, apply_fn, _ = _model("resnet")
+    x, _ = _data("resnet", 2, 0)
+    with pytest.raises(ValueError, match="around the cut"):  # the shortcut skips conv_b
+        inf.top_layers(apply_fn, params, x, "blocks.1.conv_b")
+    with pytest.raises(ValueError, match="first must be one of"):
+        inf.top_layers(apply_fn, params, x, "nope")
+    view = inf.top_layers(apply_fn, params, x, "head")
+    with pytest.raises(ValueError, match="feats must be"):
+        view(view.params(params), jnp.zeros((2, 7)))

@@ -13,7 +13,8 @@ the training objective at its optimum. The package, one concern per module:
               reference), to check the scores; ``predicted_loo_change_newton``
   mislabel    ``self_influence`` and the detection curve of flipped labels
   fit         the convex logistic head (``fit_logistic``, ``embeddings``) and ``refine``
-  top_layers  ScriptNet's dense layer and heads on frozen pool3 features
+  top_layers  any model from one layer up on that layer's frozen input (ScriptNet: dense
+              and both heads on pool3 features)
   cache       cached validation results
   layers      any NNX network as linear layers: inputs, pre-activation gradients,
               ``layerwise_loss`` (a ``protocols.LayerwiseLoss``)
@@ -93,7 +94,7 @@ from scriptlab.interpret.influence.solvers import (
     largest_eigenvalue,
     training_hessian,
 )
-from scriptlab.interpret.influence.top_layers import TopOutputs, top_apply, top_loss, top_params
+from scriptlab.interpret.influence.top_layers import TopLayers, top_layers, top_loss
 from scriptlab.interpret.influence.tracin import (
     tracin_scores,
     tracin_self_influence,
@@ -149,9 +150,8 @@ __all__ = [
     "results_path",
     "save_result",
     "self_influence",
-    "top_apply",
+    "top_layers",
     "top_loss",
-    "top_params",
-    "TopOutputs",
+    "TopLayers",
     "training_hessian",
 ]

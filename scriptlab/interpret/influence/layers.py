@@ -96,8 +96,12 @@ def _tapped(cls):
 
 
 @contextlib.contextmanager
-def _tapping(recorder):
-    """Route this thread's nnx.Conv / nnx.Linear calls through ``recorder`` while tracing."""
+def tapping(recorder):
+    """Route this thread's nnx.Conv / nnx.Linear calls through ``recorder`` while tracing.
+
+    ``recorder(module, original, inputs, args, kwargs)`` returns the layer's output
+    (``original(module, inputs, *args, **kwargs)`` runs the layer itself).
+    """
     with _PATCH_LOCK:
         if _PATCH_DEPTH[0] == 0:
             for cls in (nnx.Conv, nnx.Linear):
@@ -124,7 +128,8 @@ def _key_name(k) -> str:
     return str(k)
 
 
-def _module_name(path) -> str:
+def module_name(path) -> str:
+    """A layer's name from its kernel's key path in ``params``: "conv1", "blocks.0.conv"."""
     names = [_key_name(k) for k in path]
     while names and names[-1] in ("value", "kernel", "raw_value"):
         names.pop()
@@ -178,43 +183,56 @@ def _conv_geometry(module, name: str, spatial: tuple[int, ...]) -> dict:
     )
 
 
-class _Recorder:
-    """Records every tracked layer's description and input; adds ``perturb[i]`` to the i-th output."""
+class LeafIndex:
+    """Where a module's parameters sit in ``params``: a tap's way from a variable to its leaf.
 
-    def __init__(self, params, perturb=None, keep=None):
+    Attributes:
+      paths: the key path of every leaf of ``params``, in ``jax.tree.leaves`` order.
+    """
+
+    def __init__(self, params):
         leaves, _ = jax.tree_util.tree_flatten_with_path(params)
-        self.index = {}
+        self._index = {}
         for i, (_, leaf) in enumerate(leaves):
-            if id(leaf) in self.index:  # aliased leaves: the tap could not tell them apart
+            if id(leaf) in self._index:  # aliased leaves: the tap could not tell them apart
                 raise ValueError(
                     "params holds one array object at two leaves; pass a pytree of distinct "
                     "arrays (jax.tree.map(jnp.array, params))"
                 )
-            self.index[id(leaf)] = i
+            self._index[id(leaf)] = i
         self.paths = [p for p, _ in leaves]
+
+    def of(self, variable) -> int:
+        """The index of ``variable``'s array among the leaves, or -1 (None, or not in params)."""
+        if variable is None:
+            return -1
+        return self._index.get(id(variable.get_value()), -1)
+
+
+class _Recorder:
+    """Records every tracked layer's description and input; adds ``perturb[i]`` to the i-th output."""
+
+    def __init__(self, params, perturb=None, keep=None):
+        self.leaves = LeafIndex(params)
+        self.paths = self.leaves.paths
         self.perturb = perturb
         self.keep = keep  # kernel leaf indices to track (None: every layer found)
         self.layers: list[LinearLayer] = []
         self.inputs: list[jax.Array] = []
         self.outputs: list[jax.Array] = []
 
-    def _leaf(self, variable) -> int:
-        if variable is None:
-            return -1
-        return self.index.get(id(variable.get_value()), -1)
-
     def __call__(self, module, original, inputs, args, kwargs):
-        kernel = self._leaf(getattr(module, "kernel", None))
+        kernel = self.leaves.of(getattr(module, "kernel", None))
         if kernel < 0 or (self.keep is not None and kernel not in self.keep):
             # a frozen layer (its kernel is not in params), or one the logits do not depend on
             return original(module, inputs, *args, **kwargs)
-        name = _module_name(self.paths[kernel])
+        name = module_name(self.paths[kernel])
         if any(layer.kernel == kernel for layer in self.layers):
             raise ValueError(
                 f"layer {name!r} is called more than once in one forward pass (shared weights); "
                 "the layer-wise view needs one call per nnx.Conv / nnx.Linear"
             )
-        bias = self._leaf(getattr(module, "bias", None))
+        bias = self.leaves.of(getattr(module, "bias", None))
         if isinstance(module, nnx.Conv):
             n_spatial = len(module.kernel_size)
             if inputs.ndim < n_spatial + 2:
@@ -414,7 +432,7 @@ class LayerwiseCrossEntropy:
 
     def _record(self, params, x, perturb=None, keep=None) -> _Recorder:
         recorder = _Recorder(params, perturb, keep)
-        with _tapping(recorder):
+        with tapping(recorder):
             recorder.logits = output_field(self.apply_fn(params, x), self.head)
         return recorder
 

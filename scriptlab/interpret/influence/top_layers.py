@@ -1,11 +1,17 @@
-"""Level (2) of notebook 11: the last layers of ScriptNet (dense + heads) on frozen pool3 features.
+"""Level (2) of notebook 11: a network's last layers on frozen features, for any NNX model.
 
-The conv trunk is frozen; ``top_loss`` runs ``top_params`` on
-``embeddings(apply_fn, params, images, field="pool3")``. This part is
-non-convex; use damping, and read the result as an approximation (Basu et al.
-2021; Bae et al. 2022 show it tracks a proximal response rather than
-leave-one-out). It hard-codes ScriptNet's layer names, so it belongs next to
-the model (issue 14, item 3).
+``top_layers(apply_fn, params, images, first)`` cuts the model at the input of one
+``nnx.Conv`` / ``nnx.Linear`` layer (``first``: "dense" for ScriptNet, whose input is the
+flattened pool3 activation). The view is a function ``view(top, feats)`` of that layer's
+parameters and every tracked layer called after it (``view.params(params)``) and of the
+frozen features ``feats`` the first one reads (``view.features(params, images)``). It runs
+the model's own forward pass under the layer tap of ``layers.py`` with ``feats`` in place
+of ``first``'s input, so whatever sits between the layers (any activation, normalisation,
+several heads, ScriptNet's RMS-normalised and per-script font heads) is the model's own
+code, not a copy. The trunk below the cut runs on zeros and is discarded (jit drops it).
+
+This part is non-convex; use damping, and read the result as an approximation (Basu et al.
+2021; Bae et al. 2022 show it tracks a proximal response rather than leave-one-out).
 
 References: Basu, Pope & Feizi 2021, https://arxiv.org/abs/2006.14651; Bae et al. 2022,
 https://arxiv.org/abs/2209.05364.
@@ -13,56 +19,192 @@ https://arxiv.org/abs/2209.05364.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.interpreters import partial_eval as pe
 
 from scriptlab.interpret._common import check_choice
+from scriptlab.interpret.influence.layers import LeafIndex, as_float, module_name, tapping
 from scriptlab.interpret.influence.losses import LossFn, cross_entropy
+from scriptlab.protocols import ApplyFn, ModelOutputs
 
 
-def top_params(params) -> dict:
-    """The dense layer and both heads of a ScriptNet params tree, as plain arrays.
+class _Cut:
+    """Tap: lists the tracked layers in call order; records ``first``'s input or replaces it."""
 
-    The conv trunk is left out (frozen); ``top_loss`` runs these on
-    ``embeddings(apply_fn, params, images, field="pool3")``.
-    """
+    def __init__(self, params, first: str | None = None, feats: jax.Array | None = None):
+        self.leaves = LeafIndex(params)
+        self.first, self.feats = first, feats
+        self.called: list[tuple[str, int, int]] = []  # (name, kernel leaf, bias leaf or -1)
+        self.cut_input: jax.Array | None = None
 
-    def lin(name):
-        return {
-            "kernel": jnp.asarray(params[name]["kernel"][...]),
-            "bias": jnp.asarray(params[name]["bias"][...]),
-        }
+    def __call__(self, module, original, inputs, args, kwargs):
+        kernel = self.leaves.of(getattr(module, "kernel", None))
+        if kernel >= 0:
+            name = module_name(self.leaves.paths[kernel])
+            self.called.append((name, kernel, self.leaves.of(getattr(module, "bias", None))))
+            if name == self.first:
+                self.cut_input = inputs
+                if self.feats is not None:
+                    if self.feats.shape[1:] != inputs.shape[1:]:
+                        raise ValueError(
+                            f"feats must be [N, {', '.join(map(str, inputs.shape[1:]))}] (the "
+                            f"input of layer {name!r}), got shape {tuple(self.feats.shape)}"
+                        )
+                    inputs = self.feats.astype(inputs.dtype)
+        return original(module, inputs, *args, **kwargs)
 
-    return {"dense": lin("dense"), "script_head": lin("script_head"), "font_head": lin("font_head")}
 
+@dataclasses.dataclass(frozen=True)
+class TopLayers:
+    """A model from layer ``first`` up, as a pure function of those layers and their frozen input.
 
-class TopOutputs(NamedTuple):
-    """Logits of the top layers of ScriptNet (same field names as model.Outputs).
+    Call it as ``view(top, feats) -> ModelOutputs`` (the model's own outputs type, with
+    ``activations``, if it has them, emptied: they would be of the zeros the trunk runs on).
+    Hashes by value,
+    so a loss over it can be a static jit argument.
 
     Attributes:
-      script: float32[N, n_scripts].
-      font: float32[N, n_styles].
-      embedding: float32[N, hidden].
+      apply_fn: the model (``scriptlab.protocols.ApplyFn``).
+      first: the name of the first layer above the cut (its kernel's path in ``params``).
+      layers: (name, kernel leaf, bias leaf or -1) of ``first`` and every tracked layer
+        called after it, in call order.
+      treedef: the tree structure of the model's params.
+      specs: (shape, dtype) of every leaf of the params.
+      image_shape: one input image's shape (H, W, C).
     """
 
-    script: jax.Array
-    font: jax.Array
-    embedding: jax.Array
+    apply_fn: ApplyFn
+    first: str
+    layers: tuple[tuple[str, int, int], ...]
+    treedef: Any
+    specs: tuple
+    image_shape: tuple[int, ...]
+
+    def params(self, params) -> dict:
+        """{layer name: {"kernel": array, "bias": array}} of the layers above the cut (no bias
+        entry for a layer without one), taken from the model's ``params``."""
+        leaves = jax.tree.leaves(params)
+        return {
+            name: {"kernel": jnp.asarray(leaves[k])}
+            | ({"bias": jnp.asarray(leaves[b])} if b >= 0 else {})
+            for name, k, b in self.layers
+        }
+
+    def features(self, params, images) -> jax.Array:
+        """float32[N, ...]: the input layer ``first`` receives on ``images`` (the frozen features)."""
+        cut = _Cut(params, self.first)
+        with tapping(cut):
+            self.apply_fn(params, as_float(jnp.asarray(images)))
+        return cut.cut_input
+
+    def _full(self, top) -> Any:
+        """The model's params with ``top``'s layers in place and zeros below the cut."""
+        leaves = [jnp.zeros(shape, dtype) for shape, dtype in self.specs]
+        for name, k, b in self.layers:
+            leaves[k] = top[name]["kernel"]
+            if b >= 0:
+                leaves[b] = top[name]["bias"]
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def _run(self, top, feats, images):
+        full = self._full(top)
+        cut = _Cut(full, self.first, feats)
+        with tapping(cut):
+            out = self.apply_fn(full, images)
+        if cut.cut_input is None:
+            raise ValueError(f"layer {self.first!r} was not called by apply_fn on these inputs")
+        return out
+
+    def __call__(self, top, feats: jax.Array) -> ModelOutputs:
+        """The model's outputs with ``feats`` float32[N, ...] as layer ``first``'s input."""
+        images = jnp.zeros((feats.shape[0], *self.image_shape), jnp.float32)
+        out = self._run(top, feats, images)
+        if "activations" in getattr(out, "_fields", ()):
+            out = out._replace(activations={})
+        return out
 
 
-def top_apply(top, feats: jax.Array) -> TopOutputs:
-    """ScriptNet from the flattened pool3 features float32[N, F] up: dense + ReLU, both heads (eval mode)."""
-    from scriptlab.model import rms_normalise  # the font head reads the RMS-normalised embedding
+def _reads_images(view: TopLayers, top, feats) -> list[str]:
+    """The output fields (activations aside) that still read the images past the cut."""
+    names: list[str] = []
 
-    emb = jax.nn.relu(feats @ top["dense"]["kernel"] + top["dense"]["bias"])
-    script = emb @ top["script_head"]["kernel"] + top["script_head"]["bias"]
-    font = rms_normalise(emb) @ top["font_head"]["kernel"] + top["font_head"]["bias"]
-    return TopOutputs(script, font, emb)
+    def heads(t, f, images):
+        out = view._run(t, f, images)
+        fields = [n for n in getattr(out, "_fields", ()) if n != "activations"]
+        names[:] = [n for n in fields if hasattr(getattr(out, n), "shape")]
+        return [getattr(out, n) for n in names]
+
+    images = jax.ShapeDtypeStruct((1, *view.image_shape), jnp.float32)
+    jaxpr = jax.make_jaxpr(heads)(top, feats, images).jaxpr  # the images are the last input
+    return [
+        name
+        for i, name in enumerate(names)
+        if pe.dce_jaxpr(jaxpr, [j == i for j in range(len(names))])[1][-1]
+    ]
 
 
-def top_loss(head: str = "script") -> LossFn:
-    """Per-example cross-entropy of ``top_apply`` on one head ("script" or "font")."""
-    check_choice("head", head, ("script", "font"))
-    return cross_entropy(top_apply, head)
+def top_layers(apply_fn: ApplyFn, params, images, first: str) -> TopLayers:
+    """The view of ``apply_fn``'s model from layer ``first`` up, on that layer's frozen input.
+
+    Args:
+      apply_fn: a ``scriptlab.protocols.ApplyFn`` of an NNX model built from ``nnx.Conv`` /
+        ``nnx.Linear`` layers (anything between them).
+      params: its params.
+      images: float32[N, H, W, C] in [0, 1] (or uint8); only one image's shape is used.
+      first: the first layer above the cut, named by its path in ``params`` ("dense" for
+        ScriptNet: the dense layer and both heads on the flattened pool3 features).
+
+    Returns:
+      A ``TopLayers``: ``view.params(params)``, ``view.features(params, images)``,
+      ``view(top, feats)``.
+
+    Raises:
+      ValueError: ``first`` names no tracked layer (the message lists them), or an
+        output other than the activations reads the images past the cut (a skip
+        connection around it).
+    """
+    images = as_float(jnp.asarray(images) if not hasattr(images, "shape") else images)
+    called = []
+
+    def trace(p, x):
+        probe = _Cut(p)  # inside: the tap knows the traced leaves
+        with tapping(probe):
+            apply_fn(p, x)
+        called[:] = probe.called
+
+    jax.eval_shape(trace, params, images[:1])
+    names = [name for name, _, _ in called]
+    check_choice("first", first, tuple(names))
+    leaves, treedef = jax.tree.flatten(params)
+    specs = tuple((tuple(jnp.shape(a)), jnp.result_type(a)) for a in leaves)
+    view = TopLayers(
+        apply_fn,
+        first,
+        tuple(called[names.index(first) :]),
+        treedef,
+        specs,
+        tuple(images.shape[1:]),
+    )
+    feats = jax.eval_shape(lambda p, x: view.features(p, x), params, images[:1])
+    top = jax.eval_shape(view.params, params)
+    bad = _reads_images(view, top, feats)
+    if bad:
+        raise ValueError(
+            f"outputs {bad} read the images other than through layer {first!r} (a connection "
+            "around the cut); choose a later first layer"
+        )
+    return view
+
+
+def top_loss(view: TopLayers, head: str = "script") -> LossFn:
+    """Per-example cross-entropy of ``view(top, feats)``'s ``head`` output (a ``LossFn``)."""
+    if not isinstance(view, TopLayers):
+        raise ValueError(
+            f"view must be a TopLayers (top_layers(apply_fn, params, images, first)), "
+            f"got {type(view).__name__}"
+        )
+    return cross_entropy(view, head)
