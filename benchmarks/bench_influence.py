@@ -52,6 +52,7 @@ import numpy as np
 from scriptlab import data, train, zoo
 from scriptlab.interpret import influence as inf
 from scriptlab.interpret.influence import ekfac as ek
+from scriptlab.interpret.influence import validation
 
 CONVEX_L2 = 1e-2
 TOP_L2 = 1e-2
@@ -71,48 +72,12 @@ def timed(fn, *args, **kw):
     return out, time.perf_counter() - t
 
 
-def pick_test(losses) -> int:
-    """The test crop with the 10th-highest loss: a confident mistake, deterministic."""
-    return int(np.argsort(np.asarray(losses))[-10])
-
-
-def loo_indices(scores, k_top=K_TOP, k_rand=K_RAND, seed=0) -> np.ndarray:
-    scores = np.asarray(scores)
-    top = np.argsort(-np.abs(scores))[:k_top]
-    rest = np.setdiff1d(np.arange(scores.size), top)
-    return np.concatenate([top, np.random.default_rng(seed).choice(rest, k_rand, replace=False)])
-
-
 def convex_setup(ds, m, n=None):
     x = inf.embeddings(m.apply_fn, m.params, ds.train.images[:n])
     xt = inf.embeddings(m.apply_fn, m.params, ds.test.images)
     y, yt = jnp.asarray(ds.train.script[:n]), jnp.asarray(ds.test.script)
     p, gnorm = inf.fit_logistic(x, y, n_classes=len(ds.scripts), l2=CONVEX_L2)
     return x, y, xt, yt, p, float(gnorm)
-
-
-def top_setup(ds, m, n):
-    f = inf.embeddings(m.apply_fn, m.params, ds.train.images[:n], field="pool3")
-    ft = inf.embeddings(m.apply_fn, m.params, ds.test.images, field="pool3")
-    y, yt = jnp.asarray(ds.train.script[:n]), jnp.asarray(ds.test.script)
-    loss = inf.top_loss("script")
-    lr = 1.0 / top_lmax(loss, inf.top_params(m.params), f, y)
-    p, gnorm = inf.refine(
-        loss, inf.top_params(m.params), f, y, l2=TOP_L2, steps=TOP_REFINE_STEPS, lr=lr
-    )
-    return f, y, ft, yt, p, float(gnorm), lr
-
-
-def top_lmax(loss, p, f, y) -> float:
-    """Largest Hessian eigenvalue of the objective (sets a stable heavy-ball step 1/lmax)."""
-    from jax.flatten_util import ravel_pytree
-
-    def jfun(q):
-        return inf.objective(loss, q, f, y, l2=TOP_L2)
-
-    flat, unravel = ravel_pytree(p)
-    mv = lambda u: ravel_pytree(inf.hvp(jfun, p, unravel(u)))[0]  # noqa: E731
-    return float(jax.jit(lambda: inf.largest_eigenvalue(mv, flat.size, flat.dtype, 20))())
 
 
 def speed(ds, m):
@@ -150,10 +115,11 @@ def speed(ds, m):
         ("convex head (1,290 params, exact H)", t_h, t1, f"{t100:.3f}", tl / (k + 1), t_fit)
     )
 
-    ft = inf.embeddings(m.apply_fn, m.params, ds.train.images, field="pool3")
-    ftt = inf.embeddings(m.apply_fn, m.params, ds.test.images[:100], field="pool3")
-    top = inf.top_params(m.params)
-    loss = inf.top_loss("script")
+    view = inf.top_layers(m.apply_fn, m.params, ds.train.images[:1], "dense")
+    ft = view.features(m.params, ds.train.images)
+    ftt = view.features(m.params, ds.test.images[:100])
+    top = view.params(m.params)
+    loss = inf.top_loss(view, "script")
     # CG capped at 100 iterations; 100 test points would be 100 such solves (not run: minutes).
     kw = dict(l2=TOP_L2, damping=TOP_DAMPING, method="cg", max_iter=100, tol=1e-4)
     _, t1 = timed(lambda: inf.influence_scores(loss, top, ft, y, ftt[:1], yt[:1], **kw).scores)
@@ -205,96 +171,23 @@ def speed(ds, m):
 
 def validate(ds, m):
     print("\n== validation: predicted vs actual leave-one-out ==")
-    out = {}
-    # Level 1: convex head on frozen embeddings, all of ds.train.
-    x, y, xt, yt, p, gnorm = convex_setup(ds, m, CONVEX_N)
-    h = inf.training_hessian(inf.logistic_loss, p, x, y, l2=CONVEX_L2)
-    j = pick_test(inf.logistic_loss(p, xt, yt))
-    r = inf.influence_scores(
-        inf.logistic_loss,
-        p,
-        x,
-        y,
-        xt[j : j + 1],
-        yt[j : j + 1],
-        l2=CONVEX_L2,
-        method="exact",
-        hessian=h,
-    )
-    idx = loo_indices(r.scores[0])
-    loo = inf.loo_retrain(
-        inf.logistic_loss,
-        p,
-        x,
-        y,
-        xt[j : j + 1],
-        yt[j : j + 1],
-        jnp.asarray(idx),
-        l2=CONVEX_L2,
-        steps=15,
-        hessian=h,
-    )
-    pred = np.asarray(inf.predicted_loo_change(r.scores[0][idx], x.shape[0]))
-    act = np.asarray(loo.delta_test_loss[:, 0])
-    out["convex"] = dict(
-        n_train=int(x.shape[0]),
-        test_index=j,
-        removed=idx,
-        predicted=pred,
-        actual=act,
-        pearson=inf.pearson(pred, act),
-        fit_grad_norm=gnorm,
-        loo_max_grad_norm=float(loo.grad_norm.max()),
-        l2=CONVEX_L2,
+    out = validation.loo_validation(
+        m.apply_fn, m.params, ds.train.images, ds.train.script, ds.test.images, ds.test.script,
+        n_classes=len(ds.scripts), first="dense", head="script", convex_n=CONVEX_N, top_n=TOP_N,
+        convex_l2=CONVEX_L2, top_l2=TOP_L2, top_damping=TOP_DAMPING,
+        refine_steps=TOP_REFINE_STEPS, loo_steps=TOP_LOO_STEPS, k_top=K_TOP, k_rand=K_RAND,
+    )  # fmt: skip
+    c, t = out["convex"], out["cnn_top"]
+    print(
+        f"convex head: N_train={c['n_train']}, {len(c['removed'])} removed, Pearson r = "
+        f"{c['pearson']:.4f} (fit |grad| {c['fit_grad_norm']:.1e}, LOO max |grad| "
+        f"{c['loo_max_grad_norm']:.1e})"
     )
     print(
-        f"convex head: N_train={x.shape[0]}, {len(idx)} removed, Pearson r = {out['convex']['pearson']:.4f} "
-        f"(fit |grad| {gnorm:.1e}, LOO max |grad| {float(loo.grad_norm.max()):.1e})"
-    )
-
-    # Level 2: the CNN's last layers (dense + script head) on frozen conv features.
-    f, y, ft, yt, p, gnorm, lr = top_setup(ds, m, TOP_N)
-    loss = inf.top_loss("script")
-    j = pick_test(loss(p, ft, yt))
-    r = inf.influence_scores(
-        loss, p, f, y, ft[j : j + 1], yt[j : j + 1], l2=TOP_L2, damping=TOP_DAMPING, max_iter=500
-    )
-    idx = loo_indices(r.scores[0])
-    loo = inf.loo_retrain(
-        loss,
-        p,
-        f,
-        y,
-        ft[j : j + 1],
-        yt[j : j + 1],
-        jnp.asarray(idx),
-        l2=TOP_L2,
-        method="momentum",
-        steps=TOP_LOO_STEPS,
-        lr=lr,
-        momentum=0.9,
-    )
-    pred = np.asarray(inf.predicted_loo_change(r.scores[0][idx], TOP_N))
-    act = np.asarray(loo.delta_test_loss[:, 0])
-    out["cnn_top"] = dict(
-        n_train=TOP_N,
-        test_index=j,
-        removed=idx,
-        predicted=pred,
-        actual=act,
-        pearson=inf.pearson(pred, act),
-        refine_grad_norm=gnorm,
-        loo_max_grad_norm=float(loo.grad_norm.max()),
-        l2=TOP_L2,
-        damping=TOP_DAMPING,
-        cg_residual=float(r.s_test.residual[0]),
-        cg_iterations=int(r.s_test.iterations[0]),
-        loo_steps=TOP_LOO_STEPS,
-    )
-    print(
-        f"CNN last layers: N_train={TOP_N}, {len(idx)} removed, Pearson r = {out['cnn_top']['pearson']:.4f} "
-        f"(refit |grad| {gnorm:.1e}, LOO max |grad| {float(loo.grad_norm.max()):.1e}, "
-        f"CG residual {float(r.s_test.residual[0]):.1e} in {int(r.s_test.iterations[0])} iterations)"
+        f"CNN last layers: N_train={t['n_train']}, {len(t['removed'])} removed, Pearson r = "
+        f"{t['pearson']:.4f} (refit |grad| {t['refine_grad_norm']:.1e}, LOO max |grad| "
+        f"{t['loo_max_grad_norm']:.1e}, CG residual {t['cg_residual']:.1e} in "
+        f"{t['cg_iterations']} iterations)"
     )
     print("saved", inf.save_result("loo_validation", out))
     return out
@@ -562,11 +455,11 @@ def validate_convex(ds, m):
     opts = inf.InfluenceOptions(
         l2=CONVEX_L2, hessian=inf.training_hessian(inf.logistic_loss, p, x, y, l2=CONVEX_L2)
     )
-    j = pick_test(inf.logistic_loss(p, xt, yt))
+    j = validation.pick_test(inf.logistic_loss(p, xt, yt))
     r = inf.influence_scores(
         inf.logistic_loss, p, x, y, xt[j : j + 1], yt[j : j + 1], method="exact", options=opts
     )
-    idx = jnp.asarray(loo_indices(r.scores[0]))
+    idx = jnp.asarray(validation.loo_indices(r.scores[0], K_TOP, K_RAND))
     kw = dict(steps=15, options=opts)
     l32 = inf.loo_retrain(inf.logistic_loss, p, x, y, xt[j : j + 1], yt[j : j + 1], idx, **kw)
     l64 = inf.loo_retrain(

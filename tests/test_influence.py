@@ -306,3 +306,40 @@ def test_map_chunks_matches_a_plain_loop_for_rows_and_chunk_sums(n, b):
     np.testing.assert_allclose(out["rows"], 2.0 * x**2, rtol=1e-6)
     sums = [x[i : i + b].sum(0) for i in range(0, n, min(b, n))]
     np.testing.assert_allclose(out["sums"], np.stack(sums), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the LOO validation
+def test_loo_indices_take_the_largest_magnitudes_then_distinct_random_ones():
+    from scriptlab.interpret.influence.validation import loo_indices, pick_test
+
+    scores = np.array([0.1, -5.0, 0.3, 4.0, -0.2, 0.0, 2.0, -0.05])
+    idx = loo_indices(scores, k_top=3, k_rand=4, seed=1)
+    np.testing.assert_array_equal(idx[:3], [1, 3, 6])
+    assert len(set(idx.tolist())) == 7 and set(idx[3:]) <= {0, 2, 4, 5, 7}
+    np.testing.assert_array_equal(idx, loo_indices(scores, k_top=3, k_rand=4, seed=1))
+    assert pick_test(np.arange(20.0)[::-1]) == 9  # the 10th-highest loss
+    with pytest.raises(ValueError, match="k_rand"):
+        loo_indices(scores, k_top=3, k_rand=6)
+    with pytest.raises(ValueError, match="losses"):
+        pick_test(np.ones(5))
+
+
+@pytest.mark.slow
+def test_loo_validation_gives_what_notebook_11_reads_and_the_convex_level_tracks_retraining():
+    from scriptlab.model import build, functional
+
+    params, apply_fn = functional(build(4, 3, seed=0, channels=(4, 4, 8), hidden=16))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (100, 32, 64, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, 100)
+    out = inf.loo_validation(
+        apply_fn, params, images[:80], labels[:80], images[80:], labels[80:], n_classes=4,
+        convex_n=80, top_n=40, refine_steps=20, loo_steps=5, k_top=4, k_rand=4,
+    )  # fmt: skip
+    for level in ("convex", "cnn_top"):
+        c = out[level]
+        assert len(c["removed"]) == len(c["predicted"]) == len(c["actual"]) == 8
+        np.testing.assert_allclose(c["pearson"], np.corrcoef(c["predicted"], c["actual"])[0, 1])
+    assert out["cnn_top"]["n_train"] == 40 and out["cnn_top"]["loo_steps"] == 5
+    assert {"refine_grad_norm", "damping"} <= set(out["cnn_top"])
+    assert out["convex"]["pearson"] > 0.95  # exact Hessian, Newton retrains: Koh & Liang's Fig. 2

@@ -16,6 +16,8 @@ the training objective at its optimum. The package, one concern per module:
   top_layers  any model from one layer up on that layer's frozen input (ScriptNet: dense
               and both heads on pool3 features)
   cache       cached validation results
+  validation  ``loo_validation``: predicted vs actual leave-one-out at two levels (the
+              result notebook 11 reads, cached by benchmarks/bench_influence.py)
   layers      any NNX network as linear layers: inputs, pre-activation gradients,
               ``layerwise_loss`` (a ``protocols.LayerwiseLoss``)
   tracin      ``tracin_scores`` over epoch snapshots (Pruthi et al. 2020), every parameter
@@ -99,6 +101,7 @@ from scriptlab.interpret.influence.tracin import (
     tracin_scores,
     tracin_self_influence,
 )
+from scriptlab.interpret.influence.validation import loo_validation
 
 __all__ = [
     "InfluenceOptions",
@@ -139,6 +142,7 @@ __all__ = [
     "logistic_loss",
     "LOO_METHODS",
     "loo_retrain",
+    "loo_validation",
     "LOOResult",
     "LossFn",
     "METHODS",

@@ -20,13 +20,13 @@ https://arxiv.org/abs/2209.05364.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.interpreters import partial_eval as pe
 
-from scriptlab.interpret._common import check_choice
+from scriptlab.interpret._common import check_choice, forward_chunks
 from scriptlab.interpret.influence.layers import LeafIndex, as_float, module_name, tapping
 from scriptlab.interpret.influence.losses import LossFn, cross_entropy
 from scriptlab.protocols import ApplyFn, ModelOutputs
@@ -94,11 +94,21 @@ class TopLayers:
             for name, k, b in self.layers
         }
 
-    def features(self, params, images) -> jax.Array:
-        """float32[N, ...]: the input layer ``first`` receives on ``images`` (the frozen features)."""
+    def features(self, params, images, *, batch_size: int = 500) -> jax.Array:
+        """float32[N, ...]: the input layer ``first`` receives on each image (the frozen features).
+
+        One jitted pass over memory-bounded chunks of ``batch_size`` images (the result does
+        not depend on it); uint8 images are divided by 255 chunk by chunk.
+        """
+        n = len(images)
+        shape = jax.eval_shape(self._cut_input, params, jnp.zeros((1, *self.image_shape))).shape
+        flat = forward_chunks(_CutInput(self), params, images, layer=None, batch_size=batch_size)
+        return flat.reshape(n, *shape[1:])
+
+    def _cut_input(self, params, images) -> jax.Array:
         cut = _Cut(params, self.first)
         with tapping(cut):
-            self.apply_fn(params, as_float(jnp.asarray(images)))
+            self.apply_fn(params, images)
         return cut.cut_input
 
     def _full(self, top) -> Any:
@@ -126,6 +136,22 @@ class TopLayers:
         if "activations" in getattr(out, "_fields", ()):
             out = out._replace(activations={})
         return out
+
+
+class _Features(NamedTuple):
+    """The cut input as an output field, for ``_common.forward_chunks``."""
+
+    embedding: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _CutInput:
+    """An apply_fn whose ``embedding`` is the input of the view's first layer (hashes by value)."""
+
+    view: TopLayers
+
+    def __call__(self, params, images, **_) -> _Features:
+        return _Features(self.view._cut_input(params, images))
 
 
 def _reads_images(view: TopLayers, top, feats) -> list[str]:
@@ -189,7 +215,7 @@ def top_layers(apply_fn: ApplyFn, params, images, first: str) -> TopLayers:
         specs,
         tuple(images.shape[1:]),
     )
-    feats = jax.eval_shape(lambda p, x: view.features(p, x), params, images[:1])
+    feats = jax.eval_shape(view._cut_input, params, images[:1])
     top = jax.eval_shape(view.params, params)
     bad = _reads_images(view, top, feats)
     if bad:
