@@ -23,8 +23,8 @@ step against a re-creation of the first design, and the default channels
 (16, 32, 64) against (32, 64, 64), which train slower for no accuracy gain on
 this task.
 The trunk is one table (``layer_table``, a ``LayerSpec`` per row): the modules, the
-forward pass and its taps, ``geometry()``, ``cost()``, ``LAYERS`` and
-``interpret.receptive.trunk_fn`` all read it, so a layer is added in one place
+forward pass and its taps, ``trunk()``, ``geometry()``, ``cost()`` and ``LAYERS``
+all read it, so a layer is added in one place
 (``channels=(16, 32, 64, 64)`` adds conv4 + pool4).
 ``cost()`` gives the parameter count and FLOPs: 10 scripts x 5 styles ->
 0.29 M parameters and 10.8 MFLOP per image forward.
@@ -81,7 +81,7 @@ class LayerSpec(NamedTuple):
 
     Every view of the architecture derives from the table: the modules ``__init__``
     builds, the forward pass and its activation taps, ``geometry()``, ``cost()``,
-    ``LAYERS`` / ``CONV_LAYERS`` and ``interpret.receptive.trunk_fn``.
+    ``LAYERS`` / ``CONV_LAYERS`` and ``trunk`` (``interpret.receptive.trunk_fn``).
 
     Attributes:
       name: the module attribute (conv, dense) and the key in ``Outputs.activations``.
@@ -221,6 +221,12 @@ def _max_pool(x: jax.Array) -> jax.Array:
     return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def _sum_pool(x: jax.Array) -> jax.Array:
+    """2x2 sum pool, stride 2: the linear stand-in of ``_max_pool`` (same windows)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).sum(axis=(2, 4))
+
+
 def _pool_switches(x: jax.Array) -> jax.Array:
     """bool[N, H/2, 2, W/2, 2, C]: True at each 2x2 window's first maximum (row-major)."""
     n, h, w, c = x.shape
@@ -350,17 +356,11 @@ class ScriptNet(nnx.Module):
         k1 = k2 = None
         if dropout_key is not None:
             k1, k2 = jax.random.split(dropout_key)
-        x = standardise(images)
-        for row in self.layers:
-            if row.kind == "conv":
-                x = tap(row.name, relu(getattr(self, row.name)(x)))
-            elif row.kind == "pool":
-                x = tap(row.name, _max_pool(x))
-            else:  # the dense embedding, last
-                x = _dropout(x, self.dropout[0], k1)
-                x = x.reshape(x.shape[0], -1)
-                x = tap(row.name, relu(getattr(self, row.name)(x)))
-        emb = x
+        x = self._trunk(standardise(images), relu, _max_pool, tap)
+        dense = self.layers[-1]  # the table's one dense row, last: the embedding
+        x = _dropout(x, self.dropout[0], k1)
+        x = x.reshape(x.shape[0], -1)
+        emb = tap(dense.name, relu(getattr(self, dense.name)(x)))
         h = _dropout(emb, self.dropout[1], k2)
         script = self.script_head(h)
         h_font = rms_normalise(h)
@@ -372,6 +372,41 @@ class ScriptNet(nnx.Module):
             per_script = font.reshape(font.shape[0], -1, self.n_styles)
             font = jnp.take_along_axis(per_script, which[:, None, None], axis=1)[:, 0]
         return Outputs(script, font, emb, acts)
+
+    def _trunk(self, x, relu, pool, tap) -> jax.Array:
+        """The table's conv and pool rows in order, each output passed through ``tap(name, x)``."""
+        for row in self.layers:
+            if row.kind == "conv":
+                x = tap(row.name, relu(getattr(self, row.name)(x)))
+            elif row.kind == "pool":
+                x = tap(row.name, pool(x))
+        return x
+
+    def trunk(self, images: jax.Array, *, linear: bool = False) -> dict[str, jax.Array]:
+        """The conv/pool stack of the layer table on raw images: {layer name: activation}.
+
+        No per-image standardisation: it makes every unit depend on every pixel, so the
+        stack alone is what receptive fields describe (``interpret.receptive.trunk_fn``).
+        With ``linear=True`` the ReLUs are identities and the max pools sum their windows,
+        so a unit's gradient is nonzero on its whole receptive field (same geometry).
+
+        Args:
+          images: float32[N, H, W, C].
+
+        Returns:
+          {name: float32[N, h, w, c]} for every conv and pool row, in table order.
+        """
+        acts: dict[str, jax.Array] = {}
+
+        def tap(name, x):
+            acts[name] = x
+            return x
+
+        if linear:
+            self._trunk(images, lambda v: v, _sum_pool, tap)
+        else:
+            self._trunk(images, jax.nn.relu, _max_pool, tap)
+        return acts
 
     def geometry(self=None) -> tuple[LayerGeometry, ...]:
         """Spatial layers of the trunk in order, for receptive-field arithmetic.

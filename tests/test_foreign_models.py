@@ -650,16 +650,22 @@ def test_class_model_climbs_on_any_channel_count(case):
 
 
 # --------------------------------------------------------------------------- receptive fields
-@covers("receptive_fields", "ReceptiveField", "empirical_receptive_field", "receptive_box")
+@covers(
+    "receptive_fields", "ReceptiveField", "empirical_receptive_field", "receptive_box", "trunk_fn"
+)
 def test_analytic_receptive_fields_match_the_gradient_support(case):
     c = case
     h, w, _ = c.spec.image_shape
     fields = I.receptive_fields(c.spec.geometry, (h, w))
     assert all(isinstance(f, I.ReceptiveField) for f in fields.values())
-    linear = {"relu": lambda v: v} if c.spec.relu else {}  # ReLUs would cut the support
-
-    def features(x):
-        return c.apply_fn(c.params, x, **linear).activations
+    # ReLUs would cut the support; a model without relu= (GELU) has none to undo
+    features = I.trunk_fn(c.apply_fn, c.params, linear=c.spec.relu)
+    x = c.images[:2]
+    linear = {"relu": lambda v: v} if c.spec.relu else {}
+    want = c.model(x, **linear)[1]
+    assert list(features(x)) == list(want)
+    for name, act in features(x).items():
+        _close(act, want[name], rtol=1e-5)
 
     shapes = {k: v.shape for k, v in jax.eval_shape(features, c.images[:1]).items()}
     tapped = [g.name for g in c.spec.geometry if g.name in shapes]
@@ -854,12 +860,7 @@ def _is_influence(obj) -> bool:
     return getattr(obj, "__module__", "").startswith("scriptlab.interpret.influence")
 
 
-EXCLUDED = {
-    # trunk_fn rebuilds ScriptNet's conv/pool stack from model.geometry() and the layer
-    # attributes it names; for any other model, empirical_receptive_field takes
-    # `lambda x: apply_fn(params, x).activations` (test_analytic_receptive_fields_...).
-    "trunk_fn",
-}
+EXCLUDED: set[str] = set()  # every public transform runs on the foreign models
 # Training-data attribution (scriptlab.interpret.influence: influence_scores, hvp, ...) is
 # covered on foreign models by tests/test_influence_foreign.py; _is_influence excludes it here.
 

@@ -210,6 +210,31 @@ def test_a_fourth_conv_block_reaches_every_view():
     assert model.cost()["flops_per_image"] == 2 * (sum(convs) + dense)
     weights = 16 * 3 * 8 + 9 * 8 * 16 + 9 * 16 * 16 + 9 * 16 * 32 + dense
     assert model.cost()["params"] == weights + (8 + 16 + 16 + 32) + (24 + 4 + 3)
+    _derived_views_follow(model)
+
+
+def _derived_views_follow(model):
+    """The trunk, the top-layer view and the layer-wise view read the model's own table."""
+    from scriptlab.interpret import influence as inf
+    from scriptlab.interpret import receptive as R
+    from scriptlab.model import functional, standardise
+
+    params, apply_fn = functional(model)
+    x = jax.random.uniform(jax.random.key(1), (2, *model.image_shape))
+    out = apply_fn(params, x)
+    trunk = model.trunk(standardise(x))  # the forward pass's own stack, bit for bit
+    assert list(trunk) == [r.name for r in model.layers if r.kind != "dense"]
+    for name, act in trunk.items():
+        np.testing.assert_array_equal(act, out.activations[name])
+    assert list(R.trunk_fn(model)(x)) == list(trunk)
+    dense = model.layers[-1].name
+    view = inf.top_layers(apply_fn, params, x, dense)
+    assert list(view.params(params)) == [dense, "script_head", "font_head"]  # call order
+    got = view(view.params(params), view.features(params, x))
+    np.testing.assert_allclose(got.script, out.script, rtol=1e-5, atol=1e-6)
+    convs = [r.name for r in model.layers if r.kind in ("conv", "dense")]
+    layers = inf.layerwise_loss(apply_fn, "script").layers(params, x)
+    assert [layer.name for layer in layers] == [*convs, "script_head"]
 
 
 def test_a_table_given_row_by_row_builds_that_network():
@@ -242,9 +267,9 @@ def test_the_geometry_of_a_variant_is_its_empirical_receptive_field():
         LayerSpec("wide", "conv", 12, 3, 2, "SAME"),
         LayerSpec("embed", "dense", 16),
     )
-    _receptive_fields_match(
-        ScriptNet(3, 2, layers=table, image_shape=(16, 16, 3), rngs=nnx.Rngs(0)), (16, 16)
-    )
+    variant = ScriptNet(3, 2, layers=table, image_shape=(16, 16, 3), rngs=nnx.Rngs(0))
+    _receptive_fields_match(variant, (16, 16))
+    _derived_views_follow(variant)
 
 
 @pytest.mark.parametrize(

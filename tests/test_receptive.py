@@ -80,6 +80,19 @@ class _OddNet:
             _Geo("c3", 2, 1, "SAME"),
         )
 
+    def trunk(self, images, *, linear=True):
+        """Its own stack (``trunk_fn(model)`` calls it): linear convs and sum pools per geometry."""
+        assert linear
+        x, acts = images, {}
+        for g in self.geometry():
+            if hasattr(self, g.name):
+                x = getattr(self, g.name)(x)
+            else:
+                window, stride = (1, g.kernel, g.kernel, 1), (1, g.stride, g.stride, 1)
+                x = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, stride, g.padding)
+            acts[g.name] = x
+        return acts
+
 
 def test_odd_geometry_analytic_matches_empirical():
     _check_all(_OddNet(), (19, 23))

@@ -46,6 +46,7 @@ from scriptlab.interpret._common import (
     map_rows,
 )
 from scriptlab.protocols import ApplyFn
+from scriptlab.validation import check_bool
 
 
 class ReceptiveField(NamedTuple):
@@ -154,34 +155,45 @@ def receptive_box(rf: ReceptiveField, row, col, image_hw: Sequence[int] | None =
     return top, lft, bottom, right
 
 
-def trunk_fn(model, *, linear: bool = True):
-    """The conv/pool stack of a ``ScriptNet``-like model as ``f(images) -> {layer: act}``.
+def trunk_fn(model, params=None, *, linear: bool = True):
+    """The activations a receptive field describes, as ``f(images) -> {layer: activation}``.
 
-    Runs ``model.<name>`` for every conv in ``model.geometry()`` and a pooling
-    window for every pool, skipping the per-image standardisation (see the
-    module docstring). With ``linear=True`` the ReLUs are identities and max
-    pools become average pools of the same window, so the gradient of a unit is
-    nonzero on its whole receptive field rather than on the pixels one
-    particular image happens to route through (same geometry, dense support).
+    Two kinds of model:
+
+    - ``trunk_fn(model)``: a model that describes its own conv/pool stack,
+      ``model.trunk(images, linear=...)`` (``ScriptNet`` builds it from its layer table,
+      leaving out the per-image standardisation; see the module docstring);
+    - ``trunk_fn(apply_fn, params)``: any ``scriptlab.protocols.ApplyFn``; ``f`` returns
+      ``apply_fn(params, images).activations``, with ``relu=`` the identity when ``linear``.
+
+    With ``linear=True`` the ReLUs are identities (and ScriptNet's max pools sum their
+    windows), so the gradient of a unit is nonzero on its whole receptive field rather than
+    on the pixels one particular image happens to route through (same geometry, dense
+    support). A model whose ``apply_fn`` takes no ``relu=`` (no ReLU to undo) needs
+    ``linear=False``.
+
+    Returns:
+      ``f(float32[N, H, W, C]) -> {name: float32[N, h, w, c]}``, for
+      ``empirical_receptive_field``.
     """
+    check_bool("linear", linear)
+    if params is None:
+        if not callable(getattr(model, "trunk", None)):
+            raise ValueError(
+                f"model must have a trunk(images, linear=) method (ScriptNet), got "
+                f"{type(model).__name__}; for any other model pass (apply_fn, params)"
+            )
+        return functools.partial(model.trunk, linear=linear)
+    options = {"relu": _identity} if linear else {}
 
     def f(images):
-        x, acts = images, {}
-        for g in model.geometry():
-            layer = getattr(model, g.name, None)
-            if layer is not None:
-                x = layer(x)
-                x = x if linear else jax.nn.relu(x)
-            else:
-                pool = jax.lax.add if linear else jax.lax.max
-                init = 0.0 if linear else -jnp.inf
-                x = jax.lax.reduce_window(
-                    x, init, pool, (1, g.kernel, g.kernel, 1), (1, g.stride, g.stride, 1), g.padding
-                )
-            acts[g.name] = x
-        return acts
+        return dict(model(params, images, **options).activations)
 
     return f
+
+
+def _identity(x):
+    return x
 
 
 def empirical_receptive_field(
