@@ -254,7 +254,7 @@ if cached:
 # %% [markdown]
 # The convex head's points sit close to the diagonal (Pearson r and its bootstrap interval over the removed crops,
 # printed above). The same check for the CNN's last layers (dense and script head, the trunk frozen, solved by
-# conjugate gradients with damping) needs a refit of 264k parameters per removed crop: it lives in
+# conjugate gradients with damping) needs a refit of 264k parameters per removed crop: it is `inf.loo_validation`, run by
 # `python benchmarks/bench_influence.py --validate`, and when that has been run on this machine its cached result
 # appears as a second panel above. Expect it to be looser than the convex one: the damping added to the indefinite
 # Hessian shrinks the predicted changes, the refit is not exactly at a minimum, and the retrains from a warm start
