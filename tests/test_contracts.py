@@ -40,7 +40,9 @@ from scriptlab.interpret.influence import perturb as IP
 from scriptlab.interpret.influence import retrain as IR
 from scriptlab.interpret.influence import scores as IS
 from scriptlab.interpret.influence import solvers as IV
+from scriptlab.interpret.influence import top_layers as ITL
 from scriptlab.interpret.influence import tracin as IT
+from scriptlab.interpret.influence import validation as IVA
 from scriptlab.model import build, functional
 from scriptlab.protocols import AnyArray, Image
 
@@ -335,6 +337,11 @@ CALLS = {
         train.epoch_learning_rates,
         lambda c: dict(config=train.TrainConfig(), n_train=1000, epochs=[0, 1]),
     ),
+    "top_layers": (
+        ITL.top_layers,
+        lambda c: dict(apply_fn=c.fn, params=c.params, images=c.x, first="dense"),
+    ),
+    "loo_indices": (IVA.loo_indices, lambda c: dict(scores=np.arange(6.0), k_top=2, k_rand=2)),
     "fit_ekfac": (
         IE.fit_ekfac,
         lambda c: dict(loss_fn=ILA.layerwise_loss(c.fn, "script"), params=c.params, x=c.x),
@@ -581,6 +588,10 @@ BAD = [
     ("tracin_self_influence", "learning_rates", lambda c: [NAN], "learning_rates"),
     ("epoch_learning_rates", "epochs", lambda c: [99], "epochs"),
     ("epoch_learning_rates", "n_train", lambda c: 0, "n_train"),
+    ("top_layers", "first", lambda c: "conv9", "first"),
+    ("top_layers", "images", lambda c: np.zeros((1, 8, 8, 3)), "shape|could not"),
+    ("loo_indices", "k_rand", lambda c: 5, "k_rand"),
+    ("loo_indices", "k_top", lambda c: True, "k_top"),
     ("fit_ekfac", "x", NAN_IMAGE, "NaN"),
     ("fit_ekfac", "labels", lambda c: "nope", "labels"),
     ("fit_ekfac", "loss_fn", lambda c: ILA.layerwise_loss(c.fn, "nope"), "head"),

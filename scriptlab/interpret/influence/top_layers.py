@@ -202,7 +202,13 @@ def top_layers(apply_fn: ApplyFn, params, images, first: str) -> TopLayers:
             apply_fn(p, x)
         called[:] = probe.called
 
-    jax.eval_shape(trace, params, images[:1])
+    try:
+        jax.eval_shape(trace, params, images[:1])
+    except Exception as e:  # the model's own message says what it expected
+        raise ValueError(
+            f"apply_fn could not run on images of shape {tuple(images.shape)} (wrong height, "
+            f"width or channel count for this model?): {type(e).__name__}: {e}"
+        ) from e
     names = [name for name, _, _ in called]
     check_choice("first", first, tuple(names))
     leaves, treedef = jax.tree.flatten(params)
