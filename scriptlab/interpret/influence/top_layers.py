@@ -64,8 +64,7 @@ class TopLayers:
 
     Call it as ``view(top, feats) -> ModelOutputs`` (the model's own outputs type, with
     ``activations``, if it has them, emptied: they would be of the zeros the trunk runs on).
-    Hashes by value,
-    so a loss over it can be a static jit argument.
+    Hashes by value, so a loss over it can be a static jit argument.
 
     Attributes:
       apply_fn: the model (``scriptlab.protocols.ApplyFn``).
