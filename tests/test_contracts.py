@@ -40,7 +40,7 @@ from scriptlab.interpret.influence import perturb as IP
 from scriptlab.interpret.influence import retrain as IR
 from scriptlab.interpret.influence import scores as IS
 from scriptlab.interpret.influence import solvers as IV
-from scriptlab.interpret.influence import top_layers as ITL
+from scriptlab.interpret.influence import top_view as ITL
 from scriptlab.interpret.influence import tracin as IT
 from scriptlab.interpret.influence import validation as IVA
 from scriptlab.model import build, functional

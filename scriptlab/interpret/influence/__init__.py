@@ -13,8 +13,8 @@ the training objective at its optimum. The package, one concern per module:
               reference), to check the scores; ``predicted_loo_change_newton``
   mislabel    ``self_influence`` and the detection curve of flipped labels
   fit         the convex logistic head (``fit_logistic``, ``embeddings``) and ``refine``
-  top_layers  any model from one layer up on that layer's frozen input (ScriptNet: dense
-              and both heads on pool3 features)
+  top_view    ``top_layers``: any model from one layer up, on that layer's frozen input
+              (ScriptNet: the dense layer and both heads on pool3 features)
   cache       cached validation results
   validation  ``loo_validation``: predicted vs actual leave-one-out at two levels (the
               result notebook 11 reads, cached by benchmarks/bench_influence.py)
@@ -96,7 +96,7 @@ from scriptlab.interpret.influence.solvers import (
     largest_eigenvalue,
     training_hessian,
 )
-from scriptlab.interpret.influence.top_layers import TopLayers, top_layers, top_loss
+from scriptlab.interpret.influence.top_view import TopLayers, top_layers, top_loss
 from scriptlab.interpret.influence.tracin import (
     tracin_scores,
     tracin_self_influence,

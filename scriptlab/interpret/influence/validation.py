@@ -29,7 +29,7 @@ from scriptlab.interpret.influence.loo import loo_retrain, pearson
 from scriptlab.interpret.influence.losses import LossFn, logistic_loss, objective
 from scriptlab.interpret.influence.scores import influence_scores, predicted_loo_change
 from scriptlab.interpret.influence.solvers import hvp, largest_eigenvalue, training_hessian
-from scriptlab.interpret.influence.top_layers import TopLayers, top_layers, top_loss
+from scriptlab.interpret.influence.top_view import TopLayers, top_layers, top_loss
 from scriptlab.protocols import ApplyFn
 
 

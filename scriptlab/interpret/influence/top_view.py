@@ -5,7 +5,7 @@
 flattened pool3 activation). The view is a function ``view(top, feats)`` of that layer's
 parameters and every tracked layer called after it (``view.params(params)``) and of the
 frozen features ``feats`` the first one reads (``view.features(params, images)``). It runs
-the model's own forward pass under the layer tap of ``layers.py`` with ``feats`` in place
+the model's own forward pass under the layer tap of ``layers`` with ``feats`` in place
 of ``first``'s input, so whatever sits between the layers (any activation, normalisation,
 several heads, ScriptNet's RMS-normalised and per-script font heads) is the model's own
 code, not a copy. The trunk below the cut runs on zeros and is discarded (jit drops it).
