@@ -16,6 +16,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -670,3 +671,34 @@ def test_compile_cache_keeps_programs_across_processes_and_can_be_turned_off(tmp
     assert any((tmp_path / "compiled").iterdir())  # the program was written
     again, hits = run()
     assert again == folder and int(hits) >= 1  # and the next process loads them, not compiles
+
+
+def test_telling_crops_are_misread_by_one_model_and_read_by_the_other(monkeypatch, smoke):
+    split = smoke.conflict
+    rng = np.random.default_rng(3)
+    right = rng.random((2, len(split))) < 0.6  # which crops each fake model reads right
+    n_scripts = len(smoke.scripts)
+
+    def fake_predict(apply_fn, params, images):
+        pred = np.where(right[params], split.script, (split.script + 1) % n_scripts)
+        return np.eye(n_scripts)[pred], None, None
+
+    monkeypatch.setattr(workshop, "predict", fake_predict)
+    models = {"baseline": (None, 0), "oracle": (None, 1)}
+    idx = workshop.telling_crops(models, split, n=5, seed=1)
+    telling = [i for i in range(len(split)) if not right[0, i] and right[1, i]]  # plain loop
+    assert len(idx) == 5 and set(idx) <= set(telling) and list(idx) == sorted(idx)
+    assert list(idx) == list(workshop.telling_crops(models, split, n=5, seed=1))
+    assert sorted(workshop.telling_crops(models, split, n=10_000)) == telling
+    right[1] = False  # the reference reads nothing: no crop tells them apart
+    with pytest.raises(ValueError, match="tells them apart"):
+        workshop.telling_crops(models, split)
+    with pytest.raises(ValueError, match="relying"):
+        workshop.telling_crops(models, split, relying="rho99")
+    with pytest.raises(ValueError, match="n must"):
+        workshop.telling_crops(models, split, n=True)
+
+
+def test_shortcut_trio_refuses_what_is_not_a_zoo_model(smoke):
+    with pytest.raises(ValueError, match="zoo.ZooModel"):
+        workshop.shortcut_trio((None, {}), (None, {}), smoke)
