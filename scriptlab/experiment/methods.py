@@ -182,10 +182,14 @@ def posthoc_predictions(
 
 
 def _apply_posthoc(
-    m: zoo.ZooModel, ds: Dataset, fitted: PosthocHead, memo: dict | None = None
+    m: zoo.ZooModel,
+    ds: Dataset,
+    fitted: PosthocHead,
+    memo: dict | None = None,
+    wide: Dataset | None = None,
 ) -> dict[str, Predictions]:
     out = {}
-    for split, p in predictions(m, ds, memo=memo).items():
+    for split, p in predictions(m, ds, memo=memo, wide=wide).items():
         z = fitted.view(p.embedding)
         out[split] = Predictions(np.asarray(fitted.head.logits(z)), None, z)
     return out

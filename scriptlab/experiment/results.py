@@ -19,9 +19,15 @@ from scriptlab.experiment.scoring import _aggregate, goal, measure, score
 EVAL_CODE_VERSION = 3
 
 
-def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str, memo: dict | None = None) -> dict:
+def _posthoc_row(
+    m: zoo.ZooModel,
+    ds: Dataset,
+    method: str,
+    memo: dict | None = None,
+    wide: Dataset | None = None,
+) -> dict:
     fitted = fit_posthoc(m, ds, method, memo=memo)
-    row = score(_apply_posthoc(m, ds, fitted, memo), ds)
+    row = score(_apply_posthoc(m, ds, fitted, memo, wide), ds, wide=wide)
     row["l2"] = fitted.l2
     if POSTHOC[method].heldout:  # fitted on val_conflict: its scores are in-sample
         row["val_conflict"] = row["val_conflict_worst"] = row["val_conflict_worst_cell"] = None
@@ -30,7 +36,13 @@ def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str, memo: dict | None = 
 
 
 def _rows(
-    name: str, preset: str, seeds: int, ds: Dataset, progress: bool, memos: dict
+    name: str,
+    preset: str,
+    seeds: int,
+    ds: Dataset,
+    progress: bool,
+    memos: dict,
+    wide: Dataset | None = None,
 ) -> list[dict]:
     """One row per seed; ``memos[(trunk, seed)]`` keeps each trunk's predictions for the next."""
     trunk = POSTHOC[name].trunk if name in POSTHOC else name
@@ -38,7 +50,10 @@ def _rows(
     for s in range(seeds):
         m = zoo.load(trunk, preset, seed=s, progress=progress)
         memo = memos.setdefault((trunk, s), {})
-        row = _posthoc_row(m, ds, name, memo) if name in POSTHOC else measure(m, ds, memo=memo)
+        if name in POSTHOC:
+            row = _posthoc_row(m, ds, name, memo, wide)
+        else:
+            row = measure(m, ds, memo=memo, wide=wide)
         rows.append(row)
     return rows
 
