@@ -655,9 +655,10 @@ def font_path(face: Face) -> Path:
     """Absolute path of a face's file inside its installed package."""
     spec = importlib.util.find_spec(face.module)
     if spec is None or not spec.submodule_search_locations:
+        whole = "reinstall scriptlab" if face in FACES else "install scriptlab[diverse-fonts]"
         raise FontPackageError(
             f"font package {face.package!r} (for {face.family}) is not installed; "
-            f"`pip install {face.package}` or reinstall scriptlab"
+            f"`pip install {face.package}` or {whole}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / face.file
     if not path.exists():

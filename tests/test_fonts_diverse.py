@@ -193,3 +193,21 @@ def test_a_diverse_dataset_draws_new_families_and_holds_out_its_held_out_ones(di
         assert (used <= held) if name == "heldout" else not used & held, name
     assert {ds.families[i] for i in ds.train.family} & new
     assert {ds.families[i] for i in ds.heldout.family} & new
+
+
+def test_a_missing_diverse_package_names_the_extra(monkeypatch):
+    import importlib.util
+
+    face = next(f for f in NEW if f.family == "Zeyada")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == face.module else real(n, *a)
+    )
+    fonts.font_path.cache_clear()
+    try:
+        with pytest.raises(
+            fonts.FontPackageError, match=r"fontpkg-zeyada.*scriptlab\[diverse-fonts\]"
+        ):
+            fonts.font_path(face)
+    finally:
+        fonts.font_path.cache_clear()
