@@ -8,6 +8,9 @@ classes and the heaviest weights form the ``display`` class.
 
 Every string is checked against the face's cmap (fontTools) before it is drawn:
 no tofu boxes and no .notdef glyphs, ever.
+
+``TABLES`` names the tables a dataset can draw from (``DataConfig.fonts``): "default" is
+``FACES``; "diverse" adds 43 families from the ``diverse-fonts`` extra, whole families held out.
 """
 
 from __future__ import annotations
