@@ -211,3 +211,17 @@ def test_a_missing_diverse_package_names_the_extra(monkeypatch):
             fonts.font_path(face)
     finally:
         fonts.font_path.cache_clear()
+
+
+def test_style_twins_of_a_diverse_dataset_use_its_table(diverse_small):
+    ds = diverse_small
+    index = np.arange(24)
+    twins = data.style_twins(ds, "test", index, workers=1, cache=False)
+    assert twins.families == fonts.families("diverse")
+    i, k = np.nonzero(twins.own)
+    assert len(i) and np.array_equal(twins.images[i, k], ds.test.images[index[i]])
+    faces = fonts.table_faces("diverse")
+    held = {f.family for f in DIVERSE if f.heldout}
+    slot = twins.slots.index("heldout")
+    for row in np.flatnonzero(twins.valid[:, slot]):
+        assert faces[twins.face[row, slot]].family in held
