@@ -225,3 +225,15 @@ def test_style_twins_of_a_diverse_dataset_use_its_table(diverse_small):
     slot = twins.slots.index("heldout")
     for row in np.flatnonzero(twins.valid[:, slot]):
         assert faces[twins.face[row, slot]].family in held
+
+
+def test_a_diverse_dataset_round_trips_through_the_cache(diverse_small, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRIPTLAB_CACHE", str(tmp_path))
+    kw = dict(fonts="diverse", workers=1, progress=False, **SMALL)
+    data.load("smoke", 0, **kw)
+    back = data.load("smoke", 0, **kw)  # read from the file just written
+    assert back.seconds == 0.0 and back.families == fonts.families("diverse")
+    assert data.dataset_path(back.config).name.endswith(f"{diverse_small.key}.npz")
+    for name in data.SPLITS:
+        for a, b in zip(diverse_small.split(name), back.split(name), strict=True):
+            assert np.array_equal(a, b), name
