@@ -938,8 +938,9 @@ def zoo_study(
 
 def dataset_for_key(train_config) -> str:
     """The dataset key of a zoo ``TrainConfig`` without rendering it (``data.make_config``)."""
-    overrides = {} if train_config.rho is None else {"rho": train_config.rho}
-    return data_lib.make_config(train_config.preset, train_config.data_seed, **overrides).key()
+    return data_lib.make_config(
+        train_config.preset, train_config.data_seed, **train_config.data_overrides()
+    ).key()
 
 
 def write(results: dict, out: str | Path) -> list[Path]:

@@ -269,7 +269,7 @@ def warm(
     datasets = {}
     for n, p, s, o in missing:
         cfg = config(n, p, s, **o)
-        datasets.setdefault((cfg.preset, cfg.data_seed, cfg.rho), cfg)
+        datasets.setdefault((cfg.preset, cfg.data_seed, cfg.rho, cfg.fonts), cfg)
     for cfg in datasets.values():
         train_lib.dataset_for(cfg, progress=progress)
     threads = max(1, (os.cpu_count() or 1) // workers)

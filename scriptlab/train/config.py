@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # the package, read at call time: a patched ``train.TRAINING_CODE_VERSION`` (tests) reaches key()
 from scriptlab import data as data_lib
-from scriptlab import train
+from scriptlab import fonts, train
 from scriptlab.validation import check_bool, check_int, check_name, check_number
 
 MODES = ("baseline", "multitask", "unlearn", "ascent", "cdann", "balanced", "groupdro")
@@ -31,6 +31,7 @@ class TrainConfig:
     seed: int = 0
     data_seed: int = 0
     rho: float | None = None  # None: the dataset preset's default
+    fonts: str = "default"  # the dataset's font table (a key of fonts.TABLES)
     epochs: int = 4
     batch_size: int = 64
     # Rows per forward/backward pass inside one step. The step still takes the whole batch's
@@ -87,6 +88,7 @@ class TrainConfig:
             )
         if self.rho is not None:
             check_number("rho", self.rho, low=0.0, high=1.0)
+        check_name("fonts", self.fonts, tuple(fonts.TABLES))
         try:
             check_number("lr", self.lr, low=0.0, open_low=True)
         except ValueError:
@@ -105,8 +107,20 @@ class TrainConfig:
         object.__setattr__(self, "dropout", _checked_tuple("dropout", self.dropout, 2, _rate))
         object.__setattr__(self, "channels", _checked_tuple("channels", self.channels, 3, _width))
 
+    def data_overrides(self) -> dict:
+        """The ``DataConfig`` fields this config sets beyond preset and seed (``data.load``'s)."""
+        out = {} if self.rho is None else {"rho": self.rho}
+        return out if self.fonts == "default" else out | {"fonts": self.fonts}
+
     def key(self) -> str:
+        """Content address of the trained model.
+
+        The default font table is left out of the hash, so configs that predate ``fonts``
+        keep their keys (and the zoo its cached models).
+        """
         fields = dataclasses.asdict(self) | {"training_code_version": train.TRAINING_CODE_VERSION}
+        if self.fonts == "default":
+            del fields["fonts"]
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
