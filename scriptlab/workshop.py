@@ -81,6 +81,12 @@ EXPERIMENT_METHODS = (
 )
 EXPERIMENT_REFERENCES = ("oracle",)
 EXPERIMENT_LAM_SWEEP: tuple[float, ...] = ()
+# Notebook 03's second call, "What data does" (issue 30), argument for argument:
+# experiment.run(PRESET, DATA_SEEDS, methods=DATA_METHODS, references=DATA_REFERENCES,
+# lam_sweep=()). One seed keeps CI's cold run short; `scriptlab experiment` runs three.
+DATA_SEEDS = 1
+DATA_METHODS = ("baseline", "dfr_val", "diverse_dfr_val")
+DATA_REFERENCES = ("oracle", "diverse")
 
 # Notebook 12's call: shortcut.zoo_study(PRESET, STUDY_SEEDS), the shortcut study over
 # shortcut.ZOO_MODELS at these seeds (its fix, dfr_val, trains nothing of its own).
@@ -207,7 +213,7 @@ def _needs(preset: str, notebook: str) -> list[tuple[str, str, int, dict]]:
             EXPERIMENT_METHODS,
             EXPERIMENT_REFERENCES,
             EXPERIMENT_LAM_SWEEP,
-        )
+        ) + experiment.zoo_requests(preset, DATA_SEEDS, DATA_METHODS, DATA_REFERENCES, ())
     if notebook == STUDY_NOTEBOOK:
         from scriptlab.shortcut import ZOO_MODELS
 
@@ -332,6 +338,14 @@ def prepare(
             methods=EXPERIMENT_METHODS,
             references=EXPERIMENT_REFERENCES,
             lam_sweep=EXPERIMENT_LAM_SWEEP,
+            progress=progress,
+        )
+        experiment.run(
+            preset,
+            DATA_SEEDS,
+            methods=DATA_METHODS,
+            references=DATA_REFERENCES,
+            lam_sweep=(),
             progress=progress,
         )
         ready[EXPERIMENT_NOTEBOOK] = time.perf_counter() - t0

@@ -157,7 +157,14 @@ def test_prepare_list_matches_the_notebooks():
                 methods=workshop.EXPERIMENT_METHODS,
                 references=workshop.EXPERIMENT_REFERENCES,
                 lam_sweep=workshop.EXPERIMENT_LAM_SWEEP,
-            )
+            ),
+            dict(
+                preset="workshop",
+                seeds=workshop.DATA_SEEDS,
+                methods=workshop.DATA_METHODS,
+                references=workshop.DATA_REFERENCES,
+                lam_sweep=(),
+            ),
         ]
     }
     # each notebook's own loads, as prepare --notebooks reads them

@@ -12,12 +12,16 @@ Methods (``scriptlab.train``'s modes, plus post-hoc heads on frozen trunks):
                                          (val + val_conflict) instead (``fit_posthoc``).
 References (the same recipe on other training data, the same evaluation splits):
   oracle   styles uniform within each script (rho 0.2): no shortcut to learn;
-  rho99    a stronger bias than the default 0.9.
+  rho99    a stronger bias than the default 0.9;
+  diverse  the diverse font table (``fonts.TABLES``): many more training families;
+and the fix on a reference's trunk: diverse_dfr_val.
 
 For every model: script accuracy on the in-distribution test split, on the
 bias-conflicting splits and on held-out font families, with the worst (script,
 style) and (script, family) cells, the per-script macro average, the
-Latin/Cyrillic/Greek held-out crops and Caveat by script; then how much style is
+Latin/Cyrillic/Greek held-out crops and Caveat by script, and on the widened held-out
+split (the diverse table's held-out families, ``WIDE``: per script, per family, the worst
+family); then how much style is
 left in the embedding: the model's own font head and FRESH probes (linear, MLP,
 per-script) fitted on one half of the conflict split and scored on the other
 (Elazar & Goldberg 2018), next to two chance levels (majority style, and style

@@ -39,8 +39,9 @@ METHODS = (
     "balanced_cdann_dfr_val",
     "multitask",
     "ascent",
+    "diverse_dfr_val",
 )
-REFERENCES = ("oracle", "rho99")
+REFERENCES = ("oracle", "rho99", "diverse")
 
 
 class Posthoc(NamedTuple):
@@ -75,6 +76,9 @@ POSTHOC = {
         "balanced_unlearn", erase=False, balanced=True, heldout=True
     ),
     "balanced_cdann_dfr_val": Posthoc("balanced_cdann", erase=False, balanced=True, heldout=True),
+    # the best head-level fix on the data references' trunks (fitted on the default dataset's
+    # val and val_conflict crops, as every *_val head)
+    "diverse_dfr_val": Posthoc("diverse", erase=False, balanced=True, heldout=True),
 }
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the held-out fits choose their l2 from these
 
