@@ -347,3 +347,23 @@ def test_the_widened_heldout_split_is_scored_per_script_and_family(smoke):
     without = experiment.score({k: v for k, v in preds.items() if k != experiment.WIDE}, smoke)
     assert without["wide"] is None and without["wide_family"] is None
     assert "wide_cells" not in without["tables"]
+
+
+def test_family_accuracy_weighs_a_familys_cells_by_crops_per_seed():
+    def row(a, b):
+        return {"tables": {"wide_cells": {"latin/Arimo": [a, 30], "greek/Arimo": [b, 10],
+                                          "thai/Kanit": [0.5, 20]}}}  # fmt: skip
+
+    results = {"per_seed": {"m": [row(1.0, 0.0), row(0.5, 1.0)]}, "summary": {"m": {}}}
+    acc = experiment.family_accuracy(results, "m")
+    assert list(acc) == ["Arimo", "Kanit"]
+    np.testing.assert_allclose(acc["Arimo"][0], [30 / 40, (15 + 10) / 40])
+    assert acc["Arimo"][1] == 40 and acc["Kanit"][1] == 20
+    text = experiment.family_table(results, key="wide_cells")
+    assert "latin/Arimo" in text and "0.750" in text  # mean over seeds of 1.0 and 0.5
+    with pytest.raises(ValueError, match="heldout_cells"):
+        experiment.family_table(results)  # these rows hold no default held-out cells
+    with pytest.raises(ValueError, match="key must be"):
+        experiment.family_accuracy(results, "m", key="cells")
+    with pytest.raises(ValueError, match="unknown model"):
+        experiment.family_accuracy(results, "oracle")

@@ -38,7 +38,7 @@ aggregates), ``results`` (the run and its cache), ``tables``, ``figures`` and ``
 # tests patch (MIN_CELL, predict, dataset_for, _rows) from here at call time
 from scriptlab import zoo
 from scriptlab.experiment.browser import heatmaps, minority_accuracy, misread
-from scriptlab.experiment.figures import figure, write
+from scriptlab.experiment.figures import family_figure, figure, write
 from scriptlab.experiment.methods import (
     L2_GRID,
     METHODS,
@@ -89,6 +89,7 @@ from scriptlab.experiment.tables import (
     _cell,
     _name_width,
     _short,
+    family_accuracy,
     family_table,
     goal_table,
     table,
@@ -114,6 +115,8 @@ __all__ = [
     "PosthocApply",
     "PosthocHead",
     "Predictions",
+    "family_accuracy",
+    "family_figure",
     "family_table",
     "figure",
     "fit_posthoc",
