@@ -301,10 +301,12 @@ def colour(key: jax.Array, images: jax.Array, strength: float) -> jax.Array:
 
 def _stroke_one(key, x, width: int):
     k = jax.random.randint(key, (), -width, width + 1)
-    # [x, dilated by 1..width, eroded by 1..width], picked by k
-    versions = [x, *_morph_steps(x, width, 1), *_morph_steps(x, width, -1)]
-    index = jnp.where(k > 0, k, jnp.where(k < 0, width - k, 0))
-    return jnp.stack(versions)[index]
+    # selects, not a stacked gather: under vmap k differs per crop, and XLA fuses the selects
+    out = x
+    for sign in (1, -1):
+        for j, version in enumerate(_morph_steps(x, width, sign), start=1):
+            out = jnp.where(k == sign * j, version, out)
+    return out
 
 
 def _morph_steps(x, width: int, sign: int):
@@ -322,17 +324,21 @@ def _morph_steps(x, width: int, sign: int):
 
 
 def _window_max(pix, score, direction: int):
-    """Each pixel takes the highest-scoring pixel of its 2x2 window (towards ``direction``)."""
+    """Each pixel takes the highest-scoring pixel of its 2x2 window (towards ``direction``);
+    ties go to the first of (0, 0), (0, 1), (1, 0), (1, 1)."""
     h, w = score.shape
     pad = ((0, 1), (0, 1)) if direction > 0 else ((1, 0), (1, 0))
     p = jnp.pad(pix, (*pad, (0, 0)), mode="edge")
     s = jnp.pad(score, pad, mode="edge")
-    offsets = ((0, 0), (0, 1), (1, 0), (1, 1))
-    cand_s = jnp.stack([s[dy : dy + h, dx : dx + w] for dy, dx in offsets])
-    cand_p = jnp.stack([p[dy : dy + h, dx : dx + w] for dy, dx in offsets])
-    best = jnp.argmax(cand_s, axis=0)
-    take = lambda c: jnp.take_along_axis(c, best[None, ..., None], 0)[0]
-    return take(cand_p), jnp.take_along_axis(cand_s, best[None], 0)[0]
+    best_p, best_s = pix, score  # offset (0, 0) of either anchoring is the pixel itself
+    if direction < 0:
+        best_p, best_s = p[:h, :w], s[:h, :w]
+    for dy, dx in ((0, 1), (1, 0), (1, 1)):
+        cand_s = s[dy : dy + h, dx : dx + w]
+        better = cand_s > best_s
+        best_p = jnp.where(better[..., None], p[dy : dy + h, dx : dx + w], best_p)
+        best_s = jnp.where(better, cand_s, best_s)
+    return best_p, best_s
 
 
 def _shear_matrix(key, strength: float):
