@@ -14,7 +14,10 @@ References (the same recipe on other training data, the same evaluation splits):
   oracle   styles uniform within each script (rho 0.2): no shortcut to learn;
   rho99    a stronger bias than the default 0.9;
   diverse  the diverse font table (``fonts.TABLES``): many more training families;
-and the fix on a reference's trunk: diverse_dfr_val.
+  augment  style augmentation in the training step (``augment.STYLE_AUGMENT``);
+  diverse_augment  both;
+and the fix on each of the last three trunks: diverse_dfr_val, augment_dfr_val,
+diverse_augment_dfr_val.
 
 For every model: script accuracy on the in-distribution test split, on the
 bias-conflicting splits and on held-out font families, with the worst (script,

@@ -40,8 +40,10 @@ METHODS = (
     "multitask",
     "ascent",
     "diverse_dfr_val",
+    "augment_dfr_val",
+    "diverse_augment_dfr_val",
 )
-REFERENCES = ("oracle", "rho99", "diverse")
+REFERENCES = ("oracle", "rho99", "diverse", "augment", "diverse_augment")
 
 
 class Posthoc(NamedTuple):
@@ -79,6 +81,8 @@ POSTHOC = {
     # the best head-level fix on the data references' trunks (fitted on the default dataset's
     # val and val_conflict crops, as every *_val head)
     "diverse_dfr_val": Posthoc("diverse", erase=False, balanced=True, heldout=True),
+    "augment_dfr_val": Posthoc("augment", erase=False, balanced=True, heldout=True),
+    "diverse_augment_dfr_val": Posthoc("diverse_augment", erase=False, balanced=True, heldout=True),
 }
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the held-out fits choose their l2 from these
 
