@@ -1,7 +1,7 @@
 """Everything the notebooks need, prepared once: ``scriptlab prepare``.
 
 The notebooks train their zoo models on first use, which on a laptop means about
-19 models before the first picture. ``prepare`` does that work ahead of time, in
+21 models before the first picture. ``prepare`` does that work ahead of time, in
 parallel (``zoo.warm``): it renders the notebooks' dataset, trains every zoo model
 they load, and evaluates notebook 03's experiment into the results cache. What is
 already cached is skipped. ``scriptlab cache export`` (``scriptlab.archive``) then
@@ -85,8 +85,8 @@ EXPERIMENT_LAM_SWEEP: tuple[float, ...] = ()
 # experiment.run(PRESET, DATA_SEEDS, methods=DATA_METHODS, references=DATA_REFERENCES,
 # lam_sweep=()). One seed keeps CI's cold run short; `scriptlab experiment` runs three.
 DATA_SEEDS = 1
-DATA_METHODS = ("baseline", "dfr_val", "diverse_dfr_val")
-DATA_REFERENCES = ("oracle", "diverse")
+DATA_METHODS = ("baseline", "dfr_val", "diverse_dfr_val", "diverse_augment_dfr_val")
+DATA_REFERENCES = ("oracle", "diverse", "diverse_augment")
 
 # Notebook 12's call: shortcut.zoo_study(PRESET, STUDY_SEEDS), the shortcut study over
 # shortcut.ZOO_MODELS at these seeds (its fix, dfr_val, trains nothing of its own).

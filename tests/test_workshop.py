@@ -198,12 +198,12 @@ def zoo_requests(preset, seeds, methods, references):
     return experiment.zoo_requests(preset, seeds, methods, references, ())
 
 
-def test_requests_are_the_nineteen_models_once_each():
+def test_requests_are_the_twenty_one_models_once_each():
     wanted = workshop.requests("workshop")
-    assert len(wanted) == len({(n, s) for n, _, s, _ in wanted}) == 19
+    assert len(wanted) == len({(n, s) for n, _, s, _ in wanted}) == 21
     assert {n for n, *_ in wanted} == {
         "baseline", "unlearn", "high_lr", "overfit", "shuffled", "cdann", "balanced_cdann",
-        "oracle", "multitask",
+        "oracle", "multitask", "diverse", "diverse_augment",
     }  # fmt: skip
     assert {s for n, _, s, _ in wanted if n == "oracle"} == {0, 1, 2}
     assert all(p == "workshop" and o == {} for _, p, _, o in wanted)
