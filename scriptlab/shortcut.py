@@ -690,14 +690,20 @@ def _tcav_study(runs, ds, cfg: StudyConfig, rng, tcav_script) -> dict:
                 "p_value": np.asarray(r.p_values).tolist(),
                 "p_adjusted": np.asarray(r.p_adjusted).tolist(),
                 "significant": np.asarray(r.significant).tolist(),
+                "paper_p_adjusted": np.asarray(r.paper_p_adjusted).tolist(),
+                "paper_significant": np.asarray(r.paper_p_adjusted <= 0.05).tolist(),
             })  # fmt: skip
         sig = np.array([s["significant"] for s in per_seed])  # [S, L, C]
+        paper = np.array([s["paper_significant"] for s in per_seed])
         out["models"][name] = {
             "per_seed": per_seed,
             "seeds_significant": {
                 c: int(sig[:, :, j].any(1).sum()) for j, c in enumerate(concepts)
             },
             "layers_significant": {c: sig[:, :, j].sum(1).tolist() for j, c in enumerate(concepts)},
+            "paper_seeds_significant": {
+                c: int(paper[:, :, j].any(1).sum()) for j, c in enumerate(concepts)
+            },
         }
     return out
 
@@ -935,7 +941,11 @@ def tables(results: dict) -> dict[str, str]:
     t = results["tcav"]
     rows = []
     for name, m in t["models"].items():
-        cells = [f"{m['seeds_significant'][c]}/{len(m['per_seed'])}" for c in t["concepts"]]
+        n = len(m["per_seed"])
+        cells = [f"{m['seeds_significant'][c]}/{n}" for c in t["concepts"]]
+        if "paper_seeds_significant" in m:
+            cells = [f"{x} (paper: {m['paper_seeds_significant'][c]}/{n})"
+                     for x, c in zip(cells, t["concepts"], strict=True)]  # fmt: skip
         rows.append([name, *cells])
     out["tcav"] = (
         f"TCAV of class {t['script']!r}: seeds with the concept significant at some layer "

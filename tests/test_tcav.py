@@ -202,6 +202,11 @@ def test_exchangeable_test_is_the_prediction_t_test_of_the_pair_scores():
     p = 2 * scipy_stats.t.sf(abs(t), n - 1)
     np.testing.assert_allclose(res.p_values[0, 0], p, rtol=1e-4, atol=1e-6)
     assert res.random_scores.shape == (1, (m + 1) * m) and res.test == "exchangeable"
+    # the paper's test on the same fits equals the paper's own run (the same seed and sets)
+    paper = T.tcav(quadratic_apply, params, x, 0, {"c": concept}, pool, layers="h", n_random=m,
+                   random_size=size, seed=4, correction="none", test="paper")  # fmt: skip
+    np.testing.assert_allclose(res.paper_p_adjusted, paper.p_adjusted, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(paper.paper_p_adjusted, paper.p_adjusted)
 
 
 @pytest.mark.slow

@@ -111,6 +111,9 @@ class TCAVResult(NamedTuple):
       p_values: float32[L, C] the two-sided test of the statistic against the null.
       p_adjusted: float32[L, C] the p-values corrected across all L x C tests.
       significant: bool[L, C] p_adjusted <= alpha.
+      paper_p_adjusted: float32[L, C] the paper's t-test on the same CAVs (C vs R_1..R_M
+        against R_0 vs R_1..R_M, all among the exchangeable test's fits), corrected the
+        same way: the two tests side by side at no extra cost (= p_adjusted for "paper").
       test: the test, one of ``TESTS``.
     """
 
@@ -125,6 +128,7 @@ class TCAVResult(NamedTuple):
     p_values: jax.Array
     p_adjusted: jax.Array
     significant: jax.Array
+    paper_p_adjusted: jax.Array
     test: str = "exchangeable"
 
 
@@ -498,7 +502,7 @@ def tcav(
         rand_pos, rand_neg = np.repeat(sets[:1], n_random, 0), sets[1:]
 
     fields = {k: [] for k in ("scores", "random_scores", "accuracy", "random_accuracy",
-                              "statistic", "null")}  # fmt: skip
+                              "statistic", "null", "paper")}  # fmt: skip
     for layer in layers:
         grads = layer_gradients(
             apply_fn, params, images, targets, layer=layer, head=head, batch_size=batch_size
@@ -530,14 +534,23 @@ def tcav(
             fields["random_scores"].append(pair[off])  # ordered pairs i != j, row-major
             # T_{R_j} = (sum_{i != j} s(R_j, R_i) + s(R_j, C)) / (M + 1), per concept
             fields["null"].append((pair.sum(1) + jnp.stack(reverse)) / (n_random + 1))
+            # the paper's samples among these fits: C vs R_1..R_M, R_0 vs R_1..R_M
+            fields["paper"].append((concept_scores[:, 1:], pair[0, 1:]))
         else:
             fields["random_scores"].append(forward)
             fields["null"].append(jnp.broadcast_to(forward, concept_scores.shape))
+            fields["paper"].append((concept_scores, forward))
+    paper = fields.pop("paper")
     stacked = {k: jnp.stack(v) for k, v in fields.items()}
+    paper_p = t_test(
+        jnp.stack([a for a, _ in paper]),
+        jnp.stack([b for _, b in paper])[:, None, :],
+        equal_var=equal_var,
+    ).p_value
     if exchangeable:
         p_values = prediction_t_test(stacked["statistic"], stacked["null"]).p_value
     else:
-        p_values = t_test(stacked["scores"], stacked["null"], equal_var=equal_var).p_value
+        p_values = paper_p
     p_adjusted = adjust_p_values(p_values, method=correction)
     return TCAVResult(
         concepts=tuple(concept_images),
@@ -551,6 +564,7 @@ def tcav(
         p_values=p_values,
         p_adjusted=p_adjusted,
         significant=p_adjusted <= alpha,
+        paper_p_adjusted=adjust_p_values(paper_p, method=correction),
         test=test,
     )
 
