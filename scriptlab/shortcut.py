@@ -82,7 +82,7 @@ from scriptlab.protocols import ApplyFn
 from scriptlab.reliance import ANY, reliance, style_reliance
 from scriptlab.twins import HELDOUT
 
-STUDY_CODE_VERSION = 3
+STUDY_CODE_VERSION = 4
 """Bump when a change to this module changes the numbers ``study`` returns (cache keys hold it)."""
 METHODS = (*SALIENCY_METHODS, "occlusion")
 SPLITS = ("conflict", "test")
@@ -534,7 +534,7 @@ def study(
     say("study: detection done")
 
     # ---- TCAV
-    out["tcav"] = _tcav_study(runs, ds, cfg, rng, tcav_script)
+    out["tcav"] = _tcav_study(runs, ds, cfg, rng, tcav_script, (relying, reference))
     say("study: TCAV done")
 
     # ---- training-point ranking and neighbours on a subset of training crops
@@ -649,8 +649,13 @@ def _detection(m, crop_maps, change, relies, relying, reference, n_pairs, names,
     return row
 
 
-def _tcav_study(runs, ds, cfg: StudyConfig, rng, tcav_script) -> dict:
-    """Each style a concept (crops of that style from other scripts) and a random-crop control."""
+def _tcav_study(runs, ds, cfg: StudyConfig, rng, tcav_script, names) -> dict:
+    """Each style a concept (crops of that style from other scripts) and a random-crop control.
+
+    Asked of the models ``names`` only (the relying model and the reference: TCAV's question
+    is whether the first is sensitive to its bias style and the second is not; the
+    exchangeable test's 20+ random sets per layer make each model the study's dearest step).
+    """
     scripts, styles = ds.scripts, ds.styles
     target = tcav_script or ("latin" if "latin" in scripts else scripts[0])
     if target not in scripts:
@@ -674,9 +679,9 @@ def _tcav_study(runs, ds, cfg: StudyConfig, rng, tcav_script) -> dict:
     bias = styles[ds.bias_style(target)]
     out = {"script": target, "bias_style": bias, "concepts": list(concepts), "models": {},
            "test": cfg.tcav_test}  # fmt: skip
-    for name, seeds in runs.items():
+    for name in names:
         per_seed = []
-        for a, p in seeds:
+        for a, p in runs[name]:
             r = tcav.tcav(
                 a, p, images, k, concepts, pool, layers=_layers(a, p, images.shape[1:]),
                 n_random=cfg.n_random, random_size=cfg.concept_size, seed=cfg.seed,

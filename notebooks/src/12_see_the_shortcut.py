@@ -180,7 +180,9 @@ print("every AUC above chance, but false alarms on the oracle nearly as frequent
 #   the concept's scores by a two-sided t-test (Kim et al. 2018). On the same synthetic null it
 #   rejected about 35 % of random concepts.
 #
-# The table counts the seeds in which a concept comes out significant at some layer.
+# The table counts the seeds in which a concept comes out significant at some layer. TCAV is
+# asked of the baseline and the oracle only: its question is whether the first is sensitive to
+# its bias style and the second is not.
 
 # %%
 display(Markdown(T["tcav"]))
@@ -197,18 +199,18 @@ print("test:", tc["test"], "| bias style of", tc["script"], "=", tc["bias_style"
 
 # %%
 # NBVAL_CHECK_OUTPUT
-sig = {n: tc["models"][n]["seeds_significant"] for n in results["models"]}
-paper = {n: tc["models"][n]["paper_seeds_significant"] for n in results["models"]}
+sig = {n: tc["models"][n]["seeds_significant"] for n in tc["models"]}
+paper = {n: tc["models"][n]["paper_seeds_significant"] for n in tc["models"]}
 bias = tc["bias_style"]
-assert all(sig[n]["random crops"] == 0 for n in results["models"])
-assert max(paper[n]["random crops"] for n in results["models"]) >= 1
+assert all(sig[n]["random crops"] == 0 for n in tc["models"])
+assert max(paper[n]["random crops"] for n in tc["models"]) >= 1
 styles_only = [c for c in tc["concepts"] if c != "random crops"]
 assert all(
     sum(paper[n][c] >= 1 for c in styles_only) >= len(styles_only) - 1 for n in (RELYING, REFERENCE)
 )
 assert sig[RELYING][bias] <= 1 and sig[REFERENCE][bias] <= 1
 total = {
-    k: sum(sum(v[n].values()) for n in results["models"]) for k, v in (("x", sig), ("p", paper))
+    k: sum(sum(v[n].values()) for n in tc["models"]) for k, v in (("x", sig), ("p", paper))
 }
 assert 3 * total["x"] < total["p"]
 print(f"significant (concept, seed) cells: exchangeable {total['x']}, paper {total['p']}")
