@@ -157,6 +157,51 @@ def style_twins(
     return twins
 
 
+class PlainTwin(NamedTuple):
+    """Each crop's twin in the style its script is usually drawn in (``plain_twin``).
+
+    Attributes:
+      images: uint8[N, H, W, 3] the plain twins (zeros where not ``ok``).
+      masks: bool[N, H, W] their glyph ink.
+      ok: bool[N] the twin exists and is a swap (valid, not the crop's own face).
+      slot: int[N] the slot of ``Twins`` each came from (-1 where the style has no slot).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    ok: np.ndarray
+    slot: np.ndarray
+
+
+def plain_twin(twins: Twins, ds: data.Dataset) -> PlainTwin:
+    """Each crop's twin in its script's usual style (``ds.bias_style``): the crop without the signal.
+
+    On a conflict crop (a script in a style it rarely has in training) this is the same
+    crop in the style a style-reading model expects for the true script: the pair is the
+    cleanest counterfactual of "the style alone made the reading".
+
+    Args:
+      twins: ``style_twins`` of some crops of ``ds``.
+      ds: the dataset (anything with ``scripts``, ``styles`` and ``bias_style(script)``).
+
+    Returns:
+      ``PlainTwin`` over the N crops.
+
+    References: Adebayo, Muelly, Abelson & Kim 2022 (signal crops and their plain twins).
+    """
+    if not isinstance(twins, Twins):
+        raise ValueError(f"twins must be a scriptlab.twins.Twins, got {type(twins).__name__}")
+    n = len(twins.script)
+    usual = [ds.styles[ds.bias_style(s)] for s in ds.scripts]  # one per script
+    per_script = np.array([twins.slots.index(u) if u in twins.slots else -1 for u in usual])
+    slot = per_script[twins.script].astype(np.int64)
+    rows, cols = np.arange(n), np.maximum(slot, 0)
+    ok = (slot >= 0) & twins.valid[rows, cols] & ~twins.own[rows, cols]
+    images = np.where(ok[:, None, None, None], twins.images[rows, cols], 0).astype(np.uint8)
+    masks = twins.masks[rows, cols] & ok[:, None, None]
+    return PlainTwin(images=images, masks=masks, ok=ok, slot=slot)
+
+
 def twins_path(cfg: data.DataConfig, split: str, index, slots, seed: int) -> Path:
     """The cache file of a request: named by everything that decides its bytes."""
     blob = json.dumps(

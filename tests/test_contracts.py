@@ -680,6 +680,7 @@ OTHER_CALLS = {
         lambda c: dict(heatmaps=c.maps, masks=jnp.ones((2, 8, 8), bool)),
     ),
     "activation_sparsity": (A.activation_sparsity, _img),
+    "activation_change": (A.activation_change, lambda c: dict(_img(c), others=_img(c)["images"])),
     "stack_params": (A.stack_params, lambda c: dict(snapshots=[(0, c.lp), (1, c.lp)])),
     "joint_probabilities": (E.joint_probabilities, lambda c: dict(aff=c.aff)),
     "localisation_rows": (

@@ -9,7 +9,9 @@ meets is ``scriptlab.protocols.ApplyFn`` (``scriptlab.model.functional`` gives o
 # Inside the network: activations, dead filters, filters, receptive fields, top-k patches, occlusion
 # (Zeiler & Fergus 2014). occlusion() is exported as occlusion_map so the module name stays a module.
 from scriptlab.interpret.activations import (
+    ActivationChange,
     DeadFilters,
+    activation_change,
     activation_maps,
     activation_sparsity,
     dead_filters,
@@ -139,6 +141,8 @@ from scriptlab.interpret.tcav import (
 from scriptlab.interpret.tcav import tcav as tcav_test
 
 __all__ = [
+    "ActivationChange",
+    "activation_change",
     "activation_maps",
     "activation_sparsity",
     "adjust_p_values",
