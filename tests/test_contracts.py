@@ -140,6 +140,17 @@ CALLS = {
         R.label_purity,
         lambda c: dict(labels=np.array([0, 1]), index=np.array([[0, 1]]), n_classes=2),
     ),
+    "unit_shares": (
+        R.unit_shares,
+        lambda c: dict(
+            peaks=np.ones((2, 1)),
+            top=R.TopPatches(
+                np.array([[0, 1]]), np.ones((1, 2)), np.zeros((1, 2)), np.zeros((1, 2))
+            ),
+            query_keys=np.array([0, 1]),
+            point_keys=np.array([0, 1]),
+        ),
+    ),
     "embed": (E.embed, _img),
     "class_model": (
         C.class_model,
@@ -435,6 +446,9 @@ BAD = [
     ("empirical_receptive_field", "channel", lambda c: 16, "channel"),
     ("label_purity", "index", lambda c: np.array([[0, -1]]), "index"),
     ("label_purity", "labels", lambda c: np.array([0, 2]), "labels"),
+    ("unit_shares", "peaks", lambda c: np.ones((2, 3)), "peaks"),
+    ("unit_shares", "query_keys", lambda c: np.array([0.5, 1.0]), "query_keys"),
+    ("unit_shares", "units", lambda c: 2, "units"),
     ("class_model", "targets", lambda c: [-1], "targets"),
     ("class_model", "objective", lambda c: ("layer", "conv1", 16), "targets"),
     ("class_model", "objective", lambda c: ("layer", "nope"), "nope"),

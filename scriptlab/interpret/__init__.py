@@ -82,6 +82,7 @@ from scriptlab.interpret.ranking import TopKShares, neighbour_shares, ranking_sh
 from scriptlab.interpret.receptive import (
     ReceptiveField,
     TopPatches,
+    UnitShares,
     empirical_receptive_field,
     label_purity,
     receptive_box,
@@ -89,6 +90,7 @@ from scriptlab.interpret.receptive import (
     receptive_fields,
     top_activating,
     trunk_fn,
+    unit_shares,
 )
 from scriptlab.interpret.saliency import (
     METHODS as SALIENCY_METHODS,
@@ -239,6 +241,8 @@ __all__ = [
     "tsne",
     "TSNEResult",
     "TTest",
+    "unit_shares",
+    "UnitShares",
     "vanilla_gradient",
     "verdicts",
 ]
