@@ -8,6 +8,7 @@ worker processes never load JAX):
   fonts       the pip-installed font table and cmap checks
   data        the multi-script text-crop dataset (font style as a nuisance)
   twins       style counterfactuals: a crop re-rendered with only its font swapped
+  augment     style augmentation (stroke, slant, elastic, affine, colour) inside the train step
   model       the dual-head CNN, ``gradient_flip`` and the functional view
   train       training modes, checkpoints
   distributed the device mesh: data-parallel training and transforms
@@ -27,6 +28,7 @@ import importlib
 __version__ = "0.1.0"
 __all__ = [
     "archive",
+    "augment",
     "cache",
     "data",
     "distributed",

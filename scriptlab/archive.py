@@ -86,8 +86,7 @@ def _sha256(blob: bytes) -> str:
 def _expected_data_key(cfg: train_lib.TrainConfig) -> str:
     from scriptlab import data
 
-    overrides = {} if cfg.rho is None else {"rho": cfg.rho}
-    return data.make_config(cfg.preset, cfg.data_seed, **overrides).key()
+    return data.make_config(cfg.preset, cfg.data_seed, **cfg.data_overrides()).key()
 
 
 def export_models(file: str | Path, requests) -> list[Entry]:

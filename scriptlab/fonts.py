@@ -8,6 +8,9 @@ classes and the heaviest weights form the ``display`` class.
 
 Every string is checked against the face's cmap (fontTools) before it is drawn:
 no tofu boxes and no .notdef glyphs, ever.
+
+``TABLES`` names the tables a dataset can draw from (``DataConfig.fonts``): "default" is
+``FACES``; "diverse" adds 43 families from the ``diverse-fonts`` extra, whole families held out.
 """
 
 from __future__ import annotations
@@ -395,6 +398,232 @@ FACES: tuple[Face, ...] = tuple(
 
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(f.family for f in FACES))
 
+# --- the diverse table: every default face (with its pool) plus 43 more pip families.
+# Weighted towards Latin, Cyrillic and Greek, where a style shortcut pays most. Whole
+# families are held out; a family that shares its design with a held-out default family
+# (Roboto Mono with Roboto) is held out too. pip offers no second Korean, Chinese or
+# Japanese family (no fontpkg-noto-serif-*, -nanum-*, -zcool-*), so CJK stays as in FACES.
+_DIVERSE_EXTRA: tuple[Face, ...] = tuple(
+    # --- sans
+    _static(
+        "Fira Sans",
+        "sans",
+        "fontpkg-fira-sans",
+        ("FiraSans-Regular.ttf", "FiraSans-Medium.ttf"),
+        LCG,
+    )
+    + _fp("Inter", "sans", "fontpkg-inter", "Inter[opsz,wght].ttf", _SANS_W, LCG)
+    + _fp("Manrope", "sans", "fontpkg-manrope", "Manrope[wght].ttf", _SANS_W, LCG)
+    + _fp("Sofia Sans", "sans", "fontpkg-sofia-sans", "SofiaSans[wght].ttf", _SANS_W, LCG)
+    + _static("Play", "sans", "fontpkg-play", ("Play-Regular.ttf",), LCG)
+    + _static("PT Sans", "sans", "fontpkg-pt-sans", ("PT_Sans-Web-Regular.ttf",), (LAT, CYR))
+    + _fp("Montserrat", "sans", "fontpkg-montserrat", "Montserrat[wght].ttf", _SANS_W, (LAT, CYR))
+    + _fp("Jost", "sans", "fontpkg-jost", "Jost[wght].ttf", _SANS_W, (LAT, CYR))
+    + _fp("Arimo", "sans", "fontpkg-arimo", "Arimo[wght].ttf", (400, 600), LCG + ("hebrew",), True)
+    + _fp("Assistant", "sans", "fontpkg-assistant", "Assistant[wght].ttf", _SANS_W, ("hebrew",))
+    + _static(
+        "Varela Round",
+        "sans",
+        "fontpkg-varela-round",
+        ("VarelaRound-Regular.ttf",),
+        ("hebrew",),
+        True,
+    )
+    + _static(
+        "Almarai",
+        "sans",
+        "fontpkg-almarai",
+        ("Almarai-Light.ttf", "Almarai-Regular.ttf"),
+        ("arabic",),
+    )
+    + _static(
+        "Tajawal",
+        "sans",
+        "fontpkg-tajawal",
+        ("Tajawal-Regular.ttf", "Tajawal-Medium.ttf"),
+        ("arabic",),
+        True,
+    )
+    + _static(
+        "Poppins",
+        "sans",
+        "fontpkg-poppins",
+        ("Poppins-Regular.ttf", "Poppins-Medium.ttf"),
+        (LAT, "devanagari"),
+    )
+    + _static(
+        "Rajdhani",
+        "sans",
+        "fontpkg-rajdhani",
+        ("Rajdhani-Regular.ttf", "Rajdhani-Medium.ttf"),
+        ("devanagari",),
+        True,
+    )
+    + _static(
+        "Chakra Petch",
+        "sans",
+        "fontpkg-chakra-petch",
+        ("ChakraPetch-Regular.ttf", "ChakraPetch-Medium.ttf"),
+        ("thai",),
+        True,
+    )
+    # --- serif
+    + _fp("Literata", "serif", "fontpkg-literata", "Literata[opsz,wght].ttf", (400, 600), LCG)
+    + _fp("Lora", "serif", "fontpkg-lora", "Lora[wght].ttf", (400, 600), (LAT, CYR))
+    + _static(
+        "Spectral",
+        "serif",
+        "fontpkg-spectral",
+        ("Spectral-Regular.ttf", "Spectral-Medium.ttf"),
+        (LAT, CYR),
+    )
+    + _fp("Bitter", "serif", "fontpkg-bitter", "Bitter[wght].ttf", (400, 600), (LAT, CYR))
+    + _fp(
+        "Cormorant Garamond",
+        "serif",
+        "fontpkg-cormorant-garamond",
+        "CormorantGaramond[wght].ttf",
+        (500, 700),
+        (LAT, CYR),
+    )
+    + _fp("Vollkorn", "serif", "fontpkg-vollkorn", "Vollkorn[wght].ttf", (400, 600), LCG, True)
+    + _static(
+        "Cardo",
+        "serif",
+        "fontpkg-cardo",
+        ("Cardo-Regular.ttf", "Cardo-Bold.ttf"),
+        (LAT, GRK, "hebrew"),
+        True,
+    )
+    # --- mono
+    + _fp("Fira Code", "mono", "fontpkg-fira-code", "FiraCode[wght].ttf", (400, 600), LCG)
+    + _fp("Geist Mono", "mono", "fontpkg-geist-mono", "GeistMono[wght].ttf", (400, 600), (LAT, CYR))
+    + _fp(
+        "Roboto Mono", "mono", "fontpkg-roboto-mono", "RobotoMono[wght].ttf", (400, 600), LCG, True
+    )
+    # --- hand
+    + _static("Great Vibes", "hand", "fontpkg-great-vibes", ("GreatVibes-Regular.ttf",), (LAT, CYR))
+    + _fp(
+        "Dancing Script",
+        "hand",
+        "fontpkg-dancing-script",
+        "DancingScript[wght].ttf",
+        (400, 700),
+        (LAT,),
+    )
+    + _static(
+        "Permanent Marker",
+        "hand",
+        "fontpkg-permanent-marker",
+        ("PermanentMarker-Regular.ttf",),
+        (LAT,),
+    )
+    + _static(
+        "Shadows Into Light",
+        "hand",
+        "fontpkg-shadows-into-light",
+        ("ShadowsIntoLight.ttf",),
+        (LAT,),
+    )
+    + _static("Satisfy", "hand", "fontpkg-satisfy", ("Satisfy-Regular.ttf",), (LAT,))
+    + _static("Yellowtail", "hand", "fontpkg-yellowtail", ("Yellowtail-Regular.ttf",), (LAT,), True)
+    + _static("Zeyada", "hand", "fontpkg-zeyada", ("Zeyada.ttf",), (LAT,), True)
+    # --- display: heavy weights of the new variable faces, plus display families
+    + _static(
+        "Fira Sans",
+        "display",
+        "fontpkg-fira-sans",
+        ("FiraSans-ExtraBold.ttf", "FiraSans-Black.ttf"),
+        LCG,
+    )
+    + _fp("Inter", "display", "fontpkg-inter", "Inter[opsz,wght].ttf", _DISPLAY_W, LCG)
+    + _fp("Manrope", "display", "fontpkg-manrope", "Manrope[wght].ttf", (800,), LCG)
+    + _fp("Sofia Sans", "display", "fontpkg-sofia-sans", "SofiaSans[wght].ttf", _DISPLAY_W, LCG)
+    + _fp(
+        "Montserrat",
+        "display",
+        "fontpkg-montserrat",
+        "Montserrat[wght].ttf",
+        _DISPLAY_W,
+        (LAT, CYR),
+    )
+    + _fp("Exo 2", "display", "fontpkg-exo-2", "Exo2[wght].ttf", _DISPLAY_W, (LAT, CYR))
+    + _fp(
+        "Playfair Display",
+        "display",
+        "fontpkg-playfair-display",
+        "PlayfairDisplay[wght].ttf",
+        _DISPLAY_W,
+        (LAT, CYR),
+    )
+    + _static(
+        "Press Start 2P", "display", "fontpkg-press-start-2p", ("PressStart2P-Regular.ttf",), LCG
+    )
+    + _fp("Comfortaa", "display", "fontpkg-comfortaa", "Comfortaa[wght].ttf", (600, 700), LCG)
+    + _static("Russo One", "display", "fontpkg-russo-one", ("RussoOne-Regular.ttf",), (LAT, CYR))
+    + _fp(
+        "Unbounded", "display", "fontpkg-unbounded", "Unbounded[wght].ttf", (700, 900), (LAT, CYR)
+    )
+    + _fp(
+        "Yanone Kaffeesatz",
+        "display",
+        "fontpkg-yanone-kaffeesatz",
+        "YanoneKaffeesatz[wght].ttf",
+        (500, 700),
+        (LAT, CYR),
+    )
+    + _fp("Arimo", "display", "fontpkg-arimo", "Arimo[wght].ttf", (700,), LCG + ("hebrew",), True)
+    + _fp("Assistant", "display", "fontpkg-assistant", "Assistant[wght].ttf", (800,), ("hebrew",))
+    + _fp(
+        "Fredoka", "display", "fontpkg-fredoka", "Fredoka[wdth,wght].ttf", (600, 700), ("hebrew",)
+    )
+    + _static("Almarai", "display", "fontpkg-almarai", ("Almarai-ExtraBold.ttf",), ("arabic",))
+    + _static(
+        "Tajawal",
+        "display",
+        "fontpkg-tajawal",
+        ("Tajawal-ExtraBold.ttf", "Tajawal-Black.ttf"),
+        ("arabic",),
+        True,
+    )
+    + _static(
+        "Poppins",
+        "display",
+        "fontpkg-poppins",
+        ("Poppins-ExtraBold.ttf", "Poppins-Black.ttf"),
+        (LAT, "devanagari"),
+    )
+    + _fp("Baloo 2", "display", "fontpkg-baloo-2", "Baloo2[wght].ttf", (700, 800), ("devanagari",))
+    + _fp("Teko", "display", "fontpkg-teko", "Teko[wght].ttf", (500, 700), ("devanagari",))
+    + _static(
+        "Rajdhani", "display", "fontpkg-rajdhani", ("Rajdhani-Bold.ttf",), ("devanagari",), True
+    )
+    + _static(
+        "Chakra Petch",
+        "display",
+        "fontpkg-chakra-petch",
+        ("ChakraPetch-Bold.ttf",),
+        ("thai",),
+        True,
+    )
+)
+
+# Every table, by name. "default" is FACES, the table every cached dataset and zoo model
+# was drawn from; the others are opt-in through ``DataConfig.fonts``.
+TABLES: dict[str, tuple[Face, ...]] = {"default": FACES, "diverse": FACES + _DIVERSE_EXTRA}
+
+
+def table_faces(table: str = "default") -> tuple[Face, ...]:
+    """The faces of font table ``table`` (a key of ``TABLES``), training and held-out."""
+    check_name("table", table, tuple(TABLES))
+    return TABLES[table]
+
+
+def families(table: str = "default") -> tuple[str, ...]:
+    """The family names of ``table``, in table order: what ``Split.family`` ids index."""
+    return tuple(dict.fromkeys(f.family for f in table_faces(table)))
+
+
 # What would fill a cell the table leaves empty (named in the error message).
 _FILLERS = {
     ("devanagari", "serif"): "fontpkg-noto-serif-devanagari",
@@ -429,9 +658,10 @@ def font_path(face: Face) -> Path:
     """Absolute path of a face's file inside its installed package."""
     spec = importlib.util.find_spec(face.module)
     if spec is None or not spec.submodule_search_locations:
+        whole = "reinstall scriptlab" if face in FACES else "install scriptlab[diverse-fonts]"
         raise FontPackageError(
             f"font package {face.package!r} (for {face.family}) is not installed; "
-            f"`pip install {face.package}` or reinstall scriptlab"
+            f"`pip install {face.package}` or {whole}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / face.file
     if not path.exists():
@@ -484,8 +714,10 @@ def words_for(face: Face, script: str) -> tuple[str, ...]:
 MIN_WORD_COVERAGE = 0.75
 
 
-def faces_for(script: str, style: str, *, heldout: bool = False) -> tuple[Face, ...]:
-    """Faces that render (script, style), from the training pool or the held-out pool.
+def faces_for(
+    script: str, style: str, *, heldout: bool = False, table: str = "default"
+) -> tuple[Face, ...]:
+    """Faces of ``table`` that render (script, style), from the training or the held-out pool.
 
     Raises:
       FontCoverageError: when the cell is empty, naming it and the package that
@@ -495,7 +727,7 @@ def faces_for(script: str, style: str, *, heldout: bool = False) -> tuple[Face, 
     check_name("style", style, STYLES)
     out = tuple(
         f
-        for f in FACES
+        for f in table_faces(table)
         if f.style == style
         and script in f.scripts
         and f.heldout == heldout
@@ -506,17 +738,17 @@ def faces_for(script: str, style: str, *, heldout: bool = False) -> tuple[Face, 
         filler = _FILLERS.get((script, style), f"a fontpkg-* package with {script} {style} glyphs")
         raise FontCoverageError(
             f"no {pool} font covers the cell (script={script!r}, style={style!r}); "
-            f"add a face from {filler!r} to scriptlab.fonts.FACES"
+            f"add a face from {filler!r} to the {table!r} table in scriptlab.fonts.TABLES"
         )
     return out
 
 
-def styles_for(script: str, *, heldout: bool = False) -> tuple[str, ...]:
-    """The styles that have at least one covering face for ``script``."""
+def styles_for(script: str, *, heldout: bool = False, table: str = "default") -> tuple[str, ...]:
+    """The styles that have at least one covering face of ``table`` for ``script``."""
     out = []
     for style in STYLES:
         try:
-            faces_for(script, style, heldout=heldout)
+            faces_for(script, style, heldout=heldout, table=table)
         except FontPackageError:
             raise  # a broken install, not an uncovered cell
         except FontCoverageError:
@@ -525,10 +757,10 @@ def styles_for(script: str, *, heldout: bool = False) -> tuple[str, ...]:
     return tuple(out)
 
 
-def font_table() -> list[dict]:
-    """One row per family and style: scripts covered, weights, package, pool."""
+def font_table(table: str = "default") -> list[dict]:
+    """One row per family and style of ``table``: scripts covered, weights, package, pool."""
     rows: dict[tuple[str, str], dict] = {}
-    for f in FACES:
+    for f in table_faces(table):
         row = rows.setdefault(
             (f.family, f.style),
             {

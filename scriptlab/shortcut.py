@@ -15,11 +15,13 @@ kind of explanation whether it sees the reliance:
   the reference: the share of its crops whose map change exceeds the threshold that best
   separates flipping from non-flipping crops on the relying model (Youden's J);
 - concepts: TCAV (``interpret.tcav``), every style a concept drawn from other scripts,
-  plus one concept of random crops as a control, >= 20 random sets, every layer, Holm;
-- training-point ranking: convex-head influence (Koh & Liang 2017) on the frozen embedding
-  ranks a subset of training crops for each misread conflict crop; the share of the
-  top k carrying the crop's style AND the wrongly predicted script, next to its base rate
-  (``interpret.ranking``);
+  plus one concept of random crops as a control, >= 20 random sets, every layer, Holm,
+  with the exchangeable test (a random concept passes at about alpha) by default;
+- training-point ranking (``RANKERS``): convex-head influence (Koh & Liang 2017) on the
+  frozen embedding, TracIn at the final parameters and EK-FAC over every layer
+  (``whole_net_scores``) rank training crops for each misread conflict crop; the share
+  of the top k carrying the crop's style AND the wrongly predicted script, next to its
+  base rate (``interpret.ranking``);
 - embeddings: the share of the misread crops' k nearest training crops that share the
   style against those that share the script;
 - class models (``interpret.classviz``): the style of each script's class model, read by
@@ -37,7 +39,8 @@ the relying model with seed s of the reference.
 References: Adebayo, Muelly, Abelson & Kim 2022, Post hoc Explanations may be Ineffective
 for Detecting Unknown Spurious Correlation (ICLR), https://arxiv.org/abs/2212.04629;
 Kim et al. 2018 (TCAV), https://arxiv.org/abs/1711.11279; Koh & Liang 2017,
-https://arxiv.org/abs/1703.04730; Petsiuk et al. 2018 and Rong et al. 2022 (faithfulness);
+https://arxiv.org/abs/1703.04730; Pruthi et al. 2020 (TracIn), https://arxiv.org/abs/2002.08484;
+George et al. 2018 and Grosse et al. 2023 (EK-FAC), https://arxiv.org/abs/2308.03296; Petsiuk et al. 2018 and Rong et al. 2022 (faithfulness);
 Adebayo et al. 2018 (randomisation), https://arxiv.org/abs/1810.03292.
 """
 
@@ -55,13 +58,22 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from scriptlab import data as data_lib
 from scriptlab.cache import cache_dir, write_atomic
 from scriptlab.interpret import detection, faithfulness, localisation, ranking, sanity, stats, tcav
 from scriptlab.interpret.classviz import class_model
 from scriptlab.interpret.embedding import embed
-from scriptlab.interpret.influence import fit_logistic, influence_scores, logistic_loss
+from scriptlab.interpret.influence import (
+    ekfac_scores,
+    fit_ekfac,
+    fit_logistic,
+    influence_scores,
+    layerwise_loss,
+    logistic_loss,
+    tracin_scores,
+)
 from scriptlab.interpret.occlusion import occlusion
 from scriptlab.interpret.saliency import METHODS as SALIENCY_METHODS
 from scriptlab.interpret.saliency import saliency
@@ -70,10 +82,14 @@ from scriptlab.protocols import ApplyFn
 from scriptlab.reliance import ANY, reliance, style_reliance
 from scriptlab.twins import HELDOUT
 
-STUDY_CODE_VERSION = 2
+STUDY_CODE_VERSION = 4
 """Bump when a change to this module changes the numbers ``study`` returns (cache keys hold it)."""
 METHODS = (*SALIENCY_METHODS, "occlusion")
 SPLITS = ("conflict", "test")
+RANKERS = ("convex_head", "tracin_last", "ekfac")
+"""Training-point rankers of the study: convex-head influence on the frozen embedding, TracIn
+at the final parameters only (no epoch snapshots needed), EK-FAC over every layer."""
+WHOLE_NET = ("tracin_last", "ekfac")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,8 +104,13 @@ class StudyConfig:
       road_iterations: conjugate-gradient steps of ROAD's imputation.
       n_train: training crops (a seeded subset) ranked by influence and kNN.
       k: top-k of the ranking and neighbour shares.
+      influence_train: training crops (a seeded subset of the n_train) that the whole-network
+        rankers (``WHOLE_NET``: TracIn, EK-FAC) rank and EK-FAC's curvature is fitted on.
+      influence_queries: misread conflict crops per seed the whole-network rankers explain.
       tcav_crops: crops of the TCAV class; concept_size: examples per concept.
       n_random: random sets of TCAV (>= 20 as Kim et al.).
+      tcav_test: TCAV's significance test, one of ``tcav.TESTS`` ("exchangeable", which
+        holds its level; "paper", Kim et al.'s fixed-R_0 t-test, anti-conservative).
       class_steps: ascent steps of the class models.
       smoothgrad_samples, ig_steps: saliency options; occlusion_patch, occlusion_stride.
       n_boot: bootstrap resamples; seed: crop choice, random sets and bootstrap seed.
@@ -102,9 +123,12 @@ class StudyConfig:
     road_iterations: int = 64
     n_train: int = 3000
     k: int = 10
+    influence_train: int = 800
+    influence_queries: int = 32
     tcav_crops: int = 48
     concept_size: int = 24
     n_random: int = 20
+    tcav_test: str = "exchangeable"
     class_steps: int = 128
     smoothgrad_samples: int = 16
     ig_steps: int = 16
@@ -235,6 +259,104 @@ def _randomised(params, seed: int):
     return jax.tree.unflatten(treedef, out)
 
 
+@dataclasses.dataclass(frozen=True)
+class _FloatLeavesLoss:
+    """Cross-entropy of ``head`` for a model whose params hold non-float leaves (ids, lookup tables).
+
+    Called with the params' leaves as float32 (``float_leaves``): each leaf is cast back to its
+    own dtype inside, so integer leaves get zero gradient and the float ones their own.
+    Hashes by value (a static jit argument).
+    """
+
+    apply_fn: ApplyFn
+    head: str
+    treedef: Any
+    dtypes: tuple
+
+    def __call__(self, leaves, x, y):
+        cast = [jnp.asarray(v).astype(d) for v, d in zip(leaves, self.dtypes, strict=True)]
+        params = jax.tree.unflatten(self.treedef, cast)
+        x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x  # as the layer-wise view
+        logits = getattr(self.apply_fn(params, x), self.head)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+
+def _float_leaves(params):
+    leaves, treedef = jax.tree.flatten(params)
+    dtypes = tuple(jnp.result_type(v) for v in leaves)
+    return [jnp.asarray(v, jnp.float32) for v in leaves], treedef, dtypes
+
+
+def whole_net_scores(
+    apply_fn: ApplyFn,
+    params,
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    *,
+    estimator: str,
+    head: str = "script",
+    seed: int = 0,
+    batch_size: int = 64,
+) -> tuple[jax.Array | None, bool, str]:
+    """One whole-network ranker's scores of every training crop for every test crop.
+
+    - "tracin_last": TracInCP (Pruthi et al. 2020) at one checkpoint, the final parameters,
+      with learning rate 1: grad L(z_test) . grad L(z) over every parameter. A model's epoch
+      snapshots are not part of ``ApplyFn``'s contract (and the zoo's oracle keeps none), so
+      the study uses this last-checkpoint variant for every model alike; > 0 supports the test
+      label (``largest=True``).
+    - "ekfac": I_up,loss with the EK-FAC inverse Gauss-Newton (George et al. 2018; Grosse et
+      al. 2023) fitted on ``train_x`` with labels sampled from the model (seeded), l2 = 0 and
+      each layer damped by 0.1 x its mean eigenvalue; < 0 supports it (``largest=False``).
+
+    Both read the network through ``influence.layerwise_loss(apply_fn, head)`` (any NNX model
+    of ``nnx.Conv`` / ``nnx.Linear`` layers). For a model it cannot see layer by layer,
+    TracIn falls back to ``vmap`` of ``grad`` over every float parameter (integer leaves held
+    fixed) and EK-FAC, which needs the layers, is skipped: scores None and the reason.
+
+    Args:
+      apply_fn: a ``scriptlab.protocols.ApplyFn``; params: its parameters.
+      train_x: uint8 or float32[N, H, W, 3] training crops; train_y: int[N] their labels.
+      test_x: [T, H, W, 3] test crops; test_y: int[T] the labels whose loss is explained
+        (for a misread crop, the script it was wrongly read as).
+      estimator: one of ``WHOLE_NET``.
+      head: the output field of logits.
+      seed: EK-FAC's sampled labels.
+      batch_size: training crops per jitted chunk.
+
+    Returns:
+      (scores float32[T, N] or None, largest: rank by the largest scores, note: "" or why None).
+
+    References: Pruthi et al. 2020, https://arxiv.org/abs/2002.08484; George et al. 2018,
+    https://arxiv.org/abs/1806.03884; Grosse et al. 2023, https://arxiv.org/abs/2308.03296.
+    """
+    if estimator not in WHOLE_NET:
+        raise ValueError(f"estimator must be one of {WHOLE_NET}, got {estimator!r}")
+    train_y, test_y = jnp.asarray(train_y, jnp.int32), jnp.asarray(test_y, jnp.int32)
+    loss = layerwise_loss(apply_fn, head)
+    try:
+        loss.layers(params, jnp.asarray(train_x[:1]))
+        note = ""
+    except ValueError as e:
+        loss, note = None, str(e)
+    if estimator == "ekfac":
+        if loss is None:
+            return None, False, "EK-FAC needs the layer-wise view: " + note
+        factors = fit_ekfac(loss, params, train_x, seed=seed, batch_size=batch_size)
+        scores = ekfac_scores(loss, params, train_x, train_y, test_x, test_y, factors=factors,
+                              l2=0.0, batch_size=batch_size)  # fmt: skip
+        return scores, False, ""
+    if loss is None:
+        leaves, treedef, dtypes = _float_leaves(params)
+        loss, params = _FloatLeavesLoss(apply_fn, head, treedef, dtypes), leaves
+        note = "per-example gradients by vmap (no layer-wise view)"
+    scores = tracin_scores(loss, [params], train_x, train_y, test_x, test_y,
+                           learning_rates=[1.0], batch_size=batch_size)  # fmt: skip
+    return scores, True, note
+
+
 def _youden(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """The threshold t (flag score >= t) maximising TPR - FPR, or None with one class only."""
     if labels.all() or not labels.any():
@@ -308,6 +430,8 @@ def study(
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r} in methods; allowed: {', '.join(METHODS)}")
+    if cfg.tcav_test not in tcav.TESTS:
+        raise ValueError(f"config.tcav_test must be one of {tcav.TESTS}, got {cfg.tcav_test!r}")
     if seeds is not None and (not isinstance(seeds, int) or seeds < 1):
         raise ValueError(f"seeds must be an integer >= 1 or None, got {seeds!r}")
     runs = {name: _seeds(v)[:seeds] for name, v in models.items()}
@@ -410,7 +534,7 @@ def study(
     say("study: detection done")
 
     # ---- TCAV
-    out["tcav"] = _tcav_study(runs, ds, cfg, rng, tcav_script)
+    out["tcav"] = _tcav_study(runs, ds, cfg, rng, tcav_script, (relying, reference))
     say("study: TCAV done")
 
     # ---- training-point ranking and neighbours on a subset of training crops
@@ -525,8 +649,13 @@ def _detection(m, crop_maps, change, relies, relying, reference, n_pairs, names,
     return row
 
 
-def _tcav_study(runs, ds, cfg: StudyConfig, rng, tcav_script) -> dict:
-    """Each style a concept (crops of that style from other scripts) and a random-crop control."""
+def _tcav_study(runs, ds, cfg: StudyConfig, rng, tcav_script, names) -> dict:
+    """Each style a concept (crops of that style from other scripts) and a random-crop control.
+
+    Asked of the models ``names`` only (the relying model and the reference: TCAV's question
+    is whether the first is sensitive to its bias style and the second is not; the
+    exchangeable test's 20+ random sets per layer make each model the study's dearest step).
+    """
     scripts, styles = ds.scripts, ds.styles
     target = tcav_script or ("latin" if "latin" in scripts else scripts[0])
     if target not in scripts:
@@ -548,47 +677,67 @@ def _tcav_study(runs, ds, cfg: StudyConfig, rng, tcav_script) -> dict:
     concepts["random crops"] = train.images[control]
     pool = train.images[order[cfg.concept_size : cfg.concept_size * (cfg.n_random + 2)]]
     bias = styles[ds.bias_style(target)]
-    out = {"script": target, "bias_style": bias, "concepts": list(concepts), "models": {}}
-    for name, seeds in runs.items():
+    out = {"script": target, "bias_style": bias, "concepts": list(concepts), "models": {},
+           "test": cfg.tcav_test}  # fmt: skip
+    for name in names:
         per_seed = []
-        for a, p in seeds:
+        for a, p in runs[name]:
             r = tcav.tcav(
                 a, p, images, k, concepts, pool, layers=_layers(a, p, images.shape[1:]),
                 n_random=cfg.n_random, random_size=cfg.concept_size, seed=cfg.seed,
+                test=cfg.tcav_test,
             )  # fmt: skip
             per_seed.append({
                 "layers": list(r.layers),
                 "score": np.asarray(r.scores.mean(-1)).tolist(),
                 "random_score": np.asarray(r.random_scores.mean(-1)).tolist(),
+                "null_sd": np.asarray(r.null_statistics.std(-1, ddof=1)).tolist(),
+                "p_value": np.asarray(r.p_values).tolist(),
                 "p_adjusted": np.asarray(r.p_adjusted).tolist(),
                 "significant": np.asarray(r.significant).tolist(),
+                "paper_p_adjusted": np.asarray(r.paper_p_adjusted).tolist(),
+                "paper_significant": np.asarray(r.paper_p_adjusted <= 0.05).tolist(),
             })  # fmt: skip
         sig = np.array([s["significant"] for s in per_seed])  # [S, L, C]
+        paper = np.array([s["paper_significant"] for s in per_seed])
         out["models"][name] = {
             "per_seed": per_seed,
             "seeds_significant": {
                 c: int(sig[:, :, j].any(1).sum()) for j, c in enumerate(concepts)
             },
             "layers_significant": {c: sig[:, :, j].sum(1).tolist() for j, c in enumerate(concepts)},
+            "paper_seeds_significant": {
+                c: int(paper[:, :, j].any(1).sum()) for j, c in enumerate(concepts)
+            },
         }
     return out
 
 
 def _ranking_study(runs, ds, cfg: StudyConfig, conflict_idx, pos, train_idx, relying, reference,
                    n_pairs):  # fmt: skip
-    """Influence top-k shares (relying vs reference) and kNN shares (every model).
+    """Influence top-k shares per ranker (relying vs reference) and kNN shares (every model).
 
     The queries are the conflict crops seed s of the relying model misreads, asked of
     seed s of every model with the same labels (its style and the wrongly predicted
-    script), so the models are compared on the same crops.
+    script), so the models are compared on the same crops. Convex-head influence ranks
+    all ``n_train`` training crops for every misread crop; the whole-network rankers
+    (``WHOLE_NET``) rank a seeded subset of ``influence_train`` of them for at most
+    ``influence_queries`` misread crops per seed (their cost grows with both).
     """
     train = ds.train
     n_scripts = len(ds.scripts)
     train_keys = np.stack([train.style[train_idx], train.script[train_idx]], 1)
-    rank_out = {name: {"per_seed": []} for name in (relying, reference)}
+    # the whole-network rankers' training crops: positions in train_idx (own stream, so the
+    # other numbers of the study do not move with influence_train)
+    sub = _pick(len(train_idx), cfg.influence_train, np.random.default_rng([cfg.seed, 1]))
+    rank_out = {
+        est: {name: {"per_seed": [], "train": len(train_idx) if est == "convex_head" else len(sub)}
+              for name in (relying, reference)}
+        for est in RANKERS
+    }  # fmt: skip
     nn_out = {name: {"per_seed": []} for name in runs}
     explorer: dict[str, Any] = {"neighbours": {}, "influential": {}}
-    ranked = {relying: [], reference: []}
+    ranked = {est: {relying: [], reference: []} for est in RANKERS}
     near = {name: [] for name in runs}
     base_pred = []
     for s in range(len(runs[relying])):
@@ -598,6 +747,16 @@ def _ranking_study(runs, ds, cfg: StudyConfig, conflict_idx, pos, train_idx, rel
         logits = np.asarray(predict(a, p, ds.conflict.images[conflict_idx])[0])
         pred = logits.argmax(1)
         base_pred.append(pred)
+
+    def add(est, name, scores, keys, largest):
+        sh = ranking.ranking_shares(scores, keys, train_keys if est == "convex_head"
+                                    else train_keys[sub], k=min(cfg.k, scores.shape[1]),
+                                    largest=largest)  # fmt: skip
+        ranked[est][name].append((np.asarray(sh.joint), np.asarray(sh.joint_base_rate),
+                                  np.asarray(sh.share)))  # fmt: skip
+        rank_out[est][name]["per_seed"].append({"n": len(keys), "joint": float(sh.joint.mean()),
+                                                "base_rate": float(sh.joint_base_rate.mean())})  # fmt: skip
+
     for name, seeds in runs.items():
         for s, (a, p) in enumerate(seeds):
             emb_train = embed(a, p, train.images[train_idx])
@@ -630,26 +789,34 @@ def _ranking_study(runs, ds, cfg: StudyConfig, conflict_idx, pos, train_idx, rel
                                       jnp.asarray(labels), l2=1e-2, method="exact").scores  # fmt: skip
             if len(wrong):
                 keys = np.stack([ds.conflict.style[q_idx], pred[wrong]], 1)
-                sh = ranking.ranking_shares(scores[: len(wrong)], keys, train_keys, k=k,
-                                            largest=False)  # fmt: skip
-                ranked[name].append((np.asarray(sh.joint), np.asarray(sh.joint_base_rate),
-                                     np.asarray(sh.share)))  # fmt: skip
-                rank_out[name]["per_seed"].append({"n": len(wrong), "joint": float(sh.joint.mean()),
-                                                   "base_rate": float(sh.joint_base_rate.mean())})  # fmt: skip
+                add("convex_head", name, scores[: len(wrong)], keys, largest=False)
+                # the whole-network rankers on a bounded number of the misread crops
+                few = wrong[: cfg.influence_queries]
+                for est in WHOLE_NET:
+                    sc, largest, note = whole_net_scores(
+                        a, p, train.images[train_idx[sub]], train.script[train_idx[sub]],
+                        ds.conflict.images[conflict_idx[few]], pred[few], estimator=est,
+                        seed=cfg.seed,
+                    )  # fmt: skip
+                    if note:
+                        rank_out[est][name]["note"] = note
+                    if sc is not None:
+                        add(est, name, sc, keys[: len(few)], largest)
             if s == 0:
                 top = jax.lax.top_k(-scores[len(wrong) :], k)[1]
                 explorer["influential"][name] = train_idx[np.asarray(top)].tolist()
-    for name, parts in ranked.items():
-        if parts:
-            joint = np.concatenate([j for j, _, _ in parts])
-            base = np.concatenate([b for _, b, _ in parts])
-            share = np.concatenate([c for _, _, c in parts])
-            rank_out[name].update(
-                joint=_mean(joint, cfg), base_rate=_num(base.mean()),
-                style=_mean(share[:, 0], cfg), script=_mean(share[:, 1], cfg),
-                lift=_estimate(stats.bootstrap_difference(joint, base, paired=True,
-                                                          n_resamples=cfg.n_boot, seed=cfg.seed)),
-            )  # fmt: skip
+    for est, per_model in ranked.items():
+        for name, parts in per_model.items():
+            if parts:
+                joint = np.concatenate([j for j, _, _ in parts])
+                base = np.concatenate([b for _, b, _ in parts])
+                share = np.concatenate([c for _, _, c in parts])
+                rank_out[est][name].update(
+                    joint=_mean(joint, cfg), base_rate=_num(base.mean()),
+                    style=_mean(share[:, 0], cfg), script=_mean(share[:, 1], cfg),
+                    lift=_estimate(stats.bootstrap_difference(joint, base, paired=True,
+                                                              n_resamples=cfg.n_boot, seed=cfg.seed)),
+                )  # fmt: skip
     for name, parts in near.items():
         if parts:
             share = np.concatenate(parts)
@@ -779,21 +946,29 @@ def tables(results: dict) -> dict[str, str]:
     t = results["tcav"]
     rows = []
     for name, m in t["models"].items():
-        cells = [f"{m['seeds_significant'][c]}/{len(m['per_seed'])}" for c in t["concepts"]]
+        n = len(m["per_seed"])
+        cells = [f"{m['seeds_significant'][c]}/{n}" for c in t["concepts"]]
+        if "paper_seeds_significant" in m:
+            cells = [f"{x} (paper: {m['paper_seeds_significant'][c]}/{n})"
+                     for x, c in zip(cells, t["concepts"], strict=True)]  # fmt: skip
         rows.append([name, *cells])
     out["tcav"] = (
         f"TCAV of class {t['script']!r}: seeds with the concept significant at some layer "
-        f"(Holm-corrected, {results['config']['n_random']} random sets)\n\n"
-        + _md(["model", *t["concepts"]], rows)
+        f"({t.get('test', 'paper')} test, Holm-corrected, {results['config']['n_random']} "
+        "random sets)\n\n" + _md(["model", *t["concepts"]], rows)
     )
     rows = []
-    for name, r in results["ranking"].items():
-        if "joint" in r:
-            rows.append([name, _ci(r["joint"], 3), f"{r['base_rate']:.3f}", _ci(r["lift"], 3),
-                         str(sum(s["n"] for s in r["per_seed"]))])  # fmt: skip
+    for est, per_model in results["ranking"].items():
+        for name, r in per_model.items():
+            if "joint" in r:
+                rows.append([est, name, _ci(r["joint"], 3), f"{r['base_rate']:.3f}",
+                             _ci(r["lift"], 3), str(sum(s["n"] for s in r["per_seed"])),
+                             str(r["train"])])  # fmt: skip
+            else:
+                rows.append([est, name, "-", "-", "-", "0", r.get("note", "")])
     out["ranking"] = _md(
-        ["model", "top-k share: misread style AND wrong script", "base rate", "share - base",
-         "misread crops"], rows)  # fmt: skip
+        ["ranker", "model", "top-k share: misread style AND wrong script", "base rate",
+         "share - base", "misread crops", "training crops ranked"], rows)  # fmt: skip
     rows = []
     for name in results["models"]:
         r = results["neighbours"][name]
@@ -938,8 +1113,9 @@ def zoo_study(
 
 def dataset_for_key(train_config) -> str:
     """The dataset key of a zoo ``TrainConfig`` without rendering it (``data.make_config``)."""
-    overrides = {} if train_config.rho is None else {"rho": train_config.rho}
-    return data_lib.make_config(train_config.preset, train_config.data_seed, **overrides).key()
+    return data_lib.make_config(
+        train_config.preset, train_config.data_seed, **train_config.data_overrides()
+    ).key()
 
 
 def write(results: dict, out: str | Path) -> list[Path]:

@@ -60,12 +60,12 @@ class Twins(NamedTuple):
       own: bool[N, S]: the slot is the crop's own face (the twin is the crop itself).
       style: int32[N, S] style id (into ``config.styles``) of the twin's face, -1 if invalid.
       family: int32[N, S] family id (into ``families``) of the twin's face, -1 if invalid.
-      face: int32[N, S] face id (into ``fonts.FACES``), -1 if invalid.
+      face: int32[N, S] face id (into ``fonts.table_faces(config.fonts)``), -1 if invalid.
       script: int32[N] the crops' scripts (into ``config.scripts``).
       text: str[N] the crops' words.
       index: int64[N] the crops' rows in their split.
       slots: the S slot names: the requested styles, then "heldout" if asked for.
-      families: family names, ``fonts.FAMILIES``.
+      families: family names, ``fonts.families(config.fonts)``.
     """
 
     images: np.ndarray
@@ -157,6 +157,51 @@ def style_twins(
     return twins
 
 
+class PlainTwin(NamedTuple):
+    """Each crop's twin in the style its script is usually drawn in (``plain_twin``).
+
+    Attributes:
+      images: uint8[N, H, W, 3] the plain twins (zeros where not ``ok``).
+      masks: bool[N, H, W] their glyph ink.
+      ok: bool[N] the twin exists and is a swap (valid, not the crop's own face).
+      slot: int[N] the slot of ``Twins`` each came from (-1 where the style has no slot).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    ok: np.ndarray
+    slot: np.ndarray
+
+
+def plain_twin(twins: Twins, ds: data.Dataset) -> PlainTwin:
+    """Each crop's twin in its script's usual style (``ds.bias_style``): the crop without the signal.
+
+    On a conflict crop (a script in a style it rarely has in training) this is the same
+    crop in the style a style-reading model expects for the true script: the pair is the
+    cleanest counterfactual of "the style alone made the reading".
+
+    Args:
+      twins: ``style_twins`` of some crops of ``ds``.
+      ds: the dataset (anything with ``scripts``, ``styles`` and ``bias_style(script)``).
+
+    Returns:
+      ``PlainTwin`` over the N crops.
+
+    References: Adebayo, Muelly, Abelson & Kim 2022 (signal crops and their plain twins).
+    """
+    if not isinstance(twins, Twins):
+        raise ValueError(f"twins must be a scriptlab.twins.Twins, got {type(twins).__name__}")
+    n = len(twins.script)
+    usual = [ds.styles[ds.bias_style(s)] for s in ds.scripts]  # one per script
+    per_script = np.array([twins.slots.index(u) if u in twins.slots else -1 for u in usual])
+    slot = per_script[twins.script].astype(np.int64)
+    rows, cols = np.arange(n), np.maximum(slot, 0)
+    ok = (slot >= 0) & twins.valid[rows, cols] & ~twins.own[rows, cols]
+    images = np.where(ok[:, None, None, None], twins.images[rows, cols], 0).astype(np.uint8)
+    masks = twins.masks[rows, cols] & ok[:, None, None]
+    return PlainTwin(images=images, masks=masks, ok=ok, slot=slot)
+
+
 def twins_path(cfg: data.DataConfig, split: str, index, slots, seed: int) -> Path:
     """The cache file of a request: named by everything that decides its bytes."""
     blob = json.dumps(
@@ -218,7 +263,7 @@ def _pool(cfg: data.DataConfig, script: str, slot: str) -> list[fonts.Face]:
     out = []
     for style in styles:
         try:
-            out.extend(fonts.faces_for(script, style, heldout=heldout))
+            out.extend(fonts.faces_for(script, style, heldout=heldout, table=cfg.fonts))
         except fonts.FontPackageError:
             raise  # a broken install, never an empty slot
         except fonts.FontCoverageError:
@@ -228,7 +273,8 @@ def _pool(cfg: data.DataConfig, script: str, slot: str) -> list[fonts.Face]:
 
 def _choose(cfg, split: str, index: int, script: str, own: int, text: str, slots, seed: int):
     """The face id of every slot for one crop, -1 where no face covers its word."""
-    own_face = fonts.FACES[own]
+    table = fonts.table_faces(cfg.fonts)
+    own_face = table[own]
     out = []
     for slot in slots:
         if slot == own_face.style:
@@ -240,7 +286,7 @@ def _choose(cfg, split: str, index: int, script: str, own: int, text: str, slots
             continue
         entropy = [seed, cfg.seed, data.SPLITS.index(split), index, _slot_code(slot)]
         pick = np.random.default_rng(np.random.SeedSequence(entropy)).integers(len(pool))
-        out.append(fonts.FACES.index(pool[pick]))
+        out.append(table.index(pool[pick]))
     return out
 
 
@@ -270,8 +316,9 @@ def _twin_chunk(job) -> dict[str, np.ndarray]:
     valid = face >= 0
     crop, slot = np.nonzero(valid)
     alpha = np.zeros((n, s, h, w), np.uint8)
+    table = fonts.table_faces(cfg.fonts)
     for i, k in zip(crop, slot, strict=True):  # Pillow draws one string at a time
-        alpha[i, k] = data.glyph_alpha(fonts.FACES[face[i, k]], draws.glyphs[local[i]], h, w)
+        alpha[i, k] = data.glyph_alpha(table[face[i, k]], draws.glyphs[local[i]], h, w)
     images = np.zeros((n, s, h, w, 3), np.uint8)
     images[crop, slot] = data.paint(alpha[crop, slot], draws.take(local[crop]))
     return {
@@ -307,10 +354,9 @@ def _render(request, workers: int | None, progress: bool) -> Twins:
     merged = {k: v[back] for k, v in merged.items()}
     twin_face = merged["face"]
     valid = twin_face >= 0
-    style_of = np.array(
-        [cfg.styles.index(f.style) if f.style in cfg.styles else -1 for f in fonts.FACES]
-    )
-    family_of = np.array([fonts.FAMILIES.index(f.family) for f in fonts.FACES])
+    table, families = fonts.table_faces(cfg.fonts), fonts.families(cfg.fonts)
+    style_of = np.array([cfg.styles.index(f.style) if f.style in cfg.styles else -1 for f in table])
+    family_of = np.array([families.index(f.family) for f in table])
     return Twins(
         images=merged["images"],
         masks=merged["masks"],
@@ -323,7 +369,7 @@ def _render(request, workers: int | None, progress: bool) -> Twins:
         text=merged["text"],
         index=index,
         slots=slots,
-        families=fonts.FAMILIES,
+        families=families,
     )
 
 
@@ -360,7 +406,7 @@ def _try_load(path: Path, request) -> Twins | None:
                 raise ValueError(f"{k} has shape {arrays[k].shape}")
         if not np.array_equal(arrays["index"], index):
             raise ValueError("it holds other crops")
-        return Twins(**arrays, slots=slots, families=fonts.FAMILIES)
+        return Twins(**arrays, slots=slots, families=fonts.families(cfg.fonts))
     except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
         warnings.warn(f"twins cache {path} is unreadable ({err}); rendering again", stacklevel=3)
         with contextlib.suppress(OSError):

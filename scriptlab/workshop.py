@@ -1,7 +1,7 @@
 """Everything the notebooks need, prepared once: ``scriptlab prepare``.
 
 The notebooks train their zoo models on first use, which on a laptop means about
-19 models before the first picture. ``prepare`` does that work ahead of time, in
+21 models before the first picture. ``prepare`` does that work ahead of time, in
 parallel (``zoo.warm``): it renders the notebooks' dataset, trains every zoo model
 they load, and evaluates notebook 03's experiment into the results cache. What is
 already cached is skipped. ``scriptlab cache export`` (``scriptlab.archive``) then
@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from scriptlab import cache, data, experiment, zoo
-from scriptlab.validation import check_name
+from scriptlab.protocols import ApplyFn
+from scriptlab.train import predict
+from scriptlab.validation import check_int, check_name
 
 PRESETS = ("smoke", "workshop", "full")
 
@@ -35,14 +39,14 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01": (),
     "02": ("baseline",),
     "03": ("baseline",),
-    "04": ("baseline", "unlearn", "multitask"),
-    "05": ("baseline", "unlearn", "shuffled"),
-    "06": ("baseline", "high_lr"),
-    "07": ("baseline", "high_lr", "overfit"),
-    "08": ("baseline", "unlearn"),
-    "09": ("baseline",),
-    "10": ("baseline", "unlearn"),
-    "11": ("baseline",),
+    "04": ("baseline", "unlearn", "multitask", "oracle"),
+    "05": ("baseline", "unlearn", "shuffled", "oracle"),
+    "06": ("baseline", "high_lr", "oracle"),
+    "07": ("baseline", "high_lr", "overfit", "oracle"),
+    "08": ("baseline", "unlearn", "oracle"),
+    "09": ("baseline", "oracle"),
+    "10": ("baseline", "unlearn", "oracle"),
+    "11": ("baseline", "oracle"),
     "12": ("baseline", "unlearn", "oracle"),
 }
 # Models a notebook loads at more seeds than 0, for a seed spread (all in notebook 03's set):
@@ -77,11 +81,100 @@ EXPERIMENT_METHODS = (
 )
 EXPERIMENT_REFERENCES = ("oracle",)
 EXPERIMENT_LAM_SWEEP: tuple[float, ...] = ()
+# Notebook 03's second call, "What data does" (issue 30), argument for argument:
+# experiment.run(PRESET, DATA_SEEDS, methods=DATA_METHODS, references=DATA_REFERENCES,
+# lam_sweep=()). One seed keeps CI's cold run short; `scriptlab experiment` runs three.
+DATA_SEEDS = 1
+DATA_METHODS = ("baseline", "dfr_val", "diverse_dfr_val", "diverse_augment_dfr_val")
+DATA_REFERENCES = ("oracle", "diverse", "diverse_augment")
 
 # Notebook 12's call: shortcut.zoo_study(PRESET, STUDY_SEEDS), the shortcut study over
 # shortcut.ZOO_MODELS at these seeds (its fix, dfr_val, trains nothing of its own).
 STUDY_NOTEBOOK = "12"
 STUDY_SEEDS = 3
+
+
+# The models each method notebook's closing section turns its method on (notebooks 04-11): the
+# model that reads font style, the model that does not, and notebook 03's fix on the first one.
+SHORTCUT_TRIO = ("baseline", "dfr_val", "oracle")
+
+
+def shortcut_trio(
+    baseline: zoo.ZooModel, oracle: zoo.ZooModel, ds: data.Dataset
+) -> dict[str, tuple[ApplyFn, Any]]:
+    """The baseline, its fix and the oracle as ``(apply_fn, params)``, for a closing section.
+
+    The fix is ``shortcut.ZOO_FIX`` (a group-balanced script head fitted on held-out crops,
+    ``experiment.fit_posthoc``) on the baseline's frozen trunk, composed into one ``ApplyFn``
+    by ``experiment.posthoc_model``; it trains nothing.
+
+    Args:
+      baseline: the zoo model that relies on style (``zoo.load("baseline", ...)``).
+      oracle: the zoo model trained with styles uniform within each script.
+      ds: the dataset both were trained on (its val splits fit the fix).
+
+    Returns:
+      {name: (apply_fn, params)} in ``SHORTCUT_TRIO`` order.
+    """
+    from scriptlab.shortcut import ZOO_FIX
+
+    if not isinstance(baseline, zoo.ZooModel) or not isinstance(oracle, zoo.ZooModel):
+        raise ValueError(
+            "baseline and oracle must be zoo.ZooModel (zoo.load), got "
+            f"{type(baseline).__name__} and {type(oracle).__name__}"
+        )
+    fix = experiment.posthoc_model(baseline, experiment.fit_posthoc(baseline, ds, ZOO_FIX))
+    return {
+        "baseline": (baseline.apply_fn, baseline.params),
+        ZOO_FIX: fix,
+        "oracle": (oracle.apply_fn, oracle.params),
+    }
+
+
+def telling_crops(
+    models: dict[str, tuple[ApplyFn, Any]],
+    split: data.Split,
+    *,
+    relying: str = "baseline",
+    reference: str = "oracle",
+    n: int = 4,
+    seed: int = 0,
+) -> np.ndarray:
+    """Crops that tell the models apart: misread by ``relying``, read right by ``reference``.
+
+    On the conflict split these are the crops where the shortcut decides the answer: the
+    style points to the wrong script for the relying model, and a model with no shortcut
+    reads them. The choice is a seeded draw without replacement, in increasing index order.
+
+    Args:
+      models: {name: (apply_fn, params)} holding ``relying`` and ``reference``.
+      split: the crops (``ds.conflict``).
+      relying, reference: names in ``models``.
+      n: how many crops (>= 1).
+      seed: the draw's seed.
+
+    Returns:
+      int[k] indices into ``split``, k = min(n, number of telling crops).
+
+    Raises:
+      ValueError: for a name not in ``models``, a bad ``n`` or ``seed``, or no telling crop.
+    """
+    for arg, name in (("relying", relying), ("reference", reference)):
+        check_name(arg, name, tuple(models))
+    n = check_int("n", n, 1)
+    seed = check_int("seed", seed, 0)
+    read = {
+        k: np.asarray(predict(*models[k], split.images)[0]).argmax(-1) == split.script
+        for k in (relying, reference)
+    }
+    telling = np.flatnonzero(~read[relying] & read[reference])
+    if not len(telling):
+        raise ValueError(
+            f"no crop of the {len(split)} given is misread by {relying!r} and read by "
+            f"{reference!r}: nothing tells them apart here"
+        )
+    pick = np.random.default_rng(seed).choice(len(telling), min(n, len(telling)), replace=False)
+    return np.sort(telling[pick])
 
 
 def parse_notebooks(spec: str | None = None) -> tuple[str, ...]:
@@ -120,7 +213,7 @@ def _needs(preset: str, notebook: str) -> list[tuple[str, str, int, dict]]:
             EXPERIMENT_METHODS,
             EXPERIMENT_REFERENCES,
             EXPERIMENT_LAM_SWEEP,
-        )
+        ) + experiment.zoo_requests(preset, DATA_SEEDS, DATA_METHODS, DATA_REFERENCES, ())
     if notebook == STUDY_NOTEBOOK:
         from scriptlab.shortcut import ZOO_MODELS
 
@@ -245,6 +338,14 @@ def prepare(
             methods=EXPERIMENT_METHODS,
             references=EXPERIMENT_REFERENCES,
             lam_sweep=EXPERIMENT_LAM_SWEEP,
+            progress=progress,
+        )
+        experiment.run(
+            preset,
+            DATA_SEEDS,
+            methods=DATA_METHODS,
+            references=DATA_REFERENCES,
+            lam_sweep=(),
             progress=progress,
         )
         ready[EXPERIMENT_NOTEBOOK] = time.perf_counter() - t0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from scriptlab import train as train_lib
+from scriptlab.augment import STYLE_AUGMENT
 from scriptlab.cache import cache_dir, cache_lock
 from scriptlab.model import ApplyFn, ScriptNet, functional
 from scriptlab.validation import check_name
@@ -40,6 +41,14 @@ ZOO: dict[str, dict[str, Any]] = {
     # splits (conflict and held-out do not depend on rho).
     "oracle": dict(mode="baseline", rho=0.2),
     "rho99": dict(mode="baseline", rho=0.99),
+    # What data does (issue 30): the default recipe on the diverse font table (43 more pip
+    # families; its held-out families are held out of every table's training). Evaluated on
+    # the default dataset's splits and on the diverse table's held-out split.
+    "diverse": dict(mode="baseline", fonts="diverse"),
+    # ... with style augmentation in the jitted step (scriptlab.augment: stroke width, shear,
+    # elastic, affine, colour), on the default fonts and on the diverse ones.
+    "augment": dict(mode="baseline", augment=STYLE_AUGMENT),
+    "diverse_augment": dict(mode="baseline", fonts="diverse", augment=STYLE_AUGMENT),
     # Adebayo et al. 2018 data randomisation: a model that memorises permuted script
     # labels. The default recipe cannot fit 30k random labels in 4 epochs (it stays at
     # chance loss), so it trains on 2,000 crops for 60 epochs without regularisation.
@@ -269,7 +278,7 @@ def warm(
     datasets = {}
     for n, p, s, o in missing:
         cfg = config(n, p, s, **o)
-        datasets.setdefault((cfg.preset, cfg.data_seed, cfg.rho), cfg)
+        datasets.setdefault((cfg.preset, cfg.data_seed, cfg.rho, cfg.fonts), cfg)
     for cfg in datasets.values():
         train_lib.dataset_for(cfg, progress=progress)
     threads = max(1, (os.cpu_count() or 1) // workers)

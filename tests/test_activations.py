@@ -1,5 +1,7 @@
 """Activation maps, sparsity, dead filters (scriptlab.interpret.activations) and filters (filters.py)."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,3 +151,73 @@ def test_noisiness_closed_forms():
     assert float(F.filter_noisiness(ramp, measure="tv")[0]) < 0.3
     with pytest.raises(ValueError, match="measure must be"):
         F.filter_noisiness(const, measure="fft")
+
+
+# --------------------------------------------------------------------------- activation_change
+def _loop_change(apply_fn, params, images, others, layer):
+    """activation_change's two measures with plain numpy loops, one pair at a time."""
+    crop, mx, my = [], [], []
+    for x, y in zip(np.asarray(images), np.asarray(others), strict=True):
+        a = np.asarray(apply_fn(params, x[None]).activations[layer][0], np.float64)
+        b = np.asarray(apply_fn(params, y[None]).activations[layer][0], np.float64)
+        size = (np.linalg.norm(a) + np.linalg.norm(b)) / 2
+        crop.append(np.linalg.norm(a - b) / size if size > 0 else 0.0)
+        mx.append(a.reshape(-1, a.shape[-1]).mean(0))
+        my.append(b.reshape(-1, b.shape[-1]).mean(0))
+    mx, my = np.array(mx), np.array(my)
+    level = ((np.abs(mx) + np.abs(my)) / 2).mean(0)
+    moved = np.abs(mx - my).mean(0)
+    unit = np.where(level > 0, moved / np.where(level > 0, level, 1), 0.0)
+    return np.array(crop), unit
+
+
+def test_activation_change_matches_a_plain_loop(net):
+    _, params, apply_fn, images = net
+    others = jax.random.uniform(jax.random.key(2), images.shape)
+    got = A.activation_change(apply_fn, params, images, others, layers=("conv1", "conv3", "dense"),
+                              batch_size=4)  # fmt: skip
+    assert set(got.crop) == set(got.unit) == {"conv1", "conv3", "dense"}
+    for layer in got.crop:
+        crop, unit = _loop_change(apply_fn, params, images, others, layer)
+        np.testing.assert_allclose(got.crop[layer], crop, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(got.unit[layer], unit, rtol=1e-4, atol=1e-6)
+        assert got.crop[layer].shape == (10,)
+        assert np.all((np.asarray(got.crop[layer]) >= 0) & (np.asarray(got.crop[layer]) <= 2))
+
+
+def test_activation_change_closed_forms():
+    """A model whose one 'layer' is the image itself: the measures have closed forms."""
+
+    class Out(NamedTuple):
+        activations: dict
+
+    def apply_fn(params, x):
+        return Out(activations={"id": x * params})
+
+    x = np.full((3, 2, 2, 2), 0.5, np.float32)
+    same = A.activation_change(apply_fn, 1.0, x, x)
+    np.testing.assert_array_equal(same.crop["id"], 0.0)
+    np.testing.assert_array_equal(same.unit["id"], 0.0)
+    # y = x / 2: ||x - y|| / ((||x|| + ||y||) / 2) = (1/2) / (3/4) = 2/3, per pair and per channel
+    half = A.activation_change(apply_fn, 1.0, x, x / 2)
+    np.testing.assert_allclose(half.crop["id"], 2 / 3, rtol=1e-6)
+    np.testing.assert_allclose(half.unit["id"], 2 / 3, rtol=1e-6)
+    # against an all-zero image: the largest change, 2; a layer silent on both: 0
+    zero = A.activation_change(apply_fn, 1.0, x, np.zeros_like(x))
+    np.testing.assert_allclose(zero.crop["id"], 2.0, rtol=1e-6)
+    silent = A.activation_change(apply_fn, 0.0, x, x / 2)
+    np.testing.assert_array_equal(silent.crop["id"], 0.0)
+    np.testing.assert_array_equal(silent.unit["id"], 0.0)
+    # scaling the model scales nothing: the measures are relative
+    big = A.activation_change(apply_fn, 7.0, x, x / 2)
+    np.testing.assert_allclose(big.crop["id"], half.crop["id"], rtol=1e-6)
+
+
+def test_activation_change_bad_input(net):
+    _, params, apply_fn, images = net
+    with pytest.raises(ValueError, match="others must have the shape of images"):
+        A.activation_change(apply_fn, params, images, images[:3])
+    with pytest.raises(ValueError, match="unknown layer 'conv9'"):
+        A.activation_change(apply_fn, params, images, images, layers=("conv9",))
+    with pytest.raises(ValueError, match="others"):
+        A.activation_change(apply_fn, params, images, images.astype(np.int32))

@@ -142,6 +142,17 @@ CALLS = {
         R.label_purity,
         lambda c: dict(labels=np.array([0, 1]), index=np.array([[0, 1]]), n_classes=2),
     ),
+    "unit_shares": (
+        R.unit_shares,
+        lambda c: dict(
+            peaks=np.ones((2, 1)),
+            top=R.TopPatches(
+                np.array([[0, 1]]), np.ones((1, 2)), np.zeros((1, 2)), np.zeros((1, 2))
+            ),
+            query_keys=np.array([0, 1]),
+            point_keys=np.array([0, 1]),
+        ),
+    ),
     "embed": (E.embed, _img),
     "class_model": (
         C.class_model,
@@ -442,6 +453,9 @@ BAD = [
     ("empirical_receptive_field", "channel", lambda c: 16, "channel"),
     ("label_purity", "index", lambda c: np.array([[0, -1]]), "index"),
     ("label_purity", "labels", lambda c: np.array([0, 2]), "labels"),
+    ("unit_shares", "peaks", lambda c: np.ones((2, 3)), "peaks"),
+    ("unit_shares", "query_keys", lambda c: np.array([0.5, 1.0]), "query_keys"),
+    ("unit_shares", "units", lambda c: 2, "units"),
     ("class_model", "targets", lambda c: [-1], "targets"),
     ("class_model", "objective", lambda c: ("layer", "conv1", 16), "targets"),
     ("class_model", "objective", lambda c: ("layer", "nope"), "nope"),
@@ -691,6 +705,7 @@ OTHER_CALLS = {
         lambda c: dict(heatmaps=c.maps, masks=jnp.ones((2, 8, 8), bool)),
     ),
     "activation_sparsity": (A.activation_sparsity, _img),
+    "activation_change": (A.activation_change, lambda c: dict(_img(c), others=_img(c)["images"])),
     "stack_params": (A.stack_params, lambda c: dict(snapshots=[(0, c.lp), (1, c.lp)])),
     "joint_probabilities": (E.joint_probabilities, lambda c: dict(aff=c.aff)),
     "localisation_rows": (

@@ -322,3 +322,48 @@ def test_results_record_the_eval_code_and_follow_the_training_code(smoke, tmp_pa
     monkeypatch.setattr(train, "TRAINING_CODE_VERSION", train.TRAINING_CODE_VERSION - 1)
     experiment.run(**args, progress=False)  # a file of other eval code is recomputed
     assert computed == ["baseline"] * 3
+
+
+def test_the_widened_heldout_split_is_scored_per_script_and_family(smoke):
+    lat = smoke.scripts.index("latin")
+    preds = _preds(smoke, lambda split, s: (s.script == lat) & (np.arange(len(s)) % 2 == 0))
+    preds[experiment.WIDE] = preds["heldout"]  # the smoke held-out split stands in for the wide one
+    row = experiment.score(preds, smoke, min_cell=1, wide=smoke)
+    h = smoke.heldout
+    hit = np.argmax(preds["heldout"].script, -1) == h.script
+    assert row["wide"] == row["heldout"] and row["wide_lcg"] == row["heldout_lcg"]
+    assert row["wide_macro"] == pytest.approx(row["heldout_macro"], abs=1e-12)
+    cells = {}  # plain loop over crops: (script, family) -> hits
+    for i in range(len(h)):
+        cells.setdefault((h.script[i], h.family[i]), []).append(hit[i])
+    means = [np.mean(v) for v in cells.values()]
+    assert row["wide_family"] == pytest.approx(np.mean(means), abs=1e-12)
+    assert row["heldout_family"] == row["wide_family"]
+    assert row["wide_worst"] == pytest.approx(min(means), abs=1e-12)
+    assert row["wide_worst_cell"].startswith("latin/")
+    by_script = row["tables"]["wide_by_script"]
+    assert by_script["latin"][0] == pytest.approx(hit[h.script == lat].mean(), abs=1e-4)
+    assert all(v[0] == 1.0 for k, v in by_script.items() if k != "latin")
+    without = experiment.score({k: v for k, v in preds.items() if k != experiment.WIDE}, smoke)
+    assert without["wide"] is None and without["wide_family"] is None
+    assert "wide_cells" not in without["tables"]
+
+
+def test_family_accuracy_weighs_a_familys_cells_by_crops_per_seed():
+    def row(a, b):
+        return {"tables": {"wide_cells": {"latin/Arimo": [a, 30], "greek/Arimo": [b, 10],
+                                          "thai/Kanit": [0.5, 20]}}}  # fmt: skip
+
+    results = {"per_seed": {"m": [row(1.0, 0.0), row(0.5, 1.0)]}, "summary": {"m": {}}}
+    acc = experiment.family_accuracy(results, "m")
+    assert list(acc) == ["Arimo", "Kanit"]
+    np.testing.assert_allclose(acc["Arimo"][0], [30 / 40, (15 + 10) / 40])
+    assert acc["Arimo"][1] == 40 and acc["Kanit"][1] == 20
+    text = experiment.family_table(results, key="wide_cells")
+    assert "latin/Arimo" in text and "0.750" in text  # mean over seeds of 1.0 and 0.5
+    with pytest.raises(ValueError, match="heldout_cells"):
+        experiment.family_table(results)  # these rows hold no default held-out cells
+    with pytest.raises(ValueError, match="key must be"):
+        experiment.family_accuracy(results, "m", key="cells")
+    with pytest.raises(ValueError, match="unknown model"):
+        experiment.family_accuracy(results, "oracle")

@@ -23,7 +23,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (),
     ),
     "model": (("model", "wrap"), ("foundation",)),
-    "data": (("words", "fonts", "data", "twins"), ("foundation",)),
+    "data": (("words", "fonts", "data", "twins", "augment"), ("foundation",)),
     # the methods ask for a protocol, never for ScriptNet or the dataset
     "methods": (("interpret", "probe", "erasure"), ("foundation",)),
     "training": (

@@ -156,3 +156,35 @@ def test_label_purity():
         R.label_purity(labels, np.array([[0, 1, 2], [3, 4, 5]]), 3), [2 / 3, 1.0]
     )
     assert 1 / 3 <= R.purity_chance(labels, 3, 3, draws=200) <= 1.0
+
+
+def test_unit_shares_matches_a_plain_loop():
+    rng = np.random.default_rng(0)
+    n, c, k, q = 12, 5, 3, 4
+    value = np.sort(rng.random((c, k)) + 0.1, axis=1)[:, ::-1]
+    value[2] = 0.0  # a dead channel: never picked
+    top = R.TopPatches(rng.integers(0, n, (c, k)), value, np.zeros((c, k)), np.zeros((c, k)))
+    peaks = rng.random((q, c))
+    qk = rng.integers(0, 3, (q, 2))
+    pk = rng.integers(0, 3, (n, 2))
+    out = R.unit_shares(peaks, top, qk, pk, units=2)
+    for i in range(q):  # reference: plain loops
+        drive = [peaks[i, ch] / value[ch, 0] if value[ch, 0] > 0 else -1.0 for ch in range(c)]
+        best = sorted(range(c), key=lambda ch: -drive[ch])[:2]
+        assert list(out.units[i]) == best and 2 not in best
+        imgs = [j for ch in best for j in top.index[ch]]
+        for a in range(2):
+            assert out.share[i, a] == pytest.approx(np.mean([pk[j, a] == qk[i, a] for j in imgs]))
+            assert out.base_rate[i, a] == pytest.approx(np.mean(pk[:, a] == qk[i, a]))
+    one = R.unit_shares(peaks, top, qk[:, 0], pk[:, 0])  # 1-d labels: one column
+    assert one.share.shape == (q, 1) and one.units.shape == (q, 1)
+
+
+def test_unit_shares_errors():
+    top = R.TopPatches(np.zeros((3, 2), int), np.ones((3, 2)), np.zeros((3, 2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"peaks must be float\[Q, 3\]"):
+        R.unit_shares(np.ones((2, 4)), top, np.zeros(2, int), np.zeros(5, int))
+    with pytest.raises(ValueError, match="point_keys must be int"):
+        R.unit_shares(np.ones((2, 3)), top, np.zeros(2, int), np.zeros((5, 2), int))
+    with pytest.raises(ValueError, match="units must be"):
+        R.unit_shares(np.ones((2, 3)), top, np.zeros(2, int), np.zeros(5, int), units=4)

@@ -20,6 +20,8 @@ TINY = shortcut.StudyConfig(
     road_iterations=2,
     n_train=60,
     k=4,
+    influence_train=40,
+    influence_queries=4,
     tcav_crops=6,
     concept_size=3,
     n_random=3,
@@ -122,6 +124,21 @@ def test_study_shapes(results, smoke):
     ex = results["explorer"]
     assert len(ex["crops"]) == len(ex["neighbours"]["style_only"]) == TINY.n_map_crops
     assert np.shape(ex["influential"]["script_only"]) == (TINY.n_map_crops, TINY.k)
+    # every ranker on the relying and the reference model; the lookup models have no NNX
+    # layers, so TracIn runs by vmap and EK-FAC says why it cannot run
+    assert list(results["ranking"]) == list(shortcut.RANKERS)
+    for name in ("style_only", "script_only"):
+        for est in ("convex_head", "tracin_last"):
+            r = results["ranking"][est][name]
+            assert 0.0 <= r["joint"]["value"] <= 1.0 and 0.0 <= r["base_rate"] <= 1.0
+        assert results["ranking"]["tracin_last"][name]["train"] == TINY.influence_train
+        assert all(
+            s["n"] <= TINY.influence_queries
+            for s in results["ranking"]["tracin_last"][name]["per_seed"]
+        )
+        assert "joint" not in results["ranking"]["ekfac"][name]
+        assert "layer-wise" in results["ranking"]["ekfac"][name]["note"]
+    assert results["tcav"]["test"] == "exchangeable"
     # the per-crop AUC is undefined where every crop flips: None, not a number
     assert results["detection"]["gradient"]["auc"] is None
     for name, text in shortcut.tables(results).items():
@@ -147,6 +164,9 @@ def test_study_rejects_bad_arguments(smoke):
         shortcut.study({"baseline": m, "oracle": m}, smoke, seeds=0)
     with pytest.raises(ValueError, match="each model must be"):
         shortcut.study({"baseline": m, "oracle": "oracle"}, smoke)
+    bad = dataclasses.replace(TINY, tcav_test="welch")
+    with pytest.raises(ValueError, match="config.tcav_test must be one of"):
+        shortcut.study({"baseline": m, "oracle": m}, smoke, config=bad)
 
 
 def test_youden_threshold_matches_a_plain_search():

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 from sklearn.linear_model import LogisticRegression
 
 from scriptlab.interpret import stats as S
@@ -133,7 +134,9 @@ def test_tcav_test_on_the_toy_model():
         "plain": toy_images(jax.random.key(11), 10),
     }
     pool = toy_images(jax.random.key(12), 220)
-    res = T.tcav(linear_layer_apply, params, x, 0, concepts, pool, layers="h", n_random=20)
+    res = T.tcav(
+        linear_layer_apply, params, x, 0, concepts, pool, layers="h", n_random=20, test="paper"
+    )
     assert res.concepts == ("bright", "dark", "plain") and res.layers == ("h",)
     assert res.scores.shape == (1, 3, 20) and res.random_scores.shape == (1, 20)
     np.testing.assert_array_equal(res.scores[0, 0], 1.0)  # u_0 . v_bright > 0 for every CAV
@@ -147,6 +150,103 @@ def test_tcav_test_on_the_toy_model():
     assert 0.0 < float(res.random_scores.mean()) < 1.0
 
 
+class QuadOutputs(NamedTuple):
+    script: jax.Array
+    embedding: jax.Array
+    activations: dict
+
+
+def quadratic_apply(params, images, relu=jax.nn.relu, perturb=None):
+    """h = (x - 1/2) m, logits = h u + (h * h) w / 2: grad_h logit_k = u_k + w_k * h varies per image."""
+    h = (images.reshape(images.shape[0], -1) - 0.5) @ params["m"]
+    if perturb and "h" in perturb:
+        h = h + perturb["h"]
+    return QuadOutputs(h @ params["u"] + 0.5 * (h * h) @ params["w"], h, {"h": h})
+
+
+def quadratic_params(d=16):
+    keys = jax.random.split(jax.random.key(0), 3)
+    return {
+        "m": jax.random.normal(keys[0], (16, d)),
+        "u": 0.3 * jax.random.normal(keys[1], (d, 2)),
+        "w": jax.random.normal(keys[2], (d, 2)),
+    }
+
+
+@pytest.mark.slow
+def test_exchangeable_test_is_the_prediction_t_test_of_the_pair_scores():
+    # every number of the exchangeable test rebuilt by a plain loop of single CAV fits
+    params = quadratic_params()
+    x = toy_images(jax.random.key(1), 12)
+    size, m = 5, 3
+    concept = toy_images(jax.random.key(2), size)
+    pool = toy_images(jax.random.key(3), size * (m + 1))
+    res = T.tcav(quadratic_apply, params, x, 0, {"c": concept}, pool, layers="h", n_random=m,
+                 random_size=size, seed=4, correction="none")  # fmt: skip
+    sets = [pool[r] for r in T._random_sets(len(pool), m + 1, size, 4)]
+    grads = T.layer_gradients(quadratic_apply, params, x, 0, layer="h")
+    acts = lambda im: quadratic_apply(params, im).activations["h"]  # noqa: E731
+
+    def s(a, b):  # the TCAV score of the CAV of set a against set b
+        return float(T.tcav_scores(grads, T.fit_cav(acts(a), acts(b)).direction))
+
+    everything = [concept, *sets]
+    stat = [np.mean([s(a, b) for j, b in enumerate(everything) if j != i and j > 0]
+                    + ([s(a, concept)] if i > 0 else [])) for i, a in enumerate(everything)]  # fmt: skip
+    np.testing.assert_allclose(res.scores[0, 0], [s(concept, b) for b in sets], atol=1e-6)
+    np.testing.assert_allclose(res.statistic[0, 0], stat[0], atol=1e-6)
+    np.testing.assert_allclose(res.null_statistics[0, 0], stat[1:], atol=1e-6)
+    # the prediction t-test by hand: t = (x - mean) / (s sqrt(1 + 1/n)), df = n - 1
+    n = m + 1
+    t = (stat[0] - np.mean(stat[1:])) / (np.std(stat[1:], ddof=1) * np.sqrt(1 + 1 / n))
+    p = 2 * scipy_stats.t.sf(abs(t), n - 1)
+    np.testing.assert_allclose(res.p_values[0, 0], p, rtol=1e-4, atol=1e-6)
+    assert res.random_scores.shape == (1, (m + 1) * m) and res.test == "exchangeable"
+    # the paper's test on the same fits equals the paper's own run (the same seed and sets)
+    paper = T.tcav(quadratic_apply, params, x, 0, {"c": concept}, pool, layers="h", n_random=m,
+                   random_size=size, seed=4, correction="none", test="paper")  # fmt: skip
+    np.testing.assert_allclose(res.paper_p_adjusted, paper.p_adjusted, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(paper.paper_p_adjusted, paper.p_adjusted)
+
+
+@pytest.mark.slow
+def test_a_random_concept_is_significant_at_the_nominal_rate_only_with_the_exchangeable_test():
+    # The null is known: every concept is a fresh draw from the random pool's distribution.
+    # 100 draws x 3 concepts (sharing one draw's random sets) of the exchangeable test reject
+    # at about alpha = 0.05 (binomial sd of the rate ~0.013, more with the sharing); the
+    # paper's fixed-R_0 t-test rejects such concepts several times as often.
+    params = quadratic_params()
+    x = toy_images(jax.random.key(1), 40)
+    size, m = 8, 9
+    rates = {}
+    for test, draws in (("exchangeable", 100), ("paper", 30)):
+        p = []
+        for d in range(draws):
+            keys = jax.random.split(jax.random.key(1000 + d), 4)
+            concepts = {f"r{i}": toy_images(keys[i], size) for i in range(3)}
+            pool = toy_images(keys[3], size * (m + 1))
+            res = T.tcav(quadratic_apply, params, x, 0, concepts, pool, layers="h", n_random=m,
+                         random_size=size, test=test, correction="none", seed=d)  # fmt: skip
+            p.append(np.asarray(res.p_values).ravel())
+        rates[test] = float(np.mean(np.concatenate(p) <= 0.05))
+    assert 0.02 <= rates["exchangeable"] <= 0.09, rates
+    assert rates["paper"] >= 0.2, rates
+
+
+def test_prediction_t_test_matches_scipy_and_handles_constant_samples():
+    rng = np.random.default_rng(0)
+    x, sample = rng.normal(size=(3,)), rng.normal(size=(3, 7))
+    res = S.prediction_t_test(x, sample)
+    n = 7
+    t = (x - sample.mean(1)) / (sample.std(1, ddof=1) * np.sqrt(1 + 1 / n))
+    np.testing.assert_allclose(res.statistic, t, rtol=1e-5)
+    np.testing.assert_allclose(res.p_value, 2 * scipy_stats.t.sf(np.abs(t), n - 1), rtol=1e-4)
+    const = S.prediction_t_test(np.array([0.5, 0.7]), np.full((2, 4), 0.5))
+    np.testing.assert_array_equal(const.p_value, [1.0, 0.0])
+    with pytest.raises(ValueError, match="sample must hold >= 2"):
+        S.prediction_t_test(0.1, np.ones(1))
+
+
 def test_tcav_bad_inputs():
     params = toy_params()
     x = toy_images(jax.random.key(0), 4)
@@ -157,6 +257,8 @@ def test_tcav_bad_inputs():
         T.tcav(linear_layer_apply, params, x, 0, c, x, layers="conv9")
     with pytest.raises(ValueError, match="correction must be one of"):
         T.tcav(linear_layer_apply, params, x, 0, c, x, layers="h", correction="fdr")
+    with pytest.raises(ValueError, match="test must be one of"):
+        T.tcav(linear_layer_apply, params, x, 0, c, x, layers="h", test="welch")
     with pytest.raises(ValueError, match="positives must lie in"):
         T.fit_cavs(np.zeros((4, 2)), [[0, 9]], [[1, 2]])
     with pytest.raises(ValueError, match="directions must be float"):

@@ -3,9 +3,12 @@ import json
 
 import jax
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 
 from scriptlab import train
+from scriptlab.augment import STYLE_AUGMENT, Augment
 from scriptlab.model import functional
 
 
@@ -229,3 +232,112 @@ def test_restore_checks_the_stored_config(tmp_path, smoke):
     (tmp_path / "checkpoint.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"malformed: seed must be an integer >= 0, got True"):
         train.restore(tmp_path)
+
+
+def test_the_identity_augment_keeps_every_key_as_it_was(monkeypatch):
+    """Zoo models are cached under key(): with no augmentation it is the key computed before the
+    field existed (recorded from that code at TRAINING_CODE_VERSION 1); any augmentation moves it."""
+    monkeypatch.setattr(train, "TRAINING_CODE_VERSION", 1)
+    assert train.TrainConfig().key() == "bb03ef722c41"
+    cfg = train.make_train_config(mode="unlearn", preset="smoke", seed=3, channels=(8, 16, 32))
+    assert cfg.key() == "d365461e6123"
+    assert dataclasses.replace(cfg, augment=Augment()).key() == "d365461e6123"
+    assert dataclasses.replace(cfg, augment=Augment(shear=0.1)).key() != cfg.key()
+    assert (
+        dataclasses.replace(cfg, augment=Augment(shear=0.1)).key()
+        != dataclasses.replace(cfg, augment=Augment(shear=0.2)).key()
+    )
+
+
+def test_an_augment_config_survives_json():
+    cfg = train.make_train_config(preset="smoke", augment=STYLE_AUGMENT)
+    back = train._config_from_json(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert back == cfg and back.augment == STYLE_AUGMENT and back.key() == cfg.key()
+    old = dataclasses.asdict(train.TrainConfig())
+    del old["augment"]  # a checkpoint.json written before the field: the identity
+    assert train._config_from_json(old).augment.is_identity
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ({"shear": 5.0}, r"shear must be a finite number >= 0.0 and <= 1.0, got 5.0"),
+        ({"slant": 0.1}, r"augment has unknown fields \['slant'\]"),
+        ("strong", r"augment must be a scriptlab.augment.Augment or a dict, got 'strong'"),
+    ],
+)
+def test_a_bad_augment_is_named(value, match):
+    with pytest.raises(ValueError, match=match):
+        train.make_train_config(augment=value)
+
+
+# The golden run's size (tests/test_golden.py), 8 steps of 16 crops, in 2 passes of 8 rows
+SMALL = dict(mode="unlearn", preset="smoke", epochs=2, batch_size=16, micro_batch=8, n_train=64)
+
+
+def params_of(result):
+    return [np.asarray(a) for a in jax.tree.leaves(nnx.state(result.model, nnx.Param))]
+
+
+@pytest.fixture(scope="module")
+def small_run(smoke):
+    return train.train(train.make_train_config(**SMALL), smoke, progress=False)
+
+
+def test_an_explicit_identity_augment_trains_the_same_bits(smoke, small_run):
+    default = small_run
+    explicit = train.train(
+        train.make_train_config(**SMALL, augment=Augment()), smoke, progress=False
+    )
+    for a, b in zip(params_of(default), params_of(explicit), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_augmented_training_is_seeded(smoke, small_run):
+    """Same seed, same params (the augmentation's draws come from the seed); the same run
+    without augmentation ends elsewhere."""
+    cfg = train.make_train_config(**SMALL, augment=STYLE_AUGMENT)
+    first, second = (train.train(cfg, smoke, progress=False) for _ in range(2))
+    for a, b in zip(params_of(first), params_of(second), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(params_of(first), params_of(small_run), strict=True)
+    )
+    assert np.isfinite(first.history[-1]["loss"])
+
+
+def test_augmentation_reaches_the_step_with_its_own_key(smoke):
+    """The step augments the batch with fold_in(key, AUGMENT_STREAM): its loss equals a plain
+    step's on crops augmented by hand with that key (dropout off, so nothing else is random)."""
+    from scriptlab import augment as augment_lib
+    from scriptlab.train.step import AUGMENT_STREAM
+
+    base = dict(mode="baseline", preset="smoke", batch_size=16, micro_batch=16)
+    base |= dict(dropout=(0.0, 0.0))
+    cfg_aug = train.make_train_config(**base, augment=STYLE_AUGMENT)
+    cfg_plain = train.make_train_config(**base)
+    model = train.build_model(cfg_plain, smoke)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.sgd(0.0)
+    state = train.TrainState(params, tx.init(params))
+    images, script, style = (
+        np.asarray(a[:16]) for a in (smoke.train.images, smoke.train.script, smoke.train.style)
+    )
+    group = np.zeros(16, np.int32)
+    key = jax.random.key(7)
+    lam = np.float32(0.0)
+    _, with_aug = train.make_step(graphdef, rest, cfg_aug, tx, 1)(
+        state, images, script, style, group, lam, key
+    )
+    x = images.astype(np.float32) / 255.0
+
+    def loss_on(aug_key):  # a plain step's loss on the crops augmented by hand (as uint8)
+        crops = augment_lib.augment(aug_key, x, STYLE_AUGMENT)
+        crops = np.asarray(jax.numpy.round(crops * 255.0)).astype(np.uint8)
+        step = train.make_step(graphdef, rest, cfg_plain, tx, 1)
+        return float(step(state, crops, script, style, group, lam, key)[1][0])
+
+    same = abs(float(with_aug[0]) - loss_on(jax.random.fold_in(key, AUGMENT_STREAM)))
+    other = abs(float(with_aug[0]) - loss_on(jax.random.fold_in(key, AUGMENT_STREAM + 1)))
+    assert same < 1e-3 and other > 10 * same, (same, other)

@@ -221,3 +221,56 @@ def test_bad_arguments_are_named(smoke, args, kwargs, match):
 def test_bad_dataset_argument(smoke):
     with pytest.raises(ValueError, match="ds_or_config must be"):
         style_twins(smoke.test, "test", 0)
+
+
+# --------------------------------------------------------------------------- plain_twin
+def test_plain_twin_picks_the_scripts_usual_style():
+    """A hand-made Twins: each crop's twin in its script's usual style, or not ok."""
+    from types import SimpleNamespace
+
+    from scriptlab.twins import Twins, plain_twin
+
+    n, slots = 4, ("serif", "hand", "heldout")
+    images = np.arange(n * 3 * 2 * 2 * 3, dtype=np.uint8).reshape(n, 3, 2, 2, 3)
+    masks = images[..., 0] % 2 == 0
+    valid = np.ones((n, 3), bool)
+    valid[2, 1] = False  # crop 2's hand twin could not be drawn
+    own = np.zeros((n, 3), bool)
+    own[3, 0] = True  # crop 3 is itself serif
+    script = np.array([0, 1, 1, 0])  # usual styles: script 0 -> hand, script 1 -> serif
+    twins = Twins(images, masks, valid, own, np.zeros((n, 3), np.int32), np.zeros((n, 3), np.int32),
+                  np.zeros((n, 3), np.int32), script, np.array(["a"] * n), np.arange(n), slots,
+                  ("f",))  # fmt: skip
+    ds = SimpleNamespace(scripts=("s0", "s1"), styles=("serif", "hand"),
+                         bias_style=lambda s: {"s0": 1, "s1": 0}[s])  # fmt: skip
+    got = plain_twin(twins, ds)
+    np.testing.assert_array_equal(got.slot, [1, 0, 0, 1])
+    np.testing.assert_array_equal(got.ok, [True, True, True, True])
+    for i, k in enumerate(got.slot):
+        assert np.array_equal(got.images[i], images[i, k])
+        assert np.array_equal(got.masks[i], masks[i, k])
+    # crop 2's script is usually serif (slot 0, valid); make script 1 usually hand instead
+    ds.bias_style = lambda s: 1
+    got = plain_twin(twins, ds)
+    np.testing.assert_array_equal(got.ok, [True, True, False, True])
+    assert not got.images[2].any() and not got.masks[2].any()
+    # a style with no slot: nothing ok
+    ds.styles = ("serif", "hand", "mono")
+    ds.bias_style = lambda s: 2
+    assert not plain_twin(twins, ds).ok.any()
+    with pytest.raises(ValueError, match="twins must be a scriptlab.twins.Twins"):
+        plain_twin((images,), ds)
+
+
+def test_plain_twin_own_face_is_not_a_swap():
+    from types import SimpleNamespace
+
+    from scriptlab.twins import Twins, plain_twin
+
+    z = np.zeros((1, 1), np.int32)
+    twins = Twins(np.ones((1, 1, 2, 2, 3), np.uint8), np.ones((1, 1, 2, 2), bool),
+                  np.ones((1, 1), bool), np.ones((1, 1), bool), z, z, z, np.array([0]),
+                  np.array(["a"]), np.arange(1), ("serif",), ("f",))  # fmt: skip
+    ds = SimpleNamespace(scripts=("s0",), styles=("serif",), bias_style=lambda s: 0)
+    got = plain_twin(twins, ds)
+    assert not got.ok[0] and not got.images.any()

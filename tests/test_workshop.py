@@ -16,6 +16,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -156,7 +157,14 @@ def test_prepare_list_matches_the_notebooks():
                 methods=workshop.EXPERIMENT_METHODS,
                 references=workshop.EXPERIMENT_REFERENCES,
                 lam_sweep=workshop.EXPERIMENT_LAM_SWEEP,
-            )
+            ),
+            dict(
+                preset="workshop",
+                seeds=workshop.DATA_SEEDS,
+                methods=workshop.DATA_METHODS,
+                references=workshop.DATA_REFERENCES,
+                lam_sweep=(),
+            ),
         ]
     }
     # each notebook's own loads, as prepare --notebooks reads them
@@ -190,12 +198,12 @@ def zoo_requests(preset, seeds, methods, references):
     return experiment.zoo_requests(preset, seeds, methods, references, ())
 
 
-def test_requests_are_the_nineteen_models_once_each():
+def test_requests_are_the_twenty_one_models_once_each():
     wanted = workshop.requests("workshop")
-    assert len(wanted) == len({(n, s) for n, _, s, _ in wanted}) == 19
+    assert len(wanted) == len({(n, s) for n, _, s, _ in wanted}) == 21
     assert {n for n, *_ in wanted} == {
         "baseline", "unlearn", "high_lr", "overfit", "shuffled", "cdann", "balanced_cdann",
-        "oracle", "multitask",
+        "oracle", "multitask", "diverse", "diverse_augment",
     }  # fmt: skip
     assert {s for n, _, s, _ in wanted if n == "oracle"} == {0, 1, 2}
     assert all(p == "workshop" and o == {} for _, p, _, o in wanted)
@@ -670,3 +678,34 @@ def test_compile_cache_keeps_programs_across_processes_and_can_be_turned_off(tmp
     assert any((tmp_path / "compiled").iterdir())  # the program was written
     again, hits = run()
     assert again == folder and int(hits) >= 1  # and the next process loads them, not compiles
+
+
+def test_telling_crops_are_misread_by_one_model_and_read_by_the_other(monkeypatch, smoke):
+    split = smoke.conflict
+    rng = np.random.default_rng(3)
+    right = rng.random((2, len(split))) < 0.6  # which crops each fake model reads right
+    n_scripts = len(smoke.scripts)
+
+    def fake_predict(apply_fn, params, images):
+        pred = np.where(right[params], split.script, (split.script + 1) % n_scripts)
+        return np.eye(n_scripts)[pred], None, None
+
+    monkeypatch.setattr(workshop, "predict", fake_predict)
+    models = {"baseline": (None, 0), "oracle": (None, 1)}
+    idx = workshop.telling_crops(models, split, n=5, seed=1)
+    telling = [i for i in range(len(split)) if not right[0, i] and right[1, i]]  # plain loop
+    assert len(idx) == 5 and set(idx) <= set(telling) and list(idx) == sorted(idx)
+    assert list(idx) == list(workshop.telling_crops(models, split, n=5, seed=1))
+    assert sorted(workshop.telling_crops(models, split, n=10_000)) == telling
+    right[1] = False  # the reference reads nothing: no crop tells them apart
+    with pytest.raises(ValueError, match="tells them apart"):
+        workshop.telling_crops(models, split)
+    with pytest.raises(ValueError, match="relying"):
+        workshop.telling_crops(models, split, relying="rho99")
+    with pytest.raises(ValueError, match="n must"):
+        workshop.telling_crops(models, split, n=True)
+
+
+def test_shortcut_trio_refuses_what_is_not_a_zoo_model(smoke):
+    with pytest.raises(ValueError, match="zoo.ZooModel"):
+        workshop.shortcut_trio((None, {}), (None, {}), smoke)

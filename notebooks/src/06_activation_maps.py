@@ -26,9 +26,10 @@ IMAGE = 3  # test crop shown in the maps
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
-from scriptlab import data, metrics, train, viz, zoo
+from scriptlab import data, metrics, train, viz, workshop, zoo
 from scriptlab.model import functional
 from scriptlab.interpret.activations import (
+    activation_change,
     activation_maps,
     sparsity_curve,
     dead_filters,
@@ -308,6 +309,113 @@ assert all(claims.values())
 # its input is the output of the layers below, which keep training; when they change, its
 # pre-activation can cross zero again. Dead filters are a real symptom of a too-high learning rate,
 # as the seed says, but "dead" describes the weights at one moment, not a permanent state.
+
+# %% [markdown]
+# ## Can activation maps see the shortcut?
+#
+# Notebook 03's **baseline** reads font style as a proxy for the script; the **oracle**, trained
+# with styles uniform within each script, does not; the **fix** (`dfr_val`) refits only the
+# script head, on the baseline's frozen trunk. On the conflict crops the baseline misreads and
+# the oracle reads right (`workshop.telling_crops`), paired with their *plain twins* (the same crop
+# with only the font swapped to the style its true script usually has, `data.plain_twin`),
+# `activation_change` measures how far each layer moves: ||a(crop) - a(twin)|| relative to the
+# mean size of the two (0: unchanged, 2: at most). As a yardstick, the same measure between each
+# crop and the next telling crop (other text, often another script and style).
+
+# %%
+N_TELLING = 32  # telling conflict crops (the same draw in notebooks 04-07)
+LAYERS = CONVS + ("pool3", "dense")
+baseline = zoo.load("baseline", PRESET, progress=False)  # notebook 03's models, seed 0
+oracle = zoo.load("oracle", PRESET, progress=False)
+trio = workshop.shortcut_trio(baseline, oracle, ds)
+tell = workshop.telling_crops(trio, ds.conflict, n=N_TELLING, seed=0)
+plain = data.plain_twin(data.style_twins(ds, "conflict", tell), ds)
+tell, twin_images = tell[plain.ok], plain.images[plain.ok]
+crop_images = ds.conflict.images[tell]
+other_images = np.roll(crop_images, 1, axis=0)  # each crop against another telling crop
+style_change = {
+    name: activation_change(fn, p, crop_images, twin_images, layers=LAYERS).crop
+    for name, (fn, p) in trio.items()
+}
+text_change = {
+    name: activation_change(fn, p, crop_images, other_images, layers=LAYERS).crop
+    for name, (fn, p) in trio.items()
+}
+est = {
+    (name, k): (float(np.mean(v[k])), *metrics.bootstrap_interval(np.asarray(v[k])))
+    for name, v in style_change.items()
+    for k in LAYERS
+}
+print(f"{len(tell)} telling crops; activation change crop -> plain twin, 95 % intervals "
+      "(crop -> another crop in brackets)")  # fmt: skip
+print(f"{'layer':6s}" + "".join(f"{name:>30s}" for name in trio))
+for k in LAYERS:
+    cells = [f"{est[n, k][0]:.2f} [{est[n, k][1]:.2f}, {est[n, k][2]:.2f}] ({float(np.mean(text_change[n][k])):.2f})"
+             for n in trio]  # fmt: skip
+    print(f"{k:6s}" + "".join(f"{c:>30s}" for c in cells))
+
+# %%
+fig, ax = plt.subplots(figsize=(9, 3))
+for name, colour in zip(style_change, ("C3", "C1", "C0"), strict=True):
+    low_high = np.array([est[name, k][1:] for k in LAYERS]).T
+    mean = [est[name, k][0] for k in LAYERS]
+    ls = ":" if name == "dfr_val" else "-"
+    ax.errorbar(np.arange(len(LAYERS)), mean, yerr=np.abs(low_high - mean), fmt="o" + ls, capsize=3,
+                color=colour, label=f"{name}: crop -> plain twin" + (" (= baseline)" if name == "dfr_val" else ""))  # fmt: skip
+    ax.plot([float(np.mean(text_change[name][k])) for k in LAYERS], "x--", color=colour, alpha=0.6,
+            label=f"{name}: crop -> another crop")  # fmt: skip
+ax.set_xticks(np.arange(len(LAYERS)), LAYERS)
+ax.set(ylabel="relative activation change", title="what the font alone does to each layer")
+ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+plt.show()
+
+# %% [markdown]
+# The first layer cannot tell the models apart: in conv1 the font moves the baseline and the
+# oracle alike (both start from the same initial weights, seed 0). From conv2 on, the font
+# moves the baseline more than the oracle, crop by crop, and the gap grows with every layer; it
+# is largest by far in the dense layer, where the font alone moves the baseline's
+# representation by over three quarters of what a different crop does and the oracle's by
+# under two thirds (the per-crop differences below). The fix's activations are the baseline's,
+# bit for bit in every layer: its new head sits after them, so a view of activations cannot
+# see a fix that changes only the head.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+same_trunk = all(
+    np.array_equal(style_change["dfr_val"][k], style_change["baseline"][k]) for k in LAYERS
+)
+diff = {
+    k: np.asarray(style_change["baseline"][k]) - np.asarray(style_change["oracle"][k])
+    for k in LAYERS
+}
+diff_ci = {k: metrics.bootstrap_interval(v) for k, v in diff.items()}
+for k, v in diff.items():
+    print(
+        f"{k:6s} baseline - oracle, per crop: {v.mean():+.3f} [{diff_ci[k][0]:+.3f}, {diff_ci[k][1]:+.3f}]"
+    )
+share = {
+    n: est[n, "dense"][0] / float(np.mean(text_change[n]["dense"])) for n in ("baseline", "oracle")
+}
+print("dense: font change / change to another crop:", {n: round(v, 2) for n, v in share.items()})
+claims = {
+    "the fix's activations equal the baseline's in every layer": same_trunk,
+    "conv1: baseline - oracle interval contains 0": diff_ci["conv1"][0] < 0 < diff_ci["conv1"][1],
+    "conv2 to dense: the baseline moves more (every interval above 0)": all(
+        diff_ci[k][0] > 0 for k in LAYERS[1:]
+    ),
+    "the mean difference grows with every layer after conv1": all(
+        diff[a].mean() < diff[b].mean() for a, b in zip(LAYERS[1:], LAYERS[2:])
+    ),
+    "dense: the font moves the baseline by over 3/4 of another crop, the oracle by under 2/3": share[
+        "baseline"
+    ]
+    > 0.75
+    and share["oracle"] < 2 / 3,
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
+
 
 # %% [markdown]
 # ## Exercises

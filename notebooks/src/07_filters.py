@@ -23,8 +23,10 @@ EARLY_EPOCH = 1
 import numpy as np
 import matplotlib.pyplot as plt
 import ipywidgets as widgets
-from scriptlab import data, metrics, train, viz, zoo
+from scipy.stats import spearmanr
+from scriptlab import data, metrics, train, viz, workshop, zoo
 from scriptlab.model import functional
+from scriptlab.interpret.activations import activation_change
 from scriptlab.interpret.filters import (
     conv_kernel,
     filter_grid,
@@ -256,6 +258,117 @@ assert all(claims.values())
 # The smooth deep filters of `high_lr` hide many dead units (notebook 06): smooth is not the same
 # as healthy. And on 4x4 and 3x3 kernels "noisy" is a coarse notion; the measures are useful as a
 # comparison across checkpoints of one architecture, not as an absolute test.
+
+# %% [markdown]
+# ## Can filters see the shortcut?
+#
+# Notebook 03's **baseline** reads font style as a proxy for the script; the **oracle**, trained
+# with styles uniform within each script, does not; the **fix** (`dfr_val`) refits only the
+# script head, on the baseline's frozen trunk. A filter is a unit's weights, so the first
+# question is which units respond to style at all: on the conflict crops the baseline misreads
+# and the oracle reads right (`workshop.telling_crops`), paired with their *plain twins* (the same
+# crop with only the font swapped to its script's usual style, `data.plain_twin`),
+# `activation_change(...).unit` gives each channel's style sensitivity: the mean change of its
+# average activation from crop to twin, relative to its level (0: unmoved, 2: at most). Then we
+# look at the filters of the most and least style-sensitive conv1 units, and ask whether their
+# roughness (the `hf` score above) goes with style sensitivity.
+
+# %%
+N_TELLING = 32  # telling conflict crops (the same draw in notebooks 04-07)
+baseline = zoo.load("baseline", PRESET, progress=False)  # notebook 03's models, seed 0
+oracle = zoo.load("oracle", PRESET, progress=False)
+trio = workshop.shortcut_trio(baseline, oracle, ds)
+tell = workshop.telling_crops(trio, ds.conflict, n=N_TELLING, seed=0)
+plain = data.plain_twin(data.style_twins(ds, "conflict", tell), ds)
+crop_images, twin_images = ds.conflict.images[tell[plain.ok]], plain.images[plain.ok]
+trunks = {name: p["trunk"] if name == "dfr_val" else p for name, (fn, p) in trio.items()}
+sensitivity = {
+    name: {k: np.asarray(v) for k, v in activation_change(fn, p, crop_images, twin_images, layers=CONVS).unit.items()}
+    for name, (fn, p) in trio.items()
+}  # fmt: skip
+roughness = {
+    name: {k: np.asarray(filter_noisiness(conv_kernel(t, k), measure="hf")) for k in CONVS}
+    for name, t in trunks.items()
+}
+rank_corr = {
+    (name, k): float(spearmanr(sensitivity[name][k], roughness[name][k]).statistic)
+    for name in trio
+    for k in CONVS
+}
+est = {
+    (name, k): (float(np.median(v)), *metrics.bootstrap_interval(v, lambda x: np.median(x, axis=1)))
+    for name, layers in sensitivity.items()
+    for k, v in layers.items()
+}
+print(f"{int(plain.ok.sum())} telling crops; per unit style sensitivity, median over units "
+      "[95 % interval]; Spearman with the filter's hf roughness")  # fmt: skip
+print(f"{'layer':6s}" + "".join(f"{name:>30s}" for name in trio))
+for k in CONVS:
+    cells = [f"{est[n, k][0]:.2f} [{est[n, k][1]:.2f}, {est[n, k][2]:.2f}] r={rank_corr[n, k]:+.2f}"
+             for n in trio]  # fmt: skip
+    print(f"{k:6s}" + "".join(f"{c:>30s}" for c in cells))
+
+# %%
+SHOW_UNITS = 6
+fig = plt.figure(figsize=(13, 5.2))
+top, bottom = fig.subfigures(2, 1, height_ratios=[1.1, 1])
+ax = top.subplots(1, 1)
+for name, colour in (("baseline", "C3"), ("oracle", "C0")):
+    ax.scatter(roughness[name]["conv3"], sensitivity[name]["conv3"], s=14, color=colour,
+               label=f"{name} (dfr_val: the same units)" if name == "baseline" else name)  # fmt: skip
+ax.set(xlabel="filter roughness (hf)", ylabel="style sensitivity",
+       title="conv3: each unit's style sensitivity against its filter's roughness")  # fmt: skip
+ax.legend(fontsize=8)
+axes = bottom.subplots(2, 2 * SHOW_UNITS)
+for row, name in enumerate(("baseline", "oracle")):
+    order = np.argsort(-sensitivity[name]["conv1"])
+    units = [*order[:SHOW_UNITS], *order[-SHOW_UNITS:]]
+    images = filter_images(conv_kernel(trunks[name], "conv1"))
+    for a, u in zip(axes[row], units, strict=True):
+        a.imshow(images[u], interpolation="nearest")
+        a.set_xticks([]), a.set_yticks([])
+        a.set_title(f"#{u}: {sensitivity[name]['conv1'][u]:.2f}", fontsize=8)
+    axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+bottom.suptitle(
+    f"conv1 filters of the {SHOW_UNITS} most (left) and least (right) style-sensitive units",
+    fontsize=10,
+)
+plt.show()
+
+# %% [markdown]
+# Units deep in the baseline respond more to the font than the oracle's do: in conv3 the
+# median unit's style sensitivity is clearly higher (intervals apart), while in conv1 the two
+# models are alike. So the trunk does hold a difference. But the filters do not show it: a
+# unit's roughness is unrelated to its style sensitivity (|Spearman| below 0.3 in every layer
+# and model), and to our eye the most and least style-sensitive conv1 filters look alike.
+# Finding the units that carry style takes activations on style-swapped crops, not the
+# weights. And the fix's filters are the baseline's, bit for bit: a fix that changes only the
+# head is invisible to any view of the filters.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+same_filters = all(
+    np.array_equal(conv_kernel(trunks["dfr_val"], k), conv_kernel(baseline.params, k))
+    for k in CONVS
+)
+claims = {
+    "the fix's filters equal the baseline's in every conv layer": same_filters,
+    "conv3: the baseline's median unit is more style-sensitive (intervals apart)": est[
+        "baseline", "conv3"
+    ][1]
+    > est["oracle", "conv3"][2],
+    "conv1: the two models' intervals overlap": est["baseline", "conv1"][1]
+    < est["oracle", "conv1"][2]
+    and est["oracle", "conv1"][1] < est["baseline", "conv1"][2],
+    "|Spearman(sensitivity, roughness)| < 0.3 in every layer and model": max(
+        abs(r) for r in rank_corr.values()
+    )
+    < 0.3,
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
+
 
 # %% [markdown]
 # ## Exercises

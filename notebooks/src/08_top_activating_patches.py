@@ -335,6 +335,118 @@ assert all(claims.values())
 # training run of each model).
 
 # %% [markdown]
+# ## Can top-activating patches see the shortcut?
+#
+# Notebook 03's three models, on the same crops: the **baseline**, which reads font style; the
+# **fix** (`dfr_val`: a group-balanced script head fitted on held-out crops, on the baseline's
+# frozen trunk); and the **oracle**, trained with styles uniform within each script. The crops are
+# *telling* ones (`workshop.telling_crops`): conflict crops the baseline misreads and the oracle
+# reads right. For each we take the 3 conv3 channels it drives hardest (its peak as a share of the
+# channel's strongest crop, `receptive.unit_shares`) and ask what their top-9 crops share with
+# it: its **style** or its **script**? The top crops are searched in the subset above, where the
+# two labels are untied, with the telling crops left out.
+
+# %%
+from scriptlab import workshop
+from scriptlab.interpret.receptive import unit_shares
+
+N_TELLING, UNITS = 32, 3
+oracle = zoo.load("oracle", PRESET, progress=False)
+trio = workshop.shortcut_trio(base, oracle, ds)
+tell = workshop.telling_crops(trio, ds.conflict, n=N_TELLING, seed=0)
+pool = split.take(np.setdiff1d(np.flatnonzero(keep), tell))  # split is the conflict split
+xq, xp = data.as_float(ds.conflict.images[tell]), data.as_float(pool.images)
+query_keys = np.stack([ds.conflict.style[tell], ds.conflict.script[tell]], 1)
+pool_keys = np.stack([pool.style, pool.script], 1)
+drive = {}
+for name, (apply_fn, params) in trio.items():
+    t = top_activating(apply_fn, params, xp, LAYER, k=K)
+    peaks = np.asarray(apply_fn(params, xq).activations[LAYER]).max((1, 2))
+    drive[name] = t, unit_shares(peaks, t, query_keys, pool_keys, units=UNITS)
+
+
+def interval(v):
+    lo, hi = metrics.bootstrap_interval(v)
+    return f"{v.mean():.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+base_rate = drive["baseline"][1].base_rate.mean(0)
+print(
+    f"{len(tell)} telling crops; {len(pool.script)} crops searched; base rate: "
+    f"style {base_rate[0]:.2f}, script {base_rate[1]:.2f}"
+)
+print(f"{'model':9s} {'same style [95 %]':>18s} {'same script [95 %]':>19s}")
+for name, (_, u) in drive.items():
+    print(f"{name:9s} {interval(u.share[:, 0]):>18s} {interval(u.share[:, 1]):>19s}")
+
+# %%
+# the first two telling crops; per model, the top 5 crops of the channel each drives hardest
+SHOW = 5
+fig, axes = plt.subplots(4, SHOW + 1, figsize=(8.4, 5.4))
+for r, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
+    t, u = drive[name]
+    ch = int(u.units[q, 0])
+    c = receptive_crops(xp, rf, t.index[ch : ch + 1], t.row[ch : ch + 1], t.col[ch : ch + 1])
+    axes[r, 0].imshow(ds.conflict.images[tell[q]])
+    label = f"{ds.scripts[query_keys[q, 1]][:4]}/{ds.styles[query_keys[q, 0]][:4]}"
+    who = "baseline = fix" if name == "baseline" else name
+    axes[r, 0].set_title(f"{label}\n{who}: ch {ch}", fontsize=viz.SMALL)
+    for j in range(SHOW):
+        n = int(t.index[ch, j])
+        axes[r, j + 1].imshow(np.asarray(c[0, j]))
+        title = f"{ds.scripts[pool.script[n]][:4]}/{ds.styles[pool.style[n]][:4]}"
+        axes[r, j + 1].set_title(title, fontsize=viz.SMALL)
+for a in axes.ravel():
+    a.axis("off")
+fig.suptitle("telling crop, then the top crops of the conv3 channel it drives hardest")
+plt.show()
+
+# %% [markdown]
+# The fix is the baseline's trunk with another head, so its conv3 channels, their top crops and
+# the channels a crop drives are the baseline's, exactly: a view of the trunk cannot see a fix
+# made in the head. In both models, the top crops of the channels a telling crop drives share its
+# style more often than the base rate, and the two models' style shares cannot be told apart. The
+# difference is in the script: the oracle's channels carry the telling crop's script more often
+# than the base rate and than the baseline's, while the baseline's do not rise above the base
+# rate. What tells the two models apart here is not more style in the baseline's units but less
+# script (intervals are paired over the telling crops, against each crop's base rate).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+(tb, ub), (tf, uf), (_, uo) = (drive[n] for n in ("baseline", "dfr_val", "oracle"))
+
+
+def above_zero(d):
+    return metrics.bootstrap_interval(d)[0] > 0
+
+
+def includes_zero(d):
+    lo, hi = metrics.bootstrap_interval(d)
+    return lo < 0 < hi
+
+
+claims = {
+    "the fix's top crops and driven channels are the baseline's": all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(tb, tf)
+    )
+    and np.array_equal(ub.units, uf.units),
+    "both models: style share above its base rate": all(
+        above_zero(u.share[:, 0] - u.base_rate[:, 0]) for u in (ub, uo)
+    ),
+    "style share, oracle - baseline: interval includes zero": includes_zero(
+        uo.share[:, 0] - ub.share[:, 0]
+    ),
+    "oracle: script share above its base rate": above_zero(uo.share[:, 1] - uo.base_rate[:, 1]),
+    "script share, oracle - baseline: above zero": above_zero(uo.share[:, 1] - ub.share[:, 1]),
+    "baseline: script share minus base rate, interval includes zero": includes_zero(
+        ub.share[:, 1] - ub.base_rate[:, 1]
+    ),
+}
+for claim, holds in claims.items():
+    print(f"{claim}: {holds}")
+assert all(claims.values())
+
+# %% [markdown]
 # ## Exercises
 #
 # Solutions: `notebooks/solutions/08_solutions.ipynb`.

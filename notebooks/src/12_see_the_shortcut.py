@@ -168,64 +168,103 @@ print("every AUC above chance, but false alarms on the oracle nearly as frequent
 #
 # Each style is a concept, given by crops of that style from *other* scripts; "random crops" is a
 # control concept of random training crops. For the Latin class (whose training crops are mostly
-# handwritten) each concept is tested at every layer against 20 random sets with the two-sided
-# t-test of Kim et al. 2018, Holm-corrected over layers x concepts. The table counts the seeds in
-# which a concept comes out significant at some layer.
+# handwritten) each concept is tested at every layer against 21 random sets, Holm-corrected over
+# layers x concepts, in two ways on the same CAVs:
+#
+# - the **exchangeable test** (the study's default): every random set is scored as a concept
+#   against all the others and the concept, just as the concept is, so a concept that were one
+#   more random set would be indistinguishable from them; its mean score is t-tested as one more
+#   draw (`tcav.tcav`, `stats.prediction_t_test`). On a synthetic null it rejects a random
+#   concept at about the nominal 5 % (`tests/test_tcav.py`);
+# - in brackets, **the paper's test**: one fixed random set R_0 against the others, compared with
+#   the concept's scores by a two-sided t-test (Kim et al. 2018). On the same synthetic null it
+#   rejected about 35 % of random concepts.
+#
+# The table counts the seeds in which a concept comes out significant at some layer. TCAV is
+# asked of the baseline and the oracle only: its question is whether the first is sensitive to
+# its bias style and the second is not.
 
 # %%
 display(Markdown(T["tcav"]))
 tc = results["tcav"]
-print("bias style of", tc["script"], "=", tc["bias_style"])
+print("test:", tc["test"], "| bias style of", tc["script"], "=", tc["bias_style"])
 
 # %% [markdown]
-# **What TCAV shows.** "hand" comes out significant for the baseline's Latin class, as expected,
-# but just as often for the oracle's, which does not rely on style; and the control concept of
-# random crops comes out significant too. With one fixed random set R_0 standing for "no concept",
-# the paper's t-test asks whether a concept differs from R_0, which a random set can (the
-# `tcav` docstring warns of it): the test is anti-conservative here and does not tell the
-# baseline from the oracle.
+# **What TCAV shows.** The paper's test flags almost every concept for both models, the oracle
+# included, and the control concept of random crops too: its false alarms are the test's, not
+# the model's. The exchangeable test never flags the random crops, and flags "hand" in at most
+# one seed of either model: the TCAV scores of one random set against another vary so much that
+# no style stands out from them. Tested so that it holds its level, TCAV does not see this
+# shortcut.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-sig = {n: tc["models"][n]["seeds_significant"] for n in results["models"]}
-assert sig[REFERENCE][tc["bias_style"]] >= sig[RELYING][tc["bias_style"]] >= 1
-assert max(sig[n]["random crops"] for n in results["models"]) >= 1
-print("hand significant for the oracle as often as for the baseline; random crops significant too")
+sig = {n: tc["models"][n]["seeds_significant"] for n in tc["models"]}
+paper = {n: tc["models"][n]["paper_seeds_significant"] for n in tc["models"]}
+bias = tc["bias_style"]
+assert all(sig[n]["random crops"] == 0 for n in tc["models"])
+assert max(paper[n]["random crops"] for n in tc["models"]) >= 1
+styles_only = [c for c in tc["concepts"] if c != "random crops"]
+assert all(
+    sum(paper[n][c] >= 1 for c in styles_only) >= len(styles_only) - 1 for n in (RELYING, REFERENCE)
+)
+assert sig[RELYING][bias] <= 1 and sig[REFERENCE][bias] <= 1
+total = {
+    k: sum(sum(v[n].values()) for n in tc["models"]) for k, v in (("x", sig), ("p", paper))
+}
+assert 3 * total["x"] < total["p"]
+print(f"significant (concept, seed) cells: exchangeable {total['x']}, paper {total['p']}")
+print("random crops never significant with the exchangeable test; hand in at most one seed")
 
 # %% [markdown]
 # ## 4 · Training-point ranking and neighbours
 #
 # For each conflict crop the baseline misreads: among the 10 training crops that most helped its
-# wrong prediction (influence of the convex script head on the frozen embedding, Koh & Liang
-# 2017), the share that carry the crop's style *and* the wrongly predicted script, next to that
-# share's base rate over the training crops. The oracle is asked about the same crops and labels.
-# Then the crops' 10 nearest training crops in each model's embedding: same style or same script?
+# wrong prediction, the share that carry the crop's style *and* the wrongly predicted script,
+# next to that share's base rate over the training crops ranked. The oracle is asked about the
+# same crops and labels. Three rankers:
+#
+# - **convex-head influence** (Koh & Liang 2017): the script head refitted as a convex logistic
+#   model on the frozen embedding, all misread crops against 3,000 training crops;
+# - **TracIn at the final parameters** (Pruthi et al. 2020 with one checkpoint): the dot product
+#   of the whole network's loss gradients. The zoo keeps epoch snapshots of the baseline but not
+#   of the oracle, and a model's snapshots are not part of `ApplyFn`'s contract, so every model
+#   gets the same last-checkpoint variant;
+# - **EK-FAC influence** (George et al. 2018, Grosse et al. 2023) over every layer.
+#
+# The two whole-network rankers rank a seeded subset of 800 of the training crops for at most 32
+# misread crops per seed (`StudyConfig.influence_train`, `influence_queries`), to keep the
+# study's cold cost bounded; each row carries its own base rate. Then the crops' 10 nearest
+# training crops in each model's embedding: same style or same script?
 
 # %%
 display(Markdown(T["ranking"]))
 display(Markdown(T["neighbours"]))
 
 # %% [markdown]
-# **What ranking and neighbours show.** The most helpful training crops carry the misread crop's
-# style and the wrong script far more often than their base rate, for the baseline, but *more*
-# often still for the oracle asked about the same crops: influence ranks training crops that
-# support the label it is asked about, and does not single out the model that cheats. The
-# embedding is clearer: the baseline's neighbours of a misread crop share its style and the wrongly
-# read script more than the oracle's do, and the oracle's share the true script most. The fix
-# keeps the baseline's trunk, so its neighbours are the baseline's: an embedding cannot show a
-# fix that changes only the head.
+# **What ranking and neighbours show.** Every ranker's most helpful training crops carry the
+# misread crop's style and the wrong script several times more often than their base rate, for
+# the baseline, but at least as often for the oracle asked about the same crops: influence,
+# whether through the head, the gradients or the curvature of the whole network, ranks training
+# crops that support the label it is asked about, and does not single out the model that cheats.
+# The embedding is clearer: the baseline's neighbours of a misread crop share its style and the
+# wrongly read script more than the oracle's do, and the oracle's share the true script most.
+# The fix keeps the baseline's trunk, so its neighbours are the baseline's: an embedding cannot
+# show a fix that changes only the head.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 rk, nb = results["ranking"], results["neighbours"]
-assert rk[RELYING]["joint"]["low"] > rk[RELYING]["base_rate"]
-assert rk[REFERENCE]["joint"]["value"] > rk[RELYING]["joint"]["value"]
+for est in shortcut.RANKERS:
+    assert rk[est][RELYING]["joint"]["low"] > 2 * rk[est][RELYING]["base_rate"], est
+    assert rk[est][REFERENCE]["joint"]["value"] >= rk[est][RELYING]["joint"]["value"], est
 assert nb[RELYING]["wrong_script"]["low"] > nb[REFERENCE]["wrong_script"]["high"]
 assert nb[RELYING]["style"]["low"] > nb[REFERENCE]["style"]["high"]
 assert nb[REFERENCE]["script"]["low"] > nb[RELYING]["script"]["high"]
 assert nb[FIX]["style"] == nb[RELYING]["style"]
 print(
-    "influence: above base rate, but no lower for the oracle; kNN: baseline by style, oracle by script"
+    "influence (convex head, TracIn, EK-FAC): above base rate, but no lower for the oracle;",
+    "kNN: baseline by style, oracle by script",
 )
 
 # %% [markdown]
@@ -284,7 +323,9 @@ display(Markdown(T["summary"]))
 # feature-attribution method tells the model that cheats from the one that does not: each finds
 # the crops whose reading is fragile, on the oracle as much as on the baseline (Adebayo et al.
 # 2022 found attributions weak for such signals). TCAV's standard test raises false alarms, and
-# influence ranking does not separate the models. The two views that do separate them look at
+# an exchangeable test that holds its level flags neither the random crops nor, beyond one seed,
+# "hand"; influence ranking (convex head,
+# TracIn, EK-FAC) does not separate the models. The two views that do separate them look at
 # the model as a whole rather than at one crop: the embedding's neighbourhoods and the class
 # model read by an independent classifier. None shows the fix. Faithfulness is a separate
 # question: gradient x input and Integrated Gradients have ROAD gaps at or below the random

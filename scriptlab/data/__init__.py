@@ -78,7 +78,7 @@ from scriptlab.data.summaries import bias_fraction, counts, sample_grid, summary
 
 # --------------------------------------------------------------------------- style twins
 
-_TWINS = ("Twins", "style_twins", "twins_path")
+_TWINS = ("Twins", "style_twins", "twins_path", "PlainTwin", "plain_twin")
 
 
 def __getattr__(name: str):

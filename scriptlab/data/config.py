@@ -75,6 +75,7 @@ class DataConfig:
     n_val_conflict: int = 2_000
     scripts: tuple[str, ...] = SCRIPTS
     styles: tuple[str, ...] = STYLES
+    fonts: str = "default"  # the font table (a key of fonts.TABLES)
 
     def __post_init__(self):
         """Every construction is checked (``make_config``, a restore, ``dataclasses.replace``).
@@ -83,6 +84,7 @@ class DataConfig:
           ValueError: naming the field, the value and what is allowed.
         """
         check_name("preset", self.preset, tuple(PRESETS))
+        check_name("fonts", self.fonts, tuple(fonts.TABLES))
         object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
         try:
             check_number("rho", self.rho, low=0.0, high=1.0)
@@ -118,26 +120,35 @@ class DataConfig:
         if not self.styles:
             raise ValueError(f"styles must name at least one style; allowed: {', '.join(STYLES)}")
         for s in self.scripts:  # every script needs at least one covered style in the training pool
-            if not [st for st in self.styles if st in fonts.styles_for(s)]:
-                fonts.faces_for(s, self.styles[0])  # raises FontCoverageError naming the cell
+            if not [st for st in self.styles if st in fonts.styles_for(s, table=self.fonts)]:
+                # raises FontCoverageError naming the cell
+                fonts.faces_for(s, self.styles[0], table=self.fonts)
 
     def sizes(self) -> dict[str, int]:
         return {s: getattr(self, f"n_{s}") for s in SPLITS}
 
     def key(self) -> str:
-        """Content address: a hash of the config, the data version and the font table."""
+        """Content address: a hash of the config, the data version and the font table.
+
+        The default table's configs hash exactly what they hashed before ``fonts`` existed
+        (no ``fonts`` field), so their cached datasets and zoo models keep their keys.
+        """
         import PIL
 
+        config = dataclasses.asdict(self)
+        if self.fonts == "default":
+            del config["fonts"]
+        faces = fonts.table_faces(self.fonts)
         blob = json.dumps(
             {
-                "config": dataclasses.asdict(self),
+                "config": config,
                 "version": DATA_VERSION,
                 "pillow": PIL.__version__,
-                "faces": [list(f) for f in fonts.FACES],
+                "faces": [list(f) for f in faces],
                 # the bytes of the files used, so a changed font package is a new dataset
                 "font_files": fonts.file_digests(
                     f
-                    for f in fonts.FACES
+                    for f in faces
                     if f.style in self.styles and set(f.scripts) & set(self.scripts)
                 ),
                 "bias": BIAS,
@@ -227,5 +238,5 @@ def as_float(images) -> np.ndarray:
 
 
 def _bias_style(cfg: DataConfig, script: str) -> str:
-    styles = [s for s in cfg.styles if s in fonts.styles_for(script)]
+    styles = [s for s in cfg.styles if s in fonts.styles_for(script, table=cfg.fonts)]
     return BIAS[script] if BIAS[script] in styles else styles[0]

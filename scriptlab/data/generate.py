@@ -18,10 +18,11 @@ def _render_chunk(job) -> dict[str, np.ndarray]:
     """Render one chunk of planned samples (runs in a worker process)."""
     cfg, entropy, scripts, faces = job
     h, w = cfg.image_size
+    table = fonts.table_faces(cfg.fonts)
     draws = draw_chunk(cfg, entropy, scripts, faces)
     alpha = np.empty((len(scripts), h, w), np.uint8)
     for i, glyph in enumerate(draws.glyphs):  # Pillow draws one string at a time
-        alpha[i] = glyph_alpha(fonts.FACES[faces[i]], glyph, h, w)
+        alpha[i] = glyph_alpha(table[faces[i]], glyph, h, w)
     return {
         "images": paint(alpha, draws),
         "masks": alpha >= 128,
@@ -35,7 +36,7 @@ def split_plan(cfg: DataConfig, split: str) -> tuple[np.ndarray, np.ndarray, np.
 
     Returns:
       (script int32[N] into ``cfg.scripts``, style int32[N] into ``cfg.styles``,
-      face int32[N] into ``fonts.FACES``).
+      face int32[N] into ``fonts.table_faces(cfg.fonts)``).
     """
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, SPLITS.index(split), 0]))
     return _plan(cfg, split, rng)
@@ -49,7 +50,8 @@ def chunk_entropy(cfg: DataConfig, split: str, chunk: int) -> list[int]:
 def _generate(cfg: DataConfig, workers: int | None, progress: bool) -> Dataset:
     _check_raqm()
     t0 = time.perf_counter()
-    family_ids = {f: i for i, f in enumerate(fonts.FAMILIES)}
+    table, families = fonts.table_faces(cfg.fonts), fonts.families(cfg.fonts)
+    family_ids = {f: i for i, f in enumerate(families)}
     plans, jobs = {}, []
     for split in SPLITS:
         plans[split] = split_plan(cfg, split)
@@ -76,11 +78,11 @@ def _generate(cfg: DataConfig, workers: int | None, progress: bool) -> Dataset:
             masks=_concat(parts, "masks", (0, *cfg.image_size), bool),
             script=script.astype(np.int32),
             style=style.astype(np.int32),
-            family=np.array([family_ids[fonts.FACES[f].family] for f in face], np.int32),
+            family=np.array([family_ids[table[f].family] for f in face], np.int32),
             text=_concat(parts, "text", (0,), str),
             color=_concat(parts, "color", (0, 3), np.uint8),
         )
-    return Dataset(cfg, splits, cfg.scripts, cfg.styles, fonts.FAMILIES, time.perf_counter() - t0)
+    return Dataset(cfg, splits, cfg.scripts, cfg.styles, families, time.perf_counter() - t0)
 
 
 def map_chunks(fn, jobs: list, sizes: list[int], *, workers: int | None, progress: bool, desc: str):

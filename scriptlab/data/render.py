@@ -18,14 +18,16 @@ def _plan(cfg: DataConfig, split: str, rng: np.random.Generator):
     """Choose (script, style, face) for every sample of a split."""
     n = cfg.sizes()[split]
     heldout = split == "heldout"
-    scripts = [s for s in cfg.scripts if not heldout or fonts.styles_for(s, heldout=True)]
+    scripts = [
+        s for s in cfg.scripts if not heldout or fonts.styles_for(s, heldout=True, table=cfg.fonts)
+    ]
     if split in CONFLICT_SPLITS:
         scripts = [s for s in scripts if len(_styles(cfg, s, False)) > 1]
     script_ids = np.resize(np.arange(len(scripts)), n)
     rng.shuffle(script_ids)
     styles = np.empty(n, np.int32)
     faces = np.empty(n, np.int32)
-    face_index = {f: i for i, f in enumerate(fonts.FACES)}
+    face_index = {f: i for i, f in enumerate(fonts.table_faces(cfg.fonts))}
     for k, script in enumerate(scripts):
         idx = np.flatnonzero(script_ids == k)
         own = _styles(cfg, script, heldout)
@@ -40,7 +42,7 @@ def _plan(cfg: DataConfig, split: str, rng: np.random.Generator):
         else:
             chosen = rng.choice(own, len(idx))
         for i, style in zip(idx, chosen, strict=True):
-            pool = fonts.faces_for(script, style, heldout=heldout)
+            pool = fonts.faces_for(script, style, heldout=heldout, table=cfg.fonts)
             styles[i] = cfg.styles.index(style)
             faces[i] = face_index[pool[rng.integers(len(pool))]]
     global_script = np.array([cfg.scripts.index(scripts[k]) for k in script_ids], np.int32)
@@ -48,7 +50,9 @@ def _plan(cfg: DataConfig, split: str, rng: np.random.Generator):
 
 
 def _styles(cfg: DataConfig, script: str, heldout: bool) -> list[str]:
-    return [s for s in cfg.styles if s in fonts.styles_for(script, heldout=heldout)]
+    return [
+        s for s in cfg.styles if s in fonts.styles_for(script, heldout=heldout, table=cfg.fonts)
+    ]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -224,7 +228,7 @@ def draw_chunk(cfg: DataConfig, entropy, scripts, faces) -> Draws:
       cfg: the dataset config.
       entropy: the chunk's seed (``chunk_entropy``).
       scripts: int[n] script ids (into ``cfg.scripts``) of the chunk's crops.
-      faces: int[n] face ids (into ``fonts.FACES``) of the chunk's crops.
+      faces: int[n] face ids (into ``fonts.table_faces(cfg.fonts)``) of the chunk's crops.
 
     Returns:
       The chunk's ``Draws``, the same numbers the dataset was rendered from.
@@ -233,8 +237,9 @@ def draw_chunk(cfg: DataConfig, entropy, scripts, faces) -> Draws:
     rng = np.random.default_rng(np.random.SeedSequence(entropy))
     h, w = cfg.image_size
     n = len(scripts)
+    table = fonts.table_faces(cfg.fonts)
     glyphs = tuple(  # the words come first: their draws depend on each face's metrics
-        _draw_glyph(rng, fonts.FACES[faces[i]], cfg.scripts[scripts[i]], h, w) for i in range(n)
+        _draw_glyph(rng, table[faces[i]], cfg.scripts[scripts[i]], h, w) for i in range(n)
     )
     bg = rng.uniform(0, 1, (n, 3)).astype(np.float32)
     cand = rng.uniform(0, 1, (n, 16, 3)).astype(np.float32)

@@ -54,7 +54,7 @@ def _load(cfg: DataConfig, path: Path) -> Dataset:
         split: Split(**{f: arrays[f"{split}/{f}"] for f in Split._fields}) for split in SPLITS
     }
     _check_schema(cfg, splits, path)
-    return Dataset(cfg, splits, cfg.scripts, cfg.styles, fonts.FAMILIES)
+    return Dataset(cfg, splits, cfg.scripts, cfg.styles, fonts.families(cfg.fonts))
 
 
 def _check_schema(cfg: DataConfig, splits: dict[str, Split], path: Path) -> None:

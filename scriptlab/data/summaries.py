@@ -47,7 +47,7 @@ def summary(ds: Dataset, seconds: float | None = None) -> dict:
         "scripts": list(ds.scripts),
         "styles": list(ds.styles),
         "bias": {s: _bias_style(ds.config, s) for s in ds.scripts},
-        "fonts": fonts.font_table(),
+        "fonts": fonts.font_table(ds.config.fonts),
         "sizes": {k: len(v) for k, v in ds.splits.items()},
         "counts": counts(ds),
         "bias_fraction_train": bias_fraction(ds),

@@ -12,12 +12,19 @@ Methods (``scriptlab.train``'s modes, plus post-hoc heads on frozen trunks):
                                          (val + val_conflict) instead (``fit_posthoc``).
 References (the same recipe on other training data, the same evaluation splits):
   oracle   styles uniform within each script (rho 0.2): no shortcut to learn;
-  rho99    a stronger bias than the default 0.9.
+  rho99    a stronger bias than the default 0.9;
+  diverse  the diverse font table (``fonts.TABLES``): many more training families;
+  augment  style augmentation in the training step (``augment.STYLE_AUGMENT``);
+  diverse_augment  both;
+and the fix on each of the last three trunks: diverse_dfr_val, augment_dfr_val,
+diverse_augment_dfr_val.
 
 For every model: script accuracy on the in-distribution test split, on the
 bias-conflicting splits and on held-out font families, with the worst (script,
 style) and (script, family) cells, the per-script macro average, the
-Latin/Cyrillic/Greek held-out crops and Caveat by script; then how much style is
+Latin/Cyrillic/Greek held-out crops and Caveat by script, and on the widened held-out
+split (the diverse table's held-out families, ``WIDE``: per script, per family, the worst
+family); then how much style is
 left in the embedding: the model's own font head and FRESH probes (linear, MLP,
 per-script) fitted on one half of the conflict split and scored on the other
 (Elazar & Goldberg 2018), next to two chance levels (majority style, and style
@@ -34,7 +41,7 @@ aggregates), ``results`` (the run and its cache), ``tables``, ``figures`` and ``
 # tests patch (MIN_CELL, predict, dataset_for, _rows) from here at call time
 from scriptlab import zoo
 from scriptlab.experiment.browser import heatmaps, minority_accuracy, misread
-from scriptlab.experiment.figures import figure, write
+from scriptlab.experiment.figures import family_figure, figure, write
 from scriptlab.experiment.methods import (
     L2_GRID,
     METHODS,
@@ -65,6 +72,8 @@ from scriptlab.experiment.scoring import (
     MIN_CELL,
     PREDICTED_SPLITS,
     STYLE,
+    WIDE,
+    WIDE_METRICS,
     Predictions,
     _aggregate,
     _cells,
@@ -83,6 +92,7 @@ from scriptlab.experiment.tables import (
     _cell,
     _name_width,
     _short,
+    family_accuracy,
     family_table,
     goal_table,
     table,
@@ -102,10 +112,14 @@ __all__ = [
     "PREDICTED_SPLITS",
     "REFERENCES",
     "STYLE",
+    "WIDE",
+    "WIDE_METRICS",
     "Posthoc",
     "PosthocApply",
     "PosthocHead",
     "Predictions",
+    "family_accuracy",
+    "family_figure",
     "family_table",
     "figure",
     "fit_posthoc",

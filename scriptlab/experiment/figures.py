@@ -8,7 +8,14 @@ import numpy as np
 
 from scriptlab.cache import write_atomic
 from scriptlab.experiment.results import _write_json
-from scriptlab.experiment.tables import _short, family_table, goal_table, table
+from scriptlab.experiment.tables import (
+    _check_cells,
+    _short,
+    family_accuracy,
+    family_table,
+    goal_table,
+    table,
+)
 
 
 def figure(results: dict):
@@ -47,6 +54,42 @@ def figure(results: dict):
     return fig
 
 
+def family_figure(results: dict, names: tuple[str, ...], key: str = "wide_cells"):
+    """Script accuracy per held-out font family (rows) and model (columns), mean over seeds.
+
+    Families are sorted by the first model's accuracy, worst at the top; each cell is
+    annotated with its mean.
+
+    Args:
+      results: ``run``'s output.
+      names: the models (columns), in order.
+      key: "wide_cells" (the widened held-out split) or "heldout_cells".
+    """
+    import matplotlib.pyplot as plt
+
+    _check_cells(results, names, key)
+    acc = {n: family_accuracy(results, n, key) for n in names}
+    families = sorted(acc[names[0]], key=lambda f: acc[names[0]][f][0].mean())
+    grid = np.array([[acc[n][f][0].mean() for n in names] for f in families])
+    fig, ax = plt.subplots(
+        figsize=(1.2 + 1.1 * len(names), 0.9 + 0.24 * len(families)), layout="constrained"
+    )
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="black" if v > 0.6 else "white")  # fmt: skip
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    crops = [acc[names[0]][f][1] for f in families]
+    ax.set_yticks(
+        range(len(families)), [f"{f} ({c})" for f, c in zip(families, crops, strict=True)]
+    )
+    ax.tick_params(labelsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.6, label="script accuracy")
+    split = "widened held-out" if key == "wide_cells" else "held-out"
+    ax.set_title(f"{split} families (crops)", fontsize=9)
+    return fig
+
+
 def write(results: dict, out: str | Path) -> Path:
     """results.json (strict JSON), results.txt and results.png into ``out``."""
     out = Path(out)
@@ -54,6 +97,9 @@ def write(results: dict, out: str | Path) -> Path:
     _write_json(out / "results.json", results)
     text = table(results) + ("\n\n" + goal_table(results) if results.get("goal") else "")
     text += "\n\nHeld-out font families, script accuracy per cell:\n" + family_table(results)
+    if all("wide_cells" in rows[0]["tables"] for rows in results["per_seed"].values()):
+        text += "\n\nWidened held-out split, script accuracy per cell:\n"
+        text += family_table(results, key="wide_cells")
     write_atomic(out / "results.txt", (text + "\n").encode())
     import io
 

@@ -39,8 +39,11 @@ METHODS = (
     "balanced_cdann_dfr_val",
     "multitask",
     "ascent",
+    "diverse_dfr_val",
+    "augment_dfr_val",
+    "diverse_augment_dfr_val",
 )
-REFERENCES = ("oracle", "rho99")
+REFERENCES = ("oracle", "rho99", "diverse", "augment", "diverse_augment")
 
 
 class Posthoc(NamedTuple):
@@ -75,6 +78,11 @@ POSTHOC = {
         "balanced_unlearn", erase=False, balanced=True, heldout=True
     ),
     "balanced_cdann_dfr_val": Posthoc("balanced_cdann", erase=False, balanced=True, heldout=True),
+    # the best head-level fix on the data references' trunks (fitted on the default dataset's
+    # val and val_conflict crops, as every *_val head)
+    "diverse_dfr_val": Posthoc("diverse", erase=False, balanced=True, heldout=True),
+    "augment_dfr_val": Posthoc("augment", erase=False, balanced=True, heldout=True),
+    "diverse_augment_dfr_val": Posthoc("diverse_augment", erase=False, balanced=True, heldout=True),
 }
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)  # the held-out fits choose their l2 from these
 
@@ -182,10 +190,14 @@ def posthoc_predictions(
 
 
 def _apply_posthoc(
-    m: zoo.ZooModel, ds: Dataset, fitted: PosthocHead, memo: dict | None = None
+    m: zoo.ZooModel,
+    ds: Dataset,
+    fitted: PosthocHead,
+    memo: dict | None = None,
+    wide: Dataset | None = None,
 ) -> dict[str, Predictions]:
     out = {}
-    for split, p in predictions(m, ds, memo=memo).items():
+    for split, p in predictions(m, ds, memo=memo, wide=wide).items():
         z = fitted.view(p.embedding)
         out[split] = Predictions(np.asarray(fitted.head.logits(z)), None, z)
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 # the names tests patch (``monkeypatch.setattr(experiment, ...)``) are read through the
 # package at call time, so a patch takes effect here as it did in the single module
+from scriptlab import data as data_lib
 from scriptlab import experiment, zoo
 from scriptlab.cache import cache_dir, clean_temporaries, write_atomic
 from scriptlab.data import Dataset
@@ -16,12 +17,21 @@ from scriptlab.experiment.scoring import _aggregate, goal, measure, score
 
 # Part of the results cache key (next to each model's TrainConfig.key(), which carries the
 # training-code version): bump it whenever evaluation code changes a number or a row gains a field.
-EVAL_CODE_VERSION = 3
+EVAL_CODE_VERSION = 4
+# The widened held-out split is the held-out split of this zoo entry's dataset (the diverse font
+# table's): its families are held out of every model's training fonts.
+WIDE_SOURCE = "diverse"
 
 
-def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str, memo: dict | None = None) -> dict:
+def _posthoc_row(
+    m: zoo.ZooModel,
+    ds: Dataset,
+    method: str,
+    memo: dict | None = None,
+    wide: Dataset | None = None,
+) -> dict:
     fitted = fit_posthoc(m, ds, method, memo=memo)
-    row = score(_apply_posthoc(m, ds, fitted, memo), ds)
+    row = score(_apply_posthoc(m, ds, fitted, memo, wide), ds, wide=wide)
     row["l2"] = fitted.l2
     if POSTHOC[method].heldout:  # fitted on val_conflict: its scores are in-sample
         row["val_conflict"] = row["val_conflict_worst"] = row["val_conflict_worst_cell"] = None
@@ -30,7 +40,13 @@ def _posthoc_row(m: zoo.ZooModel, ds: Dataset, method: str, memo: dict | None = 
 
 
 def _rows(
-    name: str, preset: str, seeds: int, ds: Dataset, progress: bool, memos: dict
+    name: str,
+    preset: str,
+    seeds: int,
+    ds: Dataset,
+    progress: bool,
+    memos: dict,
+    wide: Dataset | None = None,
 ) -> list[dict]:
     """One row per seed; ``memos[(trunk, seed)]`` keeps each trunk's predictions for the next."""
     trunk = POSTHOC[name].trunk if name in POSTHOC else name
@@ -38,7 +54,10 @@ def _rows(
     for s in range(seeds):
         m = zoo.load(trunk, preset, seed=s, progress=progress)
         memo = memos.setdefault((trunk, s), {})
-        row = _posthoc_row(m, ds, name, memo) if name in POSTHOC else measure(m, ds, memo=memo)
+        if name in POSTHOC:
+            row = _posthoc_row(m, ds, name, memo, wide)
+        else:
+            row = measure(m, ds, memo=memo, wide=wide)
         rows.append(row)
     return rows
 
@@ -75,6 +94,7 @@ def run(
     lam_sweep: tuple[float, ...] = (0.1, 1.0),
     progress: bool = True,
     cache: bool = True,
+    wide: bool = True,
 ) -> dict:
     """Train (via the zoo cache) and measure every method and reference over ``seeds`` seeds.
 
@@ -84,6 +104,8 @@ def run(
       methods: names from ``METHODS``.
       references: names from ``REFERENCES`` (the oracle is needed for ``goal``).
       lam_sweep: extra ``lam_max`` values for ``unlearn``, seed 0.
+      wide: also score every model on the widened held-out split (``WIDE``: the held-out
+        split of the diverse font table's dataset, rendered once and cached).
 
     Returns:
       {"per_seed": {name: [row, ...]}, "summary": {name: {metric: {mean, std, min, max, n}}},
@@ -101,9 +123,16 @@ def run(
     cfgs = {n: zoo.config(n, preset).__dict__ for n in names}
     # the config keys carry the training-code version: new training code, new results
     model_keys = {n: zoo.config(n, preset).key() for n in names}
+    wide_cfg = zoo.config(WIDE_SOURCE, preset) if wide else None
+    wide_key = (
+        None
+        if wide_cfg is None
+        else data_lib.make_config(preset, wide_cfg.data_seed, **wide_cfg.data_overrides()).key()
+    )
     key = hashlib.sha256(
         json.dumps(
-            [EVAL_CODE_VERSION, preset, seeds, methods, references, lam_sweep, cfgs, model_keys],
+            [EVAL_CODE_VERSION, preset, seeds, methods, references, lam_sweep, cfgs, model_keys]
+            + ([wide_key] if wide else []),
             sort_keys=True,
             default=str,
         ).encode()
@@ -125,17 +154,23 @@ def run(
     if cache:
         clean_temporaries(where.parent)  # half-written results of killed runs
     ds = experiment.dataset_for(zoo.config("baseline", preset), progress=progress)
+    wide_ds = None if wide_cfg is None else experiment.dataset_for(wide_cfg, progress=progress)
     zoo.warm(zoo_requests(preset, seeds, methods, references, lam_sweep), progress=progress)
     memos: dict = {}  # (trunk, seed) -> its predictions, shared by the methods on that trunk
     per_seed = {
-        n: experiment._rows(n, preset, seeds, ds, progress, memos) for n in (*methods, *references)
+        n: experiment._rows(n, preset, seeds, ds, progress, memos, wide_ds)
+        for n in (*methods, *references)
     }
     del memos
     summary = {n: _aggregate(rows) for n, rows in per_seed.items()}
     sweep = [
         {
             "lam_max": lam,
-            **measure(zoo.load("unlearn", preset, seed=0, lam_max=lam, progress=progress), ds),
+            **measure(
+                zoo.load("unlearn", preset, seed=0, lam_max=lam, progress=progress),
+                ds,
+                wide=wide_ds,
+            ),
         }
         for lam in lam_sweep
     ]
@@ -149,6 +184,7 @@ def run(
         "goal": goal(summary) if "oracle" in summary and "baseline" in summary else {},
         "lam_sweep": sweep,
         "configs": cfgs,
+        "wide_families": None if wide_ds is None else list(wide_ds.families),
         "eval_code_version": EVAL_CODE_VERSION,
     }
     if cache:

@@ -40,7 +40,14 @@ STYLE = (
     "font_chance",
     "font_from_script",
 )
-METRICS = ACCURACY + STYLE
+# The widened held-out split (issue 30): the diverse font table's held-out families, never in
+# any model's training fonts, at least two per script where pip offers them. Scored like
+# ``heldout`` (``wide``: all crops, ``wide_macro``: mean over scripts, ``wide_family``: mean
+# over (script, family) cells, ``wide_worst``: the worst cell, ``wide_lcg``: Latin / Cyrillic /
+# Greek), and ``heldout_family`` is ``wide_family``'s counterpart on the default split.
+WIDE = "heldout_wide"
+WIDE_METRICS = ("heldout_family", "wide", "wide_macro", "wide_family", "wide_worst", "wide_lcg")
+METRICS = ACCURACY + STYLE + WIDE_METRICS
 # The shortcut's three symptoms: the goal is to close half of each baseline-to-oracle gap.
 GOAL = ("conflict_worst", "heldout_lcg", "caveat_cyrillic")
 MIN_CELL = 10  # worst-group minima ignore cells with fewer crops than this
@@ -66,7 +73,12 @@ class Predictions(NamedTuple):
 
 
 def predictions(
-    m: zoo.ZooModel, ds: Dataset, splits=EVAL_SPLITS, *, memo: dict | None = None
+    m: zoo.ZooModel,
+    ds: Dataset,
+    splits=EVAL_SPLITS,
+    *,
+    memo: dict | None = None,
+    wide: Dataset | None = None,
 ) -> dict[str, Predictions]:
     """A zoo model's predictions on the evaluation splits (or ``splits``).
 
@@ -74,12 +86,17 @@ def predictions(
       memo: a dict kept by the caller for this one model and dataset: splits already in it
         are read from it, new ones are computed and added. The post-hoc methods of one trunk
         then share its forward passes (``run`` does this; so can a notebook).
+      wide: the diverse-font dataset whose held-out split is scored as ``WIDE`` (added to
+        ``splits``), or None.
     """
     memo = {} if memo is None else memo
+    if wide is not None and WIDE not in splits:
+        splits = (*splits, WIDE)
     for s in splits:
         if s not in memo:
+            images = wide.heldout.images if s == WIDE else ds.split(s).images
             memo[s] = Predictions(
-                *map(np.asarray, experiment.predict(m.apply_fn, m.params, ds.split(s).images))
+                *map(np.asarray, experiment.predict(m.apply_fn, m.params, images))
             )
     return {s: memo[s] for s in splits}
 
@@ -112,13 +129,41 @@ def _json_table(acc) -> list:
     return [[None if math.isnan(v) else round(float(v), 4) for v in row] for row in acc]
 
 
-def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CELL) -> dict:
+def _family_cells(hit, split, scripts, families, min_cell: int) -> tuple[float | None, dict]:
+    """Mean accuracy over (script, family) cells of >= ``min_cell`` crops, and every cell."""
+    acc, n = _cells(hit, split.script, split.family, len(scripts), len(families))
+    cells = {
+        f"{scripts[i]}/{families[j]}": [round(float(acc[i, j]), 4), int(n[i, j])]
+        for i, j in zip(*np.nonzero(n), strict=True)
+    }
+    big = n >= min_cell
+    return (float(acc[big].mean()) if big.any() else None), cells
+
+
+def _by_script(hit, split, scripts) -> dict:
+    """{script: [accuracy, crops]} for every script present in ``split``."""
+    return {
+        scripts[i]: [round(float(hit[split.script == i].mean()), 4), int(np.sum(split.script == i))]
+        for i in np.unique(split.script)
+    }
+
+
+def score(
+    preds: dict[str, Predictions],
+    ds: Dataset,
+    *,
+    min_cell: int = MIN_CELL,
+    wide: Dataset | None = None,
+) -> dict:
     """Every number of the results table for one model, from its predictions.
 
     Args:
-      preds: {split: Predictions} for every split of ``EVAL_SPLITS``.
+      preds: {split: Predictions} for every split of ``EVAL_SPLITS`` (and ``WIDE`` with
+        ``wide``).
       ds: the dataset the predictions are of.
       min_cell: worst-group minima ignore cells with fewer crops.
+      wide: the diverse-font dataset whose held-out split ``preds[WIDE]`` read; None leaves
+        the ``wide_*`` numbers None.
 
     Returns:
       A row: each name of ``METRICS`` -> float (None where it does not apply), and
@@ -131,6 +176,8 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     read = {split: np.argmax(p.script, -1) for split, p in preds.items()}  # script read per crop
     hits = {}
     for split in preds:
+        if split == WIDE:
+            continue
         s = ds.split(split)
         hits[split] = read[split] == s.script
         row[split] = float(hits[split].mean())
@@ -197,6 +244,23 @@ def score(preds: dict[str, Predictions], ds: Dataset, *, min_cell: int = MIN_CEL
     table = np.zeros((S, F))
     np.add.at(table, (c.script[fit], c.style[fit]), 1)
     row["font_from_script"] = float(np.mean(np.argmax(table, 1)[c.script[sc]] == c.style[sc]))
+    row["heldout_family"], _ = _family_cells(hits["heldout"], h, ds.scripts, ds.families, min_cell)
+    tables["heldout_by_script"] = _by_script(hits["heldout"], h, ds.scripts)
+    row.update(dict.fromkeys((*WIDE_METRICS[1:], "wide_worst_cell")))
+    if wide is not None:
+        w, hit = wide.heldout, np.argmax(preds[WIDE].script, -1) == wide.heldout.script
+        row["wide"] = float(hit.mean())
+        row["wide_family"], tables["wide_cells"] = _family_cells(
+            hit, w, wide.scripts, wide.families, min_cell
+        )
+        acc, n = _cells(hit, w.script, w.family, len(wide.scripts), len(wide.families))
+        row["wide_worst"], row["wide_worst_cell"] = _worst(
+            acc, n, wide.scripts, wide.families, min_cell
+        )
+        tables["wide_by_script"] = _by_script(hit, w, wide.scripts)
+        row["wide_macro"] = float(np.mean([hit[w.script == i].mean() for i in np.unique(w.script)]))
+        sel = np.isin(w.script, [wide.scripts.index(x) for x in LCG if x in wide.scripts])
+        row["wide_lcg"] = float(hit[sel].mean()) if sel.any() else None
     row["tables"] = tables
     row["predicted"] = {split: _encode_labels(read[split]) for split in PREDICTED_SPLITS}
     return row
@@ -243,9 +307,11 @@ def predicted(results: dict, name: str, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def measure(m: zoo.ZooModel, ds: Dataset, *, memo: dict | None = None) -> dict:
-    """``score`` of a zoo model's own predictions (``memo``: as in ``predictions``)."""
-    return score(predictions(m, ds, memo=memo), ds)
+def measure(
+    m: zoo.ZooModel, ds: Dataset, *, memo: dict | None = None, wide: Dataset | None = None
+) -> dict:
+    """``score`` of a zoo model's own predictions (``memo``, ``wide``: as in ``predictions``)."""
+    return score(predictions(m, ds, memo=memo, wide=wide), ds, wide=wide)
 
 
 def _aggregate(rows: list[dict]) -> dict[str, dict[str, float]]:

@@ -67,8 +67,54 @@ def goal_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+HELDOUT_TABLES = ("heldout_cells", "wide_cells")  # the held-out splits' (script, family) cells
+
+
+def _check_cells(results: dict, names: tuple[str, ...], key: str) -> None:
+    for n in names:
+        if n not in results["per_seed"]:
+            raise ValueError(f"unknown model {n!r}; allowed: {', '.join(results['per_seed'])}")
+    if key not in HELDOUT_TABLES:
+        raise ValueError(f"key must be one of {', '.join(HELDOUT_TABLES)}, got {key!r}")
+    for n in names:
+        if any(key not in r["tables"] for r in results["per_seed"][n]):
+            raise ValueError(f"the rows of {n!r} hold no {key!r} (run with wide=True)")
+
+
+def family_accuracy(
+    results: dict, name: str, key: str = "wide_cells"
+) -> dict[str, tuple[np.ndarray, int]]:
+    """Script accuracy per held-out font family, per seed, over every script the family renders.
+
+    Args:
+      results: ``run``'s output.
+      name: a model of the results.
+      key: "wide_cells" (the widened held-out split) or "heldout_cells" (the default one).
+
+    Returns:
+      {family: (float64[seeds] accuracy, crops)}, the accuracy crop-weighted over the family's
+      (script, family) cells (each stored to 4 decimals), families in the order the cells
+      first name them.
+    """
+    _check_cells(results, (name,), key)
+    rows = results["per_seed"][name]
+    families = dict.fromkeys(c.split("/", 1)[1] for r in rows for c in r["tables"][key])
+    out = {}
+    for family in families:
+        accs, crops = [], 0
+        for r in rows:
+            cells = [v for c, v in r["tables"][key].items() if c.split("/", 1)[1] == family]
+            crops = sum(n for _, n in cells)
+            accs.append(sum(a * n for a, n in cells) / crops)
+        out[family] = (np.array(accs), crops)
+    return out
+
+
 def family_table(
-    results: dict, names: tuple[str, ...] | None = None, scripts: tuple[str, ...] | None = None
+    results: dict,
+    names: tuple[str, ...] | None = None,
+    scripts: tuple[str, ...] | None = None,
+    key: str = "heldout_cells",
 ) -> str:
     """Held-out accuracy per (script, font family) cell, mean over seeds, one column per model.
 
@@ -76,12 +122,11 @@ def family_table(
       results: ``run``'s output.
       names: models (columns); default every model in the results.
       scripts: only these scripts' rows (e.g. ``fonts.LCG``); default all.
+      key: "heldout_cells" (the default held-out split) or "wide_cells" (the widened one).
     """
     names = tuple(results["summary"]) if names is None else names
-    for n in names:
-        if n not in results["per_seed"]:
-            raise ValueError(f"unknown model {n!r}; allowed: {', '.join(results['per_seed'])}")
-    cells = results["per_seed"][names[0]][0]["tables"]["heldout_cells"]
+    _check_cells(results, names, key)
+    cells = results["per_seed"][names[0]][0]["tables"][key]
     rows = [c for c in cells if scripts is None or c.split("/")[0] in scripts]
     width = max([len(c) for c in rows] + [len("script/family")]) + 2
     # each column as wide as its own name, so one long name does not widen them all
@@ -91,10 +136,7 @@ def family_table(
     )
     lines = [head, "-" * len(head)]
     for c in rows:
-        means = [
-            np.mean([r["tables"]["heldout_cells"][c][0] for r in results["per_seed"][n]])
-            for n in names
-        ]
+        means = [np.mean([r["tables"][key][c][0] for r in results["per_seed"][n]]) for n in names]
         values = "".join(f"{v:>{w}.3f}" for v, w in zip(means, cols, strict=True))
         lines.append(f"{c:<{width}}{cells[c][1]:>6}" + values)
     return "\n".join(lines)

@@ -9,7 +9,9 @@ meets is ``scriptlab.protocols.ApplyFn`` (``scriptlab.model.functional`` gives o
 # Inside the network: activations, dead filters, filters, receptive fields, top-k patches, occlusion
 # (Zeiler & Fergus 2014). occlusion() is exported as occlusion_map so the module name stays a module.
 from scriptlab.interpret.activations import (
+    ActivationChange,
     DeadFilters,
+    activation_change,
     activation_maps,
     activation_sparsity,
     dead_filters,
@@ -80,6 +82,7 @@ from scriptlab.interpret.ranking import TopKShares, neighbour_shares, ranking_sh
 from scriptlab.interpret.receptive import (
     ReceptiveField,
     TopPatches,
+    UnitShares,
     empirical_receptive_field,
     label_purity,
     receptive_box,
@@ -87,6 +90,7 @@ from scriptlab.interpret.receptive import (
     receptive_fields,
     top_activating,
     trunk_fn,
+    unit_shares,
 )
 from scriptlab.interpret.saliency import (
     METHODS as SALIENCY_METHODS,
@@ -119,6 +123,7 @@ from scriptlab.interpret.stats import (
     bootstrap_auc,
     bootstrap_difference,
     bootstrap_mean,
+    prediction_t_test,
     resample_indices,
     roc_auc,
     seed_summary,
@@ -138,6 +143,8 @@ from scriptlab.interpret.tcav import (
 from scriptlab.interpret.tcav import tcav as tcav_test
 
 __all__ = [
+    "ActivationChange",
+    "activation_change",
     "activation_maps",
     "activation_sparsity",
     "adjust_p_values",
@@ -222,6 +229,7 @@ __all__ = [
     "ssim",
     "style_readout",
     "t_test",
+    "prediction_t_test",
     "tcav_test",
     "tcav_scores",
     "TCAVResult",
@@ -233,6 +241,8 @@ __all__ = [
     "tsne",
     "TSNEResult",
     "TTest",
+    "unit_shares",
+    "UnitShares",
     "vanilla_gradient",
     "verdicts",
 ]

@@ -383,3 +383,73 @@ def purity_chance(labels, k: int, n_classes: int, *, draws: int = 2000, seed: in
     rng = np.random.default_rng(seed)
     index = np.argsort(rng.random((draws, n)), axis=1)[:, :k]
     return float(label_purity(labels, index, n_classes).mean())
+
+
+class UnitShares(NamedTuple):
+    """The channels each query image drives hardest, and what their top images share with it.
+
+    Attributes:
+      units: int32[Q, U] per query, the U channels it drives hardest (relative to each
+        channel's strongest image), best first.
+      share: float32[Q, A] share of those channels' top images (U x k together) whose label
+        column a equals the query's.
+      base_rate: float32[Q, A] the same share over all N images searched (k images at random).
+    """
+
+    units: np.ndarray
+    share: np.ndarray
+    base_rate: np.ndarray
+
+
+def unit_shares(peaks, top: TopPatches, query_keys, point_keys, *, units: int = 1) -> UnitShares:
+    """Which channels a query image drives hardest, and the labels of their top-k images.
+
+    A channel's drive by query q is ``peaks[q, c] / top.value[c, 0]``: the query's peak
+    activation as a fraction of the channel's strongest image among the N searched (a
+    channel whose strongest image does not activate it, a dead one, is never picked).
+    Ties go to the lower channel. Pass label columns (style, script): a query whose
+    hardest-driven channels have top images in its style, not its script, is read by
+    style units.
+
+    Args:
+      peaks: float[Q, C] each query's peak activation per channel of ``top``'s layer
+        (``activations[layer].max((1, 2))``).
+      top: ``top_activating`` over the N images searched.
+      query_keys: int[Q] or int[Q, A] labels of each query.
+      point_keys: int[N] or int[N, A] the same label columns of the N images.
+      units: channels per query, 1 <= units <= C.
+
+    Returns:
+      A ``UnitShares``.
+
+    References: Zeiler & Fergus 2014, https://arxiv.org/abs/1311.2901; Adebayo, Muelly,
+    Abelson & Kim 2022 (explanations judged by a planted signal), https://arxiv.org/abs/2212.04629.
+    """
+    value = np.asarray(top.value, np.float32)
+    index = np.asarray(top.index)
+    c, _ = value.shape
+    p = np.asarray(peaks, np.float32)
+    if p.ndim != 2 or p.shape[1] != c:
+        raise ValueError(f"peaks must be float[Q, {c}] (one column per channel), got {p.shape}")
+    qk, pk = np.asarray(query_keys), np.asarray(point_keys)
+    qk = qk[:, None] if qk.ndim == 1 else qk
+    pk = pk[:, None] if pk.ndim == 1 else pk
+    if qk.ndim != 2 or qk.shape[0] != len(p) or not np.issubdtype(qk.dtype, np.integer):
+        raise ValueError(
+            f"query_keys must be int[{len(p)}] or int[{len(p)}, A] labels, got "
+            f"{qk.dtype}{list(qk.shape)}"
+        )
+    if pk.ndim != 2 or pk.shape[1] != qk.shape[1] or not np.issubdtype(pk.dtype, np.integer):
+        raise ValueError(
+            f"point_keys must be int[N, {qk.shape[1]}] labels like query_keys, got "
+            f"{pk.dtype}{list(pk.shape)}"
+        )
+    check_indices("top.index", index, len(pk), what="point_keys rows")
+    units = check_int("units", units, 1, c + 1)
+    live = value[:, 0] > 0
+    drive = np.where(live, p / np.where(live, value[:, 0], 1.0), -np.inf)
+    chosen = np.argsort(-drive, axis=1, kind="stable")[:, :units]  # [Q, U]
+    images = index[chosen].reshape(len(p), -1)  # [Q, U * k]
+    share = (pk[images] == qk[:, None, :]).mean(1)
+    base = (pk[None] == qk[:, None, :]).mean(1)
+    return UnitShares(chosen.astype(np.int32), share.astype(np.float32), base.astype(np.float32))

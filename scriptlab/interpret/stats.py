@@ -6,6 +6,8 @@ batched (scipy is only a test dependency):
 
 - ``t_test``: Student's or Welch's two-sided two-sample t-test, its p-value from
   the regularised incomplete beta function (Kim et al. 2018 test TCAV scores so);
+- ``prediction_t_test``: is one new value drawn like a sample? The two-sided
+  t-test of a single observation against n others (TCAV's exchangeable test);
 - ``adjust_p_values``: Holm's step-down or Bonferroni's correction across a family;
 - ``roc_auc``: the Mann-Whitney ROC AUC, ties counted as 1/2;
 - ``resample_indices``, ``bootstrap`` and ``bootstrap_mean`` / ``bootstrap_difference``
@@ -152,6 +154,59 @@ def _t_test(a, b, *, equal_var):
     t = jnp.where(degenerate, jnp.where(same, 0.0, jnp.sign(diff) * jnp.inf), t)
     x = df / (df + jnp.where(degenerate, 1.0, t * t))
     p = betainc(df / 2.0, 0.5, jnp.clip(x, 0.0, 1.0))
+    p = jnp.where(degenerate, jnp.where(same, 1.0, 0.0), p)
+    return TTest(t, p, df)
+
+
+def prediction_t_test(x: Real[AnyArray, " *batch"], sample: Real[AnyArray, "*other n"]) -> TTest:
+    """Two-sided t-test of one observation ``x`` against a sample of n others, batched.
+
+    If x and the n values of ``sample`` are exchangeable draws from one normal
+    distribution, t = (x - mean) / (s sqrt(1 + 1/n)), s the sample's standard
+    deviation (ddof 1), follows Student's t with n - 1 degrees of freedom (the
+    prediction interval of a new observation). The same holds for an
+    exchangeable normal vector with equal correlations (only contrasts enter t),
+    which is what makes it TCAV's exchangeable test (``tcav.tcav``). As in
+    ``t_test``, a constant sample gives p = 1 when x equals it and 0 otherwise.
+
+    Args:
+      x: float[...] the single observations.
+      sample: float[..., n] the samples, n >= 2; leading axes broadcast with ``x``'s.
+
+    Returns:
+      A ``TTest`` of float32[...] arrays (df = n - 1).
+
+    References: Student 1908; Geisser 1993, Predictive Inference (the t prediction
+    interval); Kim et al. 2018, https://arxiv.org/abs/1711.11279.
+    """
+    x = check_array("x", x)
+    sample = check_array("sample", sample)
+    if sample.ndim < 1 or sample.shape[-1] < 2:
+        raise ValueError(f"sample must hold >= 2 values on its last axis, got shape {sample.shape}")
+    try:
+        jnp.broadcast_shapes(x.shape, sample.shape[:-1])
+    except ValueError:
+        raise ValueError(
+            f"x and sample must have broadcastable leading axes, got shapes {x.shape} and "
+            f"{sample.shape}"
+        ) from None
+    return _prediction_t_test(x, sample)
+
+
+@jax.jit
+def _prediction_t_test(x, sample):
+    n = sample.shape[-1]
+    m = sample.mean(-1)
+    se = jnp.sqrt(sample.var(-1, ddof=1) * (1.0 + 1.0 / n))
+    diff = x - m
+    rounding = 8 * jnp.finfo(jnp.float32).eps * (jnp.abs(x) + jnp.abs(m))
+    degenerate = se <= rounding
+    same = jnp.abs(diff) <= rounding
+    t = diff / jnp.where(degenerate, 1.0, se)
+    t = jnp.where(degenerate, jnp.where(same, 0.0, jnp.sign(diff) * jnp.inf), t)
+    df = jnp.full(t.shape, n - 1, jnp.float32)
+    z = df / (df + jnp.where(degenerate, 1.0, t * t))
+    p = betainc(df / 2.0, 0.5, jnp.clip(z, 0.0, 1.0))
     p = jnp.where(degenerate, jnp.where(same, 1.0, 0.0), p)
     return TTest(t, p, df)
 

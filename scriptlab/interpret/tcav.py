@@ -11,11 +11,22 @@ A concept (a font style, say) is given by example images. At a layer l:
 3. The TCAV score is the share of class-k inputs with S > 0 (``tcav_scores``).
 
 A CAV can separate any two sets, so a score alone says little. The test
-(``tcav``): fit one CAV of the concept against each of M >= 20 random sets,
-and M random-vs-random CAVs (one fixed random set against the same M sets);
-the two samples of M scores are compared with the paper's two-sided t-test,
-and the p-values of all concepts x layers are corrected for multiple
-comparisons (Holm or Bonferroni, ``scriptlab.interpret.stats``).
+(``tcav``) draws M + 1 >= 21 disjoint random sets and asks whether the concept
+scores like one more random set would:
+
+- "exchangeable" (the default): every random set is scored as a concept
+  against all the others and the concept, exactly as the concept is scored
+  against all the random sets, so under the null (the concept is a random
+  set) the M + 2 set statistics are exchangeable; the concept's statistic is
+  tested against the M + 1 random ones (``stats.prediction_t_test``);
+- "paper": Kim et al.'s code, one fixed random set R_0 against the other M and
+  the concept against the same M, compared by a two-sided two-sample t-test.
+  Both samples share one set each (the concept, R_0), which the t-test takes
+  for independent draws, so it rejects a random concept far more often than
+  alpha (``tests/test_tcav.py`` measures it).
+
+The p-values of all concepts x layers are corrected for multiple comparisons
+(Holm or Bonferroni, ``scriptlab.interpret.stats``).
 
 ``apply_fn`` is a ``scriptlab.protocols.ApplyFn``; TCAV reads
 ``out.activations[layer]`` (flattened per image), ``getattr(out, head)``
@@ -54,10 +65,11 @@ from scriptlab.interpret._common import (
     map_rows,
     probe_outputs,
 )
-from scriptlab.interpret.stats import CORRECTIONS, adjust_p_values, t_test
+from scriptlab.interpret.stats import CORRECTIONS, adjust_p_values, prediction_t_test, t_test
 from scriptlab.protocols import AnyArray, ApplyFn, Image, Targets
 
 CAV_METHODS = ("logistic", "mean")
+TESTS = ("exchangeable", "paper")
 
 
 class CAV(NamedTuple):
@@ -80,16 +92,29 @@ class CAV(NamedTuple):
 class TCAVResult(NamedTuple):
     """TCAV scores and their significance, per layer and concept.
 
+    With M = ``n_random`` and K the random sets each concept is fitted against
+    (K = M + 1 for the "exchangeable" test, M for "paper"):
+
     Attributes:
       concepts: the concept names, in order (C of them).
       layers: the layer names, in order (L of them).
-      scores: float32[L, C, M] TCAV score of each concept-vs-random-set CAV.
-      random_scores: float32[L, M] TCAV score of each random-vs-random CAV.
-      accuracy: float32[L, C, M] fit accuracy of each concept CAV.
-      random_accuracy: float32[L, M] fit accuracy of each random CAV.
-      p_values: float32[L, C] two-sided t-test of scores against random_scores.
+      scores: float32[L, C, K] TCAV score of each concept-vs-random-set CAV.
+      random_scores: float32[L, R] TCAV score of each random-vs-random CAV ("paper":
+        R_0 vs R_i, R = M; "exchangeable": R_i vs R_j for every ordered pair i != j,
+        row-major, R = (M + 1) M).
+      accuracy: float32[L, C, K] fit accuracy of each concept CAV.
+      random_accuracy: float32[L, R'] fit accuracy of each fitted random CAV
+        ("exchangeable": R' = (M + 1) M / 2, the pairs i < j; R_j vs R_i is its mirror).
+      statistic: float32[L, C] the concept's mean score (what is tested).
+      null_statistics: float32[L, C, K'] what it is tested against: "paper", the
+        M scores R_0 vs R_i; "exchangeable", the M + 1 random sets' mean scores.
+      p_values: float32[L, C] the two-sided test of the statistic against the null.
       p_adjusted: float32[L, C] the p-values corrected across all L x C tests.
       significant: bool[L, C] p_adjusted <= alpha.
+      paper_p_adjusted: float32[L, C] the paper's t-test on the same CAVs (C vs R_1..R_M
+        against R_0 vs R_1..R_M, all among the exchangeable test's fits), corrected the
+        same way: the two tests side by side at no extra cost (= p_adjusted for "paper").
+      test: the test, one of ``TESTS``.
     """
 
     concepts: tuple[str, ...]
@@ -98,9 +123,13 @@ class TCAVResult(NamedTuple):
     random_scores: jax.Array
     accuracy: jax.Array
     random_accuracy: jax.Array
+    statistic: jax.Array
+    null_statistics: jax.Array
     p_values: jax.Array
     p_adjusted: jax.Array
     significant: jax.Array
+    paper_p_adjusted: jax.Array
+    test: str = "exchangeable"
 
 
 # --------------------------------------------------------------------------- CAVs
@@ -367,6 +396,7 @@ def tcav(
     method: str = "logistic",
     l2: float = 0.01,
     steps: int = 30,
+    test: str = "exchangeable",
     equal_var: bool = True,
     correction: str = "holm",
     alpha: float = 0.05,
@@ -377,18 +407,29 @@ def tcav(
 
     For every layer: ``random_images`` is split, by one seeded permutation, into
     M + 1 disjoint random sets of ``random_size`` images, R_0 ... R_M
-    (M = ``n_random``). Each concept C gets M CAVs, C vs R_i (i = 1..M); the
-    random baseline gets M CAVs, R_0 vs R_i. Each CAV's TCAV score on ``images``
-    (``tcav_scores``) gives two samples of M scores, compared by a two-sided
-    t-test (``stats.t_test``; Student's, as the paper's code, or Welch's). A
-    concept is significant at a layer when its p-value, corrected across all
-    concepts x layers (``stats.adjust_p_values``), is <= ``alpha``. Kim et al.
-    also report the mean score only where the test passes.
+    (M = ``n_random``), and each CAV's TCAV score on ``images`` is
+    ``tcav_scores``. Write s(X, Y) for the score of the CAV of X against Y.
 
-    As in the paper's code, one fixed random set R_0 stands in for "a concept
-    that is no concept", so the test asks whether C differs from R_0, and a
-    concept set that differs from R_0 by chance can pass: read a significant
-    result together with the size of the score difference, and over seeds.
+    ``test="exchangeable"`` (default): the concept C gets M + 1 CAVs, C vs R_i
+    (i = 0..M), and its statistic T_C = mean_i s(C, R_i). Every random set gets
+    the same treatment against the others and C,
+    T_{R_j} = (sum_{i != j} s(R_j, R_i) + s(R_j, C)) / (M + 1), so if C were one
+    more random set (of the same size) the M + 2 statistics would be
+    exchangeable: T_C is tested against the M + 1 T_{R_j} by
+    ``stats.prediction_t_test`` (df = M). The CAV of Y vs X is that of X vs Y
+    negated (the logistic and the mean fit are antisymmetric in the labels), so
+    the (M + 1) M / 2 pairs i < j are fitted once and s(Y, X) is scored with
+    the negated direction.
+
+    ``test="paper"`` (Kim et al.'s code): C vs R_i and R_0 vs R_i (i = 1..M),
+    two samples of M scores compared by a two-sided t-test (``stats.t_test``;
+    Student's, as the paper's code, or Welch's with ``equal_var=False``). Both
+    samples hinge on one set each (C, R_0), so a random concept that differs
+    from R_0 by chance passes far more often than ``alpha``.
+
+    A concept is significant at a layer when its p-value, corrected across all
+    concepts x layers (``stats.adjust_p_values``), is <= ``alpha``. Kim et al.
+    report the mean score only where the test passes.
 
     Args:
       apply_fn: a ``scriptlab.protocols.ApplyFn``.
@@ -396,14 +437,16 @@ def tcav(
       images: float32[N, H, W, C] the inputs X_k whose sensitivity is measured
         (typically crops of class k).
       targets: int or int[N], the class k of each image (its ``head`` logit).
-      concepts: {name: float32[P_c, H, W, C]} example images of each concept, P_c >= 1.
+      concepts: {name: float32[P_c, H, W, C]} example images of each concept, P_c >= 1
+        (for the exchangeable test's null to be exact, P_c = ``random_size``).
       random_images: float32[R, H, W, C] the pool the random sets are drawn from.
       layers: one name in ``out.activations`` or several.
       head: output field holding the logits.
-      n_random: M, the number of random sets (>= 2; the paper uses >= 20... 500).
+      n_random: M, the number of random sets besides R_0 (>= 2; the paper uses >= 20... 500).
       random_size: images per random set; default min(R // (M + 1), max P_c).
       method, l2, steps: the CAV fit (``fit_cavs``).
-      equal_var: Student's (True) or Welch's (False) t-test.
+      test: one of ``TESTS``.
+      equal_var: the "paper" test's Student's (True) or Welch's (False) t-test.
       correction: one of ``stats.CORRECTIONS``, across concepts x layers.
       alpha: the family-wise significance level, in (0, 1).
       seed: seed of the random sets.
@@ -414,6 +457,7 @@ def tcav(
 
     References: Kim et al. 2018 (TCAV), https://arxiv.org/abs/1711.11279; Holm 1979.
     """
+    check_choice("test", test, TESTS)
     check_choice("correction", correction, CORRECTIONS)
     check_choice("method", method, CAV_METHODS)
     alpha = check_number("alpha", alpha, low=0.0, high=1.0, open_low=True)
@@ -449,41 +493,84 @@ def tcav(
         )
     sets = _random_sets(pool.shape[0], n_random + 1, size, seed)
     cav_options = dict(method=method, l2=l2, steps=steps)
+    exchangeable = test == "exchangeable"
+    partners = sets if exchangeable else sets[1:]  # the random sets each concept is fitted against
+    if exchangeable:
+        first, second = np.triu_indices(n_random + 1, 1)
+        rand_pos, rand_neg = sets[first], sets[second]
+    else:
+        rand_pos, rand_neg = np.repeat(sets[:1], n_random, 0), sets[1:]
 
-    scores, random_scores, accuracy, random_accuracy = [], [], [], []
+    fields = {k: [] for k in ("scores", "random_scores", "accuracy", "random_accuracy",
+                              "statistic", "null", "paper")}  # fmt: skip
     for layer in layers:
         grads = layer_gradients(
             apply_fn, params, images, targets, layer=layer, head=head, batch_size=batch_size
         )
         pool_acts = forward_chunks(apply_fn, params, pool, layer=layer, batch_size=batch_size)
-        rand = fit_cavs(pool_acts, np.repeat(sets[:1], n_random, 0), sets[1:], **cav_options)
-        random_scores.append(tcav_scores(grads, rand.direction))
-        random_accuracy.append(rand.accuracy)
-        per_concept, per_accuracy = [], []
+        rand = fit_cavs(pool_acts, rand_pos, rand_neg, **cav_options)
+        per_concept, per_accuracy, reverse = [], [], []
         for c in concept_images.values():
             acts = forward_chunks(apply_fn, params, c, layer=layer, batch_size=batch_size)
             p = acts.shape[0]
             cav = fit_cavs(
                 jnp.concatenate([acts, pool_acts]),
-                np.broadcast_to(np.arange(p), (n_random, p)),
-                sets[1:] + p,
+                np.broadcast_to(np.arange(p), (len(partners), p)),
+                partners + p,
                 **cav_options,
             )
             per_concept.append(tcav_scores(grads, cav.direction))
             per_accuracy.append(cav.accuracy)
-        scores.append(jnp.stack(per_concept))
-        accuracy.append(jnp.stack(per_accuracy))
-    scores, random_scores = jnp.stack(scores), jnp.stack(random_scores)
-    p_values = t_test(scores, random_scores[:, None, :], equal_var=equal_var).p_value
+            reverse.append(tcav_scores(grads, -cav.direction))  # s(R_i, C)
+        concept_scores = jnp.stack(per_concept)  # [C, K]
+        fields["scores"].append(concept_scores)
+        fields["accuracy"].append(jnp.stack(per_accuracy))
+        fields["random_accuracy"].append(rand.accuracy)
+        fields["statistic"].append(concept_scores.mean(-1))
+        forward = tcav_scores(grads, rand.direction)
+        if exchangeable:
+            pair = _pair_matrix(forward, tcav_scores(grads, -rand.direction), first, second)
+            off = ~np.eye(n_random + 1, dtype=bool)
+            fields["random_scores"].append(pair[off])  # ordered pairs i != j, row-major
+            # T_{R_j} = (sum_{i != j} s(R_j, R_i) + s(R_j, C)) / (M + 1), per concept
+            fields["null"].append((pair.sum(1) + jnp.stack(reverse)) / (n_random + 1))
+            # the paper's samples among these fits: C vs R_1..R_M, R_0 vs R_1..R_M
+            fields["paper"].append((concept_scores[:, 1:], pair[0, 1:]))
+        else:
+            fields["random_scores"].append(forward)
+            fields["null"].append(jnp.broadcast_to(forward, concept_scores.shape))
+            fields["paper"].append((concept_scores, forward))
+    paper = fields.pop("paper")
+    stacked = {k: jnp.stack(v) for k, v in fields.items()}
+    paper_p = t_test(
+        jnp.stack([a for a, _ in paper]),
+        jnp.stack([b for _, b in paper])[:, None, :],
+        equal_var=equal_var,
+    ).p_value
+    if exchangeable:
+        p_values = prediction_t_test(stacked["statistic"], stacked["null"]).p_value
+    else:
+        p_values = paper_p
     p_adjusted = adjust_p_values(p_values, method=correction)
     return TCAVResult(
         concepts=tuple(concept_images),
         layers=tuple(layers),
-        scores=scores,
-        random_scores=random_scores,
-        accuracy=jnp.stack(accuracy),
-        random_accuracy=jnp.stack(random_accuracy),
+        scores=stacked["scores"],
+        random_scores=stacked["random_scores"],
+        accuracy=stacked["accuracy"],
+        random_accuracy=stacked["random_accuracy"],
+        statistic=stacked["statistic"],
+        null_statistics=stacked["null"],
         p_values=p_values,
         p_adjusted=p_adjusted,
         significant=p_adjusted <= alpha,
+        paper_p_adjusted=adjust_p_values(paper_p, method=correction),
+        test=test,
     )
+
+
+def _pair_matrix(forward, backward, first, second) -> jax.Array:
+    """float32[M + 1, M + 1]: s(R_i, R_j) from the pairs i < j and their mirrors; 0 on the diagonal."""
+    n = int(max(first.max(), second.max())) + 1
+    m = jnp.zeros((n, n), jnp.float32)
+    return m.at[first, second].set(forward).at[second, first].set(backward)

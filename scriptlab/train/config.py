@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 # the package, read at call time: a patched ``train.TRAINING_CODE_VERSION`` (tests) reaches key()
 from scriptlab import data as data_lib
-from scriptlab import train
+from scriptlab import fonts, train
+from scriptlab.augment import Augment
 from scriptlab.validation import check_bool, check_int, check_name, check_number
 
 MODES = ("baseline", "multitask", "unlearn", "ascent", "cdann", "balanced", "groupdro")
@@ -31,6 +32,7 @@ class TrainConfig:
     seed: int = 0
     data_seed: int = 0
     rho: float | None = None  # None: the dataset preset's default
+    fonts: str = "default"  # the dataset's font table (a key of fonts.TABLES)
     epochs: int = 4
     batch_size: int = 64
     # Rows per forward/backward pass inside one step. The step still takes the whole batch's
@@ -58,11 +60,15 @@ class TrainConfig:
     )
     dro_eta: float = 0.1  # groupdro: step size of the group weights' exponentiated gradient
     balance: bool = False  # draw every (script, style) group equally (always on in BALANCED modes)
+    # style augmentation inside the jitted step (scriptlab.augment); the identity leaves the
+    # step's program, and key(), exactly as they were before the field existed
+    augment: Augment = Augment()
 
     def __post_init__(self):
         """Every construction is checked: ``make_train_config``, a restore, ``replace``.
 
-        Sequences become tuples (a config read back from JSON holds lists).
+        Sequences become tuples (a config read back from JSON holds lists) and an ``augment``
+        dict (JSON again) an ``Augment``.
 
         Raises:
           ValueError: naming the field, the value and what is allowed.
@@ -87,6 +93,7 @@ class TrainConfig:
             )
         if self.rho is not None:
             check_number("rho", self.rho, low=0.0, high=1.0)
+        check_name("fonts", self.fonts, tuple(fonts.TABLES))
         try:
             check_number("lr", self.lr, low=0.0, open_low=True)
         except ValueError:
@@ -104,11 +111,41 @@ class TrainConfig:
             check_bool(name, getattr(self, name))
         object.__setattr__(self, "dropout", _checked_tuple("dropout", self.dropout, 2, _rate))
         object.__setattr__(self, "channels", _checked_tuple("channels", self.channels, 3, _width))
+        object.__setattr__(self, "augment", _checked_augment(self.augment))
+
+    def data_overrides(self) -> dict:
+        """The ``DataConfig`` fields this config sets beyond preset and seed (``data.load``'s)."""
+        out = {} if self.rho is None else {"rho": self.rho}
+        return out if self.fonts == "default" else out | {"fonts": self.fonts}
 
     def key(self) -> str:
+        """Content address of the trained model.
+
+        The default font table is left out of the hash, so configs that predate ``fonts``
+        keep their keys (and the zoo its cached models).
+        """
         fields = dataclasses.asdict(self) | {"training_code_version": train.TRAINING_CODE_VERSION}
+        if self.fonts == "default":
+            del fields["fonts"]
+        if self.augment.is_identity:  # the key of every config from before the field
+            del fields["augment"]
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _checked_augment(value) -> Augment:
+    """An ``Augment``, or the dict ``dataclasses.asdict`` made of one (a config read from JSON)."""
+    if isinstance(value, Augment):
+        return value
+    if isinstance(value, dict):
+        allowed = {f.name for f in dataclasses.fields(Augment)}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(
+                f"augment has unknown fields {unknown}; allowed: {', '.join(sorted(allowed))}"
+            )
+        return Augment(**value)
+    raise ValueError(f"augment must be a scriptlab.augment.Augment or a dict, got {value!r}")
 
 
 def _rate(name: str, value) -> float:

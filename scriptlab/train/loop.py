@@ -60,8 +60,7 @@ def build_model(cfg: TrainConfig, ds: data_lib.Dataset) -> ScriptNet:
 
 
 def dataset_for(cfg: TrainConfig, *, progress: bool = True) -> data_lib.Dataset:
-    overrides = {} if cfg.rho is None else {"rho": cfg.rho}
-    return data_lib.load(cfg.preset, cfg.data_seed, progress=progress, **overrides)
+    return data_lib.load(cfg.preset, cfg.data_seed, progress=progress, **cfg.data_overrides())
 
 
 def lr_schedule(cfg: TrainConfig, total_steps: int) -> optax.Schedule:

@@ -11,8 +11,13 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from scriptlab import distributed
+from scriptlab.augment import augment
 from scriptlab.train.config import TrainConfig
 from scriptlab.train.modes import dro_update
+
+# Folded into the step's key for the augmentation's draws; dropout takes the key itself or
+# fold_in(key, pass), pass < batch_size / micro_batch, so the streams never meet.
+AUGMENT_STREAM = 0x61756700
 
 
 class TrainState(NamedTuple):
@@ -69,6 +74,10 @@ def make_step(
 ):
     """The jitted train step: (state, images uint8, script, style, group, lam, key) -> (state, losses).
 
+    Unless ``cfg.augment`` is the identity, the batch is augmented first
+    (``scriptlab.augment.augment``) with a key folded from the step's ``key``: the
+    same seed gives the same crops. The identity traces exactly the step without it.
+
     With a ``mesh`` the batch comes split along its ``data`` axis and the state
     replicated (``scriptlab.distributed``); the state and losses leave
     replicated, so the compiler averages the gradients across devices. The
@@ -80,6 +89,8 @@ def make_step(
 
     def step(state: TrainState, images, script, style, group, lam, key):
         x = images.astype(jnp.float32) / 255.0
+        if not cfg.augment.is_identity:
+            x = augment(jax.random.fold_in(key, AUGMENT_STREAM), x, cfg.augment)
         if passes == 1:
             (total, (sl, fl, q)), grads = value_and_grad(
                 state.params, x, script, style, group, lam, key, state.group_weights
