@@ -229,16 +229,19 @@ def test_notebook_specs_and_the_requests_they_select():
     # notebooks 01-02 and 04-11: the directly loaded models at seed 0 first, then the extra seeds
     # 06 and 10 load for a seed spread (baseline and unlearn at 1 and 2), none of the rest
     rest = workshop.requests("workshop", workshop.parse_notebooks("1-2,4-11"))
-    direct = [(n, "workshop", 0, {}) for n in workshop.MODELS if n != "oracle"]
+    direct = [(n, "workshop", 0, {}) for n in workshop.MODELS]  # 04-11 load the oracle too
     spread = [(n, "workshop", s, {}) for n in ("baseline", "unlearn") for s in (1, 2)]
     assert rest[: len(direct)] == direct == every[: len(direct)]
     assert sorted(rest[len(direct) :]) == spread
     assert workshop.requests("workshop", ("01",)) == []
-    assert workshop.requests("workshop", ("09", "11")) == [("baseline", "workshop", 0, {})]
+    assert workshop.requests("workshop", ("09", "11")) == [
+        ("baseline", "workshop", 0, {}),
+        ("oracle", "workshop", 0, {}),
+    ]
     only03 = workshop.requests("workshop", ("03",))
     key = lambda reqs: {(n, p, s) for n, p, s, _ in reqs}  # noqa: E731
     only12 = workshop.requests("workshop", ("12",))
-    assert len(only03) == 15 and key(only03) | key(rest) | key(only12) == key(every)
+    assert len(only03) == 17 and key(only03) | key(rest) | key(only12) == key(every)
     assert key(only12) <= key(only03)  # the study trains nothing the experiment does not
     with pytest.raises(ValueError, match="unknown notebook '3'"):
         workshop.requests("workshop", ("3",))
@@ -261,17 +264,18 @@ def test_prepare_reports_each_notebook_when_its_models_are_done(monkeypatch, cap
     monkeypatch.setattr(workshop.zoo, "warm", warm)
     done = workshop.prepare("smoke", notebooks="1-2,6-7,9", workers=2)
     # no experiment for these notebooks; 06 also loads the baseline at seeds 1 and 2
-    assert finished == ["baseline", "baseline", "baseline", "high_lr"]
-    assert (done.trained, done.cached) == (4, 1)
+    assert finished == ["baseline", "baseline", "baseline", "high_lr", "oracle"]
+    assert (done.trained, done.cached) == (5, 1)
     assert list(done.ready) == ["01", "02", "06", "07", "09"]
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if "ready" in line]
-    # 01 needs no model, 02 and 09 only baseline (done first), 06 and 07 also high_lr
-    assert [line.split()[2] for line in lines] == ["01", "02", "09", "06", "07"]
-    assert done.ready["01"] <= done.ready["02"] <= done.ready["09"] <= done.ready["06"]
+    # 01 needs no model, 02 only baseline (done first), 06, 07 and 09 the oracle (done last)
+    assert [line.split()[2] for line in lines] == ["01", "02", "06", "07", "09"]
+    assert done.ready["01"] <= done.ready["02"] <= done.ready["06"] <= done.ready["09"]
     finished.clear()
     done = workshop.prepare("smoke", notebooks="3", progress=False)
-    assert finished[-1] == "run" and len(finished) == 16 and list(done.ready) == ["03"]
+    # its 17 models, then the experiment and the data section's one-seed run
+    assert finished[-2:] == ["run", "run"] and len(finished) == 19 and list(done.ready) == ["03"]
     assert capsys.readouterr().out == ""
 
 
@@ -591,6 +595,8 @@ def test_cli_export_and_import(seeded, tmp_path, capsys, monkeypatch):
     _loads_only(monkeypatch, SMALL)
     monkeypatch.setattr(workshop, "EXPERIMENT_METHODS", ())
     monkeypatch.setattr(workshop, "EXPERIMENT_REFERENCES", ())
+    monkeypatch.setattr(workshop, "DATA_METHODS", ())
+    monkeypatch.setattr(workshop, "DATA_REFERENCES", ())
     file = tmp_path / "class.tar.gz"
     code, out, err = _cli(["cache", "export", str(file), "--preset", "smoke"], capsys)
     assert code == 0 and err == [] and f"3 zoo models (smoke preset) -> {file}" in out
@@ -615,6 +621,8 @@ def test_cli_prepare_trains_what_is_missing_then_nothing(cache, smoke, capsys, m
     monkeypatch.setattr(workshop, "EXPERIMENT_SEEDS", 1)
     monkeypatch.setattr(workshop, "EXPERIMENT_METHODS", ("cdann",))
     monkeypatch.setattr(workshop, "EXPERIMENT_REFERENCES", ())
+    monkeypatch.setattr(workshop, "DATA_METHODS", ())
+    monkeypatch.setattr(workshop, "DATA_REFERENCES", ())
     monkeypatch.setitem(zoo.ZOO, "overfit", {**zoo.ZOO["overfit"], "epochs": 1})
     code, out, err = _cli(["prepare", "--preset", "smoke", "--workers", "1"], capsys)
     assert code == 0, err
