@@ -209,9 +209,7 @@ assert all(
     sum(paper[n][c] >= 1 for c in styles_only) >= len(styles_only) - 1 for n in (RELYING, REFERENCE)
 )
 assert sig[RELYING][bias] <= 1 and sig[REFERENCE][bias] <= 1
-total = {
-    k: sum(sum(v[n].values()) for n in tc["models"]) for k, v in (("x", sig), ("p", paper))
-}
+total = {k: sum(sum(v[n].values()) for n in tc["models"]) for k, v in (("x", sig), ("p", paper))}
 assert 3 * total["x"] < total["p"]
 print(f"significant (concept, seed) cells: exchangeable {total['x']}, paper {total['p']}")
 print("random crops never significant with the exchangeable test; hand in at most one seed")
