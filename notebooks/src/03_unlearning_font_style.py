@@ -428,9 +428,11 @@ plt.show()
 # leave the shortcut in place: `diverse`'s worst conflict cell stays near zero, and it reads the
 # widened split's Latin, Cyrillic and Greek crops within a few points of the baseline. The new
 # families are drawn with the same style bias, so style still predicts script; a family the
-# model has never seen is read by its style. Diversity pays once the head is balanced:
-# `diverse_dfr_val` doubles `dfr_val`'s worst widened-split cell and beats it on the default
-# held-out Latin, Cyrillic and Greek crops and on Caveat's Cyrillic. **What augmentation does.**
+# model has never seen is read by its style. Diversity pays once the head is balanced, and only
+# in the worst families: `diverse_dfr_val` raises `dfr_val`'s worst (script, family) cell by half
+# or more on both held-out splits, while on the Latin, Cyrillic and Greek crops as a whole the
+# two are close (three seeds: 0.655 against 0.654 on the default split, `docs/results.md`).
+# **What augmentation does.**
 # At `STYLE_AUGMENT`'s strength (chosen on `val_conflict`'s worst cell over one milder setting;
 # neither beat no augmentation there) the model underfits in four epochs: `diverse_augment`
 # loses over ten points of test accuracy and is worse than the baseline on every held-out
@@ -447,10 +449,11 @@ claims = {
         m["diverse"]["wide_lcg"] - m["baseline"]["wide_lcg"]
     )
     < 0.06,
-    "diverse_dfr_val's worst widened cell > 1.5x dfr_val's": m["diverse_dfr_val"]["wide_worst"]
-    > 1.5 * m["dfr_val"]["wide_worst"],
-    "diverse_dfr_val beats dfr_val on heldout_lcg and caveat_cyrillic": all(
-        m["diverse_dfr_val"][k] > m["dfr_val"][k] + 0.02 for k in ("heldout_lcg", "caveat_cyrillic")
+    "diverse_dfr_val's worst cell > 1.5x dfr_val's on both held-out splits": all(
+        m["diverse_dfr_val"][k] > 1.5 * m["dfr_val"][k] for k in ("heldout_worst", "wide_worst")
+    ),
+    "diverse_dfr_val within 0.06 of dfr_val on held-out and widened L/C/G": all(
+        abs(m["diverse_dfr_val"][k] - m["dfr_val"][k]) < 0.06 for k in ("heldout_lcg", "wide_lcg")
     ),
     "diverse_augment loses > 0.1 test accuracy": m["diverse_augment"]["test"]
     < m["baseline"]["test"] - 0.1,
