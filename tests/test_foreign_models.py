@@ -581,6 +581,29 @@ def test_activations_match_the_unwrapped_model(case):
     assert grid.ndim == 2 and np.isfinite(grid).any()
 
 
+@covers("activation_change", "ActivationChange")
+def test_activation_change_matches_numpy_on_the_unwrapped_model(case):
+    c = case
+    others = c.images[::-1]  # each image paired with another
+    ref_x, ref_y = c.model(c.images)[1], c.model(others)[1]
+    change = I.activation_change(c.apply_fn, c.params, c.images, others, batch_size=3)
+    assert isinstance(change, I.ActivationChange) and set(change.crop) == set(ref_x)
+    for name in ref_x:
+        a = np.asarray(ref_x[name], np.float64).reshape(len(others), -1)
+        b = np.asarray(ref_y[name], np.float64).reshape(len(others), -1)
+        scale = (np.linalg.norm(a, axis=1) + np.linalg.norm(b, axis=1)) / 2
+        want = np.linalg.norm(a - b, axis=1) / np.where(scale > 0, scale, 1.0)
+        _close(change.crop[name], want, rtol=1e-4)
+        ch = np.shape(ref_x[name])[-1]  # a channel's mean over positions (none for dense)
+        ma = np.asarray(ref_x[name], np.float64).reshape(len(others), -1, ch).mean(1)
+        mb = np.asarray(ref_y[name], np.float64).reshape(len(others), -1, ch).mean(1)
+        den = ((np.abs(ma) + np.abs(mb)) / 2).mean(0)
+        unit = np.abs(ma - mb).mean(0) / np.where(den > 0, den, 1.0)
+        _close(change.unit[name], unit, rtol=1e-4)
+    same = I.activation_change(c.apply_fn, c.params, c.images, c.images)
+    assert all(float(np.max(v)) < 1e-5 for v in same.crop.values())  # up to float rounding
+
+
 @covers("conv_kernel", "filter_images", "filter_grid", "filter_noisiness")
 def test_filters_of_every_conv_layer(case):
     c = case

@@ -305,21 +305,31 @@ class TinyCNN(nnx.Module):
             LayerGeometry("pool2", 2, 2, "VALID"),
         )
 
+    def trunk(self, x, *, linear=True):
+        """The conv and pool stack alone, without the standardisation: what a field describes."""
+        acts = {}
+        self._stack(x, (lambda v: v) if linear else nnx.relu, acts, None)
+        return acts
+
     def __call__(self, x, *, relu=nnx.relu, perturb=None):
         acts = {}
-
-        def tap(name, x):  # record an activation, after any perturbation
-            x = x + perturb[name] if perturb and name in perturb else x
-            acts[name] = x
-            return x
-
         x = (x - x.mean((1, 2), keepdims=True)) / (x.std((1, 2), keepdims=True) + 0.05)
-        x = tap("conv1", relu(self.conv1(x)))  # [N, 16, 32, 8]
-        x = tap("pool1", nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2)))
-        x = tap("conv2", relu(self.conv2(x)))  # [N, 8, 16, 16]
-        x = tap("pool2", nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2)))
-        x = tap("linear1", relu(self.linear1(x.reshape(x.shape[0], -1))))
+        x = self._stack(x, relu, acts, perturb)
+        x = _tap(acts, perturb, "linear1", relu(self.linear1(x.reshape(x.shape[0], -1))))
         return self.linear2(x), acts
+
+    def _stack(self, x, relu, acts, perturb):
+        x = _tap(acts, perturb, "conv1", relu(self.conv1(x)))  # [N, 16, 32, 8]
+        x = _tap(acts, perturb, "pool1", nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2)))
+        x = _tap(acts, perturb, "conv2", relu(self.conv2(x)))  # [N, 8, 16, 16]
+        return _tap(acts, perturb, "pool2", nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2)))
+
+
+def _tap(acts, perturb, name, x):
+    """Record an activation, after any perturbation (Grad-CAM's ``perturb=``)."""
+    x = x + perturb[name] if perturb and name in perturb else x
+    acts[name] = x
+    return x
 
 
 # %% [markdown]
@@ -473,9 +483,9 @@ print(f"conv2 receptive field {fields['conv2'].size}, patches {patches.shape}")
 # %% [markdown]
 # The per-image standardisation divides by statistics of the whole crop, so through the whole
 # model every pixel reaches every unit. The receptive field is a property of the conv and pool
-# stack: `I.trunk_fn` runs the stack the model's `geometry()` describes, without the
-# standardisation and with identity ReLUs, and there a `conv2` unit's gradient fills exactly its
-# analytic box.
+# stack: `I.trunk_fn(tiny)` runs the model's own `trunk()` (the stack `geometry()` describes,
+# without the standardisation) with identity ReLUs, and there a `conv2` unit's gradient fills
+# exactly its analytic box.
 
 # %%
 # NBVAL_CHECK_OUTPUT
