@@ -49,6 +49,9 @@ ZOO: dict[str, dict[str, Any]] = {
     # elastic, affine, colour), on the default fonts and on the diverse ones.
     "augment": dict(mode="baseline", augment=STYLE_AUGMENT),
     "diverse_augment": dict(mode="baseline", fonts="diverse", augment=STYLE_AUGMENT),
+    # ... and the diverse fonts with styles uniform within each script: the oracle's data, more
+    # faces. Asks whether more fonts help once style is no clue to the script.
+    "diverse_oracle": dict(mode="baseline", fonts="diverse", rho=0.2),
     # Adebayo et al. 2018 data randomisation: a model that memorises permuted script
     # labels. The default recipe cannot fit 30k random labels in 4 epochs (it stays at
     # chance loss), so it trains on 2,000 crops for 60 epochs without regularisation.

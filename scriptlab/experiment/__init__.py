@@ -16,6 +16,7 @@ References (the same recipe on other training data, the same evaluation splits):
   diverse  the diverse font table (``fonts.TABLES``): many more training families;
   augment  style augmentation in the training step (``augment.STYLE_AUGMENT``);
   diverse_augment  both;
+  diverse_oracle  the diverse fonts with the oracle's uniform styles (rho 0.2);
 and the fix on each of the last three trunks: diverse_dfr_val, augment_dfr_val,
 diverse_augment_dfr_val.
 

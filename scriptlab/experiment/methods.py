@@ -43,7 +43,7 @@ METHODS = (
     "augment_dfr_val",
     "diverse_augment_dfr_val",
 )
-REFERENCES = ("oracle", "rho99", "diverse", "augment", "diverse_augment")
+REFERENCES = ("oracle", "rho99", "diverse", "augment", "diverse_augment", "diverse_oracle")
 
 
 class Posthoc(NamedTuple):
