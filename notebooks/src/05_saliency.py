@@ -468,7 +468,7 @@ for name, row in est.items():
 
 # %%
 SHOW = range(4)
-limits = {name: viz.attribution_limits(list(c["maps"])) for name, c in closing.items()}
+closing_limits = {name: viz.attribution_limits(list(c["maps"])) for name, c in closing.items()}
 panels = [
     [crop_images[i], twin_images[i]]
     + [np.abs(c["maps"][k][i]) for c in closing.values() for k in (0, 1)]
@@ -484,7 +484,7 @@ viz.image_grid(
     col_titles=["crop", "plain twin"]
     + [f"{name}: {w}" for name in closing for w in ("crop", "twin")],
     cmaps=[None, None] + [viz.ABS_CMAP] * 2 * len(closing),
-    vlims=[None, None] + [limits[name] for name in closing for _ in (0, 1)],
+    vlims=[None, None] + [closing_limits[name] for name in closing for _ in (0, 1)],
     cell=(1.6, 0.95),
     suptitle=f"|{CLOSING_METHOD}| of the true script; crop and twin share each model's scale",
 )

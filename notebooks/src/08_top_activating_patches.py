@@ -383,19 +383,19 @@ for name, (_, u) in drive.items():
 # the first two telling crops; per model, the top 5 crops of the channel each drives hardest
 SHOW = 5
 fig, axes = plt.subplots(4, SHOW + 1, figsize=(8.4, 5.4))
-for r, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
+for row, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
     t, u = drive[name]
     ch = int(u.units[q, 0])
     c = receptive_crops(xp, rf, t.index[ch : ch + 1], t.row[ch : ch + 1], t.col[ch : ch + 1])
-    axes[r, 0].imshow(ds.conflict.images[tell[q]])
+    axes[row, 0].imshow(ds.conflict.images[tell[q]])
     label = f"{ds.scripts[query_keys[q, 1]][:4]}/{ds.styles[query_keys[q, 0]][:4]}"
     who = "baseline = fix" if name == "baseline" else name
-    axes[r, 0].set_title(f"{label}\n{who}: ch {ch}", fontsize=viz.SMALL)
+    axes[row, 0].set_title(f"{label}\n{who}: ch {ch}", fontsize=viz.SMALL)
     for j in range(SHOW):
         n = int(t.index[ch, j])
-        axes[r, j + 1].imshow(np.asarray(c[0, j]))
+        axes[row, j + 1].imshow(np.asarray(c[0, j]))
         title = f"{ds.scripts[pool.script[n]][:4]}/{ds.styles[pool.style[n]][:4]}"
-        axes[r, j + 1].set_title(title, fontsize=viz.SMALL)
+        axes[row, j + 1].set_title(title, fontsize=viz.SMALL)
 for a in axes.ravel():
     a.axis("off")
 fig.suptitle("telling crop, then the top crops of the conv3 channel it drives hardest")

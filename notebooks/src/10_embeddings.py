@@ -491,16 +491,16 @@ print(f"{'base rate':9s}" + "".join(f"{v:20.2f}" for v in base_rate))
 # %%
 SHOW = 6
 fig, axes = plt.subplots(4, SHOW + 1, figsize=(9.2, 4.6))
-for r, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
-    axes[r, 0].imshow(ds.conflict.images[tell[q]])
+for row, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
+    axes[row, 0].imshow(ds.conflict.images[tell[q]])
     label = f"{ds.scripts[query_keys[q, 1]][:4]}/{ds.styles[query_keys[q, 0]][:4]}"
     who = "baseline = fix" if name == "baseline" else name
-    axes[r, 0].set_title(f"{label}\n{who}", fontsize=viz.SMALL)
+    axes[row, 0].set_title(f"{label}\n{who}", fontsize=viz.SMALL)
     for j in range(SHOW):
         n = int(near[name].indices[q, j])
-        axes[r, j + 1].imshow(pool.images[n])
+        axes[row, j + 1].imshow(pool.images[n])
         title = f"{ds.scripts[pool.script[n]][:4]}/{ds.styles[pool.style[n]][:4]}"
-        axes[r, j + 1].set_title(title, fontsize=viz.SMALL)
+        axes[row, j + 1].set_title(title, fontsize=viz.SMALL)
 for a in axes.ravel():
     a.axis("off")
 fig.suptitle("telling crop, then its nearest training crops in each embedding")

@@ -808,7 +808,7 @@ fits = {
 }
 ranked = {}
 for name, (h, hessian) in fits.items():
-    s = inf.influence_scores(
+    closing_scores = inf.influence_scores(
         inf.logistic_loss,
         h,
         feats[name],
@@ -819,7 +819,9 @@ for name, (h, hessian) in fits.items():
         method="exact",
         hessian=hessian,
     ).scores
-    ranked[name] = ranking.ranking_shares(s, query_keys, train_keys, k=K_TOP, largest=False)
+    ranked[name] = ranking.ranking_shares(
+        closing_scores, query_keys, train_keys, k=K_TOP, largest=False
+    )
 # the fix's features are the baseline's (asserted below), so its refitted head, Hessian and
 # scores would be too: it shares the baseline's row
 
@@ -844,17 +846,17 @@ print(f"{'base rate':14s}" + "".join(f"{float(v):19.2f}" for v in rates))
 # %%
 SHOW = 6
 fig, axes = plt.subplots(4, SHOW + 1, figsize=(9.2, 4.6))
-for r, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
-    axes[r, 0].imshow(ds.conflict.images[tell[q]])
+for row, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
+    axes[row, 0].imshow(ds.conflict.images[tell[q]])
     c = tell[q]
     label = f"{ds.scripts[ds.conflict.script[c]][:4]}/{ds.styles[ds.conflict.style[c]][:4]}"
     who = "baseline = fix" if name == "baseline" else name
-    axes[r, 0].set_title(f"{label} as {ds.scripts[wrong[q]][:4]}\n{who}", fontsize=viz.SMALL)
+    axes[row, 0].set_title(f"{label} as {ds.scripts[wrong[q]][:4]}\n{who}", fontsize=viz.SMALL)
     for j in range(SHOW):
         n = int(ranked[name].indices[q, j])
-        axes[r, j + 1].imshow(tr.images[n])
+        axes[row, j + 1].imshow(tr.images[n])
         title = f"{ds.scripts[tr.script[n]][:4]}/{ds.styles[tr.style[n]][:4]}"
-        axes[r, j + 1].set_title(title, fontsize=viz.SMALL)
+        axes[row, j + 1].set_title(title, fontsize=viz.SMALL)
 for a in axes.ravel():
     a.axis("off")
 fig.suptitle("telling crop, then the training crops that most help its wrong reading")
