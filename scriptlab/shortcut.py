@@ -80,7 +80,7 @@ from scriptlab.interpret.saliency import saliency
 from scriptlab.probe import fit_probe
 from scriptlab.protocols import ApplyFn
 from scriptlab.reliance import ANY, reliance, style_reliance
-from scriptlab.twins import HELDOUT
+from scriptlab.twins import HELDOUT, plain_twin
 
 STUDY_CODE_VERSION = 4
 """Bump when a change to this module changes the numbers ``study`` returns (cache keys hold it)."""
@@ -480,19 +480,12 @@ def study(
     say("study: reliance done")
 
     # ---- attribution maps on conflict crops with a plain twin (the script's usual style)
-    tw = twins["conflict"]
-    slots = list(tw.slots)
+    plain = plain_twin(twins["conflict"], ds)
     truth_c = ds.conflict.script[crops["conflict"]]
-    plain = np.array([
-        slots.index(styles[ds.bias_style(scripts[t])]) if styles[ds.bias_style(scripts[t])] in slots
-        else -1 for t in truth_c
-    ])  # fmt: skip
-    rows_ok = np.flatnonzero((plain >= 0) & tw.valid[np.arange(len(plain)), np.maximum(plain, 0)]
-                             & ~tw.own[np.arange(len(plain)), np.maximum(plain, 0)])  # fmt: skip
-    pos = rows_ok[: cfg.n_map_crops]  # positions within the conflict crops
+    pos = np.flatnonzero(plain.ok)[: cfg.n_map_crops]  # positions within the conflict crops
     crop_images = ds.conflict.images[crops["conflict"][pos]]
     crop_masks = ds.conflict.masks[crops["conflict"][pos]]
-    twin_images = tw.images[pos, plain[pos]]
+    twin_images = plain.images[pos]
     targets = jnp.asarray(truth_c[pos], jnp.int32)
     crop_maps, change, off_ink, relies = {}, {}, {}, {}
     for name in names:
@@ -576,7 +569,7 @@ def study(
         out["randomisation"][m] = {"spearman_abs": _num(sim), "passes": bool(sim < 0.5)}
     out["summary"] = _summary(out, used)
     explorer["crops"] = crops["conflict"][pos].tolist()
-    explorer["plain_slot"] = plain[pos].tolist()
+    explorer["plain_slot"] = plain.slot[pos].tolist()
     explorer["train"] = train_idx.tolist()
     explorer["readings"] = {
         name: {
