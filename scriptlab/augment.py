@@ -204,11 +204,7 @@ def shear(key: jax.Array, images: jax.Array, strength: float) -> jax.Array:
       images: float[N, H, W, C] in [0, 1] or uint8[N, H, W, C].
       strength: in [0, MAX_SHEAR].
     """
-    strength = check_number("strength", strength, low=0.0, high=MAX_SHEAR)
-    _check_images(images)
-    if strength == 0:
-        return images
-    return _augment_batch(key, images, Augment(shear=strength))
+    return _one_op(key, images, "shear", strength, MAX_SHEAR)
 
 
 def elastic(key: jax.Array, images: jax.Array, strength: float) -> jax.Array:
@@ -222,11 +218,7 @@ def elastic(key: jax.Array, images: jax.Array, strength: float) -> jax.Array:
 
     References: Simard, Steinkraus & Platt 2003.
     """
-    strength = check_number("strength", strength, low=0.0, high=MAX_ELASTIC)
-    _check_images(images)
-    if strength == 0:
-        return images
-    return _augment_batch(key, images, Augment(elastic=strength))
+    return _one_op(key, images, "elastic", strength, MAX_ELASTIC)
 
 
 def affine(key: jax.Array, images: jax.Array, strength: float) -> jax.Array:
@@ -241,11 +233,7 @@ def affine(key: jax.Array, images: jax.Array, strength: float) -> jax.Array:
       images: float[N, H, W, C] in [0, 1] or uint8[N, H, W, C].
       strength: in [0, MAX_AFFINE].
     """
-    strength = check_number("strength", strength, low=0.0, high=MAX_AFFINE)
-    _check_images(images)
-    if strength == 0:
-        return images
-    return _augment_batch(key, images, Augment(affine=strength))
+    return _one_op(key, images, "affine", strength, MAX_AFFINE)
 
 
 def affine_warp(images: jax.Array, matrices: jax.Array, shifts: jax.Array) -> jax.Array:
@@ -291,11 +279,7 @@ def colour(key: jax.Array, images: jax.Array, strength: float) -> jax.Array:
       images: float[N, H, W, 3] in [0, 1] or uint8[N, H, W, 3].
       strength: in [0, 1].
     """
-    strength = check_number("strength", strength, low=0.0, high=1.0)
-    _check_images(images, colour=True)
-    if strength == 0:
-        return images
-    return _augment_batch(key, images, Augment(colour=strength))
+    return _one_op(key, images, "colour", strength, 1.0, colour=True)
 
 
 # ---- per image (x: float32[H, W, C] in [0, 1]) ----
@@ -437,6 +421,15 @@ def _colour_one(key, x, strength: float):
 
 
 # ---- batches ----
+
+
+def _one_op(key, images, field: str, strength, high: float, *, colour: bool = False):
+    """One augmentation alone at a checked ``strength`` (the input itself at 0)."""
+    strength = check_number("strength", strength, low=0.0, high=high)
+    _check_images(images, colour=colour)
+    if strength == 0:
+        return images
+    return _augment_batch(key, images, Augment(**{field: strength}))
 
 
 def _check_images(images, *, colour: bool = False) -> None:
