@@ -156,6 +156,7 @@ def image_grid(
     cell: tuple[float, float] = (1.9, 0.95),
     fontsize: float | None = None,
     suptitle: str | None = None,
+    panel_titles=None,
 ):
     """Plot rows of images as a grid without ticks; returns the Figure.
 
@@ -176,6 +177,8 @@ def image_grid(
       cell: (width, height) in inches of one panel.
       fontsize: of the labels and titles (default: the style's, see ``style``).
       suptitle: a title over the whole grid.
+      panel_titles: rows of titles, one above each panel (drawn after ``col_titles``, so
+        they replace the first row's); e.g. the labels of a query's neighbours.
     """
     import matplotlib.pyplot as plt
 
@@ -218,6 +221,9 @@ def image_grid(
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=fontsize)
     for c, title in enumerate(col_titles):
         axes[0, c].set_title(title.replace("_", " "), fontsize=fontsize)
+    for r, titles in enumerate(panel_titles or ()):
+        for c, title in enumerate(titles):
+            axes[r, c].set_title(title, fontsize=SMALL if fontsize is None else fontsize)
     if suptitle:
         fig.suptitle(suptitle, fontsize=None if fontsize is None else fontsize + 2)
     return fig

@@ -233,3 +233,11 @@ def test_image_grid_with_one_shared_scale_draws_one_colourbar():
     image_axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert {ax.images[0].get_clim() for ax in image_axes} == {(0.0, 1.0)}
     plt.close(fig)
+
+
+def test_image_grid_titles_every_panel():
+    panels = [[np.zeros((4, 6, 3)), np.ones((4, 6, 3))], [np.zeros((4, 6, 3))] * 2]
+    fig = viz.image_grid(panels, col_titles=["a", "b"], panel_titles=[["q", "n1"], ["r", "n2"]])
+    axes = np.array(fig.axes).reshape(2, 2)
+    assert [[ax.get_title() for ax in row] for row in axes] == [["q", "n1"], ["r", "n2"]]
+    plt.close(fig)

@@ -490,20 +490,17 @@ print(f"{'base rate':9s}" + "".join(f"{v:20.2f}" for v in base_rate))
 
 # %%
 SHOW = 6
-fig, axes = plt.subplots(4, SHOW + 1, figsize=(9.2, 4.6))
-for row, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
-    axes[row, 0].imshow(ds.conflict.images[tell[q]])
+panels, titles = [], []
+for q, name in ((q, n) for q in range(2) for n in ("baseline", "oracle")):
     label = f"{ds.scripts[query_keys[q, 1]][:4]}/{ds.styles[query_keys[q, 0]][:4]}"
     who = "baseline = fix" if name == "baseline" else name
-    axes[row, 0].set_title(f"{label}\n{who}", fontsize=viz.SMALL)
-    for j in range(SHOW):
-        n = int(near[name].indices[q, j])
-        axes[row, j + 1].imshow(pool.images[n])
-        title = f"{ds.scripts[pool.script[n]][:4]}/{ds.styles[pool.style[n]][:4]}"
-        axes[row, j + 1].set_title(title, fontsize=viz.SMALL)
-for a in axes.ravel():
-    a.axis("off")
-fig.suptitle("telling crop, then its nearest training crops in each embedding")
+    idx = [int(n) for n in near[name].indices[q, :SHOW]]
+    panels.append([ds.conflict.images[tell[q]], *pool.images[idx]])
+    titles.append([f"{label}\n{who}"] + [
+        f"{ds.scripts[pool.script[n]][:4]}/{ds.styles[pool.style[n]][:4]}" for n in idx
+    ])  # fmt: skip
+viz.image_grid(panels, panel_titles=titles, cell=(1.3, 1.1),
+               suptitle="telling crop, then its nearest training crops in each embedding")  # fmt: skip
 plt.show()
 
 # %% [markdown]

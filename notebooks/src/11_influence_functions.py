@@ -845,21 +845,18 @@ print(f"{'base rate':14s}" + "".join(f"{float(v):19.2f}" for v in rates))
 
 # %%
 SHOW = 6
-fig, axes = plt.subplots(4, SHOW + 1, figsize=(9.2, 4.6))
-for row, (q, name) in enumerate((q, n) for q in range(2) for n in ("baseline", "oracle")):
-    axes[row, 0].imshow(ds.conflict.images[tell[q]])
+panels, titles = [], []
+for q, name in ((q, n) for q in range(2) for n in ("baseline", "oracle")):
     c = tell[q]
     label = f"{ds.scripts[ds.conflict.script[c]][:4]}/{ds.styles[ds.conflict.style[c]][:4]}"
     who = "baseline = fix" if name == "baseline" else name
-    axes[row, 0].set_title(f"{label} as {ds.scripts[wrong[q]][:4]}\n{who}", fontsize=viz.SMALL)
-    for j in range(SHOW):
-        n = int(ranked[name].indices[q, j])
-        axes[row, j + 1].imshow(tr.images[n])
-        title = f"{ds.scripts[tr.script[n]][:4]}/{ds.styles[tr.style[n]][:4]}"
-        axes[row, j + 1].set_title(title, fontsize=viz.SMALL)
-for a in axes.ravel():
-    a.axis("off")
-fig.suptitle("telling crop, then the training crops that most help its wrong reading")
+    idx = [int(n) for n in ranked[name].indices[q, :SHOW]]
+    panels.append([ds.conflict.images[c], *tr.images[idx]])
+    titles.append([f"{label} as {ds.scripts[wrong[q]][:4]}\n{who}"] + [
+        f"{ds.scripts[tr.script[n]][:4]}/{ds.styles[tr.style[n]][:4]}" for n in idx
+    ])  # fmt: skip
+viz.image_grid(panels, panel_titles=titles, cell=(1.3, 1.1),
+               suptitle="telling crop, then the training crops that most help its wrong reading")  # fmt: skip
 plt.show()
 
 # %% [markdown]
